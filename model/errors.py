@@ -1,0 +1,40 @@
+"""The project's one error hierarchy.
+
+Every error a user can cause derives from DigitsError, so the command line can print
+one line and exit non-zero instead of showing a traceback.
+"""
+
+
+class DigitsError(Exception):
+    """Base of every error the project raises on purpose."""
+
+
+class DataError(DigitsError):
+    """Input data that cannot be read: names the file, the row or image, and the reason."""
+
+    def __init__(self, source, reason, row=None):
+        self.source = str(source)
+        self.reason = reason
+        self.row = row
+        where = self.source if row is None else f"{self.source}, row {row}"
+        super().__init__(f"{where}: {reason}")
+
+
+class CheckpointError(DigitsError):
+    """A model or training-state file that is missing, corrupt or incompatible."""
+
+
+class ConfigError(DigitsError):
+    """A bad setting, option or hyperparameter."""
+
+
+class JobError(DigitsError):
+    """A queue job that is unknown, failed, or cannot be submitted."""
+
+
+class StackError(DigitsError):
+    """The embedded Redis/worker/Flower stack cannot be started or reached."""
+
+
+class RegistryError(DigitsError):
+    """An unknown model name, version or alias."""

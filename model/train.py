@@ -1,0 +1,321 @@
+"""Mini-batch training: recipes, validation split, callbacks, and resumable state.
+
+Inputs are raw pixels X (N, 784) uint8 and labels y (N,) int. A Trainer holds out a
+validation split, fits the normalization on the rest, and runs epochs of mini-batch
+updates. Its state() is everything needed to resume bit-for-bit: weights, optimizer
+state, the RNG state at the start of the current epoch, and the batch position.
+"""
+import dataclasses
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+from threadpoolctl import threadpool_limits
+
+from model import network
+from model.errors import ConfigError
+
+
+@dataclass
+class TrainConfig:
+    """Hyperparameters of one training run."""
+
+    recipe: str = "default"  # name of the recipe these values came from
+    epochs: int = 10  # full passes over the training split
+    lr: float = 0.1  # peak learning rate
+    batch_size: int = 64  # samples per gradient step
+    seed: int = 0  # weights init and shuffling
+    shuffle: bool = True  # reshuffle the training split every epoch
+    normalization: str = "global"  # z-score with one mean/std ("global") or per pixel ("pixel")
+    optimizer: str = "sgd"  # "sgd", "momentum" or "adam"
+    momentum: float = 0.9  # momentum coefficient (optimizer="momentum")
+    schedule: str = "constant"  # learning-rate schedule: "constant" or "cosine" (per step)
+    warmup_epochs: float = 0.0  # linear warm-up at the start of a cosine schedule
+    hidden: int = network.N_HIDDEN  # hidden units
+    val_fraction: float = 0.1  # share of the data held out for validation
+    val_seed: int = 20240601  # fixes which rows are held out, independent of `seed`
+    blas_threads: int = 1  # BLAS threads during training (batch-64 matmuls gain nothing from more)
+
+    def __post_init__(self):
+        checks = [
+            (self.epochs >= 1, "epochs must be >= 1"),
+            (self.lr > 0, "lr must be > 0"),
+            (self.batch_size >= 1, "batch_size must be >= 1"),
+            (self.normalization in ("global", "pixel"), "normalization must be global or pixel"),
+            (self.optimizer in network.OPTIMIZERS, f"optimizer must be one of {sorted(network.OPTIMIZERS)}"),
+            (self.schedule in ("constant", "cosine"), "schedule must be constant or cosine"),
+            (0 <= self.val_fraction < 1, "val_fraction must be in [0, 1)"),
+            (self.hidden >= 1, "hidden must be >= 1"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(f"bad training config: {message}")
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+
+RECIPES = {
+    # The original: 10 epochs, lr 0.1, batch 64, plain mini-batch gradient descent, z-score.
+    "faithful": dict(epochs=10, lr=0.1, batch_size=64, optimizer="sgd", schedule="constant"),
+    # Momentum with a short warm-up and cosine decay: better accuracy for the same network.
+    "default": dict(epochs=15, lr=0.05, batch_size=64, optimizer="momentum", momentum=0.9,
+                    schedule="cosine", warmup_epochs=0.5),
+}
+
+
+def make_config(recipe="default", **overrides):
+    """A TrainConfig from a recipe name plus overrides; None values are ignored.
+
+    Unknown recipe names and unknown override keys raise ConfigError.
+    """
+    if recipe not in RECIPES:
+        raise ConfigError(f"unknown recipe {recipe!r}; choose one of {sorted(RECIPES)}")
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise ConfigError(f"unknown training option(s): {', '.join(unknown)}")
+    values = dict(RECIPES[recipe], recipe=recipe)
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return TrainConfig(**values)
+
+
+def config_from_dict(d):
+    """Inverse of TrainConfig.to_dict (rejects unknown keys)."""
+    return make_config(d.get("recipe", "default"), **{k: v for k, v in d.items() if k != "recipe"})
+
+
+def split_indices(n, val_fraction, val_seed):
+    """Row indices (train_idx, val_idx) of a fixed, seeded hold-out split of n rows."""
+    order = np.random.default_rng(val_seed).permutation(n)
+    n_val = int(round(n * val_fraction))
+    return np.sort(order[n_val:]), np.sort(order[:n_val])
+
+
+def fit_normalization(X, mode):
+    """Z-score statistics of raw pixels X (N, 784) -> (mean (784,), std (784,)) float32.
+
+    "global" uses one mean and std over all pixels; "pixel" one per pixel, with constant
+    pixels given std 1 so that they normalize to zero instead of dividing by zero.
+    """
+    n_features = X.shape[1]
+    if mode == "global":
+        mean = np.full(n_features, X.mean(dtype=np.float64))
+        std = np.full(n_features, X.std(dtype=np.float64))
+    else:
+        mean = X.mean(axis=0, dtype=np.float64)
+        std = X.std(axis=0, dtype=np.float64)
+    std = np.where(std > 1e-6, std, 1.0)
+    return mean.astype(np.float32), std.astype(np.float32)
+
+
+def affine(mean, std, dtype=np.float32):
+    """Z-score statistics -> (scale, shift) such that z = x * scale + shift, both (784,)."""
+    scale = (1.0 / std.astype(np.float64)).astype(dtype)
+    shift = (-mean.astype(np.float64) / std.astype(np.float64)).astype(dtype)
+    return scale, shift
+
+
+def normalize(X, mean, std, out=None, dtype=np.float32):
+    """Raw pixels X (N, 784) -> z-scored float array (N, 784), optionally into `out`.
+
+    Training batches and prediction go through this one formula, so a pixel normalizes
+    to the same float wherever it is seen.
+    """
+    scale, shift = affine(mean, std, dtype)
+    if out is None:
+        out = np.empty(X.shape, dtype)
+    np.multiply(X, scale, out=out)  # (N, 784)
+    out += shift
+    return out
+
+
+def predict_proba(params, Xn, batch=4096):
+    """Probabilities (N, 10) for normalized Xn (N, 784), computed in batches."""
+    out = np.empty((Xn.shape[0], params["W2"].shape[1]), params["W2"].dtype)  # (N, 10)
+    for start in range(0, Xn.shape[0], batch):
+        out[start:start + batch] = network.forward(params, Xn[start:start + batch])
+    return out
+
+
+def evaluate(params, Xn, y):
+    """Loss, accuracy and predicted labels of normalized Xn (N, 784) against labels y (N,)."""
+    if len(y) == 0:
+        return {"loss": float("nan"), "accuracy": float("nan"), "pred": np.empty(0, np.int64)}
+    P = predict_proba(params, Xn)  # (N, 10)
+    pred = P.argmax(axis=1)
+    loss = float(-np.log(P[np.arange(len(y)), y] + 1e-12).mean())
+    return {"loss": loss, "accuracy": float((pred == y).mean()), "pred": pred}
+
+
+def confusion_matrix(y_true, y_pred, n=network.N_OUT):
+    """Counts (n, n): rows are true labels, columns predicted labels."""
+    cm = np.zeros((n, n), np.int64)
+    np.add.at(cm, (y_true, y_pred), 1)
+    return cm
+
+
+@dataclass
+class EpochMetrics:
+    """What one finished epoch reports."""
+
+    epoch: int  # 1-based
+    train_loss: float
+    train_accuracy: float
+    val_loss: float
+    val_accuracy: float
+    lr: float
+    seconds: float
+
+
+@dataclass
+class BatchInfo:
+    """What one finished batch reports."""
+
+    epoch: int  # 1-based
+    epochs: int
+    batch: int  # 1-based within the epoch
+    batches: int
+    loss: float  # running mean over the epoch so far
+    lr: float
+
+
+@dataclass
+class _Position:
+    epoch: int = 0  # 0-based epoch in progress
+    batch: int = 0  # next batch to run within that epoch
+    rng_state: dict = field(default_factory=dict)  # RNG state at the start of `epoch`
+    loss_sum: float = 0.0  # running sums of the epoch in progress
+    correct: int = 0
+    seen: int = 0
+    seconds: float = 0.0
+
+
+class Trainer:
+    """Trains the network on raw pixels X (N, 784) uint8 and labels y (N,) int.
+
+    Pass `state` (from a previous Trainer.state()) to resume exactly where it stopped.
+    """
+
+    def __init__(self, config, X, y, state=None):
+        self.config = config
+        X = np.asarray(X)
+        y = np.asarray(y, dtype=np.int64)
+        if X.ndim != 2 or X.shape[0] != y.shape[0]:
+            raise ConfigError(f"training data must be (N, {network.N_IN}) pixels with N labels")
+        if X.shape[0] < 2:
+            raise ConfigError("training needs at least 2 labeled images")
+        train_idx, val_idx = split_indices(len(y), config.val_fraction, config.val_seed)
+        self.y_train, self.y_val = y[train_idx], y[val_idx]
+        self.X_train = X[train_idx]  # (n_train, 784) raw; batches are normalized as they go
+        if state is None:
+            self.mean, self.std = fit_normalization(self.X_train, config.normalization)
+        else:
+            self.mean, self.std = state["mean"], state["std"]
+        self.X_val = normalize(X[val_idx], self.mean, self.std)  # (n_val, 784)
+        self.Y_train = network.one_hot(self.y_train)  # (n_train, 10)
+        self.rng = np.random.Generator(np.random.PCG64(config.seed))
+        if state is None:
+            self.params = network.init_params(self.rng, n_hidden=config.hidden)
+            self.optimizer = _make_optimizer(config, self.params)
+            self.pos = _Position(rng_state=self.rng.bit_generator.state)
+            self.history = []
+        else:
+            self.params = {k: state[k].copy() for k in network.PARAM_NAMES}
+            self.optimizer = _make_optimizer(config, self.params)
+            for k in self.optimizer.state:
+                self.optimizer.state[k][...] = state["opt_" + k]
+            self.pos = _Position(**state["position"])
+            self.history = [EpochMetrics(**h) for h in state["history"]]
+        self.batches_per_epoch = math.ceil(len(self.y_train) / config.batch_size)
+        self.fingerprint = None
+
+    @property
+    def done(self):
+        return self.pos.epoch >= self.config.epochs
+
+    def lr_at(self, step):
+        """Learning rate for global step `step` (0-based)."""
+        c = self.config
+        if c.schedule == "constant":
+            return c.lr
+        total = c.epochs * self.batches_per_epoch
+        warm = int(c.warmup_epochs * self.batches_per_epoch)
+        if step < warm:
+            return c.lr * (step + 1) / warm
+        progress = (step - warm) / max(1, total - warm)
+        return c.lr * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    def run(self, on_batch=None, on_epoch=None, should_stop=None):
+        """Train until the configured epochs are done or should_stop() returns True.
+
+        on_batch(BatchInfo) runs after every batch; on_epoch(EpochMetrics) after every
+        epoch, when state() is at the epoch boundary. should_stop() is checked before
+        each batch. Returns the list of EpochMetrics of all finished epochs.
+        """
+        c = self.config
+        n = len(self.y_train)
+        ws = network.Workspace(c.batch_size, self.params)
+        scale, shift = affine(self.mean, self.std)
+        # one epoch's data in visiting order: contiguous, so a batch is a slice
+        X_epoch = np.empty_like(self.X_train)  # (n_train, 784) uint8
+        Y_epoch = np.empty_like(self.Y_train)  # (n_train, 10)
+        y_epoch = np.empty_like(self.y_train)  # (n_train,)
+        with threadpool_limits(c.blas_threads):
+            while not self.done:
+                pos = self.pos
+                self.rng.bit_generator.state = pos.rng_state
+                order = self.rng.permutation(n) if c.shuffle else np.arange(n)
+                np.take(self.X_train, order, axis=0, out=X_epoch)
+                np.take(self.Y_train, order, axis=0, out=Y_epoch)
+                np.take(self.y_train, order, out=y_epoch)
+                t0 = time.perf_counter() - pos.seconds
+                for b in range(pos.batch, self.batches_per_epoch):
+                    if should_stop is not None and should_stop():
+                        pos.seconds = time.perf_counter() - t0
+                        return self.history
+                    lo = b * c.batch_size
+                    hi = min(lo + c.batch_size, n)
+                    m = hi - lo
+                    np.multiply(X_epoch[lo:hi], scale, out=ws.X[:m])  # (m, 784) z-scored
+                    ws.X[:m] += shift
+                    ws.Y[:m] = Y_epoch[lo:hi]  # (m, 10)
+                    ws.labels[:m] = y_epoch[lo:hi]  # (m,)
+                    lr = self.lr_at(pos.epoch * self.batches_per_epoch + b)
+                    loss, correct = network.loss_and_grads(self.params, ws, m, self.optimizer.grad_scale(lr))
+                    self.optimizer.step(self.params, ws.grads, lr)
+                    pos.batch = b + 1
+                    pos.loss_sum += loss
+                    pos.correct += correct
+                    pos.seen += m
+                    if on_batch is not None:
+                        on_batch(BatchInfo(pos.epoch + 1, c.epochs, b + 1, self.batches_per_epoch,
+                                           pos.loss_sum / pos.seen, lr))
+                val = evaluate(self.params, self.X_val, self.y_val)
+                metrics = EpochMetrics(pos.epoch + 1, pos.loss_sum / pos.seen, pos.correct / pos.seen,
+                                       val["loss"], val["accuracy"], lr, time.perf_counter() - t0)
+                self.history.append(metrics)
+                # the RNG now stands just after this epoch's permutation: the next epoch starts here
+                self.pos = _Position(epoch=pos.epoch + 1, rng_state=self.rng.bit_generator.state)
+                if on_epoch is not None:
+                    on_epoch(metrics)
+        return self.history
+
+    def state(self):
+        """Everything needed to resume: arrays plus JSON-able "position", "history", "config"."""
+        s = {k: self.params[k] for k in network.PARAM_NAMES}
+        s.update({"opt_" + k: v for k, v in self.optimizer.state.items()})
+        s["mean"], s["std"] = self.mean, self.std
+        s["position"] = dataclasses.asdict(self.pos)
+        s["history"] = [dataclasses.asdict(h) for h in self.history]
+        s["config"] = self.config.to_dict()
+        return s
+
+    def validation(self):
+        """Validation labels (n_val,) and predictions (n_val,) with the current weights."""
+        return self.y_val, evaluate(self.params, self.X_val, self.y_val)["pred"]
+
+
+def _make_optimizer(config, params):
+    return network.OPTIMIZERS[config.optimizer](params, momentum=config.momentum)

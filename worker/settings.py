@@ -1,0 +1,112 @@
+"""The one settings module: every knob comes from an environment variable with a safe default.
+
+    DIGITS_HOME               folder of the embedded stack and default storage (./.digits)
+    DIGITS_BROKER_URL         Redis broker; unset = the embedded stack under DIGITS_HOME
+    DIGITS_RESULT_BACKEND     Redis result backend (default: the broker URL)
+    DIGITS_STORAGE            shared storage for inputs, chunks, jobs and models: a folder or
+                              any fsspec URL such as s3://bucket/prefix (default: DIGITS_HOME/storage)
+    DIGITS_PREDICT_CONCURRENCY  worker processes for the predict queue (default: CPU count)
+    DIGITS_TRAIN_CONCURRENCY    worker processes for the train queue (default 1)
+    DIGITS_CHUNK_ROWS         rows (or images) per prediction chunk (default 10000)
+    DIGITS_VISIBILITY_TIMEOUT seconds before Redis redelivers an unacked task (default 12 h)
+    DIGITS_RESULT_EXPIRES     seconds task results are kept (default 7 days)
+    DIGITS_TRAIN_MAX_TASKS_PER_CHILD  recycle a training process after N jobs (default 1)
+    DIGITS_FLOWER_ADDRESS / DIGITS_FLOWER_PORT  where Flower listens (127.0.0.1:5555)
+    DIGITS_FLOWER_USER / DIGITS_FLOWER_PASSWORD Flower basic auth (embedded stack: generated)
+    DIGITS_PROMOTE_TOLERANCE  a new version is promoted if its val_accuracy >= production's
+                              minus this (default 0.0: never worse)
+    DIGITS_RETRAIN_CRON       cron schedule of retraining, e.g. "0 3 * * *" (unset = none)
+    DIGITS_RETRAIN_MODEL      model name the schedule retrains (default "digits")
+    DIGITS_RETRAIN_DATA       training data (path or storage URL) the schedule uses
+    DIGITS_RETRAIN_RECIPE     recipe of scheduled runs (default "default")
+"""
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from model.errors import ConfigError
+
+
+def _int(name, default):
+    raw = os.environ.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not an integer") from None
+
+
+def _float(name, default):
+    raw = os.environ.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a number") from None
+
+
+def _str(name, default=None):
+    raw = os.environ.get(name)
+    return default if raw in (None, "") else raw
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: Path  # DIGITS_HOME
+    broker_url: str | None  # None = embedded stack
+    result_backend: str | None
+    storage: str  # folder path or fsspec URL
+    predict_concurrency: int
+    train_concurrency: int
+    chunk_rows: int
+    visibility_timeout: int
+    result_expires: int
+    train_max_tasks_per_child: int
+    flower_address: str
+    flower_port: int
+    flower_user: str | None
+    flower_password: str | None
+    promote_tolerance: float
+    retrain_cron: str | None
+    retrain_model: str
+    retrain_data: str | None
+    retrain_recipe: str
+
+    @property
+    def embedded(self):
+        """True when no broker is configured and the embedded stack is used."""
+        return self.broker_url is None
+
+
+def load():
+    """Settings from the environment (read anew on every call)."""
+    home = Path(_str("DIGITS_HOME", ".digits")).expanduser().resolve()
+    broker = _str("DIGITS_BROKER_URL")
+    s = Settings(
+        home=home,
+        broker_url=broker,
+        result_backend=_str("DIGITS_RESULT_BACKEND", broker),
+        storage=_str("DIGITS_STORAGE", str(home / "storage")),
+        predict_concurrency=_int("DIGITS_PREDICT_CONCURRENCY", os.cpu_count() or 2),
+        train_concurrency=_int("DIGITS_TRAIN_CONCURRENCY", 1),
+        chunk_rows=_int("DIGITS_CHUNK_ROWS", 10000),
+        visibility_timeout=_int("DIGITS_VISIBILITY_TIMEOUT", 12 * 3600),
+        result_expires=_int("DIGITS_RESULT_EXPIRES", 7 * 24 * 3600),
+        train_max_tasks_per_child=_int("DIGITS_TRAIN_MAX_TASKS_PER_CHILD", 1),
+        flower_address=_str("DIGITS_FLOWER_ADDRESS", "127.0.0.1"),
+        flower_port=_int("DIGITS_FLOWER_PORT", 5555),
+        flower_user=_str("DIGITS_FLOWER_USER"),
+        flower_password=_str("DIGITS_FLOWER_PASSWORD"),
+        promote_tolerance=_float("DIGITS_PROMOTE_TOLERANCE", 0.0),
+        retrain_cron=_str("DIGITS_RETRAIN_CRON"),
+        retrain_model=_str("DIGITS_RETRAIN_MODEL", "digits"),
+        retrain_data=_str("DIGITS_RETRAIN_DATA"),
+        retrain_recipe=_str("DIGITS_RETRAIN_RECIPE", "default"),
+    )
+    if s.chunk_rows < 1:
+        raise ConfigError("DIGITS_CHUNK_ROWS must be >= 1")
+    if s.predict_concurrency < 1 or s.train_concurrency < 1:
+        raise ConfigError("worker concurrency must be >= 1")
+    return s
