@@ -20,7 +20,9 @@
     DIGITS_RETRAIN_DATA       training data (path or storage URL) the schedule uses
     DIGITS_RETRAIN_RECIPE     recipe of scheduled runs (default "default")
 """
+import hashlib
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,6 +75,21 @@ class Settings:
     retrain_model: str
     retrain_data: str | None
     retrain_recipe: str
+
+    @property
+    def redis_socket(self):
+        """The embedded Redis's unix socket: under home, or in the temp dir when home's
+        path is too long for a socket (AF_UNIX paths are limited to about 107 bytes)."""
+        path = self.home / "redis.sock"
+        if len(str(path)) <= 100:
+            return path
+        digest = hashlib.sha1(str(self.home).encode()).hexdigest()[:12]
+        return Path(tempfile.gettempdir()) / f"digits-{digest}.sock"
+
+    @property
+    def embedded_url(self):
+        """Broker and result-backend URL of the embedded Redis."""
+        return f"redis+socket://{self.redis_socket}"
 
     @property
     def embedded(self):

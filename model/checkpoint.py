@@ -1,0 +1,146 @@
+"""Model files and training-state files: one .npz each, read with allow_pickle=False.
+
+A model file holds the weights W1 b1 W2 b2, the normalization statistics mean/std, and
+a JSON string "meta" (architecture, recipe, validation metrics, data fingerprint,
+created_at, package version, version id). A training-state file holds what
+model.train.Trainer.state() returns. Both are written atomically through model.storage.
+"""
+import hashlib
+import io
+import json
+import zipfile
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+import numpy as np
+
+from model import __version__, network, storage
+from model.errors import CheckpointError
+from model.train import normalize, predict_proba
+
+FORMAT = "digits-model/1"
+STATE_FORMAT = "digits-train-state/1"
+MODEL_ARRAYS = network.PARAM_NAMES + ("mean", "std")
+
+
+def weights_version(arrays):
+    """A short content hash of the weights and normalization: the model's version id."""
+    h = hashlib.sha256()
+    for name in MODEL_ARRAYS:
+        h.update(np.ascontiguousarray(arrays[name]).tobytes())
+    return h.hexdigest()[:16]
+
+
+@dataclass
+class Model:
+    """A trained network ready to predict raw pixels."""
+
+    params: dict  # W1 (784, H), b1 (H,), W2 (H, 10), b2 (10,)
+    mean: np.ndarray  # (784,)
+    std: np.ndarray  # (784,)
+    meta: dict
+
+    @property
+    def version(self):
+        return self.meta["version"]
+
+    def predict_proba(self, X):
+        """Raw pixels X (N, 784) uint8 -> probabilities (N, 10)."""
+        return predict_proba(self.params, normalize(X, self.mean, self.std))
+
+    def predict(self, X):
+        """Raw pixels X (N, 784) -> (labels (N,) int64, confidence (N,) float32)."""
+        P = self.predict_proba(X)  # (N, 10)
+        labels = P.argmax(axis=1)
+        return labels, P[np.arange(len(labels)), labels]
+
+
+def _to_npz(arrays, meta):
+    buf = io.BytesIO()
+    np.savez_compressed(buf, meta=np.array(json.dumps(meta, sort_keys=True)), **arrays)
+    return buf.getvalue()
+
+
+def _from_npz(data, source):
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as e:
+        raise CheckpointError(f"{source}: not a readable .npz file ({e})") from None
+    if "meta" not in arrays:
+        raise CheckpointError(f"{source}: no metadata in file")
+    try:
+        meta = json.loads(str(arrays.pop("meta")))
+    except ValueError as e:
+        raise CheckpointError(f"{source}: metadata is not JSON ({e})") from None
+    return arrays, meta
+
+
+def _read(ref):
+    try:
+        return storage.read_bytes(ref)
+    except FileNotFoundError:
+        raise CheckpointError(f"{ref}: no such model or checkpoint file") from None
+    except OSError as e:
+        raise CheckpointError(f"{ref}: cannot read ({e})") from None
+
+
+def make_model(params, mean, std, **meta):
+    """A Model from arrays plus metadata; fills architecture, version, created_at, package."""
+    arrays = dict(params, mean=mean, std=std)
+    full = {
+        "format": FORMAT,
+        "architecture": {"n_in": params["W1"].shape[0], "n_hidden": params["W1"].shape[1],
+                         "n_out": params["W2"].shape[1], "activation": "relu", "output": "softmax"},
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "package_version": __version__,
+        "version": weights_version(arrays),
+    }
+    full.update(meta)
+    return Model(dict(params), mean, std, full)
+
+
+def save_model(model, ref):
+    """Write a Model to a path or URL atomically."""
+    arrays = dict(model.params, mean=model.mean, std=model.std)
+    storage.write_bytes(ref, _to_npz(arrays, model.meta))
+
+
+def load_model(ref):
+    """Read a Model from a path or URL; CheckpointError if missing, corrupt or incompatible."""
+    arrays, meta = _from_npz(_read(ref), ref)
+    if meta.get("format") != FORMAT:
+        raise CheckpointError(f"{ref}: not a model file (format {meta.get('format')!r})")
+    missing = [k for k in MODEL_ARRAYS if k not in arrays]
+    if missing:
+        raise CheckpointError(f"{ref}: missing arrays {missing}")
+    arch = meta["architecture"]
+    expected = {"W1": (arch["n_in"], arch["n_hidden"]), "b1": (arch["n_hidden"],),
+                "W2": (arch["n_hidden"], arch["n_out"]), "b2": (arch["n_out"],),
+                "mean": (arch["n_in"],), "std": (arch["n_in"],)}
+    for k, shape in expected.items():
+        if arrays[k].shape != shape:
+            raise CheckpointError(f"{ref}: {k} has shape {arrays[k].shape}, architecture says {shape}")
+    if arch["n_in"] != network.N_IN or arch["n_out"] != network.N_OUT:
+        raise CheckpointError(f"{ref}: architecture {arch['n_in']}-{arch['n_out']} is not 784-10")
+    params = {k: arrays[k] for k in network.PARAM_NAMES}
+    return Model(params, arrays["mean"], arrays["std"], meta)
+
+
+def save_state(state, ref):
+    """Write a Trainer.state() dict atomically."""
+    meta = {"format": STATE_FORMAT, "position": state["position"], "history": state["history"],
+            "config": state["config"], "extra": state.get("extra", {})}
+    arrays = {k: v for k, v in state.items() if isinstance(v, np.ndarray)}
+    storage.write_bytes(ref, _to_npz(arrays, meta))
+
+
+def load_state(ref):
+    """Read a training-state file back into the dict Trainer(state=...) takes."""
+    arrays, meta = _from_npz(_read(ref), ref)
+    if meta.get("format") != STATE_FORMAT:
+        raise CheckpointError(f"{ref}: not a training-state file (format {meta.get('format')!r})")
+    state = dict(arrays)
+    for k in ("position", "history", "config", "extra"):
+        state[k] = meta[k]
+    return state

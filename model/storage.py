@@ -1,0 +1,134 @@
+"""Shared storage through fsspec: a local folder or any URL (s3://bucket/prefix, memory://...).
+
+Plain paths and file:// URLs are local; writes are atomic everywhere: a local file is
+written beside its target and renamed over it, and object stores replace an object in
+one PUT. Readers never see a half-written file.
+"""
+import os
+import posixpath
+import tempfile
+
+import fsspec
+from fsspec.core import url_to_fs
+
+
+def is_url(ref):
+    """True for "scheme://..." references other than file://."""
+    ref = str(ref)
+    return "://" in ref and not ref.startswith("file://")
+
+
+def local_path(ref):
+    """The local filesystem path of a plain path or file:// URL, else None."""
+    ref = str(ref)
+    if ref.startswith("file://"):
+        return ref[len("file://"):]
+    return None if is_url(ref) else ref
+
+
+def join(base, *parts):
+    """Join path parts onto a folder path or URL with "/"."""
+    base = str(base)
+    if local_path(base) is not None and not base.startswith("file://"):
+        return os.path.join(base, *parts)
+    return posixpath.join(base, *parts)
+
+
+def filesystem(ref):
+    """(fsspec filesystem, path within it) for a path or URL."""
+    return url_to_fs(str(ref))
+
+
+def exists(ref):
+    fs, path = filesystem(ref)
+    return fs.exists(path)
+
+
+def isdir(ref):
+    fs, path = filesystem(ref)
+    return fs.isdir(path)
+
+
+def size(ref):
+    fs, path = filesystem(ref)
+    return fs.size(path)
+
+
+def makedirs(ref):
+    fs, path = filesystem(ref)
+    fs.makedirs(path, exist_ok=True)
+
+
+def listdir(ref):
+    """Names (not paths) of the entries directly under a folder; [] if it does not exist."""
+    fs, path = filesystem(ref)
+    if not fs.exists(path):
+        return []
+    return sorted(posixpath.basename(p.rstrip("/")) for p in fs.ls(path, detail=False))
+
+
+def walk_files(ref):
+    """Paths (relative to ref, "/"-separated) of every file under a folder, sorted."""
+    fs, root = filesystem(ref)
+    root = root.rstrip("/")
+    out = []
+    for p in fs.find(root):
+        rel = p[len(root):].lstrip("/")
+        out.append(rel.replace(os.sep, "/"))
+    return sorted(out)
+
+
+def open_file(ref, mode="rb"):
+    """An open file object for a path or URL."""
+    return fsspec.open(str(ref), mode).open()
+
+
+def read_bytes(ref, start=None, end=None):
+    """The bytes of a file, or of its byte range [start, end)."""
+    fs, path = filesystem(ref)
+    if start is None and end is None:
+        return fs.cat_file(path)
+    return fs.cat_file(path, start=start, end=end)
+
+
+def write_bytes(ref, data):
+    """Write bytes atomically: the target holds either its old content or all of data."""
+    path = local_path(ref)
+    if path is None:
+        fs, p = filesystem(ref)
+        fs.makedirs(posixpath.dirname(p), exist_ok=True)
+        fs.pipe_file(p, data)
+        return
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix="-" + os.path.basename(path))
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def write_text(ref, text):
+    write_bytes(ref, text.encode("utf-8"))
+
+
+def read_text(ref):
+    return read_bytes(ref).decode("utf-8")
+
+
+def remove(ref, recursive=False):
+    fs, path = filesystem(ref)
+    if fs.exists(path):
+        fs.rm(path, recursive=recursive)
+
+
+def upload(local, ref):
+    """Copy a local file or folder to a storage URL (recursively for folders)."""
+    fs, path = filesystem(ref)
+    fs.put(str(local), path, recursive=os.path.isdir(local))

@@ -1,0 +1,200 @@
+"""Training as a queue job: progress, checkpoints, crash resume, registration, retraining.
+
+train_job(job_id) reads its job record from storage ({"name", "data", "config", ...}),
+holds a Redis lock for the job (renewed while it runs) so that a second delivery of a
+job that is still running is skipped, resumes from the job's last checkpoint when one
+exists, checkpoints every `checkpoint_every` epochs, publishes progress (result backend
+state PROGRESS, a "task-progress" event Flower shows in the task's Result field, and
+jobs/<id>/progress.json), and registers the finished model as a new version.
+"""
+import time
+
+from celery import shared_task
+from celery.utils.log import get_task_logger
+
+from model import checkpoint, data, storage
+from model.errors import JobError
+from model.registry import Registry
+from model.train import Trainer, config_from_dict, confusion_matrix, make_config
+from tasks import jobs
+from tasks.predict import storage_root
+
+log = get_task_logger(__name__)
+LOCK_TTL = 60  # seconds; renewed while the job runs
+PUBLISH_EVERY = 0.5  # seconds between progress publications
+
+
+def redis_client(task):
+    """The Redis client of the result backend (locks and markers live there)."""
+    return task.app.backend.client
+
+
+def active_key(name):
+    """Redis key marking a model that has a queued or running training job."""
+    return f"digits:model-active:{name}"
+
+
+def progress_text(p):
+    """One line a person reads in Flower's Result field."""
+    text = f"epoch {p['epoch']}/{p['epochs']} batch {p['batch']}/{p['batches']} loss {p['loss']:.4f}"
+    if p.get("val_accuracy") is not None:
+        text += f" val_accuracy {p['val_accuracy']:.4f}"
+    if p.get("eta_seconds") is not None:
+        text += f" eta {p['eta_seconds']:.0f}s"
+    return text
+
+
+class _Publisher:
+    """Throttled progress publication and cancel checks for one running job."""
+
+    def __init__(self, task, root, job_id, name, lock, trainer):
+        self.task, self.root, self.job_id, self.name, self.lock = task, root, job_id, name, lock
+        self.trainer = trainer
+        self.last = 0.0
+        self.start = time.time()
+        self.start_step = trainer.pos.epoch * trainer.batches_per_epoch + trainer.pos.batch
+        self.total_steps = trainer.config.epochs * trainer.batches_per_epoch
+        self.val_accuracy = trainer.history[-1].val_accuracy if trainer.history else None
+        self.cancelled = False
+
+    def batch(self, info, force=False):
+        now = time.time()
+        if not force and now - self.last < PUBLISH_EVERY:
+            return
+        self.last = now
+        step = (info.epoch - 1) * info.batches + info.batch
+        rate = (step - self.start_step) / max(1e-9, now - self.start)
+        p = {"epoch": info.epoch, "epochs": info.epochs, "batch": info.batch, "batches": info.batches,
+             "loss": round(info.loss, 6), "val_accuracy": self.val_accuracy, "lr": info.lr,
+             "fraction": round(step / self.total_steps, 4),
+             "eta_seconds": round((self.total_steps - step) / rate, 1) if rate > 0 else None,
+             "history": [{"epoch": h.epoch, "train_loss": h.train_loss, "val_accuracy": h.val_accuracy}
+                         for h in self.trainer.history]}
+        self.publish(p)
+
+    def publish(self, p):
+        jobs.write_json(jobs.ref(self.root, self.job_id, "progress.json"), p)
+        self.task.update_state(state="PROGRESS", meta=p)
+        self.task.send_event("task-progress", result=progress_text(p), progress=p)
+        self.lock.extend(LOCK_TTL, replace_ttl=True)
+        redis_client(self.task).expire(active_key(self.name), max(LOCK_TTL, 120))
+
+    def should_stop(self):
+        now = time.time()
+        if now - getattr(self, "_checked", 0) >= PUBLISH_EVERY:
+            self._checked = now
+            self.cancelled = jobs.is_cancelled(self.root, self.job_id)
+        return self.cancelled
+
+
+@shared_task(bind=True, name="digits.train_job")
+def train_job(self, job_id, name=None, recipe=None):
+    """Run (or resume) training job `job_id` -> its manifest.
+
+    name/recipe are shown in Flower only; the job record on storage decides.
+    """
+    root = storage_root(self)
+    job = jobs.read_job(root, job_id)
+    done = jobs.read_manifest(root, job_id)
+    if done:
+        log.info("job %s already finished; nothing to do", job_id)
+        return done
+    r = redis_client(self)
+    lock = r.lock(f"digits:lock:job:{job_id}", timeout=LOCK_TTL, blocking=False)
+    if not lock.acquire(blocking=False):
+        log.warning("job %s is already running in another delivery; skipping this one", job_id)
+        return {"job_id": job_id, "skipped": "duplicate delivery while the job is running"}
+    try:
+        return _run(self, root, job, lock)
+    finally:
+        try:
+            lock.release()
+        except Exception:  # the lock expired: nothing to release
+            pass
+
+
+def _run(task, root, job, lock):
+    job_id, name = job["job_id"], job["name"]
+    t_start = time.time()
+    config = config_from_dict(job["config"])
+    dataset = data.load_training(job["data"], skip_bad=job.get("skip_bad", False))
+    state_ref = jobs.ref(root, job_id, "state.npz")
+    state = None
+    if storage.exists(state_ref):
+        state = checkpoint.load_state(state_ref)
+        if state["extra"].get("data_fingerprint") != dataset.fingerprint:
+            raise JobError(f"job {job_id}: training data changed since its last checkpoint")
+        log.info("job %s resumes at epoch %d batch %d", job_id, state["position"]["epoch"] + 1,
+                 state["position"]["batch"])
+    trainer = Trainer(config, dataset.pixels, dataset.labels, state=state)
+    pub = _Publisher(task, root, job_id, name, lock, trainer)
+    every = max(1, int(job.get("checkpoint_every", 1)))
+
+    def save_state():
+        s = trainer.state()
+        s["extra"] = {"data_fingerprint": dataset.fingerprint, "job_id": job_id}
+        checkpoint.save_state(s, state_ref)
+
+    def on_epoch(m):
+        pub.val_accuracy = m.val_accuracy
+        if m.epoch % every == 0 or m.epoch == config.epochs:
+            save_state()
+
+    trainer.run(on_batch=pub.batch, on_epoch=on_epoch, should_stop=pub.should_stop)
+    common = {"job_id": job_id, "kind": "train", "name": name, "data": job["data"],
+              "submitted_at": job["submitted_at"], "finished_at": time.time(),
+              "epochs_done": len(trainer.history), "skipped_records": len(dataset.skipped),
+              "history": [h.__dict__ for h in trainer.history], "seconds": round(time.time() - t_start, 3)}
+    if not trainer.done:
+        save_state()
+        manifest = dict(common, state="CANCELLED", checkpoint=state_ref)
+    else:
+        y_val, pred = trainer.validation()
+        last = trainer.history[-1]
+        model = checkpoint.make_model(trainer.params, trainer.mean, trainer.std, recipe=config.recipe,
+                                      config=config.to_dict(), data_fingerprint=dataset.fingerprint,
+                                      metrics={"val_accuracy": last.val_accuracy, "val_loss": last.val_loss})
+        meta = Registry(root).register(
+            name, model, metrics={"val_accuracy": last.val_accuracy, "val_loss": last.val_loss,
+                                  "train_loss": last.train_loss, "train_accuracy": last.train_accuracy},
+            history=common["history"], config=config.to_dict(), recipe=config.recipe,
+            data_fingerprint=dataset.fingerprint, data_source=job["data"], job_id=job_id,
+            confusion=confusion_matrix(y_val, pred).tolist(),
+            tolerance=task.app.conf.digits_promote_tolerance)
+        manifest = dict(common, state="SUCCESS", version=meta["version"], val_accuracy=last.val_accuracy,
+                        promotion=meta.get("promotion"), model=meta.get("model"), report=meta.get("report"),
+                        output=meta.get("path"))
+    pub.publish({**jobs.read_json(jobs.ref(root, job_id, "progress.json"), {}),
+                 "state": manifest["state"], "val_accuracy": manifest.get("val_accuracy")})
+    jobs.write_manifest(root, job_id, manifest)
+    r = redis_client(task)
+    if (r.get(active_key(name)) or b"").decode() == job_id:
+        r.delete(active_key(name))
+    return manifest
+
+
+@shared_task(bind=True, name="digits.retrain")
+def retrain(self, name, data_ref, recipe="default"):
+    """Scheduled retraining of model `name` from `data_ref` -> job id, or None if skipped.
+
+    Skipped (and logged) while another run of the same model is queued or running.
+    """
+    root = storage_root(self)
+    job_id = jobs.new_job_id("train")
+    if not redis_client(self).set(active_key(name), job_id, nx=True, ex=self.app.conf.broker_transport_options
+                                  .get("visibility_timeout", 43200)):
+        log.warning("retrain of %s skipped: another run of it is still going (%s)", name,
+                    redis_client(self).get(active_key(name)))
+        return None
+    record = new_train_record(job_id, name, data_ref, make_config(recipe).to_dict())
+    jobs.write_json(jobs.ref(root, job_id, "job.json"), record)
+    train_job.apply_async((job_id, name, recipe), task_id=job_id)
+    log.info("retrain of %s queued as %s", name, job_id)
+    return job_id
+
+
+def new_train_record(job_id, name, data_ref, config, skip_bad=False, checkpoint_every=1):
+    """The job.json of a training job."""
+    return {"job_id": job_id, "kind": "train", "name": name, "data": data_ref, "config": config,
+            "skip_bad": skip_bad, "checkpoint_every": checkpoint_every, "submitted_at": time.time(),
+            "output": f"models/{name}"}

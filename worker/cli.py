@@ -1,0 +1,590 @@
+"""The `digits` command line. Run `digits --help`, or `digits COMMAND --help`."""
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from tqdm import tqdm
+
+from model import __version__, batch, checkpoint, data, storage
+from model.errors import DigitsError, JobError
+from worker import settings as settings_mod
+
+EPILOG = """Every command reads its settings from DIGITS_* environment variables (see README).
+With no DIGITS_BROKER_URL the commands use an embedded Redis and worker processes under
+DIGITS_HOME (default ./.digits): started by `digits up`, or for one command's duration."""
+
+
+def _eprint(*a):
+    print(*a, file=sys.stderr, flush=True)
+
+
+# ----------------------------------------------------------------------------- helpers
+
+def _app_if_running(s):
+    """A configured Celery app when a broker is reachable without starting one, else None."""
+    from worker import stack
+    from worker.app import configure
+    if s.broker_url:
+        return configure(s.broker_url)
+    running = stack.find_running(s)
+    return configure(running["broker_url"]) if running else None
+
+
+def _ensure_background_stack(s):
+    """Start a detached `digits up --idle-exit` unless a stack is reachable (for --no-wait)."""
+    from worker import stack
+    if s.broker_url or stack.find_running(s):
+        return
+    _eprint(f"starting a background embedded stack under {s.home}; it stops when idle for 60s")
+    s.home.mkdir(parents=True, exist_ok=True)
+    log = open(s.home / "background-up.log", "ab")
+    subprocess.Popen([sys.executable, "-m", "worker.cli", "up", "--no-flower", "--idle-exit", "60"],
+                     stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 90
+    while not stack.find_running(s):
+        if time.time() > deadline:
+            raise JobError(f"the background stack did not start; see {s.home / 'background-up.log'}")
+        time.sleep(0.2)
+
+
+class _Queue:
+    """Context: a Celery app bound to a reachable broker (starting a stack if needed)."""
+
+    def __init__(self, s, keep_alive=False):
+        self.s, self.keep_alive = s, keep_alive
+
+    def __enter__(self):
+        from worker import stack
+        from worker.app import configure
+        if self.keep_alive:
+            _ensure_background_stack(self.s)
+        self._cm = stack.broker_for(self.s, log=_eprint)
+        return configure(self._cm.__enter__())
+
+    def __exit__(self, *exc):
+        return self._cm.__exit__(*exc)
+
+
+def _print_json(obj):
+    print(json.dumps(obj, indent=1, sort_keys=True, default=str))
+
+
+def _predict_bar(job, label):
+    bar = tqdm(total=None, unit="chunk", desc=label, file=sys.stderr, dynamic_ncols=True)
+    t0 = time.time()
+
+    def on_progress(st):
+        p = st.get("progress", {})
+        bar.total = p.get("chunks") or 0
+        bar.n = p.get("chunks_done", 0)
+        bar.set_postfix_str(st["state"].lower())
+        bar.refresh()
+
+    try:
+        manifest = job.wait(on_progress=on_progress)
+    finally:
+        bar.close()
+    rows = manifest.get("rows_in", 0)
+    secs = time.time() - t0
+    _eprint(f"{rows} rows in {secs:.2f}s ({rows / max(secs, 1e-9):,.0f} rows/s)")
+    return manifest
+
+
+def _train_bar(label):
+    bar = tqdm(total=None, unit="batch", desc=label, file=sys.stderr, dynamic_ncols=True)
+
+    def update(epoch, epochs, batch_no, batches, loss, val_acc):
+        bar.total = epochs * batches
+        bar.n = (epoch - 1) * batches + batch_no
+        post = f"epoch {epoch}/{epochs} loss {loss:.4f}"
+        if val_acc is not None:
+            post += f" val_acc {val_acc:.4f}"
+        bar.set_postfix_str(post)
+        bar.refresh()
+
+    return bar, update
+
+
+def _report_predict(manifest):
+    print(f"wrote {manifest['rows_ok']} predictions to {manifest['output']}")
+    if manifest.get("rows_bad"):
+        print(f"{manifest['rows_bad']} bad records skipped; reasons in {manifest['errors']}")
+    if manifest.get("state") == "CANCELLED":
+        print(f"job was cancelled: {manifest.get('rows_skipped', 0)} records not predicted")
+
+
+def _training_overrides(a):
+    return dict(epochs=a.epochs, lr=a.lr, batch_size=a.batch_size, seed=a.seed,
+                val_fraction=a.val_fraction, optimizer=a.optimizer)
+
+
+# ----------------------------------------------------------------------------- commands
+
+def cmd_train(a, s):
+    from model.train import make_config
+    config = make_config(a.recipe, **_training_overrides(a))
+    if a.local:
+        return _train_local(a, s, config)
+    from worker.client import submit_training
+    name = a.name or "digits"
+    with _Queue(s, keep_alive=a.no_wait) as app:
+        job = submit_training(a.data, name, config, app=app, settings=s, skip_bad=a.skip_bad,
+                              checkpoint_every=a.checkpoint_every, job_id=a.job_id)
+        if a.no_wait:
+            print(job.id)
+            return 0
+        _eprint(f"training job {job.id} (model {name!r}, recipe {config.recipe})")
+        bar, update = _train_bar(name)
+
+        def on_progress(st):
+            p = st.get("progress") or {}
+            if "epoch" in p:
+                update(p["epoch"], p["epochs"], p["batch"], p["batches"], p["loss"], p.get("val_accuracy"))
+
+        try:
+            manifest = job.wait(on_progress=on_progress)
+        finally:
+            bar.close()
+    return _report_train(manifest, a.out)
+
+
+def _report_train(manifest, out):
+    if manifest["state"] == "CANCELLED":
+        print(f"training cancelled after {manifest['epochs_done']} epochs; checkpoint kept at "
+              f"{manifest['checkpoint']}")
+        return 0
+    promo = manifest.get("promotion") or {}
+    print(f"model {manifest['name']} version {manifest['version']}: val_accuracy "
+          f"{manifest['val_accuracy']:.4f}; {promo.get('reason', '')}")
+    print(f"report: {manifest.get('report')}")
+    if out:
+        storage.write_bytes(out, storage.read_bytes(manifest["model"]))
+        print(f"model file copied to {out}")
+    return 0
+
+
+def _train_local(a, s, config):
+    from model.train import Trainer, confusion_matrix
+    if not a.out and not a.name:
+        raise DigitsError("--local needs --out MODEL (a file) or --name NAME (the registry)")
+    _eprint(f"reading {a.data}")
+    ds = data.load_training(a.data, skip_bad=a.skip_bad)
+    if ds.skipped:
+        _eprint(f"skipped {len(ds.skipped)} bad records, first: {ds.skipped[0][0]}: {ds.skipped[0][1]}")
+    trainer = Trainer(config, ds.pixels, ds.labels)
+    bar, update = _train_bar(f"train {config.recipe}")
+    last = {"val": None}
+
+    def on_epoch(m):
+        last["val"] = m.val_accuracy
+        bar.write(f"epoch {m.epoch}/{config.epochs}: loss {m.train_loss:.4f} val_loss {m.val_loss:.4f} "
+                  f"val_accuracy {m.val_accuracy:.4f} ({m.seconds:.2f}s)")
+
+    t0 = time.perf_counter()
+    trainer.run(on_batch=lambda i: update(i.epoch, i.epochs, i.batch, i.batches, i.loss, last["val"]),
+                on_epoch=on_epoch)
+    bar.close()
+    m = trainer.history[-1]
+    metrics = {"val_accuracy": m.val_accuracy, "val_loss": m.val_loss, "train_loss": m.train_loss,
+               "train_accuracy": m.train_accuracy}
+    model = checkpoint.make_model(trainer.params, trainer.mean, trainer.std, recipe=config.recipe,
+                                  config=config.to_dict(), data_fingerprint=ds.fingerprint,
+                                  data_source=str(a.data), metrics=metrics,
+                                  history=[h.__dict__ for h in trainer.history])
+    print(f"trained {len(ds.labels)} images ({len(trainer.y_val)} held out) in "
+          f"{time.perf_counter() - t0:.1f}s: val_accuracy {m.val_accuracy:.4f}")
+    if a.out:
+        checkpoint.save_model(model, a.out)
+        print(f"model written to {a.out} (version {model.version})")
+    if a.name:
+        from model.registry import Registry
+        y_val, pred = trainer.validation()
+        meta = Registry(s.storage).register(
+            a.name, model, metrics=metrics, history=[h.__dict__ for h in trainer.history],
+            config=config.to_dict(), recipe=config.recipe, data_fingerprint=ds.fingerprint,
+            data_source=str(a.data), job_id=None, confusion=confusion_matrix(y_val, pred).tolist(),
+            tolerance=s.promote_tolerance)
+        print(f"registered {a.name} version {meta['version']}; {meta['promotion']['reason']}")
+    return 0
+
+
+def cmd_predict(a, s):
+    if a.local:
+        return _predict_local(a, s)
+    from worker.client import submit_prediction
+    with _Queue(s, keep_alive=a.no_wait) as app:
+        job = submit_prediction(a.input, a.model, a.out, app=app, settings=s, job_id=a.job_id,
+                                chunk_rows=a.chunk_rows)
+        if a.no_wait:
+            print(job.id)
+            return 0
+        _eprint(f"prediction job {job.id}")
+        manifest = _predict_bar(job, "predict")
+    _report_predict(manifest)
+    return 0
+
+
+def _predict_local(a, s):
+    from model.registry import Registry
+    path, _ = Registry(s.storage).resolve(a.model)
+    model = checkpoint.load_model(path)
+    p = batch.plan(a.input, a.chunk_rows or s.chunk_rows)
+    results = (batch.predict_chunk(p, i, model) for i in range(len(p.chunks)))
+    bar = tqdm(results, total=len(p.chunks), unit="chunk", desc="predict", file=sys.stderr)
+    counts = batch.assemble(p, bar, a.out)
+    bar.close()
+    _report_predict(counts)
+    return 0
+
+
+def cmd_status(a, s):
+    from worker.client import status
+    st = status(_app_if_running(s), s, a.job)
+    if a.json:
+        _print_json(st)
+        return 0
+    print(f"job {st['job_id']} ({st['kind']}): {st['state']}")
+    p = st.get("progress") or {}
+    if st["kind"] == "predict":
+        print(f"chunks {p.get('chunks_done', 0)}/{p.get('chunks', 0)}")
+    elif "epoch" in p:
+        print(f"epoch {p['epoch']}/{p['epochs']} batch {p['batch']}/{p['batches']} loss {p['loss']:.4f} "
+              f"val_accuracy {p.get('val_accuracy')} eta {p.get('eta_seconds')}s")
+    for key in ("rows_in", "rows_ok", "rows_bad", "version", "val_accuracy", "error"):
+        if st.get(key) is not None:
+            print(f"{key}: {st[key]}")
+    print(f"output: {st.get('output')}")
+    return 0
+
+
+def cmd_watch(a, s):
+    from worker.client import FINAL_STATES, status
+    app = _app_if_running(s)
+    bar = tqdm(total=None, file=sys.stderr, dynamic_ncols=True, desc=a.job)
+    try:
+        while True:
+            st = status(app, s, a.job)
+            p = st.get("progress") or {}
+            if st["kind"] == "predict":
+                bar.total, bar.n = p.get("chunks"), p.get("chunks_done", 0)
+            elif "epoch" in p:
+                from tasks.train import progress_text
+                bar.total, bar.n = p["epochs"] * p["batches"], (p["epoch"] - 1) * p["batches"] + p["batch"]
+                bar.set_postfix_str(progress_text(p))
+            bar.set_description(f"{a.job} {st['state']}")
+            bar.refresh()
+            if st["state"] in FINAL_STATES:
+                break
+            time.sleep(a.interval)
+    finally:
+        bar.close()
+    print(f"job {a.job}: {st['state']}")
+    return 0 if st["state"] != "FAILURE" else 1
+
+
+def cmd_cancel(a, s):
+    from tasks import jobs
+    jobs.read_job(s.storage, a.job)
+    if jobs.read_manifest(s.storage, a.job):
+        print(f"job {a.job} has already ended")
+        return 0
+    jobs.request_cancel(s.storage, a.job)
+    print(f"cancel requested for job {a.job}: remaining work is skipped, finished work kept")
+    return 0
+
+
+def cmd_models(a, s):
+    from model.registry import Registry
+    versions = Registry(s.storage).versions(a.name)
+    if a.json:
+        _print_json(versions)
+        return 0
+    if not versions:
+        print(f"no models registered under {s.storage}")
+        return 0
+    for v in versions:
+        acc = (v.get("metrics") or {}).get("val_accuracy")
+        acc = f"{acc:.4f}" if isinstance(acc, float) else "-"
+        aliases = ",".join(v.get("aliases", [])) or "-"
+        print(f"{v['name']}:{v['version']}  val_accuracy {acc}  aliases {aliases}  "
+              f"recipe {v.get('recipe')}  created {v.get('created_at')}\n    report {v.get('report')}")
+    return 0
+
+
+def cmd_promote(a, s):
+    from model.registry import Registry
+    Registry(s.storage).promote(a.name, a.version, reason=f"promoted by hand with `digits promote`")
+    print(f"{a.name}:{a.version} is now production")
+    return 0
+
+
+def cmd_schedule(a, s):
+    from worker.schedule import describe
+    info = describe(s)
+    if a.json:
+        _print_json(info)
+    elif not info["enabled"]:
+        print("no retraining scheduled (set DIGITS_RETRAIN_CRON and DIGITS_RETRAIN_DATA)")
+    else:
+        print(f"retrain {info['model']} from {info['data']} (recipe {info['recipe']}) on "
+              f"cron '{info['cron']}'; next run {info['next_run']}")
+    return 0
+
+
+def cmd_up(a, s):
+    from worker.stack import Stack, find_running
+    running = find_running(s)
+    if running:
+        raise DigitsError(f"a stack is already running under {s.home} (pid {running['pid']})")
+    stack = Stack(s, flower=not a.no_flower, scheduler=True, log=_eprint)
+    stop = {"now": False}
+
+    def handler(signum, frame):
+        stop["now"] = True
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+    _eprint(f"starting Redis, workers{'' if a.no_flower else ', Flower'} and the scheduler under {s.home} ...")
+    stack.start()
+    print(f"ready: broker {stack.url}", flush=True)
+    if stack.flower_url:
+        print(f"Flower: {stack.flower_url}  (user {stack.flower_user}, password {stack.flower_password})",
+              flush=True)
+    print("press Ctrl-C to stop", flush=True)
+    idle_since = time.time()
+    try:
+        while not stop["now"]:
+            time.sleep(0.5)
+            for name, proc in stack.procs.items():
+                if proc.poll() is not None:
+                    raise DigitsError(f"{name} exited unexpectedly; see {s.home / 'logs' / (name + '.log')}")
+            if a.idle_exit:
+                if _busy(stack):
+                    idle_since = time.time()
+                elif time.time() - idle_since > a.idle_exit:
+                    _eprint(f"idle for {a.idle_exit}s: stopping")
+                    break
+    finally:
+        _eprint("stopping ...")
+        stack.stop()
+    _eprint("stopped")
+    return 0
+
+
+def _busy(stack):
+    """True while any queue holds messages or any worker runs a task."""
+    import redis
+    r = redis.Redis(unix_socket_path=str(stack.sock))
+    if any(r.llen(q) for q in ("predict", "train")) or r.hlen("unacked"):
+        return True
+    from worker.app import configure
+    active = configure(stack.url).control.inspect(timeout=1).active() or {}
+    return any(active.values())
+
+
+def cmd_demo(a, s):
+    from worker.stack import Stack, find_running
+    from model.samples import write_sample
+    from worker.client import submit_prediction, submit_training
+    from worker.app import configure
+    out = os.path.abspath(a.out or str(s.home / "demo"))
+    _eprint(f"writing the bundled sample (2,500 labeled + 500 held-out MNIST digits) to {out}")
+    paths = write_sample(out)
+    running = find_running(s) if not s.broker_url else None
+    stack = None
+    if s.broker_url:
+        app, flower = configure(s.broker_url), None
+    elif running:
+        app, flower = configure(running["broker_url"]), running
+    else:
+        _eprint(f"starting an embedded stack (Redis, 2 workers, Flower) under {s.home} ...")
+        stack = Stack(s, flower=True, record=False).start()
+        app = configure(stack.url)
+        flower = {"flower_url": stack.flower_url, "flower_user": stack.flower_user,
+                  "flower_password": stack.flower_password}
+    try:
+        if flower and flower.get("flower_url"):
+            print(f"Flower (while this runs): {flower['flower_url']}  user {flower['flower_user']} "
+                  f"password {flower['flower_password']}", flush=True)
+        from model.train import make_config
+        config = make_config("default", epochs=a.epochs)
+        job = submit_training(paths["train"], "demo", config, app=app, settings=s)
+        _eprint(f"1/3 training model 'demo' on {paths['train']} through the queue (job {job.id})")
+        bar, update = _train_bar("train")
+
+        def on_progress(st):
+            p = st.get("progress") or {}
+            if "epoch" in p:
+                update(p["epoch"], p["epochs"], p["batch"], p["batches"], p["loss"], p.get("val_accuracy"))
+
+        try:
+            trained = job.wait(on_progress=on_progress)
+        finally:
+            bar.close()
+        model_ref = f"demo:{trained['version']}"
+        print(f"trained demo:{trained['version']}, val_accuracy {trained['val_accuracy']:.4f}; "
+              f"report {trained.get('report')}")
+        _eprint(f"2/3 predicting {paths['test']} through the queue")
+        csv_out = os.path.join(out, "submission.csv")
+        m1 = _predict_bar(submit_prediction(paths["test"], model_ref, csv_out, app=app, settings=s,
+                                            chunk_rows=100), "predict csv")
+        _eprint(f"3/3 predicting the image folder {paths['images_test']} through the queue")
+        img_out = os.path.join(out, "images-predictions.csv")
+        m2 = _predict_bar(submit_prediction(paths["images_test"], model_ref, img_out, app=app, settings=s,
+                                            chunk_rows=100), "predict images")
+    finally:
+        if stack:
+            stack.stop()
+    import pandas as pd
+    sub = pd.read_csv(csv_out)
+    truth = pd.read_csv(paths["test_labels"])
+    merged = truth.merge(sub, on="ImageId", suffixes=("_true", "_pred"))
+    acc = float((merged["Label_true"] == merged["Label_pred"]).mean())
+    imgs = pd.read_csv(img_out)
+    agree = float((imgs["label"].to_numpy() == sub["Label"].to_numpy()).mean())
+    print(f"accuracy on the {len(merged)} held-out sample digits: {acc:.4f}")
+    print(f"image-folder predictions agree with the CSV predictions on {agree:.2%} of images")
+    print(f"outputs: {csv_out} ({m1['rows_ok']} rows), {img_out} ({m2['rows_ok']} rows)")
+    return 0
+
+
+def cmd_worker(a, s):
+    from worker import services
+    import socket
+    name = a.name or f"celery@{socket.gethostname()}"
+    argv = services.worker_argv(a.queues, a.concurrency, name, a.max_tasks_per_child, a.loglevel)
+    os.execv(argv[0], argv)
+
+
+def cmd_scheduler(a, s):
+    from worker import services
+    argv = services.scheduler_argv(a.schedule_file or (s.home / "beat-schedule"), a.loglevel)
+    s.home.mkdir(parents=True, exist_ok=True)
+    os.execv(argv[0], argv)
+
+
+def cmd_flower(a, s):
+    from worker import services
+    if not (s.flower_user and s.flower_password):
+        raise DigitsError("set DIGITS_FLOWER_USER and DIGITS_FLOWER_PASSWORD: Flower runs behind basic auth")
+    db = a.db or os.environ.get("FLOWER_DB") or str(s.home / "flower.db")
+    os.makedirs(os.path.dirname(os.path.abspath(db)), exist_ok=True)
+    argv = services.flower_argv(s.flower_address, s.flower_port, db)
+    os.execve(argv[0], argv, dict(os.environ, **services.flower_env(s.flower_user, s.flower_password)))
+
+
+# ----------------------------------------------------------------------------- parser
+
+def build_parser():
+    p = argparse.ArgumentParser(
+        prog="digits", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="A NumPy digit recognizer (784-128-10) that trains and bulk-predicts as Celery jobs.")
+    p.add_argument("--version", action="version", version=f"digits {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    def add(name, func, help_, **kw):
+        sp = sub.add_parser(name, help=help_, description=help_, epilog=EPILOG,
+                            formatter_class=argparse.RawDescriptionHelpFormatter, **kw)
+        sp.set_defaults(func=func)
+        return sp
+
+    sp = add("demo", cmd_demo, "Train on the bundled sample and bulk-predict it through the queue.")
+    sp.add_argument("--out", help="folder for the sample and the outputs (default DIGITS_HOME/demo)")
+    sp.add_argument("--epochs", type=int, default=15, help="training epochs (default 15)")
+
+    sp = add("up", cmd_up, "Run the embedded stack (Redis, workers, scheduler, Flower) until Ctrl-C.")
+    sp.add_argument("--no-flower", action="store_true", help="do not start Flower")
+    sp.add_argument("--idle-exit", type=float, default=None, metavar="SECONDS",
+                    help="stop by itself after the queues are idle this long")
+
+    sp = add("train", cmd_train, "Train a model on a Kaggle training CSV or a folder of digit sub-folders.")
+    sp.add_argument("data", help="train.csv (label,pixel0..pixel783) or a folder with sub-folders 0..9")
+    sp.add_argument("--out", help="write the model file here (a path or storage URL)")
+    sp.add_argument("--name", help="register the model under this name (queue default: digits)")
+    sp.add_argument("--recipe", default="default", choices=["default", "faithful"],
+                    help="faithful: the original 10 epochs, lr 0.1, batch 64, plain SGD; "
+                         "default: momentum with cosine decay (better)")
+    sp.add_argument("--epochs", type=int)
+    sp.add_argument("--lr", type=float, help="learning rate")
+    sp.add_argument("--batch-size", type=int)
+    sp.add_argument("--seed", type=int)
+    sp.add_argument("--optimizer", choices=["sgd", "momentum", "adam"])
+    sp.add_argument("--val-fraction", type=float, help="share held out for validation (default 0.1)")
+    sp.add_argument("--skip-bad", action="store_true", help="train on the good records and list the bad ones")
+    sp.add_argument("--checkpoint-every", type=int, default=1, metavar="EPOCHS",
+                    help="queue jobs: checkpoint every N epochs (default 1)")
+    sp.add_argument("--local", action="store_true", help="train in this process instead of on the queue")
+    sp.add_argument("--no-wait", action="store_true", help="print the job id and return")
+    sp.add_argument("--job-id", help="use this job id (resubmitting an id resumes that job)")
+
+    sp = add("predict", cmd_predict, "Predict a Kaggle test CSV or a folder of 28x28 images.")
+    sp.add_argument("input", help="test.csv (pixel0..pixel783, or a labeled file) or an image folder")
+    sp.add_argument("--model", required=True,
+                    help="a model file, or NAME (production, else latest), NAME@ALIAS, NAME:VERSION")
+    sp.add_argument("--out", required=True,
+                    help="output CSV: ImageId,Label for a CSV; path,label,confidence for images")
+    sp.add_argument("--local", action="store_true", help="predict in this process instead of on the queue")
+    sp.add_argument("--no-wait", action="store_true", help="print the job id and return")
+    sp.add_argument("--chunk-rows", type=int, help="records per chunk (default DIGITS_CHUNK_ROWS)")
+    sp.add_argument("--job-id", help="use this job id (resubmitting an id never duplicates rows)")
+
+    sp = add("status", cmd_status, "Show a job's state, progress, counts and output.")
+    sp.add_argument("job")
+    sp.add_argument("--json", action="store_true", help="one JSON object")
+
+    sp = add("watch", cmd_watch, "Follow a job's progress live until it ends.")
+    sp.add_argument("job")
+    sp.add_argument("--interval", type=float, default=0.5, help="seconds between updates")
+
+    sp = add("cancel", cmd_cancel, "Stop a job: remaining chunks or batches are skipped, finished work kept.")
+    sp.add_argument("job")
+
+    sp = add("models", cmd_models, "List registered model versions, their metrics, aliases and reports.")
+    sp.add_argument("name", nargs="?")
+    sp.add_argument("--json", action="store_true")
+
+    sp = add("promote", cmd_promote, "Make a model version the production one.")
+    sp.add_argument("name")
+    sp.add_argument("version")
+
+    sp = add("schedule", cmd_schedule, "Show the retraining schedule and its next run.")
+    sp.add_argument("--json", action="store_true")
+
+    sp = add("worker", cmd_worker, "Run a Celery worker (for clusters; `digits up` starts its own).")
+    sp.add_argument("--queues", default="predict,train", help="predict, train, or predict,train")
+    sp.add_argument("--concurrency", type=int, default=os.cpu_count() or 2, help="worker processes")
+    sp.add_argument("--max-tasks-per-child", type=int, help="recycle a process after N tasks")
+    sp.add_argument("--name", help="node name (default celery@HOSTNAME, what the healthcheck pings)")
+    sp.add_argument("--loglevel", default="INFO")
+
+    sp = add("scheduler", cmd_scheduler, "Run the retraining scheduler (Celery beat). Run exactly one.")
+    sp.add_argument("--schedule-file", help="beat state file (default DIGITS_HOME/beat-schedule)")
+    sp.add_argument("--loglevel", default="INFO")
+
+    sp = add("flower", cmd_flower, "Run Flower with basic auth from DIGITS_FLOWER_USER/PASSWORD.")
+    sp.add_argument("--db", help="Flower's state file (default DIGITS_HOME/flower.db)")
+    return p
+
+
+def main(argv=None):
+    parser = build_parser()
+    a = parser.parse_args(argv)
+    if not getattr(a, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return a.func(a, settings_mod.load()) or 0
+    except DigitsError as e:
+        _eprint(f"digits: error: {e}")
+        return 1
+    except KeyboardInterrupt:
+        _eprint("digits: interrupted")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

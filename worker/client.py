@@ -1,0 +1,194 @@
+"""The Python API of the queue: submit jobs, follow them, cancel them.
+
+    job = submit_prediction("test.csv", "model.npz", "submission.csv", app=app)
+    job.progress()   # {"state", "progress": {...}, "output", ...}
+    job.wait()       # the manifest once the job ended
+    job.cancel()
+
+Jobs are recorded on shared storage (tasks.jobs), so status() works from any client
+that sees the same DIGITS_STORAGE and broker.
+"""
+import os
+import time
+
+from celery import chord
+from celery.result import AsyncResult
+
+from model import batch, checkpoint, storage
+from model.errors import DataError, JobError
+from tasks import jobs
+from tasks.predict import assemble, predict_chunk
+
+FINAL_STATES = ("SUCCESS", "CANCELLED", "FAILURE")
+
+
+def _abs(ref):
+    return ref if storage.is_url(ref) else os.path.abspath(ref)
+
+
+def stage_input(s, job_id, ref, name="input"):
+    """Where workers read `ref`: as is on the embedded stack or for URLs; otherwise a local
+    file or folder is uploaded to storage first (workers are on other machines)."""
+    ref = _abs(str(ref))
+    if s.embedded or storage.is_url(ref) or not storage.is_url(s.storage):
+        return ref
+    target = storage.join(s.storage, "inputs", job_id, name + ("" if os.path.isdir(ref) else
+                                                                  os.path.splitext(ref)[1]))
+    storage.upload(ref, target)
+    return target
+
+
+def output_ref(s, job_id, out):
+    """Where the workers write the output: --out itself when they can write there."""
+    out = _abs(str(out))
+    if s.embedded or storage.is_url(out) or not storage.is_url(s.storage):
+        return out
+    return storage.join(s.storage, "jobs", job_id, os.path.basename(out))
+
+
+def resolve_model(s, model_ref, job_id):
+    """Model reference -> {"ref", "version", "name", "registry_version"} as workers see it."""
+    from model.registry import Registry
+    path, info = Registry(s.storage).resolve(str(model_ref))
+    model = checkpoint.load_model(path)
+    path = stage_input(s, job_id, path, "model")
+    return {"ref": path, "version": model.version, "name": info.get("name"),
+            "registry_version": info.get("version"), "requested": str(model_ref)}
+
+
+def submit_prediction(input_ref, model_ref, out, *, app, settings, job_id=None, chunk_rows=None):
+    """Queue a bulk prediction of a CSV file or image folder -> PredictionJob.
+
+    A job id that already exists is not planned again: its chord is sent again and the
+    chunks already on storage are reused, so no row is doubled or lost.
+    """
+    s = settings
+    job_id = jobs.check_id(job_id or jobs.new_job_id("predict"))
+    root = s.storage
+    job = jobs.read_json(jobs.ref(root, job_id, "job.json"))
+    if job is None:
+        model = resolve_model(s, model_ref, job_id)
+        staged = stage_input(s, job_id, input_ref)
+        p = batch.plan(staged, chunk_rows or s.chunk_rows)
+        jobs.write_json(jobs.ref(root, job_id, "plan.json"), p.to_dict())
+        job = {"job_id": job_id, "kind": "predict", "input": staged, "model": model,
+               "output": output_ref(s, job_id, out), "download_to": _abs(str(out)),
+               "chunks": len(p.chunks), "input_kind": p.kind, "submitted_at": time.time()}
+        jobs.write_json(jobs.ref(root, job_id, "job.json"), job)
+    elif jobs.read_manifest(root, job_id):
+        return PredictionJob(app, s, job_id)
+    p = batch.Plan.from_dict(jobs.read_json(jobs.ref(root, job_id, "plan.json")))
+    body = assemble.s(job_id).set(task_id=job_id)
+    header = [predict_chunk.si(job_id, i, lo, hi).set(task_id=f"{job_id}-chunk-{i}")
+              for i, (lo, hi) in enumerate(p.chunks)]
+    with app.connection_for_write() as conn:
+        if header:
+            chord(header, app=app)(body, connection=conn)
+        else:
+            body.clone(args=([],)).apply_async(connection=conn)
+    return PredictionJob(app, s, job_id)
+
+
+def status(app, s, job_id):
+    """The state of any job -> dict with at least state, progress and output."""
+    root = s.storage
+    job = jobs.read_job(root, job_id)
+    manifest = jobs.read_manifest(root, job_id)
+    out = {"job_id": job_id, "kind": job["kind"], "output": job.get("download_to") or job.get("output")}
+    if job["kind"] == "predict":
+        total = job["chunks"]
+        done = jobs.chunks_done(root, job_id)
+        out["progress"] = {"chunks_done": done, "chunks": total,
+                           "fraction": round(done / total, 4) if total else 1.0}
+    else:
+        out["progress"] = jobs.read_json(jobs.ref(root, job_id, "progress.json"), {})
+    if manifest:
+        out.update(manifest)
+        out["output"] = job.get("download_to") or manifest.get("output")
+        return out
+    result = AsyncResult(job_id, app=app)
+    if result.state == "FAILURE":
+        out["state"] = "FAILURE"
+        out["error"] = f"{type(result.result).__name__}: {result.result}"
+    elif jobs.is_cancelled(root, job_id):
+        out["state"] = "CANCELLING"
+    elif job["kind"] == "predict":
+        out["state"] = "PROGRESS" if out["progress"]["chunks_done"] else "PENDING"
+    else:
+        out["state"] = "PROGRESS" if out["progress"] else result.state
+    return out
+
+
+class Job:
+    """A handle on a queued job: progress(), wait(), result(), cancel()."""
+
+    def __init__(self, app, settings, job_id):
+        self.app, self.s, self.id = app, settings, job_id
+
+    def progress(self):
+        return status(self.app, self.s, self.id)
+
+    def result(self):
+        """The manifest when the job has ended, else None."""
+        return jobs.read_manifest(self.s.storage, self.id)
+
+    def cancel(self):
+        """Ask the job to stop: remaining chunks (or batches) are skipped, finished work kept."""
+        jobs.request_cancel(self.s.storage, self.id)
+
+    def wait(self, timeout=None, on_progress=None, poll=0.25):
+        """Block until the job ends -> its manifest; JobError if it failed or timed out."""
+        deadline = None if timeout is None else time.time() + timeout
+        while True:
+            st = self.progress()
+            if on_progress:
+                on_progress(st)
+            if st["state"] in FINAL_STATES:
+                break
+            if deadline and time.time() > deadline:
+                raise JobError(f"job {self.id} still {st['state']} after {timeout}s")
+            time.sleep(poll)
+        if st["state"] == "FAILURE":
+            raise JobError(f"job {self.id} failed: {st.get('error')}")
+        self._download(st)
+        return self.result()
+
+    def _download(self, st):
+        job = jobs.read_job(self.s.storage, self.id)
+        src, dst = job.get("output"), job.get("download_to")
+        if job["kind"] == "predict" and src and dst and src != dst:
+            storage.write_bytes(dst, storage.read_bytes(src))
+            err = batch.errors_ref(src)
+            if storage.exists(err):
+                storage.write_bytes(batch.errors_ref(dst), storage.read_bytes(err))
+
+
+class PredictionJob(Job):
+    """A queued bulk prediction."""
+
+
+def submit_training(data_ref, name, config, *, app, settings, skip_bad=False, checkpoint_every=1,
+                    job_id=None):
+    """Queue a training job of model `name` on `data_ref` with TrainConfig `config` -> TrainingJob.
+
+    Resubmitting an existing job id sends it again: it resumes from its last checkpoint.
+    """
+    from tasks.train import active_key, new_train_record, train_job
+    s = settings
+    job_id = jobs.check_id(job_id or jobs.new_job_id("train"))
+    record = jobs.read_json(jobs.ref(s.storage, job_id, "job.json"))
+    if record is None:
+        if not storage.is_url(str(data_ref)) and not os.path.exists(data_ref):
+            raise DataError(data_ref, "no such file or folder")
+        record = new_train_record(job_id, name, stage_input(s, job_id, data_ref, "data"), config.to_dict(),
+                                  skip_bad=skip_bad, checkpoint_every=checkpoint_every)
+        jobs.write_json(jobs.ref(s.storage, job_id, "job.json"), record)
+    elif jobs.read_manifest(s.storage, job_id):
+        return TrainingJob(app, s, job_id)
+    app.backend.client.set(active_key(record["name"]), job_id, ex=s.visibility_timeout)
+    train_job.apply_async((job_id, record["name"], record["config"]["recipe"]), task_id=job_id)
+    return TrainingJob(app, s, job_id)
+
+
+class TrainingJob(Job):
+    """A queued training run."""
