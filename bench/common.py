@@ -1,0 +1,106 @@
+"""Helpers shared by the benchmarks: data files from ../shared/data, and the seed-style baseline.
+
+The baseline is the original project's style, re-written here to be measured in the same
+run: pandas read_csv, float64 features-by-samples arrays (784, N), the same network and
+recipe with plain mini-batch gradient descent, np.einsum for the transposes.
+"""
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SHARED = os.environ.get("DIGITS_SHARED_DATA", os.path.join(HERE, "..", "..", "shared", "data"))
+
+
+def mnist_csv(folder):
+    """Write (once) the full Kaggle-layout train.csv (60,000 rows) and test.csv (10,000) -> folder."""
+    if not os.path.exists(os.path.join(folder, "test.csv")):
+        os.makedirs(folder, exist_ok=True)
+        subprocess.run([sys.executable, os.path.join(SHARED, "mnist.py"), "csv", folder], check=True)
+    return os.path.join(folder, "train.csv"), os.path.join(folder, "test.csv")
+
+
+def repeated_csv(test_csv, path, copies):
+    """A test CSV whose rows are test_csv's rows repeated `copies` times."""
+    if not os.path.exists(path):
+        with open(test_csv, "rb") as f:
+            header = f.readline()
+            body = f.read()
+        with open(path, "wb") as f:
+            f.write(header)
+            for _ in range(copies):
+                f.write(body)
+    return path
+
+
+def timed(fn, *a, **kw):
+    t0 = time.perf_counter()
+    out = fn(*a, **kw)
+    return out, time.perf_counter() - t0
+
+
+# ----------------------------------------------------------------------------- seed style
+
+def seed_load(train_csv):
+    """pandas read_csv -> X (784, N) float64, labels (N,)."""
+    df = pd.read_csv(train_csv)
+    y = df["label"].to_numpy()
+    X = np.einsum("ij->ji", df.drop(columns="label").to_numpy().astype(np.float64))  # (784, N)
+    return X, y
+
+
+def seed_train(X, y, train_idx, val_idx, epochs=10, lr=0.1, batch=64, seed=0, on_epoch=None):
+    """The original recipe in the original layout -> (W1, b1, W2, b2, mean, std, val accuracies)."""
+    rng = np.random.default_rng(seed)
+    Xtr, ytr = X[:, train_idx], y[train_idx]
+    mean, std = Xtr.mean(), Xtr.std()
+    Xtr = (Xtr - mean) / std  # (784, n)
+    Xva = (X[:, val_idx] - mean) / std
+    Y = np.zeros((10, len(ytr)))
+    Y[ytr, np.arange(len(ytr))] = 1  # (10, n) one-hot
+    W1 = rng.standard_normal((128, 784)) * np.sqrt(2 / 784)
+    b1 = np.zeros((128, 1))
+    W2 = rng.standard_normal((10, 128)) * np.sqrt(2 / 128)
+    b2 = np.zeros((10, 1))
+    accs = []
+    n = Xtr.shape[1]
+    for epoch in range(epochs):
+        t0 = time.perf_counter()
+        for i in range(0, n, batch):
+            Xb, Yb = Xtr[:, i:i + batch], Y[:, i:i + batch]
+            m = Xb.shape[1]
+            Z1 = W1 @ Xb + b1  # (128, m)
+            A1 = np.maximum(Z1, 0)
+            Z2 = W2 @ A1 + b2  # (10, m)
+            E = np.exp(Z2 - Z2.max(axis=0, keepdims=True))
+            A2 = E / E.sum(axis=0, keepdims=True)
+            dZ2 = (A2 - Yb) / m
+            dW2 = dZ2 @ np.einsum("ij->ji", A1)
+            db2 = dZ2.sum(axis=1, keepdims=True)
+            dZ1 = (np.einsum("ij->ji", W2) @ dZ2) * (Z1 > 0)
+            dW1 = dZ1 @ np.einsum("ij->ji", Xb)
+            db1 = dZ1.sum(axis=1, keepdims=True)
+            W1 -= lr * dW1
+            b1 -= lr * db1
+            W2 -= lr * dW2
+            b2 -= lr * db2
+        seconds = time.perf_counter() - t0
+        pred = (W2 @ np.maximum(W1 @ Xva + b1, 0) + b2).argmax(axis=0)
+        accs.append(float((pred == y[val_idx]).mean()))
+        if on_epoch:
+            on_epoch(epoch + 1, seconds, accs[-1])
+    return (W1, b1, W2, b2, mean, std), accs
+
+
+def seed_predict(test_csv, out_csv, weights):
+    """pandas read_csv -> float64 forward pass -> to_csv submission; returns labels."""
+    W1, b1, W2, b2, mean, std = weights
+    X = np.einsum("ij->ji", pd.read_csv(test_csv).to_numpy().astype(np.float64))  # (784, N)
+    X = (X - mean) / std
+    labels = (W2 @ np.maximum(W1 @ X + b1, 0) + b2).argmax(axis=0)
+    pd.DataFrame({"ImageId": np.arange(1, len(labels) + 1), "Label": labels}).to_csv(out_csv, index=False)
+    return labels

@@ -1,0 +1,79 @@
+"""Shared fixtures. Integration tests get a real embedded stack: a Redis server and real
+Celery worker processes (plus Flower), started here under a temporary DIGITS_HOME."""
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+
+from model import checkpoint
+from model.samples import load_sample
+from model.train import Trainer, make_config
+
+
+@dataclass
+class LiveStack:
+    stack: object  # worker.stack.Stack
+    settings: object  # worker.settings.Settings
+    app: object  # the configured Celery app
+    home: str
+
+
+@pytest.fixture(scope="session")
+def stack_env(tmp_path_factory):
+    """Environment of the test stack (applied to os.environ for the session)."""
+    from worker.stack import free_port
+    home = tmp_path_factory.mktemp("home")
+    env = {"DIGITS_HOME": str(home), "DIGITS_STORAGE": str(home / "storage"),
+           "DIGITS_PREDICT_CONCURRENCY": "2", "DIGITS_TRAIN_CONCURRENCY": "1",
+           "DIGITS_FLOWER_PORT": str(free_port(0)), "DIGITS_FLOWER_USER": "tester",
+           "DIGITS_FLOWER_PASSWORD": "s3cret-test"}
+    for k in ("DIGITS_BROKER_URL", "DIGITS_RESULT_BACKEND", "DIGITS_RETRAIN_CRON"):
+        os.environ.pop(k, None)
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    yield env
+    for k, v in old.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+@pytest.fixture(scope="session")
+def live(stack_env):
+    """A running embedded stack with Flower; stopped at the end of the session."""
+    from worker import settings
+    from worker.app import configure
+    from worker.stack import Stack
+    s = settings.load()
+    stack = Stack(s, flower=True, record=True, log=lambda *a: None).start()
+    try:
+        yield LiveStack(stack, s, configure(stack.url), str(s.home))
+    finally:
+        stack.stop()
+
+
+@pytest.fixture(scope="session")
+def sample():
+    """The bundled real sample: train_x (2500, 784), train_y, test_x (500, 784), test_y."""
+    return load_sample()
+
+
+@pytest.fixture(scope="session")
+def trained_model(sample, tmp_path_factory):
+    """A small real model (3 epochs of the default recipe on the sample) and its file path."""
+    t = Trainer(make_config("default", epochs=3), sample["train_x"], sample["train_y"])
+    t.run()
+    model = checkpoint.make_model(t.params, t.mean, t.std, recipe="default")
+    path = tmp_path_factory.mktemp("model") / "model.npz"
+    checkpoint.save_model(model, path)
+    return model, str(path)
+
+
+def write_test_csv(path, pixels):
+    """A Kaggle test CSV (pixel0..pixel783) of raw pixels (N, 784)."""
+    from model.samples import write_csv
+    from model.data import PIXEL_COLUMNS
+    write_csv(path, PIXEL_COLUMNS, np.asarray(pixels))
+    return str(path)

@@ -1,0 +1,170 @@
+"""Shared storage: atomic local writes, byte ranges, and memory:// URLs through fsspec."""
+import os
+import uuid
+
+import pytest
+
+from model import storage
+
+
+def leftovers(folder):
+    return sorted(n for n in os.listdir(folder) if n.startswith(".tmp-"))
+
+
+def test_write_then_read_local(tmp_path):
+    ref = str(tmp_path / "a" / "b" / "f.bin")  # missing folders are created
+    storage.write_bytes(ref, b"hello")
+    assert storage.read_bytes(ref) == b"hello"
+    storage.write_text(ref, "h\u00e9llo\n")
+    assert storage.read_text(ref) == "h\u00e9llo\n"
+    assert storage.size(ref) == len("h\u00e9llo\n".encode())
+    assert leftovers(tmp_path / "a" / "b") == []
+
+
+def test_crash_at_rename_keeps_the_old_file(tmp_path, monkeypatch):
+    ref = tmp_path / "model.npz"
+    storage.write_bytes(str(ref), b"old content")
+
+    def crash(src, dst):
+        raise OSError("killed before rename")
+
+    monkeypatch.setattr(os, "replace", crash)
+    with pytest.raises(OSError, match="killed before rename"):
+        storage.write_bytes(str(ref), b"new content that never lands")
+    assert ref.read_bytes() == b"old content"
+    assert leftovers(tmp_path) == []
+
+
+def test_crash_halfway_through_the_write_keeps_the_old_file(tmp_path, monkeypatch):
+    ref = tmp_path / "out.csv"
+    storage.write_bytes(str(ref), b"A" * 1000)
+    real_fdopen = os.fdopen
+
+    class HalfWriter:
+        """A file that writes half of what it is given, then fails (disk full, killed...)."""
+
+        def __init__(self, f):
+            self.f = f
+
+        def write(self, data):
+            self.f.write(data[: len(data) // 2])
+            self.f.flush()
+            raise OSError("no space left on device")
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.f.close()
+
+        def __getattr__(self, name):
+            return getattr(self.f, name)
+
+    monkeypatch.setattr(os, "fdopen", lambda fd, mode="r", *a, **k: HalfWriter(real_fdopen(fd, mode, *a, **k)))
+    with pytest.raises(OSError, match="no space"):
+        storage.write_bytes(str(ref), b"B" * 5000)
+    monkeypatch.undo()
+    assert ref.read_bytes() == b"A" * 1000
+    assert leftovers(tmp_path) == []
+
+
+def test_crash_at_fsync_keeps_the_old_file_and_a_new_file_is_not_created(tmp_path, monkeypatch):
+    old = tmp_path / "old.txt"
+    old.write_bytes(b"keep me")
+
+    def crash(fd):
+        raise OSError("fsync failed")
+
+    monkeypatch.setattr(os, "fsync", crash)
+    with pytest.raises(OSError):
+        storage.write_bytes(str(old), b"x")
+    with pytest.raises(OSError):
+        storage.write_bytes(str(tmp_path / "fresh.txt"), b"x")
+    monkeypatch.undo()
+    assert old.read_bytes() == b"keep me"
+    assert sorted(os.listdir(tmp_path)) == ["old.txt"]  # no half file, no temp file
+
+
+def test_interrupt_is_cleaned_up_too(tmp_path, monkeypatch):
+    ref = tmp_path / "f"
+    ref.write_bytes(b"v1")
+
+    def interrupt(src, dst):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "replace", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        storage.write_bytes(str(ref), b"v2")
+    assert ref.read_bytes() == b"v1" and leftovers(tmp_path) == []
+
+
+def test_file_url_is_local(tmp_path):
+    ref = "file://" + str(tmp_path / "u.txt")
+    storage.write_text(ref, "via url")
+    assert (tmp_path / "u.txt").read_text() == "via url"
+    assert storage.read_text(ref) == "via url"
+    assert storage.local_path(ref) == str(tmp_path / "u.txt")
+    assert not storage.is_url(ref) and storage.is_url("s3://b/k") and storage.is_url("memory://x")
+    assert storage.local_path("memory://x") is None
+
+
+@pytest.mark.parametrize("start,end,want", [
+    (None, None, b"0123456789"), (0, 4, b"0123"), (3, 7, b"3456"), (7, 10, b"789"),
+    (9, 10, b"9"), (5, 5, b""), (8, 100, b"89"),
+])
+def test_read_bytes_ranges(tmp_path, start, end, want):
+    ref = str(tmp_path / "digits.txt")
+    storage.write_bytes(ref, b"0123456789")
+    assert storage.read_bytes(ref, start, end) == want
+
+
+def test_read_bytes_ranges_on_memory_url():
+    ref = f"memory://st-{uuid.uuid4().hex}/r.bin"
+    storage.write_bytes(ref, bytes(range(100)))
+    assert storage.read_bytes(ref, 10, 20) == bytes(range(10, 20))
+    assert storage.read_bytes(ref, 95, 100) == bytes(range(95, 100))
+
+
+def test_memory_urls_write_read_listdir_exists():
+    root = f"memory://st-{uuid.uuid4().hex}"
+    assert not storage.exists(root + "/jobs/1/manifest.json")
+    assert storage.listdir(root + "/jobs") == []
+    storage.write_text(root + "/jobs/1/manifest.json", '{"ok": true}')
+    storage.write_bytes(root + "/jobs/1/chunks/0", b"\x00\x01")
+    storage.write_bytes(root + "/jobs/2/chunks/0", b"\x02")
+    assert storage.exists(root + "/jobs/1/manifest.json")
+    assert storage.read_text(root + "/jobs/1/manifest.json") == '{"ok": true}'
+    assert storage.read_bytes(root + "/jobs/1/chunks/0") == b"\x00\x01"
+    assert storage.listdir(root + "/jobs") == ["1", "2"]
+    assert storage.listdir(root + "/jobs/1") == ["chunks", "manifest.json"]
+    assert storage.isdir(root + "/jobs/1") and not storage.isdir(root + "/jobs/1/manifest.json")
+    assert storage.size(root + "/jobs/1/chunks/0") == 2
+    assert storage.walk_files(root + "/jobs") == ["1/chunks/0", "1/manifest.json", "2/chunks/0"]
+    assert storage.join(root, "jobs", "1") == root + "/jobs/1"
+    storage.write_bytes(root + "/jobs/1/chunks/0", b"replaced")
+    assert storage.read_bytes(root + "/jobs/1/chunks/0") == b"replaced"
+    storage.remove(root + "/jobs/1", recursive=True)
+    assert not storage.exists(root + "/jobs/1/manifest.json")
+    assert storage.listdir(root + "/jobs") == ["2"]
+    storage.remove(root + "/jobs/nothing-here")  # removing what is not there is fine
+
+
+def test_local_listdir_walk_and_join(tmp_path):
+    (tmp_path / "d" / "sub").mkdir(parents=True)
+    (tmp_path / "d" / "b.txt").write_bytes(b"b")
+    (tmp_path / "d" / "sub" / "a.txt").write_bytes(b"a")
+    d = str(tmp_path / "d")
+    assert storage.listdir(d) == ["b.txt", "sub"]
+    assert storage.walk_files(d) == ["b.txt", "sub/a.txt"]
+    assert storage.listdir(str(tmp_path / "missing")) == []
+    assert storage.join(d, "sub", "a.txt") == os.path.join(d, "sub", "a.txt")
+
+
+def test_upload_folder_to_memory(tmp_path):
+    (tmp_path / "src" / "7").mkdir(parents=True)
+    (tmp_path / "src" / "7" / "x.png").write_bytes(b"png")
+    (tmp_path / "src" / "top.csv").write_bytes(b"csv")
+    dest = f"memory://up-{uuid.uuid4().hex}/in"
+    storage.upload(str(tmp_path / "src"), dest)
+    assert storage.walk_files(dest) == ["7/x.png", "top.csv"]
+    assert storage.read_bytes(dest + "/7/x.png") == b"png"
