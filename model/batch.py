@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from model import data, storage
-from model.errors import DataError
+from model.errors import ConfigError, DataError
 
 
 @dataclass
@@ -46,6 +46,8 @@ class Plan:
 def plan(input_ref, chunk_rows):
     """Split a Kaggle CSV or an image folder into chunks of about chunk_rows records."""
     input_ref = str(input_ref)
+    if int(chunk_rows) < 1:  # a negative step would plan no chunk at all for a folder
+        raise ConfigError(f"chunk_rows must be >= 1, got {chunk_rows}")
     if not storage.exists(input_ref):
         raise DataError(input_ref, "no such file or folder")
     if storage.isdir(input_ref):

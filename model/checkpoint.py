@@ -9,6 +9,7 @@ import hashlib
 import io
 import json
 import zipfile
+import zlib
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
@@ -65,7 +66,7 @@ def _from_npz(data, source):
     try:
         with np.load(io.BytesIO(data), allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
-    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as e:
+    except (ValueError, OSError, zipfile.BadZipFile, EOFError, zlib.error) as e:
         raise CheckpointError(f"{source}: not a readable .npz file ({e})") from None
     if "meta" not in arrays:
         raise CheckpointError(f"{source}: no metadata in file")
@@ -73,6 +74,8 @@ def _from_npz(data, source):
         meta = json.loads(str(arrays.pop("meta")))
     except ValueError as e:
         raise CheckpointError(f"{source}: metadata is not JSON ({e})") from None
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{source}: metadata is not a JSON object")
     return arrays, meta
 
 
@@ -114,10 +117,13 @@ def load_model(ref):
     missing = [k for k in MODEL_ARRAYS if k not in arrays]
     if missing:
         raise CheckpointError(f"{ref}: missing arrays {missing}")
-    arch = meta["architecture"]
-    expected = {"W1": (arch["n_in"], arch["n_hidden"]), "b1": (arch["n_hidden"],),
+    try:
+        arch = meta["architecture"]
+        expected = {"W1": (arch["n_in"], arch["n_hidden"]), "b1": (arch["n_hidden"],),
                 "W2": (arch["n_hidden"], arch["n_out"]), "b2": (arch["n_out"],),
-                "mean": (arch["n_in"],), "std": (arch["n_in"],)}
+                    "mean": (arch["n_in"],), "std": (arch["n_in"],)}
+    except (KeyError, TypeError) as e:
+        raise CheckpointError(f"{ref}: incomplete architecture in metadata ({e})") from None
     for k, shape in expected.items():
         if arrays[k].shape != shape:
             raise CheckpointError(f"{ref}: {k} has shape {arrays[k].shape}, architecture says {shape}")
@@ -141,6 +147,9 @@ def load_state(ref):
     if meta.get("format") != STATE_FORMAT:
         raise CheckpointError(f"{ref}: not a training-state file (format {meta.get('format')!r})")
     state = dict(arrays)
+    missing = [k for k in ("position", "history", "config", "extra") if k not in meta]
+    if missing:
+        raise CheckpointError(f"{ref}: training state lacks {', '.join(missing)}")
     for k in ("position", "history", "config", "extra"):
         state[k] = meta[k]
     return state

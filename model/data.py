@@ -14,6 +14,7 @@ labels (n,) or None, and errors {record index: reason}. Nothing is dropped silen
 import hashlib
 import io
 import posixpath
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -29,6 +30,7 @@ PIXEL_COLUMNS = [f"pixel{i}" for i in range(N_PIXELS)]
 TRAIN_COLUMNS = ["label"] + PIXEL_COLUMNS
 IMAGE_TYPES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 HEADER_LIMIT = 1 << 20  # bytes searched for the end of the header line
+_LABEL_RANGE = re.compile(r"^value (\S+) in label is outside 0\.\.255$")
 
 
 @dataclass
@@ -135,6 +137,10 @@ def read_csv_range(layout, start, end):
     if not layout.labeled:
         return Block(values, None, errors)
     labels = values[:, 0].astype(np.int64)  # (n,)
+    for i, reason in errors.items():  # the parser knows pixels' range; say the label's
+        m = _LABEL_RANGE.match(reason)
+        if m:
+            errors[i] = f"label {m.group(1)} is outside 0..9"
     for i in np.flatnonzero(labels > 9):
         if int(i) not in errors:
             errors[int(i)] = f"label {labels[i]} is outside 0..9"
@@ -166,14 +172,22 @@ def load_image(folder, rel):
             img.load()
             if img.size != (SIDE, SIDE):
                 raise DataError(path, f"image is {img.size[0]}x{img.size[1]}, expected {SIDE}x{SIDE}")
-            gray = img if img.mode == "L" else img.convert("L")
-            return np.asarray(gray, dtype=np.uint8).reshape(N_PIXELS)
+            return _gray8(img).reshape(N_PIXELS)
     except DataError:
         raise
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         reason = "corrupt or unreadable image" if isinstance(e, UnidentifiedImageError) else \
             f"corrupt or unreadable image ({e})"
         raise DataError(path, reason) from None
+
+
+def _gray8(img):
+    """A PIL image -> (28, 28) uint8 grayscale; 16-bit grayscale is scaled, not clipped."""
+    if img.mode.startswith("I;16") or (img.mode == "I" and np.asarray(img).max() > 255):
+        wide = np.asarray(img, dtype=np.int64)  # (28, 28) 0..65535
+        return ((np.clip(wide, 0, 65535) + 128) // 257).astype(np.uint8)
+    gray = img if img.mode == "L" else img.convert("L")
+    return np.asarray(gray, dtype=np.uint8)
 
 
 def read_images(folder, rels, labels=None):

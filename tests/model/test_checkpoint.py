@@ -2,7 +2,10 @@
 import io
 import json
 import os
+import struct
 import uuid
+import zipfile
+import zlib
 
 import numpy as np
 import pytest
@@ -250,3 +253,41 @@ def test_storage_helpers_used_for_reads(tmp_path):
     ref = str(tmp_path / "m.npz")
     checkpoint.save_model(make(0), ref)
     assert storage.read_bytes(ref)[:2] == b"PK"  # a plain zip archive (npz), no pickle header
+
+
+def _overwrite_compressed_member(path, member, garbage):
+    """Overwrite the start of one member's deflate stream inside a valid .npz (zip) file."""
+    raw = bytearray(path.read_bytes())
+    with zipfile.ZipFile(path) as zf:
+        info = zf.getinfo(member)
+    assert info.compress_type == zipfile.ZIP_DEFLATED
+    off = info.header_offset
+    name_len, extra_len = struct.unpack("<HH", raw[off + 26:off + 30])
+    start = off + 30 + name_len + extra_len
+    raw[start:start + len(garbage)] = garbage
+    path.write_bytes(bytes(raw))
+
+
+@pytest.mark.parametrize("loader", ["load_model", "load_state"])
+def test_damaged_compressed_data_is_a_checkpoint_error(tmp_path, loader):
+    ref = tmp_path / "m.npz"
+    checkpoint.save_model(make(0), str(ref))
+    _overwrite_compressed_member(ref, "W1.npy", b"\xff" * 64)  # deflate block type 3: invalid
+    with pytest.raises(CheckpointError) as e:
+        getattr(checkpoint, loader)(str(ref))
+    assert str(ref) in str(e.value)
+
+
+@pytest.mark.parametrize("meta,loader", [
+    ([1, 2], "load_model"),
+    ({"format": checkpoint.FORMAT}, "load_model"),
+    ({"format": checkpoint.FORMAT, "architecture": {"n_in": 784}}, "load_model"),
+    ({"format": checkpoint.STATE_FORMAT}, "load_state"),
+], ids=["meta-list", "no-architecture", "partial-architecture", "state-no-position"])
+def test_malformed_metadata_is_a_checkpoint_error(tmp_path, meta, loader):
+    m = make(0)
+    ref = tmp_path / "m.npz"
+    np.savez(ref, meta=np.array(json.dumps(meta)), **m.params, mean=m.mean, std=m.std)
+    with pytest.raises(CheckpointError) as e:
+        getattr(checkpoint, loader)(str(ref))
+    assert str(ref) in str(e.value)

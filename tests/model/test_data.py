@@ -1,0 +1,434 @@
+"""Readers and validators: every bad input names the file, the row or image, and the reason."""
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from model import data
+from model.errors import DataError
+from model.samples import load_sample
+
+TRAIN_HEADER = ",".join(data.TRAIN_COLUMNS)
+TEST_HEADER = ",".join(data.PIXEL_COLUMNS)
+
+
+@pytest.fixture(scope="module")
+def sample():
+    return load_sample()
+
+
+def csv_row(values):
+    return ",".join(str(v) for v in values)
+
+
+def train_rows(sample, n, start=0):
+    x, y = sample["train_x"][start:start + n], sample["train_y"][start:start + n]
+    return [csv_row([label, *pixels]) for label, pixels in zip(y.tolist(), x.tolist())]
+
+
+def write(path, header, rows, trailing_newline=True):
+    text = "\n".join(([header] if header is not None else []) + rows)
+    path.write_text(text + ("\n" if trailing_newline and rows else ""))
+    return str(path)
+
+
+def raises_data_error(fn, *args, **kwargs):
+    with pytest.raises(DataError) as e:
+        fn(*args, **kwargs)
+    return e.value
+
+
+# ----------------------------------------------------------------------------- bad CSV rows
+
+def bad_row_cases():
+    zeros = [0] * 784
+    return {
+        # name: (bad row text, expected reason substrings)
+        "wrong-column-count": ("1,2,3", ["expected 785 values, found 3"]),
+        "too-many-columns": (csv_row([1, *zeros, 0]), ["expected 785 values, found 786"]),
+        "non-numeric": (csv_row([1, *zeros[:11], "abc", *zeros[12:]]), ["non-numeric", "'abc'", "pixel11"]),
+        "float-value": (csv_row([1, "12.5", *zeros[1:]]), ["non-numeric", "12.5", "pixel0"]),
+        "pixel-too-big": (csv_row([1, *zeros[:5], 300, *zeros[6:]]), ["300", "pixel5", "outside 0..255"]),
+        "pixel-negative": (csv_row([1, *zeros[:783], -4]), ["-4", "pixel783", "outside 0..255"]),
+        "label-10": (csv_row([10, *zeros]), ["label 10", "outside 0..9"]),
+        "label-255": (csv_row([255, *zeros]), ["label 255", "outside 0..9"]),
+        "empty-value": (csv_row([1, "", *zeros[1:]]), ["empty value", "pixel0"]),
+        "empty-line": ("", ["empty line"]),
+    }
+
+
+@pytest.mark.parametrize("case", list(bad_row_cases()))
+def test_bad_row_names_file_row_and_reason(tmp_path, sample, case):
+    bad, reasons = bad_row_cases()[case]
+    rows = train_rows(sample, 6)
+    rows.insert(3, bad)  # data row 4
+    ref = write(tmp_path / "train.csv", TRAIN_HEADER, rows)
+    e = raises_data_error(data.load_training, ref)
+    assert e.source == ref and e.row == 4
+    for r in reasons:
+        assert r in e.reason, (r, e.reason)
+    assert ref in str(e) and "row 4" in str(e)
+    assert "--skip-bad" in e.reason
+
+
+@pytest.mark.parametrize("label", [-1, 300])
+def test_label_outside_byte_range_reports_label_range(tmp_path, sample, label):
+    rows = train_rows(sample, 3) + [csv_row([label] + [0] * 784)]
+    ref = write(tmp_path / "train.csv", TRAIN_HEADER, rows)
+    e = raises_data_error(data.load_training, ref)
+    assert e.source == ref and e.row == 4 and "label" in e.reason
+    assert "0..9" in e.reason
+
+
+def test_first_bad_row_is_named_with_a_count_of_the_others(tmp_path, sample):
+    rows = train_rows(sample, 10)
+    rows[1] = "1,2"
+    rows[6] = csv_row([3] + [999] * 784)
+    rows[8] = "x"
+    ref = write(tmp_path / "train.csv", TRAIN_HEADER, rows)
+    e = raises_data_error(data.load_training, ref, block_rows=3)
+    assert e.row == 2 and "and 2 more bad records" in e.reason
+
+
+def test_skip_bad_keeps_good_rows_and_lists_bad(tmp_path, sample):
+    n = 40
+    rows = train_rows(sample, n)
+    bad_rows = {3: "1,2,3", 17: csv_row([1] + [0] * 100 + ["x"] + [0] * 683),
+                25: csv_row([1] + [256] * 784), 40: csv_row([12] + [0] * 784)}
+    for r, text in bad_rows.items():
+        rows[r - 1] = text
+    ref = write(tmp_path / "train.csv", TRAIN_HEADER, rows)
+    for block_rows in (5, 7, 1000):  # bad rows on both sides of range boundaries
+        td = data.load_training(ref, skip_bad=True, block_rows=block_rows)
+        keep = [i for i in range(n) if i + 1 not in bad_rows]
+        assert np.array_equal(td.pixels, sample["train_x"][keep])
+        assert np.array_equal(td.labels, sample["train_y"][keep])
+        assert td.pixels.dtype == np.uint8 and td.labels.dtype == np.int64
+        assert [r for r, _ in td.skipped] == sorted(bad_rows)
+        reasons = dict(td.skipped)
+        assert "found 3" in reasons[3] and "non-numeric" in reasons[17]
+        assert "256" in reasons[25] and "label 12" in reasons[40]
+        assert td.source == ref
+
+
+def test_load_training_of_good_csv(tmp_path, sample):
+    ref = write(tmp_path / "train.csv", TRAIN_HEADER, train_rows(sample, 50), trailing_newline=False)
+    progress = []
+    td = data.load_training(ref, block_rows=8, progress=lambda done, total: progress.append((done, total)))
+    assert np.array_equal(td.pixels, sample["train_x"][:50]) and np.array_equal(td.labels, sample["train_y"][:50])
+    assert td.skipped == [] and len(td.fingerprint) == 64
+    assert progress[-1][0] == progress[-1][1] == os.path.getsize(ref)
+    assert data.load_training(ref).fingerprint == td.fingerprint  # same data, same fingerprint
+
+
+def test_crlf_and_bom_are_accepted(tmp_path, sample):
+    ref = tmp_path / "train.csv"
+    text = "\ufeff" + TRAIN_HEADER + "\r\n" + "\r\n".join(train_rows(sample, 5)) + "\r\n"
+    ref.write_bytes(text.encode("utf-8"))
+    td = data.load_training(str(ref))
+    assert np.array_equal(td.pixels, sample["train_x"][:5])
+
+
+def test_test_file_cannot_train(tmp_path, sample):
+    ref = write(tmp_path / "test.csv", TEST_HEADER, [csv_row(r) for r in sample["test_x"][:3].tolist()])
+    e = raises_data_error(data.load_training, ref)
+    assert e.source == ref and "no label column" in e.reason
+
+
+# ----------------------------------------------------------------------------- headers and files
+
+def test_missing_header(tmp_path, sample):
+    ref = write(tmp_path / "noheader.csv", None, train_rows(sample, 3))
+    for fn in (data.read_csv_layout, data.load_training):
+        e = raises_data_error(fn, ref)
+        assert e.source == ref and e.row is None and "missing header" in e.reason
+        assert ref in str(e)
+
+
+@pytest.mark.parametrize("header,reason", [
+    (TRAIN_HEADER.replace("pixel5,", "pixel_5,"), "column 7 is 'pixel_5', expected 'pixel5'"),
+    ("Label," + TEST_HEADER, "column 1 is 'Label', expected 'pixel0'"),
+    (TEST_HEADER.rsplit(",", 1)[0], "783 columns, expected 784"),
+    (TRAIN_HEADER + ",extra", "786 columns, expected 785"),
+    ("ImageId,Label", "column 1 is 'ImageId'"),
+])
+def test_wrong_header(tmp_path, sample, header, reason):
+    ref = write(tmp_path / "wrong.csv", header, train_rows(sample, 2))
+    e = raises_data_error(data.read_csv_layout, ref)
+    assert e.source == ref and "wrong header" in e.reason and reason in e.reason
+    e = raises_data_error(data.load_training, ref)
+    assert e.source == ref and "wrong header" in e.reason
+
+
+@pytest.mark.parametrize("content", ["", "\n", "  \n\n"])
+def test_empty_file(tmp_path, content):
+    ref = tmp_path / "empty.csv"
+    ref.write_text(content)
+    e = raises_data_error(data.read_csv_layout, str(ref))
+    assert e.source == str(ref) and e.reason == "empty file"
+    assert raises_data_error(data.load_training, str(ref)).reason == "empty file"
+
+
+def test_header_only_file(tmp_path):
+    ref = write(tmp_path / "h.csv", TRAIN_HEADER, [])
+    layout = data.read_csv_layout(ref)
+    assert layout.labeled and data.plan_csv(layout, 10) == []
+    e = raises_data_error(data.load_training, ref)
+    assert e.source == ref and "0 usable" in e.reason
+
+
+def test_missing_file_and_folder(tmp_path):
+    ref = str(tmp_path / "nope.csv")
+    e = raises_data_error(data.load_training, ref)
+    assert e.source == ref and "no such" in e.reason
+    assert "no such" in raises_data_error(data.read_csv_layout, ref).reason
+    assert "no such folder" in raises_data_error(data.list_images, str(tmp_path / "nodir")).reason
+    f = tmp_path / "file.csv"
+    f.write_text("x")
+    assert "not a folder" in raises_data_error(data.list_images, str(f)).reason
+
+
+def test_layouts(tmp_path, sample):
+    train = write(tmp_path / "train.csv", TRAIN_HEADER, train_rows(sample, 2))
+    test = write(tmp_path / "test.csv", TEST_HEADER, [csv_row(sample["test_x"][0].tolist())])
+    lt, ls = data.read_csv_layout(train), data.read_csv_layout(test)
+    assert lt.labeled and lt.columns == data.TRAIN_COLUMNS and lt.data_start == len(TRAIN_HEADER) + 1
+    assert not ls.labeled and ls.columns == data.PIXEL_COLUMNS and ls.size == os.path.getsize(test)
+    block = data.read_csv_range(ls, ls.data_start, ls.size)
+    assert block.labels is None and np.array_equal(block.pixels, sample["test_x"][:1])
+
+
+# ----------------------------------------------------------------------------- row ranges
+
+def check_plan(layout, rows_per_chunk, n_rows, expected_pixels):
+    ranges = data.plan_csv(layout, rows_per_chunk)
+    raw = open(layout.ref, "rb").read()
+    assert ranges[0][0] == layout.data_start and ranges[-1][1] == layout.size
+    for (s1, e1), (s2, _) in zip(ranges, ranges[1:]):
+        assert e1 == s2  # contiguous: every byte exactly once
+    for s, e in ranges:
+        assert s < e
+        assert raw[s - 1:s] == b"\n"  # starts right after a line break
+        assert e == layout.size or raw[e - 1:e] == b"\n"  # ends right after one
+    blocks = [data.read_csv_range(layout, s, e) for s, e in ranges]
+    assert sum(len(b) for b in blocks) == n_rows
+    assert all(not b.errors for b in blocks)
+    pixels = np.concatenate([b.pixels for b in blocks])
+    assert np.array_equal(pixels, expected_pixels)
+    return ranges, blocks
+
+
+@pytest.mark.parametrize("trailing_newline", [True, False])
+@pytest.mark.parametrize("rows_per_chunk", [1, 3, 7, 64, 10000])
+def test_plan_csv_covers_rows_once_in_order(tmp_path, sample, trailing_newline, rows_per_chunk):
+    n = 120
+    ref = write(tmp_path / "train.csv", TRAIN_HEADER, train_rows(sample, n), trailing_newline)
+    layout = data.read_csv_layout(ref)
+    ranges, blocks = check_plan(layout, rows_per_chunk, n, sample["train_x"][:n])
+    labels = np.concatenate([b.labels for b in blocks])
+    assert np.array_equal(labels, sample["train_y"][:n])
+    if rows_per_chunk == 10000:
+        assert len(ranges) == 1
+    elif rows_per_chunk >= 3:
+        # "about rows_per_chunk lines" each
+        sizes = [len(b) for b in blocks]
+        assert max(sizes[:-1]) <= 2 * rows_per_chunk + 1 and len(ranges) >= n // (2 * rows_per_chunk + 1)
+
+
+def test_plan_csv_with_rows_of_very_different_lengths(tmp_path, sample):
+    # short rows (all zeros) then long rows (real digits with three-digit pixels), test layout
+    x = np.concatenate([np.zeros((30, 784), np.uint8), sample["test_x"][:30], np.full((30, 784), 255, np.uint8)])
+    ref = write(tmp_path / "test.csv", TEST_HEADER, [csv_row(r) for r in x.tolist()], trailing_newline=False)
+    layout = data.read_csv_layout(ref)
+    for k in (1, 4, 9, 25):
+        check_plan(layout, k, len(x), x)
+
+
+def test_single_row_file_without_newline(tmp_path, sample):
+    ref = write(tmp_path / "one.csv", TEST_HEADER, [csv_row(sample["test_x"][0].tolist())], False)
+    layout = data.read_csv_layout(ref)
+    assert data.plan_csv(layout, 1) == [(layout.data_start, layout.size)]
+    check_plan(layout, 1, 1, sample["test_x"][:1])
+
+
+def test_read_csv_range_errors_are_block_relative(tmp_path, sample):
+    rows = [csv_row(r) for r in sample["test_x"][:6].tolist()]
+    rows[4] = "1,2"
+    ref = write(tmp_path / "test.csv", TEST_HEADER, rows)
+    layout = data.read_csv_layout(ref)
+    raw = open(ref, "rb").read()
+    third = layout.data_start + sum(len(r) + 1 for r in rows[:2])  # start of data row 3
+    assert raw[third - 1:third] == b"\n"
+    block = data.read_csv_range(layout, third, layout.size)
+    assert len(block) == 4 and list(block.errors) == [2]  # data row 5 is the block's 3rd record
+    assert block.ok_mask().tolist() == [True, True, False, True]
+    assert not block.pixels[2].any()  # zero-filled
+    assert np.array_equal(block.pixels[[0, 1, 3]], sample["test_x"][[2, 3, 5]])
+
+
+# ----------------------------------------------------------------------------- images
+
+def save(path, array, mode="L", **kw):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array, mode).save(path, **kw)
+    return path
+
+
+def digit(sample, i=0):
+    return sample["train_x"][i].reshape(28, 28)
+
+
+def test_corrupt_image(tmp_path):
+    (tmp_path / "x.png").write_bytes(b"\x89PNG garbage, not an image \x00\x01\x02" * 3)
+    e = raises_data_error(data.load_image, str(tmp_path), "x.png")
+    assert e.source == os.path.join(str(tmp_path), "x.png") and "corrupt or unreadable image" in e.reason
+    assert e.source in str(e)
+
+
+def test_truncated_image(tmp_path, sample):
+    p = save(tmp_path / "t.png", digit(sample))
+    p.write_bytes(p.read_bytes()[:60])
+    e = raises_data_error(data.load_image, str(tmp_path), "t.png")
+    assert e.source.endswith("t.png") and "corrupt or unreadable" in e.reason
+
+
+def test_unknown_file_type(tmp_path):
+    (tmp_path / "x.txt").write_text("hello")
+    e = raises_data_error(data.load_image, str(tmp_path), "x.txt")
+    assert e.source.endswith("x.txt") and "unknown file type '.txt'" in e.reason
+    (tmp_path / "noext").write_bytes(b"")
+    assert "unknown file type" in raises_data_error(data.load_image, str(tmp_path), "noext").reason
+
+
+@pytest.mark.parametrize("size", [(27, 28), (28, 29), (56, 56), (1, 1)])
+def test_image_not_28x28(tmp_path, size):
+    w, h = size
+    save(tmp_path / "big.png", np.zeros((h, w), np.uint8))
+    e = raises_data_error(data.load_image, str(tmp_path), "big.png")
+    assert e.source.endswith("big.png") and f"image is {w}x{h}, expected 28x28" in e.reason
+
+
+@pytest.mark.parametrize("ext,kw", [(".png", {}), (".bmp", {}), (".gif", {}), (".PNG", {})])
+def test_lossless_formats_read_exactly(tmp_path, sample, ext, kw):
+    a = digit(sample, 3)
+    save(tmp_path / f"d{ext}", a, **kw)
+    got = data.load_image(str(tmp_path), f"d{ext}")
+    assert got.dtype == np.uint8 and got.shape == (784,)
+    assert np.array_equal(got, a.ravel())
+
+
+@pytest.mark.parametrize("ext", [".jpg", ".jpeg"])
+def test_jpeg_grayscale_reads(tmp_path, sample, ext):
+    a = digit(sample, 4)
+    save(tmp_path / f"d{ext}", a, quality=95)
+    assert Image.open(tmp_path / f"d{ext}").mode == "L"
+    got = data.load_image(str(tmp_path), f"d{ext}")
+    assert got.shape == (784,) and got.dtype == np.uint8
+    assert np.abs(got.astype(int) - a.ravel()).mean() < 4  # lossy, but close
+    assert np.corrcoef(got, a.ravel())[0, 1] > 0.99
+
+
+def test_rgb_and_other_modes_become_grayscale(tmp_path, sample):
+    a = digit(sample, 5)
+    save(tmp_path / "gray-rgb.png", np.stack([a, a, a], -1), "RGB")
+    assert np.array_equal(data.load_image(str(tmp_path), "gray-rgb.png"), a.ravel())
+    red = np.zeros((28, 28, 3), np.uint8)
+    red[..., 0] = 255
+    save(tmp_path / "red.bmp", red, "RGB")
+    assert set(data.load_image(str(tmp_path), "red.bmp").tolist()) == {76}  # ITU-R 601 luma of red
+    save(tmp_path / "la.png", np.stack([a, np.full_like(a, 255)], -1), "LA")
+    assert np.array_equal(data.load_image(str(tmp_path), "la.png"), a.ravel())
+    Image.fromarray(a, "L").convert("P").save(tmp_path / "p.gif")
+    assert np.array_equal(data.load_image(str(tmp_path), "p.gif"), a.ravel())
+    rgb = np.stack([a, a, a], -1)
+    save(tmp_path / "rgb.jpg", rgb, "RGB", quality=95)
+    got = data.load_image(str(tmp_path), "rgb.jpg")
+    assert got.shape == (784,) and np.abs(got.astype(int) - a.ravel()).mean() < 4
+
+
+def test_16bit_grayscale_png_is_scaled_or_refused(tmp_path, sample):
+    a = digit(sample, 6)
+    Image.fromarray(a.astype(np.uint16) * 257).save(tmp_path / "d16.png")  # full 16-bit range
+    assert Image.open(tmp_path / "d16.png").mode.startswith("I")
+    try:
+        got = data.load_image(str(tmp_path), "d16.png")
+    except DataError:
+        return  # refusing it with a reason would be acceptable too
+    assert np.abs(got.astype(int) - a.ravel()).max() <= 1
+
+
+def make_training_folder(root, sample, per_digit=3):
+    x, y = sample["train_x"], sample["train_y"]
+    expected = []
+    for d in range(10):
+        idx = np.flatnonzero(y == d)[:per_digit]
+        for i in idx:
+            rel = f"{d}/{i:05d}.png"
+            save(root / rel, x[i].reshape(28, 28))
+            expected.append((rel, d, i))
+    return sorted(expected)
+
+
+def test_training_folder(tmp_path, sample):
+    expected = make_training_folder(tmp_path / "train", sample)
+    rels, labels, errors = data.list_training_images(str(tmp_path / "train"))
+    assert rels == [r for r, _, _ in expected] and labels == [d for _, d, _ in expected] and errors == []
+    td = data.load_training(str(tmp_path / "train"), block_rows=7)
+    assert np.array_equal(td.labels, [d for _, d, _ in expected])
+    assert np.array_equal(td.pixels, sample["train_x"][[i for _, _, i in expected]])
+
+
+def test_training_folder_with_file_outside_digit_folders(tmp_path, sample):
+    root = tmp_path / "train"
+    make_training_folder(root, sample, per_digit=2)
+    save(root / "stray.png", digit(sample))
+    save(root / "cats" / "c.png", digit(sample))
+    save(root / "10" / "ten.png", digit(sample))
+    rels, labels, errors = data.list_training_images(str(root))
+    assert len(rels) == 20
+    assert sorted(p for p, _ in errors) == ["10/ten.png", "cats/c.png", "stray.png"]
+    assert all("not inside a digit sub-folder 0..9" in r for _, r in errors)
+    e = raises_data_error(data.load_training, str(root))
+    assert e.source == os.path.join(str(root), "10/ten.png") and "digit sub-folder" in e.reason
+    assert "and 2 more" in e.reason
+    td = data.load_training(str(root), skip_bad=True)
+    assert len(td.labels) == 20 and sorted(p for p, _ in td.skipped) == ["10/ten.png", "cats/c.png", "stray.png"]
+
+
+def test_training_folder_with_bad_images(tmp_path, sample):
+    root = tmp_path / "train"
+    make_training_folder(root, sample, per_digit=2)
+    (root / "3" / "broken.png").write_bytes(b"garbage")
+    save(root / "7" / "small.png", np.zeros((20, 20), np.uint8))
+    (root / "1" / "notes.txt").write_text("hi")
+    e = raises_data_error(data.load_training, str(root))
+    assert e.source == os.path.join(str(root), "1/notes.txt") and "unknown file type" in e.reason
+    td = data.load_training(str(root), skip_bad=True)
+    assert len(td.labels) == 20
+    skipped = dict(td.skipped)
+    assert set(skipped) == {"1/notes.txt", "3/broken.png", "7/small.png"}
+    assert "corrupt" in skipped["3/broken.png"] and "20x20" in skipped["7/small.png"]
+
+
+def test_prediction_folder_listing_is_sorted_by_relative_path(tmp_path, sample):
+    root = tmp_path / "pred"
+    names = ["b.png", "a/z.png", "a/b.png", "10.png", "9.png", "a/sub/c.gif", "B.bmp"]
+    for n in names:
+        save(root / n, digit(sample))
+    listed = data.list_images(str(root))
+    assert listed == sorted(names) == ["10.png", "9.png", "B.bmp", "a/b.png", "a/sub/c.gif", "a/z.png", "b.png"]
+    block = data.read_images(str(root), listed)
+    assert len(block) == len(names) and block.errors == {} and block.labels is None
+
+
+def test_read_images_turns_bad_images_into_zero_rows(tmp_path, sample):
+    root = tmp_path / "pred"
+    save(root / "a.png", digit(sample, 1))
+    (root / "b.png").write_bytes(b"junk")
+    save(root / "c.png", digit(sample, 2))
+    block = data.read_images(str(root), ["a.png", "b.png", "c.png"], labels=[1, 2, 3])
+    assert list(block.errors) == [1] and "corrupt" in block.errors[1]
+    assert not block.pixels[1].any()
+    assert np.array_equal(block.pixels[[0, 2]], sample["train_x"][[1, 2]])
+    assert block.labels.tolist() == [1, 2, 3] and block.ok_mask().tolist() == [True, False, True]
