@@ -65,12 +65,20 @@ def chunk_ref(root, job_id, index):
 
 
 def chunks_done(root, job_id):
-    """How many chunk results are on storage."""
-    return sum(1 for n in storage.listdir(ref(root, job_id, "chunks")) if n.endswith(".npz"))
+    """How many chunk results are on storage (not counting ".tmp-..." files being written,
+    or left behind by a process killed while writing)."""
+    return sum(1 for n in storage.listdir(ref(root, job_id, "chunks"))
+               if n.endswith(".npz") and not n.startswith("."))
 
 
 def request_cancel(root, job_id):
     write_json(ref(root, job_id, "cancel"), {"requested_at": time.time()})
+
+
+def reopen(root, job_id):
+    """Make a cancelled job runnable again: drop its cancel request, then its manifest."""
+    storage.remove(ref(root, job_id, "cancel"))
+    storage.remove(ref(root, job_id, "manifest.json"))
 
 
 def is_cancelled(root, job_id):

@@ -19,6 +19,7 @@ log = get_task_logger(__name__)
 _MODELS = OrderedDict()  # model version -> Model, per worker process
 _PLANS = OrderedDict()  # job id -> Plan, per worker process
 _CACHE_SIZE = 4
+ASSEMBLE_FALLBACK_SECONDS = 5  # delay of the storage-triggered assemble (_ensure_assembled)
 
 
 def storage_root(task):
@@ -60,6 +61,7 @@ def predict_chunk(self, job_id, index, lo=None, hi=None):
     target = jobs.chunk_ref(root, job_id, index)
     if storage.exists(target):  # an earlier delivery finished this chunk
         r = batch.ChunkResult.from_bytes(storage.read_bytes(target))
+        _ensure_assembled(root, job_id)
         return {"index": index, "rows": len(r), "bad": len(r.errors), "reused": True}
     if jobs.is_cancelled(root, job_id):
         return {"index": index, "cancelled": True}
@@ -68,14 +70,31 @@ def predict_chunk(self, job_id, index, lo=None, hi=None):
     model = load_model_cached(job["model"]["ref"], job["model"]["version"])
     result = batch.predict_chunk(load_plan(root, job_id), index, model)
     storage.write_bytes(target, result.to_bytes())
+    _ensure_assembled(root, job_id)
     return {"index": index, "rows": len(result), "bad": len(result.errors),
             "seconds": round(time.perf_counter() - t0, 4)}
+
+
+def _ensure_assembled(root, job_id):
+    """Once every chunk is on storage, queue a delayed assemble besides the chord's.
+
+    The chord counts its parts in Redis after each part's result is stored. A pool process
+    killed between the two leaves the chord one part short forever, and Celery acks that
+    task (its SUCCESS is stored) instead of requeueing it, so the chord's assemble never
+    runs. This copy finishes such a job; when the chord did its work, it finds the
+    manifest and returns at once.
+    """
+    if jobs.chunks_done(root, job_id) >= len(load_plan(root, job_id).chunks):
+        assemble.apply_async(([], job_id), task_id=job_id, countdown=ASSEMBLE_FALLBACK_SECONDS)
 
 
 @shared_task(bind=True, name="digits.assemble")
 def assemble(self, summaries, job_id):
     """Write the job's output in input order, its errors file and its manifest -> manifest."""
     root = storage_root(self)
+    done = jobs.read_manifest(root, job_id)
+    if done:  # already assembled (a duplicate chord, or the fallback of _ensure_assembled)
+        return done
     job = jobs.read_job(root, job_id)
     p = load_plan(root, job_id)
     missing = [i for i in range(len(p.chunks)) if not storage.exists(jobs.chunk_ref(root, job_id, i))]

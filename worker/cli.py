@@ -479,6 +479,16 @@ def cmd_flower(a, s):
 
 # ----------------------------------------------------------------------------- parser
 
+def _positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
 def build_parser():
     p = argparse.ArgumentParser(
         prog="digits", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -529,7 +539,7 @@ def build_parser():
                     help="output CSV: ImageId,Label for a CSV; path,label,confidence for images")
     sp.add_argument("--local", action="store_true", help="predict in this process instead of on the queue")
     sp.add_argument("--no-wait", action="store_true", help="print the job id and return")
-    sp.add_argument("--chunk-rows", type=int, help="records per chunk (default DIGITS_CHUNK_ROWS)")
+    sp.add_argument("--chunk-rows", type=_positive_int, help="records per chunk (default DIGITS_CHUNK_ROWS)")
     sp.add_argument("--job-id", help="use this job id (resubmitting an id never duplicates rows)")
 
     sp = add("status", cmd_status, "Show a job's state, progress, counts and output.")
@@ -579,6 +589,9 @@ def main(argv=None):
     try:
         return a.func(a, settings_mod.load()) or 0
     except DigitsError as e:
+        _eprint(f"digits: error: {e}")
+        return 1
+    except OSError as e:  # an unwritable --out, a full disk, ...: the user's to fix, in one line
         _eprint(f"digits: error: {e}")
         return 1
     except KeyboardInterrupt:

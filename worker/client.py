@@ -106,8 +106,9 @@ def status(app, s, job_id):
         out.update(manifest)
         out["output"] = job.get("download_to") or manifest.get("output")
         return out
-    result = AsyncResult(job_id, app=app)
-    if result.state == "FAILURE":
+    # app is None when no broker is reachable: then storage alone tells the state
+    result = AsyncResult(job_id, app=app) if app is not None else None
+    if result is not None and result.state == "FAILURE":
         out["state"] = "FAILURE"
         out["error"] = f"{type(result.result).__name__}: {result.result}"
     elif jobs.is_cancelled(root, job_id):
@@ -115,7 +116,7 @@ def status(app, s, job_id):
     elif job["kind"] == "predict":
         out["state"] = "PROGRESS" if out["progress"]["chunks_done"] else "PENDING"
     else:
-        out["state"] = "PROGRESS" if out["progress"] else result.state
+        out["state"] = "PROGRESS" if out["progress"] else (result.state if result is not None else "PENDING")
     return out
 
 
@@ -183,8 +184,15 @@ def submit_training(data_ref, name, config, *, app, settings, skip_bad=False, ch
         record = new_train_record(job_id, name, stage_input(s, job_id, data_ref, "data"), config.to_dict(),
                                   skip_bad=skip_bad, checkpoint_every=checkpoint_every)
         jobs.write_json(jobs.ref(s.storage, job_id, "job.json"), record)
-    elif jobs.read_manifest(s.storage, job_id):
-        return TrainingJob(app, s, job_id)
+    else:
+        ended = jobs.read_manifest(s.storage, job_id)
+        if ended and ended.get("state") != "CANCELLED":
+            return TrainingJob(app, s, job_id)
+        if ended:  # a cancelled job resumes from its checkpoint (train_job returns a manifest as is)
+            jobs.reopen(s.storage, job_id)
+        # the previous delivery's result (a cancelled run's SUCCESS, a FAILURE) must not be
+        # read as this delivery's by status()/wait()
+        AsyncResult(job_id, app=app).forget()
     app.backend.client.set(active_key(record["name"]), job_id, ex=s.visibility_timeout)
     train_job.apply_async((job_id, record["name"], record["config"]["recipe"]), task_id=job_id)
     return TrainingJob(app, s, job_id)

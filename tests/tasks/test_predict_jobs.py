@@ -1,0 +1,404 @@
+"""Bulk prediction through the real queue: a running Redis, two predict worker processes.
+
+Every job here is checked against the in-process path (model.batch plan / predict_chunk /
+assemble, what `digits predict --local` runs) on the same file.
+"""
+import csv
+import hashlib
+import os
+import signal
+import time
+import uuid
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from model import batch, checkpoint
+from model.data import PIXEL_COLUMNS
+from model.errors import ConfigError, JobError
+from tasks import jobs
+from tests.conftest import write_test_csv
+from worker.client import FINAL_STATES, status, submit_prediction
+
+pytestmark = pytest.mark.integration
+
+WAIT = 90  # seconds any single job may take on a busy 2-core machine
+
+
+# ----------------------------------------------------------------------------- helpers
+
+def submit(live, input_ref, model, out, **kw):
+    return submit_prediction(str(input_ref), model, str(out), app=live.app, settings=live.settings, **kw)
+
+
+def local_predict(input_ref, model_path, out, chunk_rows=10000):
+    """The in-process path of `digits predict --local` -> counts."""
+    model = checkpoint.load_model(model_path)
+    p = batch.plan(str(input_ref), chunk_rows)
+    return batch.assemble(p, (batch.predict_chunk(p, i, model) for i in range(len(p.chunks))), str(out))
+
+
+def read_rows(path):
+    """A CSV file -> (header, rows as lists of strings)."""
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))
+    return rows[0], rows[1:]
+
+
+def read_submission(path):
+    """An ImageId,Label file -> (ids (n,), labels (n,)) int arrays."""
+    header, rows = read_rows(path)
+    assert header == ["ImageId", "Label"]
+    a = np.array(rows, dtype=np.int64).reshape(-1, 2)
+    return a[:, 0], a[:, 1]
+
+
+def fast_csv(path, pixels, repeat=1):
+    """A test CSV of `pixels` (n, 784) repeated `repeat` times (written as one string)."""
+    body = "".join(",".join(map(str, r)) + "\n" for r in np.asarray(pixels).tolist())
+    with open(path, "w", newline="") as f:
+        f.write(",".join(PIXEL_COLUMNS) + "\n")
+        f.write(body * repeat)
+    return str(path)
+
+
+def save_png(path, pixels, side=28):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    Image.fromarray(np.asarray(pixels, np.uint8).reshape(side, side), "L").save(path)
+
+
+def chunk_row_ranges(live, job_id):
+    """[(first ImageId, last ImageId)] of each chunk of a CSV job, from its stored plan."""
+    p = batch.Plan.from_dict(jobs.read_json(jobs.ref(live.settings.storage, job_id, "plan.json")))
+    ranges, first = [], 1
+    for i in range(len(p.chunks)):
+        n = batch.chunk_length(p, i)
+        ranges.append((first, first + n - 1))
+        first += n
+    return ranges
+
+
+def wait_until(cond, timeout, what, poll=0.01):
+    deadline = time.time() + timeout
+    while not cond():
+        if time.time() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(poll)
+
+
+# ----------------------------------------------------------------------------- fixtures
+
+@pytest.fixture(scope="module")
+def model_path(trained_model):
+    return trained_model[1]
+
+
+@pytest.fixture(scope="module")
+def model(trained_model):
+    return trained_model[0]
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("predict-data")
+
+
+@pytest.fixture(scope="module")
+def test_csv(sample, data_dir):
+    """The 500 held-out sample images as a Kaggle test CSV."""
+    return write_test_csv(data_dir / "test500.csv", sample["test_x"])
+
+
+@pytest.fixture(scope="module")
+def expected_500(sample, model):
+    """In-process labels and confidences of the 500 sample test images."""
+    return model.predict(sample["test_x"])
+
+
+@pytest.fixture(scope="module")
+def csv_5000(sample, data_dir):
+    return fast_csv(data_dir / "test5000.csv", sample["test_x"], repeat=10)
+
+
+@pytest.fixture(scope="module")
+def csv_20000(sample, data_dir):
+    return fast_csv(data_dir / "test20000.csv", sample["test_x"], repeat=40)
+
+
+@pytest.fixture(scope="module")
+def image_folder(sample, data_dir):
+    """120 sample test images as PNGs whose sorted path order is not their index order
+    (two sub-folders and top-level files, names from a hash) -> (folder, {path: index})."""
+    folder = data_dir / "images"
+    index = {}
+    for i in range(120):
+        name = hashlib.sha1(str(i).encode()).hexdigest()[:8] + ".png"
+        rel = name if i % 3 == 0 else f"{'ab'[i % 2]}/{name}"
+        save_png(str(folder / rel), sample["test_x"][i])
+        index[rel] = i
+    assert sorted(index) != [r for r, _ in sorted(index.items(), key=lambda kv: kv[1])]
+    return str(folder), index
+
+
+# ----------------------------------------------------------------------------- tests
+
+def test_csv_job_matches_in_process_prediction(live, test_csv, model_path, expected_500, tmp_path):
+    job = submit(live, test_csv, model_path, tmp_path / "queue.csv", chunk_rows=73)
+    manifest = job.wait(timeout=WAIT)
+    assert manifest["state"] == "SUCCESS"
+    assert manifest["chunks"] == len(batch.plan(test_csv, 73).chunks) > 6  # 500 rows / 73 per chunk
+    assert (manifest["rows_in"], manifest["rows_ok"], manifest["rows_bad"], manifest["rows_skipped"]) == \
+        (500, 500, 0, 0)
+    assert manifest["errors"] is None and not os.path.exists(tmp_path / "queue.errors.csv")
+
+    local = local_predict(test_csv, model_path, tmp_path / "local.csv", chunk_rows=73)
+    assert local["rows_ok"] == 500
+    assert (tmp_path / "queue.csv").read_bytes() == (tmp_path / "local.csv").read_bytes()
+
+    ids, labels = read_submission(tmp_path / "queue.csv")
+    np.testing.assert_array_equal(ids, np.arange(1, 501))  # input order
+    np.testing.assert_array_equal(labels, expected_500[0])
+
+
+def test_image_folder_job_sorted_paths_and_same_labels_as_csv(live, sample, image_folder, model_path, model,
+                                                              data_dir, tmp_path):
+    folder, index = image_folder
+    csv_path = write_test_csv(data_dir / "test120.csv", sample["test_x"][:120])
+    img_job = submit(live, folder, model_path, tmp_path / "images.csv", chunk_rows=25)
+    csv_job = submit(live, csv_path, model_path, tmp_path / "csv.csv", chunk_rows=25)
+    m_img, m_csv = img_job.wait(timeout=WAIT), csv_job.wait(timeout=WAIT)
+    assert m_img["state"] == m_csv["state"] == "SUCCESS"
+    assert (m_img["rows_in"], m_img["rows_ok"], m_img["rows_bad"]) == (120, 120, 0)
+
+    header, rows = read_rows(tmp_path / "images.csv")
+    assert header == ["path", "label", "confidence"]
+    paths = [r[0] for r in rows]
+    assert paths == sorted(index)  # sorted path order, relative to the folder
+    ids, csv_labels = read_submission(tmp_path / "csv.csv")
+    np.testing.assert_array_equal(ids, np.arange(1, 121))
+    order = [index[p] for p in paths]
+    np.testing.assert_array_equal([int(r[1]) for r in rows], csv_labels[order])
+    labels, conf = model.predict(sample["test_x"][order])
+    np.testing.assert_array_equal([int(r[1]) for r in rows], labels)
+    np.testing.assert_allclose([float(r[2]) for r in rows], conf, atol=6e-5)
+
+    local_predict(folder, model_path, tmp_path / "local.csv", chunk_rows=25)
+    assert (tmp_path / "images.csv").read_bytes() == (tmp_path / "local.csv").read_bytes()
+
+
+def test_bad_rows_and_images_are_reported_not_fatal(live, sample, model_path, model, data_dir, tmp_path):
+    good = sample["test_x"][:40]
+    lines = [",".join(map(str, r)) for r in good.tolist()]
+    wrong_count = ",".join(["0"] * 783)
+    non_numeric = ",".join(["0"] * 12 + ["abc"] + ["0"] * 771)
+    too_big = ",".join(["0"] * 5 + ["300"] + ["0"] * 778)
+    garbage = "this is not a digit row"
+    # (position in the data rows, line, reason); positions spread over several chunks
+    bad = [(3, wrong_count, "expected 784 values, found 783"),
+           (11, non_numeric, "non-numeric value 'abc' in pixel12"),
+           (20, too_big, "value 300 in pixel5 is outside 0..255"),
+           (33, garbage, "expected 784 values, found 1")]
+    data_rows = list(lines)
+    for pos, line, _ in bad:
+        data_rows.insert(pos, line)
+    path = data_dir / "bad.csv"
+    path.write_text(",".join(PIXEL_COLUMNS) + "\n" + "\n".join(data_rows) + "\n")
+    bad_rows = {pos + 1: reason for pos, _, reason in bad}  # 1-based data row numbers
+    good_rows = [r for r in range(1, len(data_rows) + 1) if r not in bad_rows]
+
+    folder = data_dir / "bad-images"
+    for i in range(6):
+        save_png(str(folder / f"ok{i}.png"), sample["test_x"][i])
+    (folder / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n" + os.urandom(200))
+    (folder / "notes.txt").write_text("not an image")
+    save_png(str(folder / "big.png"), np.full(32 * 32, 128, np.uint8), side=32)
+
+    csv_job = submit(live, path, model_path, tmp_path / "csv.csv", chunk_rows=7)
+    img_job = submit(live, folder, model_path, tmp_path / "img.csv", chunk_rows=3)
+    m_csv, m_img = csv_job.wait(timeout=WAIT), img_job.wait(timeout=WAIT)
+
+    assert m_csv["state"] == "SUCCESS" and m_csv["chunks"] > 3
+    assert (m_csv["rows_in"], m_csv["rows_ok"], m_csv["rows_bad"]) == (44, 40, 4)
+    assert m_csv["rows_in"] == m_csv["rows_ok"] + m_csv["rows_bad"]
+    assert m_csv["errors"] == str(tmp_path / "csv.errors.csv")
+    header, errs = read_rows(tmp_path / "csv.errors.csv")
+    assert header == ["row", "reason"]
+    assert {int(r): reason for r, reason in errs} == bad_rows
+    ids, labels = read_submission(tmp_path / "csv.csv")
+    np.testing.assert_array_equal(ids, good_rows)  # good rows only, with their own row numbers
+    np.testing.assert_array_equal(labels, model.predict(good)[0])
+
+    assert m_img["state"] == "SUCCESS"
+    assert (m_img["rows_in"], m_img["rows_ok"], m_img["rows_bad"]) == (9, 6, 3)
+    header, errs = read_rows(tmp_path / "img.errors.csv")
+    assert header == ["path", "reason"]
+    reasons = dict(errs)
+    assert sorted(reasons) == ["big.png", "corrupt.png", "notes.txt"]
+    assert reasons["corrupt.png"].startswith("corrupt or unreadable image")
+    assert reasons["notes.txt"].startswith("unknown file type '.txt'")
+    assert reasons["big.png"] == "image is 32x32, expected 28x28"
+    header, rows = read_rows(tmp_path / "img.csv")
+    assert [r[0] for r in rows] == [f"ok{i}.png" for i in range(6)]
+    assert [int(r[1]) for r in rows] == model.predict(sample["test_x"][:6])[0].tolist()
+
+
+def test_empty_inputs_give_header_only_outputs(live, model_path, data_dir, tmp_path):
+    header_only = data_dir / "header-only.csv"
+    header_only.write_text(",".join(PIXEL_COLUMNS) + "\n")
+    no_newline = data_dir / "header-no-newline.csv"
+    no_newline.write_text(",".join(PIXEL_COLUMNS))
+    empty_dir = data_dir / "empty-folder"
+    empty_dir.mkdir()
+    cases = [(header_only, "ImageId,Label\n"), (no_newline, "ImageId,Label\n"),
+             (empty_dir, "path,label,confidence\n")]
+    submitted = [(submit(live, inp, model_path, tmp_path / f"out{i}.csv"), tmp_path / f"out{i}.csv", want)
+                 for i, (inp, want) in enumerate(cases)]
+    for job, out, want in submitted:
+        m = job.wait(timeout=WAIT)
+        assert m["state"] == "SUCCESS"
+        assert (m["chunks"], m["rows_in"], m["rows_ok"], m["rows_bad"], m["rows_skipped"]) == (0, 0, 0, 0, 0)
+        assert out.read_text() == want
+        assert m["errors"] is None
+        st = job.progress()
+        assert st["state"] == "SUCCESS" and st["progress"]["fraction"] == 1.0
+
+
+def test_cancel_keeps_finished_chunks(live, csv_5000, model_path, expected_500, tmp_path):
+    job = submit(live, csv_5000, model_path, tmp_path / "out.csv", chunk_rows=50)
+    root = live.settings.storage
+    wait_until(lambda: jobs.chunks_done(root, job.id) >= 3, WAIT, "3 chunks", poll=0.005)
+    job.cancel()
+    assert job.progress()["state"] in ("CANCELLING", "CANCELLED")
+    m = job.wait(timeout=WAIT)
+    assert m["state"] == "CANCELLED"
+    assert m["rows_skipped"] > 0 and 3 <= m["chunks_done"] < m["chunks"]
+    assert m["rows_ok"] + m["rows_bad"] + m["rows_skipped"] == 5000
+    assert m["rows_in"] == m["rows_ok"] + m["rows_bad"] and m["rows_bad"] == 0
+
+    # the kept rows are exactly the rows of the chunks that finished, with their own ImageIds
+    ranges = chunk_row_ranges(live, job.id)
+    done = [i for i in range(len(ranges)) if os.path.exists(jobs.chunk_ref(root, job.id, i))]
+    assert len(done) == m["chunks_done"]
+    want_ids = np.concatenate([np.arange(ranges[i][0], ranges[i][1] + 1) for i in done])
+    ids, labels = read_submission(tmp_path / "out.csv")
+    np.testing.assert_array_equal(ids, want_ids)
+    assert len(ids) == m["rows_ok"]
+    np.testing.assert_array_equal(labels, expected_500[0][(ids - 1) % 500])
+    st = job.progress()
+    assert st["state"] == "CANCELLED" and st["rows_skipped"] == m["rows_skipped"]
+
+
+def test_two_jobs_at_once(live, test_csv, csv_5000, model_path, expected_500, tmp_path):
+    a = submit(live, csv_5000, model_path, tmp_path / "a.csv", chunk_rows=400)
+    b = submit(live, test_csv, model_path, tmp_path / "b.csv", chunk_rows=60)
+    mb, ma = b.wait(timeout=WAIT), a.wait(timeout=WAIT)
+    assert ma["state"] == mb["state"] == "SUCCESS"
+    assert (ma["rows_ok"], mb["rows_ok"]) == (5000, 500)
+    ids, labels = read_submission(tmp_path / "a.csv")
+    np.testing.assert_array_equal(ids, np.arange(1, 5001))
+    np.testing.assert_array_equal(labels, np.tile(expected_500[0], 10))
+    ids, labels = read_submission(tmp_path / "b.csv")
+    np.testing.assert_array_equal(ids, np.arange(1, 501))
+    np.testing.assert_array_equal(labels, expected_500[0])
+
+
+def test_sigkill_of_a_pool_process_mid_job_loses_and_doubles_nothing(live, csv_20000, model_path, tmp_path):
+    local = local_predict(csv_20000, model_path, tmp_path / "local.csv", chunk_rows=500)
+    assert local["rows_ok"] == 20000
+    children = live.stack.pids("worker-predict")[1:]
+    assert len(children) == 2, children
+    root = live.settings.storage
+    job = submit(live, csv_20000, model_path, tmp_path / "out.csv", chunk_rows=500)
+    wait_until(lambda: jobs.chunks_done(root, job.id) > 0, WAIT, "a first chunk", poll=0.002)
+    assert jobs.read_manifest(root, job.id) is None, "the job ended before the kill: make it bigger"
+    victim = children[0]
+    os.kill(victim, signal.SIGKILL)
+    killed_at = jobs.chunks_done(root, job.id)
+    m = job.wait(timeout=WAIT)
+    assert killed_at < m["chunks"]
+    assert m["state"] == "SUCCESS"
+    assert (m["rows_in"], m["rows_ok"], m["rows_bad"], m["rows_skipped"]) == (20000, 20000, 0, 0)
+    ids, labels = read_submission(tmp_path / "out.csv")
+    np.testing.assert_array_equal(ids, np.arange(1, 20001))  # every row exactly once, in order
+    _, local_labels = read_submission(tmp_path / "local.csv")
+    np.testing.assert_array_equal(labels, local_labels)
+    # a file the killed process was writing is not counted as a chunk
+    assert job.progress()["progress"] == {"chunks_done": 40, "chunks": 40, "fraction": 1.0}
+    # the prefork pool replaced the killed process
+    wait_until(lambda: len(live.stack.pids("worker-predict")[1:]) == 2, 30, "a replacement pool process",
+               poll=0.1)
+    assert victim not in live.stack.pids("worker-predict")
+
+
+def test_resubmitting_a_job_id_never_duplicates_rows(live, test_csv, model_path, expected_500, tmp_path):
+    job_id = f"resubmit-{uuid.uuid4().hex[:8]}"
+    out = tmp_path / "out.csv"
+    first = submit(live, test_csv, model_path, out, job_id=job_id, chunk_rows=73)
+    again = submit(live, test_csv, model_path, out, job_id=job_id, chunk_rows=11)  # while it runs
+    assert first.id == again.id == job_id
+    m1 = first.wait(timeout=WAIT)
+    m2 = again.wait(timeout=WAIT)
+    assert m1["state"] == m2["state"] == "SUCCESS"
+    assert m1["chunks"] == len(batch.plan(test_csv, 73).chunks)  # planned once, not replanned
+    content = out.read_bytes()
+    ids, labels = read_submission(out)
+    np.testing.assert_array_equal(ids, np.arange(1, 501))
+    np.testing.assert_array_equal(labels, expected_500[0])
+
+    # once finished, a resubmission returns the same job and output without running it again
+    time.sleep(0.5)  # a second assemble of the duplicate chord may still be writing
+    m_before = jobs.read_manifest(live.settings.storage, job_id)
+    third = submit(live, test_csv, model_path, out, job_id=job_id)
+    m3 = third.wait(timeout=WAIT)
+    assert m3 == m_before
+    assert out.read_bytes() == content
+    assert (m3["rows_in"], m3["rows_ok"]) == (500, 500)
+
+
+def test_status_while_running_and_when_done(live, csv_5000, model_path, tmp_path):
+    out = tmp_path / "out.csv"
+    job = submit(live, csv_5000, model_path, out, chunk_rows=100)
+    seen = []
+    deadline = time.time() + WAIT
+    while True:
+        st = status(live.app, live.settings, job.id)
+        seen.append(st)
+        assert st["job_id"] == job.id and st["kind"] == "predict"
+        assert st["output"] == str(out)
+        p = st["progress"]
+        assert p["chunks"] == 50 and 0 <= p["chunks_done"] <= 50
+        assert p["fraction"] == round(p["chunks_done"] / 50, 4)
+        if st["state"] in FINAL_STATES:
+            break
+        assert st["state"] in ("PENDING", "PROGRESS")
+        assert "rows_ok" not in st
+        assert time.time() < deadline, st
+        time.sleep(0.02)
+    assert seen[0]["state"] in ("PENDING", "PROGRESS")  # the first look was before the end
+    done = [s["progress"]["chunks_done"] for s in seen]
+    assert done == sorted(done)  # progress never goes back
+    assert st["state"] == "SUCCESS"
+    assert (st["rows_ok"], st["rows_bad"], st["rows_in"]) == (5000, 0, 5000)
+    assert st["progress"] == {"chunks_done": 50, "chunks": 50, "fraction": 1.0}
+    assert st == status(live.app, live.settings, job.id)  # stable once finished
+    assert job.wait(timeout=5)["rows_ok"] == 5000
+
+
+def test_a_job_whose_input_vanishes_fails_cleanly(live, csv_5000, model_path, data_dir, tmp_path):
+    doomed = data_dir / "doomed.csv"
+    doomed.write_bytes(open(csv_5000, "rb").read())
+    job = submit(live, doomed, model_path, tmp_path / "out.csv", chunk_rows=50)
+    os.remove(doomed)  # the chunks that run from now on cannot read their rows
+    with pytest.raises(JobError, match="failed"):
+        job.wait(timeout=WAIT)
+    st = job.progress()
+    assert st["state"] == "FAILURE" and "No such file" in st["error"]
+    assert jobs.read_manifest(live.settings.storage, job.id) is None
+    assert not (tmp_path / "out.csv").exists()
+
+
+def test_bad_chunk_size_is_refused_before_queuing(live, image_folder, model_path, tmp_path):
+    with pytest.raises(ConfigError, match="chunk_rows"):
+        submit(live, image_folder[0], model_path, tmp_path / "out.csv", job_id="bad-chunk-size", chunk_rows=-5)
+    assert jobs.read_json(jobs.ref(live.settings.storage, "bad-chunk-size", "job.json")) is None

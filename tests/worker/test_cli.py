@@ -1,0 +1,251 @@
+"""The real `digits` console script, run as a subprocess against the running test stack.
+
+The `live` fixture records its stack in DIGITS_HOME/stack.json, so the commands here reuse
+it instead of starting their own (the environment comes from the `stack_env` fixture).
+"""
+import csv
+import json
+import os
+import shutil
+import subprocess
+import time
+
+import numpy as np
+import pytest
+
+from model import batch, checkpoint
+from model.data import PIXEL_COLUMNS, TRAIN_COLUMNS
+from model.samples import write_csv
+from tests.conftest import write_test_csv
+
+pytestmark = pytest.mark.integration
+
+DIGITS = shutil.which("digits")
+WAIT = 120
+
+
+@pytest.fixture(scope="module")
+def cli(live, stack_env):
+    """run(*args) -> CompletedProcess of `digits ARGS` with the test stack's environment."""
+    assert DIGITS, "the `digits` console script is not installed (pip install -e .)"
+    env = dict(os.environ, **stack_env)
+
+    def run(*args, timeout=WAIT, cwd=None):
+        return subprocess.run([DIGITS, *map(str, args)], env=env, cwd=cwd, capture_output=True, text=True,
+                              timeout=timeout)
+    run.env = env
+    return run
+
+
+@pytest.fixture(scope="module")
+def files(sample, trained_model, tmp_path_factory):
+    d = tmp_path_factory.mktemp("cli-data")
+    big = d / "big.csv"
+    body = "".join(",".join(map(str, r)) + "\n" for r in sample["test_x"].tolist())
+    big.write_text(",".join(PIXEL_COLUMNS) + "\n" + body * 40)  # 20,000 rows
+    return {"dir": d, "model": trained_model[1], "test": write_test_csv(d / "test.csv", sample["test_x"]),
+            "big": str(big)}
+
+
+def read_submission(path):
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))
+    assert rows[0] == ["ImageId", "Label"]
+    a = np.array(rows[1:], dtype=np.int64).reshape(-1, 2)
+    return a[:, 0], a[:, 1]
+
+
+def assert_clean_failure(r, *, one_line=True):
+    """Non-zero exit, no traceback, and the reason on one line of stderr."""
+    assert r.returncode != 0, (r.stdout, r.stderr)
+    assert "Traceback" not in r.stderr and "Traceback" not in r.stdout, r.stderr
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    errors = [ln for ln in lines if "error:" in ln]
+    assert len(errors) == 1, r.stderr
+    if one_line:
+        assert lines == errors, r.stderr
+    return errors[0]
+
+
+# ----------------------------------------------------------------------------- queue commands
+
+def test_predict_waits_and_writes_the_submission(cli, files, trained_model, sample, tmp_path):
+    out = tmp_path / "sub.csv"
+    r = cli("predict", files["test"], "--model", files["model"], "--out", out, "--chunk-rows", 73)
+    assert r.returncode == 0, r.stderr
+    assert "Traceback" not in r.stderr
+    assert f"wrote 500 predictions to {out}" in r.stdout
+    ids, labels = read_submission(out)
+    np.testing.assert_array_equal(ids, np.arange(1, 501))
+    np.testing.assert_array_equal(labels, trained_model[0].predict(sample["test_x"])[0])
+
+
+def test_no_wait_then_status_json_until_done(cli, files, tmp_path):
+    out = tmp_path / "sub.csv"
+    r = cli("predict", files["test"], "--model", files["model"], "--out", out, "--chunk-rows", 50, "--no-wait")
+    assert r.returncode == 0, r.stderr
+    job_id = r.stdout.strip().splitlines()[-1]
+    assert job_id.startswith("predict-")
+    deadline = time.time() + WAIT
+    while True:
+        s = cli("status", job_id, "--json")
+        assert s.returncode == 0, s.stderr
+        st = json.loads(s.stdout)  # exactly one JSON object
+        assert {"state", "progress", "output"} <= set(st)
+        assert st["job_id"] == job_id and st["output"] == str(out)
+        assert st["progress"]["chunks"] == 10
+        if st["state"] in ("SUCCESS", "FAILURE", "CANCELLED"):
+            break
+        assert st["state"] in ("PENDING", "PROGRESS")
+        assert time.time() < deadline, st
+        time.sleep(0.2)
+    assert st["state"] == "SUCCESS"
+    assert (st["rows_ok"], st["rows_bad"]) == (500, 0)
+    assert st["progress"]["fraction"] == 1.0
+    ids, _ = read_submission(out)
+    np.testing.assert_array_equal(ids, np.arange(1, 501))
+
+    text = cli("status", job_id)
+    assert text.returncode == 0 and "SUCCESS" in text.stdout and "rows_ok: 500" in text.stdout
+
+
+def test_cancel_a_running_job(cli, files, tmp_path):
+    out = tmp_path / "sub.csv"
+    r = cli("predict", files["big"], "--model", files["model"], "--out", out, "--chunk-rows", 50, "--no-wait")
+    assert r.returncode == 0, r.stderr
+    job_id = r.stdout.strip().splitlines()[-1]
+    c = cli("cancel", job_id)
+    assert c.returncode == 0, c.stderr
+    assert "cancel requested" in c.stdout, f"the job ended before it was cancelled: {c.stdout}"
+    deadline = time.time() + WAIT
+    while True:
+        st = json.loads(cli("status", job_id, "--json").stdout)
+        if st["state"] in ("SUCCESS", "FAILURE", "CANCELLED"):
+            break
+        assert st["state"] in ("PENDING", "PROGRESS", "CANCELLING")
+        assert time.time() < deadline, st
+        time.sleep(0.2)
+    assert st["state"] == "CANCELLED"
+    assert st["rows_skipped"] > 0
+    assert st["rows_ok"] + st["rows_bad"] + st["rows_skipped"] == 20000
+    ids, _ = read_submission(out)
+    assert len(ids) == st["rows_ok"] and len(set(ids.tolist())) == len(ids)
+
+    again = cli("cancel", job_id)
+    assert again.returncode == 0 and "already ended" in again.stdout
+
+
+# ----------------------------------------------------------------------------- usage
+
+def test_help_of_every_subcommand(cli):
+    from worker.cli import build_parser
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction")
+    commands = sorted(sub.choices)
+    assert {"predict", "status", "cancel", "train", "up", "watch"} <= set(commands)
+    procs = {name: subprocess.Popen([DIGITS, *argv, "--help"], env=cli.env, stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, text=True)
+             for name, argv in [("digits", [])] + [(c, [c]) for c in commands]}
+    for name, p in procs.items():
+        out, err = p.communicate(timeout=60)
+        assert p.returncode == 0, (name, err)
+        assert out.startswith("usage: digits"), (name, out[:200])
+        assert "Traceback" not in err
+
+
+def test_missing_model_option(cli, files, tmp_path):
+    r = cli("predict", files["test"], "--out", tmp_path / "o.csv")
+    line = assert_clean_failure(r, one_line=False)  # argparse shows the usage, then the error
+    assert r.returncode == 2
+    assert "--model" in line
+
+
+@pytest.mark.parametrize("local", [False, True], ids=["queue", "local"])
+def test_nonexistent_input(cli, files, tmp_path, local):
+    missing = tmp_path / "nope.csv"
+    r = cli("predict", missing, "--model", files["model"], "--out", tmp_path / "o.csv", *(["--local"] * local))
+    line = assert_clean_failure(r)
+    assert str(missing) in line and "no such file" in line
+    assert not (tmp_path / "o.csv").exists()
+
+
+@pytest.mark.parametrize("local", [False, True], ids=["queue", "local"])
+def test_nonexistent_model(cli, files, tmp_path, local):
+    missing = tmp_path / "no-model.npz"
+    r = cli("predict", files["test"], "--model", missing, "--out", tmp_path / "o.csv", *(["--local"] * local))
+    line = assert_clean_failure(r)
+    assert str(missing) in line
+    assert not (tmp_path / "o.csv").exists()
+
+
+def test_status_and_cancel_of_unknown_job(cli):
+    for cmd in ("status", "cancel"):
+        line = assert_clean_failure(cli(cmd, "no-such-job"))
+        assert "unknown job" in line
+
+
+# ----------------------------------------------------------------------------- in-process commands
+
+def test_predict_local_reports_bad_records(cli, sample, trained_model, tmp_path):
+    x = sample["test_x"][:196]
+    lines = [",".join(map(str, r)) for r in x.tolist()]
+    broken = {5: ",".join(["1"] * 700),  # wrong column count
+              50: ",".join(["0"] * 9 + ["x"] + ["0"] * 774),  # non-numeric
+              120: ",".join(["0"] * 783 + ["256"]),  # out of range
+              199: "garbage"}  # 1-based data row -> line
+    for row in sorted(broken):
+        lines.insert(row - 1, broken[row])
+    assert len(lines) == 200
+    src = tmp_path / "broken.csv"
+    src.write_text(",".join(PIXEL_COLUMNS) + "\n" + "\n".join(lines) + "\n")
+    out = tmp_path / "out.csv"
+    r = cli("predict", src, "--model", trained_model[1], "--out", out, "--local", "--chunk-rows", 64)
+    assert r.returncode == 0, r.stderr
+    assert "wrote 196 predictions" in r.stdout
+    assert "4 bad records skipped" in r.stdout
+    ids, labels = read_submission(out)
+    np.testing.assert_array_equal(ids, [i for i in range(1, 201) if i not in broken])
+    np.testing.assert_array_equal(labels, trained_model[0].predict(x)[0])
+    with open(batch.errors_ref(out), newline="") as f:
+        errs = list(csv.reader(f))
+    assert errs[0] == ["row", "reason"]
+    assert [int(e[0]) for e in errs[1:]] == sorted(broken)
+    reasons = [e[1] for e in errs[1:]]
+    assert reasons == ["expected 784 values, found 700", "non-numeric value 'x' in pixel9",
+                       "value 256 in pixel783 is outside 0..255", "expected 784 values, found 1"]
+
+
+def test_train_local_writes_a_model(cli, sample, tmp_path):
+    data = tmp_path / "train.csv"
+    write_csv(data, TRAIN_COLUMNS, np.column_stack([sample["train_y"], sample["train_x"]]))
+    r = cli("train", data, "--local", "--out", "m.npz", "--epochs", 2, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "Traceback" not in r.stderr
+    assert "model written to m.npz" in r.stdout
+    m = checkpoint.load_model(tmp_path / "m.npz")
+    labels, _ = m.predict(sample["test_x"])
+    assert (labels == sample["test_y"]).mean() > 0.7  # 2 epochs on 2,500 digits already learn
+
+
+def test_bad_chunk_rows_and_unwritable_out(cli, files, tmp_path):
+    r = cli("predict", files["test"], "--model", files["model"], "--out", tmp_path / "o.csv", "--chunk-rows", 0)
+    assert "--chunk-rows" in assert_clean_failure(r, one_line=False) and r.returncode == 2
+    folder = tmp_path / "a-folder"
+    folder.mkdir()
+    r = cli("predict", files["test"], "--model", files["model"], "--out", folder, "--local")
+    assert "Is a directory" in assert_clean_failure(r, one_line=False)  # after the progress bar
+
+
+def test_status_without_a_running_broker_reads_storage(cli, stack_env, tmp_path):
+    """A job left unfinished when its stack went away: status still answers, from storage."""
+    from tasks import jobs
+    job_id = "predict-orphaned"
+    jobs.write_json(jobs.ref(stack_env["DIGITS_STORAGE"], job_id, "job.json"),
+                    {"job_id": job_id, "kind": "predict", "chunks": 3, "output": "/nowhere/out.csv"})
+    env = dict(cli.env, DIGITS_HOME=str(tmp_path / "no-stack-here"))  # same storage, no stack.json
+    r = subprocess.run([DIGITS, "status", job_id, "--json"], env=env, capture_output=True, text=True,
+                       timeout=WAIT)
+    assert r.returncode == 0, r.stderr
+    st = json.loads(r.stdout)
+    assert st["state"] == "PENDING"
+    assert st["progress"] == {"chunks_done": 0, "chunks": 3, "fraction": 0.0}
