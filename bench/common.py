@@ -49,14 +49,14 @@ def seed_load(train_csv):
     """pandas read_csv -> X (784, N) float64, labels (N,)."""
     df = pd.read_csv(train_csv)
     y = df["label"].to_numpy()
-    X = np.einsum("ij->ji", df.drop(columns="label").to_numpy().astype(np.float64))  # (784, N)
-    return X, y
+    X = np.ascontiguousarray(np.einsum("ij->ji", df.drop(columns="label").to_numpy().astype(np.float64)))
+    return X, y  # (784, N), (N,)
 
 
 def seed_train(X, y, train_idx, val_idx, epochs=10, lr=0.1, batch=64, seed=0, on_epoch=None):
     """The original recipe in the original layout -> (W1, b1, W2, b2, mean, std, val accuracies)."""
     rng = np.random.default_rng(seed)
-    Xtr, ytr = X[:, train_idx], y[train_idx]
+    Xtr, ytr = np.ascontiguousarray(X[:, train_idx]), y[train_idx]
     mean, std = Xtr.mean(), Xtr.std()
     Xtr = (Xtr - mean) / std  # (784, n)
     Xva = (X[:, val_idx] - mean) / std

@@ -1,25 +1,36 @@
 """Fast, strict parsing of Kaggle digit CSV rows into uint8 arrays. Pure NumPy, no I/O.
 
-The block is cut into ~256 KB pieces of whole lines so every temporary stays in the CPU
-cache. For each piece a handful of vectorized byte passes checks that it holds only digits,
-commas and newlines, that each line has the right number of commas, and that every field
-has 1 to 3 digits; one np.compress then picks, at each separator, a uint16 code built from
-the 3 bytes before it:
+How the fast path works. The block is cut into pieces of whole lines of about 256 KB, so
+every temporary array stays in the CPU cache, and each piece is kept with the 3 bytes
+before it (the last of them a b"\\n"). With d = byte - 48, a byte is a separator when
+d >= 10, so every non-digit byte splits fields and nothing slips through inside a field.
+Then, with a few whole-piece passes:
 
-    code = 100 * (hundreds + separator byte) + 10 * tens + units
+  * counts: separators = lines * n_fields, commas = lines * (n_fields - 1), and every
+    n_fields-th separator is a b"\\n": so the bytes are digits, commas and newlines only and
+    every line has exactly n_fields values;
+  * no two separators touch (no empty value or empty line) and no 4 bytes in a row are
+    digits (no value longer than 3 digits);
+  * for a field ending just before separator p, with y = "digit followed by a digit, else 0":
+    units = d[p-1], tens = y[p-2], hundreds = y[p-3] (a short field reads zeros there);
+    4*hundreds + (10*tens + units > 55) <= 8 exactly when the value is <= 255;
+  * one np.flatnonzero of the separators and one take of (100*hundreds + 10*tens + units)
+    mod 256 give the (lines, n_fields) values.
 
-where a digit only counts as tens/hundreds when the byte after it is a digit too, so short
-fields get zeros there. The separator byte (b"," = 44 or b"\\n" = 10) tells, per field,
-whether it ends its line, and code - 100 * separator is the value, checked against 255.
-A piece that fails any check is redone line by line: vectorized again for locating the
-suspect lines, and a plain Python parse of just those lines gives the exact reason.
+Lines ending in b"\\r\\n" take the same path: the b"\\r" is then the last separator of each
+line and the pair counts as one line end. A piece mixing both endings (or a b"\\r\\n" block
+whose last line has no line break) goes through _careful, which drops those b"\\r" first.
+
+A piece failing any check goes to _careful: the same arithmetic, but it finds which lines
+are suspect, keeps the others, and parses only the suspects with plain Python to get the
+exact reason (or to accept what the fast path declines, such as "0007" or " 7 ").
 """
 import re
 
 import numpy as np
 
-_PAD = 3  # bytes kept before each piece: the 3 bytes before a field's last digit
-_CHUNK = 1 << 18  # target bytes per piece (fits the L2 cache)
+_PAD = 3  # bytes kept before each piece: a field's last digit has at most 3 bytes before it
+_CHUNK = 1 << 18  # target bytes per piece, so its temporaries fit the L2 cache
 _NL, _COMMA, _CR = 10, 44, 13
 _FIELD = re.compile(rb"[ \t]*([+-]?[0-9]+)[ \t]*")
 
@@ -33,56 +44,69 @@ def parse_rows(block, n_fields, columns=None):
     test rows). columns: column names for error messages (default "column 1".."column N").
 
     Returns (values, errors): values is (n_lines, n_fields) uint8 with bad lines zero-filled;
-    errors maps 0-based line index within the block -> one-line human reason:
-        "empty line"                          (also a blank last line: b"...\\n\\n" is 2 lines)
+    errors maps 0-based line index within the block -> one-line human reason, one of
+        "empty line"   (any blank line, also a last one: b"1,2\\n\\n" is 2 lines, 1 bad)
         "expected 785 values, found 3"
         "empty value in pixel7"
-        "non-numeric value 'abc' in pixel12"  (also floats such as '12.0' and '1e3')
-        "value 300 in pixel5 is outside 0..255"  (also negatives: "value -1 in ...")
-    A value is a decimal integer, optionally signed, with optional spaces or tabs around it;
-    leading zeros are fine ("007" is 7, "-0" is 0, "+5" is 5). The fast path takes only
-    fields of 1-3 plain digits; anything else goes through the exact per-line parse.
+        "non-numeric value 'abc' in pixel12"   (also floats such as '12.0' or '1e3')
+        "value 300 in pixel5 is outside 0..255" (also negatives: "value -1 in pixel5 ...")
+    A value is a decimal integer with an optional sign and optional spaces or tabs around
+    it; leading zeros are fine ("007" is 7, "+7" is 7, "-0" is 0). Only the first problem
+    of a line is reported. Lines of plain 1-3 digit values take the vectorized fast path;
+    anything else is checked by an exact per-line parse, which is slower but rare.
     """
     n = int(n_fields)
     if n < 1:
-        raise ValueError(f"n_fields must be at least 1, got {n_fields}")
+        raise ValueError(f"n_fields must be at least 1, got {n_fields!r}")
     if columns is not None and len(columns) != n:
         raise ValueError(f"{len(columns)} column names given for {n} fields")
     if not block:
         return np.zeros((0, n), np.uint8), {}
     block = bytes(block)
     size = len(block)
-    tail = not block.endswith(b"\n")  # the last line lacks its b"\n": add one
-    buf = np.empty(_PAD + size + tail, np.uint8)  # (PAD + size [+ 1],)
-    buf[:_PAD] = _NL  # reads as "a line just ended"
-    buf[_PAD:_PAD + size] = np.frombuffer(block, np.uint8)
-    if tail:
-        buf[-1] = _NL
-    has_cr = b"\r" in block
-    parts, errors, line0, start = [], {}, 0, _PAD
-    while start < len(buf):
-        end = block.find(b"\n", start - _PAD + _CHUNK)
-        end = len(buf) if end < 0 else end + _PAD + 1
-        x = buf[start - _PAD:end]  # (PAD + m,) 3 bytes ending in b"\n", then whole lines
-        if has_cr:
-            x = _drop_cr(x)
-        k = np.count_nonzero(x[_PAD:] == _NL)  # lines in this piece
-        rows = _fast(x, n, k)
+    raw = np.frombuffer(block, np.uint8)  # (size,) no copy
+    # a well-formed line has >= 2n bytes with its b"\n", so good data fits without a copy
+    values = np.empty((size // (2 * n - 1) + 1, n), np.uint8)  # (room, n)
+    spill, errors, kept, line0, start = [], {}, 0, 0, 0
+    while start < size:
+        end = block.find(b"\n", start + _CHUNK)
+        end = size if end < 0 else end + 1
+        x = _piece(raw, start, end)  # (PAD + m,)
+        out = values[kept:] if not spill else values[:0]  # (room left, n)
+        rows = _fast(x, n, out)
         if rows is None:
-            rows = _careful(x, n, k, line0, errors, columns)
-        parts.append(rows)
-        line0 += k
+            rows = _careful(x, n, out, line0, errors, columns)
+        if len(rows) <= len(out):
+            kept += len(rows)  # written in place
+        else:
+            spill.append(rows)  # more lines than room: only with very short (bad) lines
+        line0 += len(rows)
         start = end
-    values = parts[0] if len(parts) == 1 else np.concatenate(parts)  # (n_lines, n)
+    values = np.concatenate([values[:kept]] + spill) if spill else values[:kept]  # (n_lines, n)
     return values, errors
 
 
+def _piece(raw, start, end):
+    """Lines raw[start:end] with the 3 bytes before them, the last a b"\\n" -> (PAD + m,) uint8.
+
+    A view of raw when possible; a copy for the first piece (nothing before it) and for a
+    last line without its b"\\n" (one is added).
+    """
+    if start >= _PAD and raw[end - 1] == _NL:
+        return raw[start - _PAD:end]  # raw[start - 1] is the previous line's b"\n"
+    x = np.empty(_PAD + end - start + (raw[end - 1] != _NL), np.uint8)  # (PAD + m,)
+    x[:_PAD] = _NL  # reads as "a line just ended"
+    x[_PAD:_PAD + end - start] = raw[start:end]
+    x[-1] = _NL
+    return x
+
+
 def _drop_cr(x):
-    """Remove each b"\\r" that directly precedes b"\\n" (the prefix stays 3 bytes)."""
+    """Remove every b"\\r" directly before a b"\\n" from piece x (PAD + m,)."""
     c = x[_PAD:]  # (m,)
     cr = c == _CR  # (m,)
-    cr[:-1] &= c[1:] == _NL  # the last byte is always b"\n"
-    cr[-1] = False
+    cr[:-1] &= c[1:] == _NL
+    cr[-1] = False  # the piece's last byte is its b"\n"
     n_cr = np.count_nonzero(cr)
     if not n_cr:
         return x
@@ -92,74 +116,103 @@ def _drop_cr(x):
     return out
 
 
-def _codes(x, d, g, m, sep):
-    """Per-field codes 100*(hundreds + separator byte) + 10*tens + units -> (n_sep,) uint16.
+def _values(d, both, m):
+    """For each byte p of a piece read as a field's end: (value mod 256, over), both (m,) uint8.
 
-    x: (PAD+m,) bytes, d: (PAD+m,) x - 48, g: (PAD+m,) is-digit, sep: (m,) separator mask.
+    d: (PAD+m,) bytes - 48; both: (PAD+m-1,) uint8, 1 where a digit is followed by a digit
+    (reused as scratch). over = 4*hundreds + (10*tens + units > 55), which is > 8 exactly
+    when the value is over 255. Exact wherever the field is 1-3 digits between separators.
     """
-    gu = g.view(np.uint8)
-    both = gu[:-1] & gu[1:]  # (m+2,) 1 where a digit is followed by a digit
-    y = np.multiply(d[:-1], both, out=both)  # (m+2,) such a digit's value, else 0
-    lo = y[1:m + 1] * np.uint8(10)  # (m,) tens, for a field ending just before each byte
+    y = np.multiply(d[:-1], both, out=both)  # (PAD+m-1,) digit value if a digit follows, else 0
+    lo = y[1:m + 1] * np.uint8(10)  # (m,) 10 * tens
     lo += d[2:m + 2]  # (m,) + units
-    hi = y[:m] + x[_PAD:]  # (m,) hundreds + the byte itself (the separator)
-    v = hi * np.uint16(100)  # (m,) uint16
-    v += lo
-    return np.compress(sep, v)  # (n_sep,)
+    val = y[:m] * np.uint8(4)  # (m,) 4 * hundreds
+    over = np.greater(lo, 55).view(np.uint8)  # (m,)
+    over += val
+    val *= np.uint8(25)
+    val += lo  # (m,) 100 * hundreds + lo, mod 256
+    return val, over
 
 
-def _fast(x, n, k):
-    """Values (k, n) uint8 of a piece x (PAD+m,) holding k lines, or None if any looks off."""
+def _fast(x, n, out):
+    """Values (k, n) uint8 of the k lines in piece x (PAD+m,), or None if anything is off.
+
+    The values go to out[:k] when out (rows, n) has room for them, else to a new array.
+
+    When the piece's last line ends in b"\\r\\n", every line must: the b"\\r" then counts as
+    one more separator per line, right before the b"\\n", and its "field" is dropped.
+    """
     m = len(x) - _PAD
     c = x[_PAD:]  # (m,) the piece's own bytes
+    crlf = m > 1 and c[-2] == _CR
+    per = n + crlf  # separators per line
     d = x - np.uint8(48)  # (PAD+m,) digit values; every other byte wraps to >= 10
-    g = d < 10  # (PAD+m,) is-digit
-    n_comma = np.count_nonzero(c == _COMMA)
-    if n_comma != k * (n - 1) or np.count_nonzero(g[_PAD:]) + n_comma + k != m:
-        return None  # a byte other than digit/comma/newline, or a wrong count somewhere
-    gu = g.view(np.uint8)
-    w2 = gu[:-1] + gu[1:]  # (m+2,) digits among bytes q, q+1
-    if w2[2:].min() == 0 or (w2[:m] + w2[2:]).max() == 4:
-        return None  # two separators in a row (empty field or line), or 4+ digits in a row
-    f = _codes(x, d, g, m, ~g[_PAD:]).reshape(k, n)  # (k, n) uint16
-    # last column must be b"\n" codes (1000 + value), the others b"," codes (4400 + value)
-    if f[:, -1].max() > 1255 or (n > 1 and f[:, :-1].max() > 4655):
-        return None  # a line's fields are misaligned, or a value is over 255
-    rows = f.astype(np.uint8)  # (k, n) low bytes: (48 + value) mod 256, last column 232 + value
-    rows -= np.uint8(48)
-    rows[:, -1] -= np.uint8(232 - 48)
+    s = d >= 10  # (PAD+m,) separators
+    ends = np.flatnonzero(s[_PAD:])  # (F,) where each field ends
+    k = len(ends) // per
+    if k * per != len(ends) or np.count_nonzero(c == _COMMA) != k * (n - 1):
+        return None
+    nl = ends[per - 1::per]  # (k,) every per-th separator must end a line
+    if not (c[nl] == _NL).all():
+        return None
+    if crlf and not ((c[nl - 1] == _CR) & (ends[n - 1::per] == nl - 1)).all():
+        return None  # (k,) ... right after the b"\r" that is the n-th separator
+    su = s.view(np.uint8)
+    w2 = su[:-1] + su[1:]  # (PAD+m-1,) separators among bytes q, q+1
+    if crlf:
+        w2[nl + 2] = 1  # (k,) a b"\r\n" pair is one line end, not an empty value
+    if w2[2:].max() > 1 or (w2[:m] + w2[2:]).min() == 0:
+        return None  # an empty value or line, or a value of 4+ digits
+    val, over = _values(d, np.equal(w2, 0).view(np.uint8), m)  # (m,), (m,)
+    over *= s[_PAD:].view(np.uint8)  # (m,) only separators count
+    if crlf:
+        over[nl] = 0  # (k,) the b"\n" after b"\r" ends no value
+    if over.max() > 8:
+        return None  # a value over 255
+    rows = out[:k] if k <= len(out) else np.empty((k, n), np.uint8)  # (k, n)
+    if crlf:
+        rows[:] = val.take(ends).reshape(k, per)[:, :n]  # (k, n+1) less the b"\n" column
+    else:
+        val.take(ends, out=rows.reshape(-1))
     return rows
 
 
-def _careful(x, n, k, line0, errors, columns):
-    """Like _fast, but finds the bad lines, parses those one by one, and records reasons."""
+def _careful(x, n, out, line0, errors, columns):
+    """Values (k, n) of piece x like _fast, recording errors[line0 + i] for its bad lines.
+
+    Vectorized except for the suspect lines: a line with a byte other than digit, comma or
+    newline, touching separators, 4+ digits in a row, a wrong comma count or a value over
+    255 is parsed by _parse_line; the others are read with the fast path's arithmetic.
+    """
+    x = _drop_cr(x)
     m = len(x) - _PAD
     c = x[_PAD:]  # (m,)
     ends = np.flatnonzero(c == _NL)  # (k,) each line's b"\n"
     starts = np.concatenate(([0], ends[:-1] + 1))  # (k,)
+    k = len(ends)
     d = x - np.uint8(48)  # (PAD+m,)
-    g = d < 10  # (PAD+m,)
+    s = d >= 10  # (PAD+m,)
+    su = s.view(np.uint8)
+    w2 = su[:-1] + su[1:]  # (PAD+m-1,)
     comma = c == _COMMA  # (m,)
-    gu = g.view(np.uint8)
-    w2 = gu[:-1] + gu[1:]  # (m+2,)
-    odd = (~g[_PAD:] & ~comma & (c != _NL)) | (w2[2:] == 0) | (w2[:m] + w2[2:] == 4)  # (m,)
-    flag = np.zeros(k, bool)  # (k,) lines that need the slow parse
+    # a byte other than digit/comma/newline, two separators in a row, 4 digits in a row
+    odd = (s[_PAD:] & ~comma & (c != _NL)) | (w2[2:] > 1) | (w2[:m] + w2[2:] == 0)  # (m,)
+    flag = np.zeros(k, bool)  # (k,) lines for the exact per-line parse
     flag[np.searchsorted(ends, np.flatnonzero(odd))] = True
     upto = np.cumsum(comma)[ends]  # (k,) commas up to each line's end
     per = np.diff(upto, prepend=0)  # (k,) commas in each line
     flag |= per != n - 1
-    f = _codes(x, d, g, m, comma | (c == _NL))  # (n_sep,) codes of all fields
-    rows = np.zeros((k, n), np.uint8)  # (k, n)
     ok = np.flatnonzero(~flag)  # (n_ok,)
-    first = upto[ok] - per[ok] + ok  # (n_ok,) index of each good line's first field
-    vals = f[first[:, None] + np.arange(n)].astype(np.int32) - 100 * _COMMA  # (n_ok, n)
-    vals[:, -1] += 100 * (_COMMA - _NL)  # the last field ends at b"\n"
-    over = (vals > 255).any(axis=1)  # (n_ok,)
-    rows[ok[~over]] = vals[~over]
-    flag[ok[over]] = True
+    seps = np.flatnonzero(comma | (c == _NL))  # (n_sep,) where each field ends
+    at = seps[(upto[ok] - per[ok] + ok)[:, None] + np.arange(n)]  # (n_ok, n) field ends
+    val, over = _values(d, np.equal(w2, 0).view(np.uint8), m)  # (m,), (m,)
+    big = (over[at] > 8).any(axis=1)  # (n_ok,) a value over 255
+    rows = out[:k] if k <= len(out) else np.empty((k, n), np.uint8)  # (k, n)
+    rows[:] = 0
+    rows[ok[~big]] = val[at[~big]]
+    flag[ok[big]] = True
     for i in np.flatnonzero(flag):
-        line = c[starts[i]:ends[i]].tobytes()
-        row, reason = _parse_line(line, n, columns)
+        row, reason = _parse_line(c[starts[i]:ends[i]].tobytes(), n, columns)
         if reason is None:
             rows[i] = row
         else:
@@ -169,7 +222,7 @@ def _careful(x, n, k, line0, errors, columns):
 
 def _parse_line(line, n, columns):
     """One line (no b"\\n", its b"\\r" already gone) -> ((n,) uint8, None) or (None, reason)."""
-    if not line.strip():
+    if not line.strip(b" \t"):
         return None, "empty line"
     parts = line.split(b",")
     if len(parts) != n:
@@ -182,7 +235,7 @@ def _parse_line(line, n, columns):
             row[j] = value
             continue
         name = columns[j] if columns is not None else f"column {j + 1}"
-        text = part.strip().decode("utf-8", "replace")
+        text = part.strip(b" \t").decode("utf-8", "replace")
         if not text:
             return None, f"empty value in {name}"
         shown = text if len(text) <= 20 else text[:20] + "..."
