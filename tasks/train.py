@@ -2,13 +2,18 @@
 
 train_job(job_id) reads its job record from storage ({"name", "data", "config", ...}),
 holds a Redis lock for the job (renewed while it runs) so that a second delivery of a
-job that is still running is skipped, resumes from the job's last checkpoint when one
-exists, checkpoints every `checkpoint_every` epochs, publishes progress (result backend
-state PROGRESS, a "task-progress" event Flower shows in the task's Result field, and
+job that is still running does not train it twice: that delivery retries later, and
+either finds the job finished or, once the holder has died (same host: at once; else
+when the lock expires), resumes from the job's last checkpoint. The job checkpoints
+every `checkpoint_every` epochs, publishes progress (result backend state PROGRESS, a
+"task-progress" event Flower shows in the task's Result field, and
 jobs/<id>/progress.json), and registers the finished model as a new version.
 """
+import os
+import socket
 import time
 
+import psutil
 from celery import shared_task
 from celery.utils.log import get_task_logger
 
@@ -20,7 +25,8 @@ from tasks import jobs
 from tasks.predict import storage_root
 
 log = get_task_logger(__name__)
-LOCK_TTL = 60  # seconds; renewed while the job runs
+LOCK_TTL = 30  # seconds; renewed while the job runs, so a dead run's lock frees quickly
+LOCKED_RETRY = 5  # seconds before a delivery that found the job locked tries again
 PUBLISH_EVERY = 0.5  # seconds between progress publications
 
 
@@ -56,12 +62,25 @@ class _Publisher:
         self.total_steps = trainer.config.epochs * trainer.batches_per_epoch
         self.val_accuracy = trainer.history[-1].val_accuracy if trainer.history else None
         self.cancelled = False
+        self.checked = 0.0
+        self.info = None
 
-    def batch(self, info, force=False):
+    def batch(self, info):
+        self.info = info
         now = time.time()
-        if not force and now - self.last < PUBLISH_EVERY:
+        if now - self.last < PUBLISH_EVERY:
             return
         self.last = now
+        self.publish(self.progress(info))
+
+    def final(self, state):
+        """Publish the job's last position with its final state."""
+        p = self.progress(self.info) if self.info else {}
+        self.publish(dict(p, state=state, val_accuracy=self.val_accuracy))
+
+    def progress(self, info):
+        """The progress dict of a BatchInfo: position, loss, val_accuracy, ETA, history."""
+        now = time.time()
         step = (info.epoch - 1) * info.batches + info.batch
         rate = (step - self.start_step) / max(1e-9, now - self.start)
         p = {"epoch": info.epoch, "epochs": info.epochs, "batch": info.batch, "batches": info.batches,
@@ -70,24 +89,29 @@ class _Publisher:
              "eta_seconds": round((self.total_steps - step) / rate, 1) if rate > 0 else None,
              "history": [{"epoch": h.epoch, "train_loss": h.train_loss, "val_accuracy": h.val_accuracy}
                          for h in self.trainer.history]}
-        self.publish(p)
+        return p
 
     def publish(self, p):
         jobs.write_json(jobs.ref(self.root, self.job_id, "progress.json"), p)
         self.task.update_state(state="PROGRESS", meta=p)
-        self.task.send_event("task-progress", result=progress_text(p), progress=p)
+        text = progress_text(p) if "epoch" in p else p.get("state", "")
+        self.task.send_event("task-progress", result=text, progress=p)
         self.lock.extend(LOCK_TTL, replace_ttl=True)
-        redis_client(self.task).expire(active_key(self.name), max(LOCK_TTL, 120))
+        r = redis_client(self.task)
+        r.expire(_owner_key(self.job_id), LOCK_TTL)
+        r.expire(active_key(self.name), max(LOCK_TTL, 120))
 
     def should_stop(self):
         now = time.time()
-        if now - getattr(self, "_checked", 0) >= PUBLISH_EVERY:
-            self._checked = now
+        if now - self.checked >= PUBLISH_EVERY:
+            self.checked = now
             self.cancelled = jobs.is_cancelled(self.root, self.job_id)
         return self.cancelled
 
 
-@shared_task(bind=True, name="digits.train_job")
+# max_retries=None here: retry(max_retries=None) alone means "the default, 3", which gave up
+# (FAILURE) before a dead run's lock (LOCK_TTL) expired
+@shared_task(bind=True, name="digits.train_job", max_retries=None)
 def train_job(self, job_id, name=None, recipe=None):
     """Run (or resume) training job `job_id` -> its manifest.
 
@@ -101,11 +125,17 @@ def train_job(self, job_id, name=None, recipe=None):
         return done
     r = redis_client(self)
     lock = r.lock(f"digits:lock:job:{job_id}", timeout=LOCK_TTL, blocking=False)
-    if not lock.acquire(blocking=False):
-        log.warning("job %s is already running in another delivery; skipping this one", job_id)
-        return {"job_id": job_id, "skipped": "duplicate delivery while the job is running"}
+    if not lock.acquire(blocking=False) and not _break_dead_lock(r, lock, job_id):
+        log.warning("job %s is running in another delivery; this one retries in %ss", job_id, LOCKED_RETRY)
+        raise self.retry(countdown=LOCKED_RETRY)
+    r.set(_owner_key(job_id), _me(), ex=LOCK_TTL)
     try:
         return _run(self, root, job, lock)
+    except Exception:
+        # a failed run is neither queued nor running: free its model for the next retrain
+        # (else the marker lives on for visibility_timeout when it failed before publishing)
+        _clear_active(redis_client(self), job["name"], job_id)
+        raise
     finally:
         try:
             lock.release()
@@ -117,7 +147,8 @@ def _run(task, root, job, lock):
     job_id, name = job["job_id"], job["name"]
     t_start = time.time()
     config = config_from_dict(job["config"])
-    dataset = data.load_training(job["data"], skip_bad=job.get("skip_bad", False))
+    dataset = data.load_training(job["data"], skip_bad=job.get("skip_bad", False),
+                                 progress=lambda done, total: lock.extend(LOCK_TTL, replace_ttl=True))
     state_ref = jobs.ref(root, job_id, "state.npz")
     state = None
     if storage.exists(state_ref):
@@ -164,13 +195,37 @@ def _run(task, root, job, lock):
         manifest = dict(common, state="SUCCESS", version=meta["version"], val_accuracy=last.val_accuracy,
                         promotion=meta.get("promotion"), model=meta.get("model"), report=meta.get("report"),
                         output=meta.get("path"))
-    pub.publish({**jobs.read_json(jobs.ref(root, job_id, "progress.json"), {}),
-                 "state": manifest["state"], "val_accuracy": manifest.get("val_accuracy")})
+    pub.final(manifest["state"])
     jobs.write_manifest(root, job_id, manifest)
-    r = redis_client(task)
+    _clear_active(redis_client(task), name, job_id)
+    return manifest
+
+
+def _owner_key(job_id):
+    return f"digits:lock-owner:job:{job_id}"
+
+
+def _me():
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _break_dead_lock(r, lock, job_id):
+    """Take over the job lock when its holder was a process on this host that has died
+    (a pool process killed mid-run): the redelivery resumes at once instead of waiting
+    for the lock to expire. -> True if the lock is now ours."""
+    owner = (r.get(_owner_key(job_id)) or b"").decode()
+    host, _, pid = owner.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit() or psutil.pid_exists(int(pid)):
+        return False
+    log.warning("job %s: the process that held its lock (%s) is gone; taking over", job_id, owner)
+    r.delete(lock.name, _owner_key(job_id))
+    return lock.acquire(blocking=False)
+
+
+def _clear_active(r, name, job_id):
+    """Remove the model-active marker of `name` if this job set it."""
     if (r.get(active_key(name)) or b"").decode() == job_id:
         r.delete(active_key(name))
-    return manifest
 
 
 @shared_task(bind=True, name="digits.retrain")

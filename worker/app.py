@@ -60,5 +60,7 @@ app = make_app()
 
 def configure(broker_url):
     """Point the module's app at another broker/backend (the embedded stack's) before use."""
-    app.conf.update(celery_config(settings_mod.load(), broker_url))
+    s = settings_mod.load()
+    app.conf.update(celery_config(s, broker_url))
+    app.conf.beat_schedule = beat_schedule(s)  # re-read like the rest, not frozen at import
     return app

@@ -53,7 +53,10 @@ def describe(s, now=None):
         # remaining time counted from a run "now": the next firing after this moment
         if isinstance(sched, crontab):
             sched.tz = timezone.utc
-            info["next_run"] = (now + sched.remaining_estimate(now)).isoformat(timespec="seconds")
+            # remaining_delta: (start, delta to the next firing after start, ...); not
+            # remaining_estimate, which counts from the wall clock instead of from `now`
+            start, delta, _ = sched.remaining_delta(now)
+            info["next_run"] = (start + delta).isoformat(timespec="seconds")
         else:
             info["next_run"] = (now + sched.run_every).isoformat(timespec="seconds")
     return info
