@@ -83,8 +83,9 @@ class Workspace:
         return (self.X[:n], self.Y[:n], self.Z1[:n], self.mask[:n], self.P[:n], self.dH[:n])
 
 
-def loss_and_grads(params, ws, n, scale=1.0):
-    """Forward and backward pass over the first n rows of ws.X / ws.Y / ws.labels.
+def loss_and_grads(params, ws, n, scale=1.0, batch=None):
+    """Forward and backward pass over the first n rows of ws.X / ws.Y / ws.labels, or over
+    batch = (X (n, 784), Y (n, 10), labels (n,)) when given (e.g. slices of a whole epoch).
 
     Fills ws.grads with scale * dLoss/dparam (mean cross-entropy over the batch; plain SGD
     passes scale=lr so that its update is a single subtraction) and returns
@@ -92,6 +93,8 @@ def loss_and_grads(params, ws, n, scale=1.0):
     """
     X, Y, H, mask, P, dH = ws.view(n)
     labels = ws.labels[:n]
+    if batch is not None:
+        X, Y, labels = batch
     g = ws.grads
     W1, b1, W2, b2 = params["W1"], params["b1"], params["W2"], params["b2"]
     # forward
