@@ -56,11 +56,24 @@ def make_app(s=None, broker_url=None):
 
 
 app = make_app()
+_bound = {"app": app, "used": False}  # the app configure() handed out last
 
 
 def configure(broker_url):
-    """Point the module's app at another broker/backend (the embedded stack's) before use."""
+    """The current Celery app bound to broker_url (the embedded stack's, or a configured one).
+
+    The settings are read anew. An app that was already handed out for another broker is
+    replaced by a fresh one (its connections and result backend point at the old broker);
+    the new app becomes the current one, which the project's shared tasks follow.
+    """
     s = settings_mod.load()
-    app.conf.update(celery_config(s, broker_url))
-    app.conf.beat_schedule = beat_schedule(s)  # re-read like the rest, not frozen at import
-    return app
+    current = _bound["app"]
+    if _bound["used"] and current.conf.broker_url != broker_url:
+        current = make_app(s, broker_url)
+    else:
+        current.conf.update(celery_config(s, broker_url))
+        current.conf.beat_schedule = beat_schedule(s)
+    current.set_current()
+    current.set_default()
+    _bound.update(app=current, used=True)
+    return current

@@ -12,7 +12,6 @@ import os
 import time
 
 from celery import chord
-from celery.result import AsyncResult
 
 from model import batch, checkpoint, storage
 from model.errors import DataError, JobError
@@ -107,16 +106,16 @@ def status(app, s, job_id):
         out["output"] = job.get("download_to") or manifest.get("output")
         return out
     # app is None when no broker is reachable: then storage alone tells the state
-    result = AsyncResult(job_id, app=app) if app is not None else None
-    if result is not None and result.state == "FAILURE":
+    meta = app.backend.get_task_meta(job_id) if app is not None else {"status": "PENDING"}
+    if meta["status"] == "FAILURE":
         out["state"] = "FAILURE"
-        out["error"] = f"{type(result.result).__name__}: {result.result}"
+        out["error"] = f"{type(meta['result']).__name__}: {meta['result']}"
     elif jobs.is_cancelled(root, job_id):
         out["state"] = "CANCELLING"
     elif job["kind"] == "predict":
         out["state"] = "PROGRESS" if out["progress"]["chunks_done"] else "PENDING"
     else:
-        out["state"] = "PROGRESS" if out["progress"] else (result.state if result is not None else "PENDING")
+        out["state"] = "PROGRESS" if out["progress"] else meta["status"]
     return out
 
 
@@ -192,7 +191,7 @@ def submit_training(data_ref, name, config, *, app, settings, skip_bad=False, ch
             jobs.reopen(s.storage, job_id)
         # the previous delivery's result (a cancelled run's SUCCESS, a FAILURE) must not be
         # read as this delivery's by status()/wait()
-        AsyncResult(job_id, app=app).forget()
+        app.backend.forget(job_id)
     app.backend.client.set(active_key(record["name"]), job_id, ex=s.visibility_timeout)
     train_job.apply_async((job_id, record["name"], record["config"]["recipe"]), task_id=job_id)
     return TrainingJob(app, s, job_id)

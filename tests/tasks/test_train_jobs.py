@@ -6,7 +6,6 @@ import time
 
 import numpy as np
 import pytest
-from celery.result import AsyncResult
 
 from model import checkpoint, data, storage
 from model.registry import Registry
@@ -96,8 +95,8 @@ def test_progress_is_visible_while_training(live, csvs):
         p = st["progress"]
         if st["state"] == "PROGRESS" and p.get("val_accuracy") is not None and p.get("epoch", 0) >= 2:
             seen["status"] = st
-            seen["backend"] = AsyncResult(job.id, app=live.app)
-            seen["backend_state"], seen["backend_info"] = seen["backend"].state, seen["backend"].info
+            meta = live.app.backend.get_task_meta(job.id)
+            seen["backend_state"], seen["backend_info"] = meta["status"], meta["result"]
             return True
         return False
 
@@ -161,8 +160,8 @@ def test_a_delivery_that_finds_the_job_lock_held_does_not_train(live, csvs):
     assert lock.acquire(blocking=False)
     try:
         job = submit(live, csvs["small"], "locked", make_config("faithful", epochs=2), job_id=job_id)
-        result = AsyncResult(job_id, app=live.app)
-        wait_for(lambda: result.state == "RETRY", 30, "the locked-out delivery to retry")
+        wait_for(lambda: live.app.backend.get_task_meta(job_id)["status"] == "RETRY", 30,
+                 "the locked-out delivery to retry")
         time.sleep(LOCKED_RETRY + 1)  # at least one more attempt, still locked out
         assert f"job {job_id} is running in another delivery; this one retries" in train_log(live)
         assert not storage.exists(jobs.ref(root(live), job_id, "progress.json")), "it trained anyway"
@@ -175,7 +174,7 @@ def test_a_delivery_that_finds_the_job_lock_held_does_not_train(live, csvs):
     manifest = job.wait(timeout=60)  # the pending retry now gets the lock and trains
     assert manifest is not None and manifest["state"] == "SUCCESS" and manifest["job_id"] == job_id
     assert manifest["epochs_done"] == 2 and manifest["version"] == "1"
-    assert result.get(timeout=10)["version"] == "1"
+    assert live.app.backend.get_task_meta(job_id)["result"]["version"] == "1"
 
     # a duplicate delivery after the end returns the manifest and trains nothing
     again = train_job.apply_async((job_id, "locked", "faithful"), task_id=job_id).get(timeout=30)
