@@ -43,8 +43,10 @@ class Plan:
         return data.CsvLayout(self.input, self.labeled, self.data_start, self.size)
 
 
-def plan(input_ref, chunk_rows):
-    """Split a Kaggle CSV or an image folder into chunks of about chunk_rows records."""
+def plan(input_ref, chunk_rows, chunk_images=None):
+    """Split a Kaggle CSV into chunks of about chunk_rows rows, or an image folder into
+    chunks of chunk_images files (default chunk_rows): decoding an image costs far more
+    than parsing a row, so folders take smaller chunks to spread over the workers."""
     input_ref = str(input_ref)
     if int(chunk_rows) < 1:  # a negative step would plan no chunk at all for a folder
         raise ConfigError(f"chunk_rows must be >= 1, got {chunk_rows}")
@@ -52,7 +54,10 @@ def plan(input_ref, chunk_rows):
         raise DataError(input_ref, "no such file or folder")
     if storage.isdir(input_ref):
         paths = data.list_images(input_ref)
-        chunks = [[lo, min(lo + chunk_rows, len(paths))] for lo in range(0, len(paths), chunk_rows)]
+        step = int(chunk_images or chunk_rows)
+        if step < 1:
+            raise ConfigError(f"chunk_images must be >= 1, got {step}")
+        chunks = [[lo, min(lo + step, len(paths))] for lo in range(0, len(paths), step)]
         return Plan("images", input_ref, chunks, paths=paths)
     layout = data.read_csv_layout(input_ref)
     chunks = [list(r) for r in data.plan_csv(layout, chunk_rows)]

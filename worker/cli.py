@@ -232,7 +232,7 @@ def _predict_local(a, s):
     from model.registry import Registry
     path, _ = Registry(s.storage).resolve(a.model)
     model = checkpoint.load_model(path)
-    p = batch.plan(a.input, a.chunk_rows or s.chunk_rows)
+    p = batch.plan(a.input, a.chunk_rows or s.chunk_rows, a.chunk_rows or s.chunk_images)
     results = (batch.predict_chunk(p, i, model) for i in range(len(p.chunks)))
     bar = tqdm(results, total=len(p.chunks), unit="chunk", desc="predict", file=sys.stderr)
     counts = batch.assemble(p, bar, a.out)
@@ -539,7 +539,7 @@ def build_parser():
                     help="output CSV: ImageId,Label for a CSV; path,label,confidence for images")
     sp.add_argument("--local", action="store_true", help="predict in this process instead of on the queue")
     sp.add_argument("--no-wait", action="store_true", help="print the job id and return")
-    sp.add_argument("--chunk-rows", type=_positive_int, help="records per chunk (default DIGITS_CHUNK_ROWS)")
+    sp.add_argument("--chunk-rows", type=_positive_int, help="records per chunk (default DIGITS_CHUNK_ROWS for a CSV, DIGITS_CHUNK_IMAGES for images)")
     sp.add_argument("--job-id", help="use this job id (resubmitting an id never duplicates rows)")
 
     sp = add("status", cmd_status, "Show a job's state, progress, counts and output.")

@@ -68,7 +68,7 @@ def submit_prediction(input_ref, model_ref, out, *, app, settings, job_id=None, 
     if job is None:
         model = resolve_model(s, model_ref, job_id)
         staged = stage_input(s, job_id, input_ref)
-        p = batch.plan(staged, chunk_rows or s.chunk_rows)
+        p = batch.plan(staged, chunk_rows or s.chunk_rows, chunk_rows or s.chunk_images)
         jobs.write_json(jobs.ref(root, job_id, "plan.json"), p.to_dict())
         job = {"job_id": job_id, "kind": "predict", "input": staged, "model": model,
                "output": output_ref(s, job_id, out), "download_to": _abs(str(out)),

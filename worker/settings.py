@@ -7,7 +7,8 @@
                               any fsspec URL such as s3://bucket/prefix (default: DIGITS_HOME/storage)
     DIGITS_PREDICT_CONCURRENCY  worker processes for the predict queue (default: CPU count)
     DIGITS_TRAIN_CONCURRENCY    worker processes for the train queue (default 1)
-    DIGITS_CHUNK_ROWS         rows (or images) per prediction chunk (default 10000)
+    DIGITS_CHUNK_ROWS         CSV rows per prediction chunk (default 10000)
+    DIGITS_CHUNK_IMAGES       image files per prediction chunk (default 1000)
     DIGITS_VISIBILITY_TIMEOUT seconds before Redis redelivers an unacked task (default 12 h)
     DIGITS_RESULT_EXPIRES     seconds task results are kept (default 7 days)
     DIGITS_TRAIN_MAX_TASKS_PER_CHILD  recycle a training process after N jobs (default 1)
@@ -63,6 +64,7 @@ class Settings:
     predict_concurrency: int
     train_concurrency: int
     chunk_rows: int
+    chunk_images: int
     visibility_timeout: int
     result_expires: int
     train_max_tasks_per_child: int
@@ -109,6 +111,7 @@ def load():
         predict_concurrency=_int("DIGITS_PREDICT_CONCURRENCY", os.cpu_count() or 2),
         train_concurrency=_int("DIGITS_TRAIN_CONCURRENCY", 1),
         chunk_rows=_int("DIGITS_CHUNK_ROWS", 10000),
+        chunk_images=_int("DIGITS_CHUNK_IMAGES", 1000),
         visibility_timeout=_int("DIGITS_VISIBILITY_TIMEOUT", 12 * 3600),
         result_expires=_int("DIGITS_RESULT_EXPIRES", 7 * 24 * 3600),
         train_max_tasks_per_child=_int("DIGITS_TRAIN_MAX_TASKS_PER_CHILD", 1),
@@ -122,8 +125,8 @@ def load():
         retrain_data=_str("DIGITS_RETRAIN_DATA"),
         retrain_recipe=_str("DIGITS_RETRAIN_RECIPE", "default"),
     )
-    if s.chunk_rows < 1:
-        raise ConfigError("DIGITS_CHUNK_ROWS must be >= 1")
+    if s.chunk_rows < 1 or s.chunk_images < 1:
+        raise ConfigError("DIGITS_CHUNK_ROWS and DIGITS_CHUNK_IMAGES must be >= 1")
     if s.predict_concurrency < 1 or s.train_concurrency < 1:
         raise ConfigError("worker concurrency must be >= 1")
     return s
