@@ -10,7 +10,6 @@ embedded stack with 2 predict worker processes, and measures:
   - peak RSS (VmHWM) of the worker pool processes at --rows and at --big-rows (a fresh
     stack for each size): it should stay flat as the input grows.
 """
-import argparse
 import os
 import sys
 import tempfile
@@ -20,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from bench.common import mnist_csv, repeated_csv, seed_predict, timed  # noqa: E402
+from bench.common import parser, mnist_csv, repeated_csv, seed_predict, timed  # noqa: E402
 
 
 def peak_rss_mb(pids):
@@ -61,8 +60,7 @@ def run_stack(home, csv, model_path, out, repeats=2):
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", default=os.path.join(tempfile.gettempdir(), "digits-bench-data"))
+    p = parser(__doc__)
     p.add_argument("--rows", type=int, default=100000)
     p.add_argument("--big-rows", type=int, default=300000)
     a = p.parse_args()

@@ -6,19 +6,17 @@ checkpoint every epoch) through an embedded stack vs the same training in-proces
 In-process = load the CSV + train; queue = submit until the job's manifest is written
 (load, train, progress publishing, a checkpoint every epoch, registration and report).
 """
-import argparse
 import os
 import sys
 import tempfile
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from bench.common import mnist_csv  # noqa: E402
+from bench.common import parser, mnist_csv  # noqa: E402
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", default=os.path.join(tempfile.gettempdir(), "digits-bench-data"))
+    p = parser(__doc__)
     p.add_argument("--epochs", type=int, default=10)
     a = p.parse_args()
     train_csv, _ = mnist_csv(a.data)

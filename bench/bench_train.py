@@ -6,21 +6,18 @@ Both run in this process, one after the other, on the same train.csv and the sam
 validation split. Prints load time, seconds per epoch (median), validation accuracy,
 end-to-end time (load + train) and the ratios baseline / ours.
 """
-import argparse
 import os
 import statistics
 import sys
-import tempfile
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from bench.common import mnist_csv, seed_load, seed_train, timed  # noqa: E402
+from bench.common import parser, mnist_csv, seed_load, seed_train, timed  # noqa: E402
 from model import data  # noqa: E402
 from model.train import Trainer, make_config, split_indices  # noqa: E402
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", default=os.path.join(tempfile.gettempdir(), "digits-bench-data"))
+    p = parser(__doc__)
     p.add_argument("--epochs", type=int, default=10)
     a = p.parse_args()
     train_csv, _ = mnist_csv(a.data)

@@ -4,9 +4,11 @@ The baseline is the original project's style, re-written here to be measured in 
 run: pandas read_csv, float64 features-by-samples arrays (784, N), the same network and
 recipe with plain mini-batch gradient descent, np.einsum for the transposes.
 """
+import argparse
 import os
 import subprocess
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -14,6 +16,14 @@ import pandas as pd
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SHARED = os.environ.get("DIGITS_SHARED_DATA", os.path.join(HERE, "..", "..", "shared", "data"))
+
+
+def parser(doc):
+    """An argument parser with the benchmarks' common --data option."""
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", default=os.path.join(tempfile.gettempdir(), "digits-bench-data"),
+                   help="folder for the generated MNIST CSVs (written once)")
+    return p
 
 
 def mnist_csv(folder):

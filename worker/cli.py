@@ -109,6 +109,21 @@ def _train_bar(label):
     return bar, update
 
 
+def _train_wait(job, label):
+    """Wait for a training job with a progress bar (epoch, loss, val_accuracy) -> manifest."""
+    bar, update = _train_bar(label)
+
+    def on_progress(st):
+        p = st.get("progress") or {}
+        if "epoch" in p:
+            update(p["epoch"], p["epochs"], p["batch"], p["batches"], p["loss"], p.get("val_accuracy"))
+
+    try:
+        return job.wait(on_progress=on_progress)
+    finally:
+        bar.close()
+
+
 def _report_predict(manifest):
     print(f"wrote {manifest['rows_ok']} predictions to {manifest['output']}")
     if manifest.get("rows_bad"):
@@ -138,17 +153,7 @@ def cmd_train(a, s):
             print(job.id)
             return 0
         _eprint(f"training job {job.id} (model {name!r}, recipe {config.recipe})")
-        bar, update = _train_bar(name)
-
-        def on_progress(st):
-            p = st.get("progress") or {}
-            if "epoch" in p:
-                update(p["epoch"], p["epochs"], p["batch"], p["batches"], p["loss"], p.get("val_accuracy"))
-
-        try:
-            manifest = job.wait(on_progress=on_progress)
-        finally:
-            bar.close()
+        manifest = _train_wait(job, name)
     return _report_train(manifest, a.out)
 
 
@@ -317,7 +322,7 @@ def cmd_models(a, s):
 
 def cmd_promote(a, s):
     from model.registry import Registry
-    Registry(s.storage).promote(a.name, a.version, reason=f"promoted by hand with `digits promote`")
+    Registry(s.storage).promote(a.name, a.version, reason="promoted by hand with `digits promote`")
     print(f"{a.name}:{a.version} is now production")
     return 0
 
@@ -414,17 +419,7 @@ def cmd_demo(a, s):
         config = make_config("default", epochs=a.epochs)
         job = submit_training(paths["train"], "demo", config, app=app, settings=s)
         _eprint(f"1/3 training model 'demo' on {paths['train']} through the queue (job {job.id})")
-        bar, update = _train_bar("train")
-
-        def on_progress(st):
-            p = st.get("progress") or {}
-            if "epoch" in p:
-                update(p["epoch"], p["epochs"], p["batch"], p["batches"], p["loss"], p.get("val_accuracy"))
-
-        try:
-            trained = job.wait(on_progress=on_progress)
-        finally:
-            bar.close()
+        trained = _train_wait(job, "train")
         model_ref = f"demo:{trained['version']}"
         print(f"trained demo:{trained['version']}, val_accuracy {trained['val_accuracy']:.4f}; "
               f"report {trained.get('report')}")

@@ -5,7 +5,6 @@ import os
 import struct
 import uuid
 import zipfile
-import zlib
 
 import numpy as np
 import pytest
