@@ -35,7 +35,7 @@ class TrainConfig:
     hidden: int = network.N_HIDDEN  # hidden units
     val_fraction: float = 0.1  # share of the data held out for validation
     val_seed: int = 20240601  # fixes which rows are held out, independent of `seed`
-    blas_threads: int = 2  # BLAS threads during training (fixed, so results do not depend on the machine)
+    blas_threads: int = 1  # BLAS threads: batch-64 matmuls gain little from more, and lose badly when cores are busy
 
     def __post_init__(self):
         checks = [

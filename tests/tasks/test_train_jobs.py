@@ -177,7 +177,9 @@ def test_a_delivery_that_finds_the_job_lock_held_does_not_train(live, csvs):
     assert live.app.backend.get_task_meta(job_id)["result"]["version"] == "1"
 
     # a duplicate delivery after the end returns the manifest and trains nothing
-    again = train_job.apply_async((job_id, "locked", "faithful"), task_id=job_id).get(timeout=30)
+    delivery = train_job.apply_async((job_id, "locked", "faithful"), task_id=job_id)
+    again = delivery.get(timeout=30)
+    del delivery  # drop its result subscription now, while the stack still runs
     assert again["version"] == "1" and again["finished_at"] == manifest["finished_at"]
     assert [v["version"] for v in Registry(root(live)).versions("locked")] == ["1"]
 
