@@ -61,30 +61,34 @@ def predict_chunk(self, job_id, index, lo=None, hi=None):
     target = jobs.chunk_ref(root, job_id, index)
     if storage.exists(target):  # an earlier delivery finished this chunk
         r = batch.ChunkResult.from_bytes(storage.read_bytes(target))
-        _ensure_assembled(root, job_id)
+        _ensure_assembled(self, root, job_id)
         return {"index": index, "rows": len(r), "bad": len(r.errors), "reused": True}
     if jobs.is_cancelled(root, job_id):
+        _ensure_assembled(self, root, job_id, cancelled=True)
         return {"index": index, "cancelled": True}
     job = jobs.read_job(root, job_id)
     t0 = time.perf_counter()
     model = load_model_cached(job["model"]["ref"], job["model"]["version"])
     result = batch.predict_chunk(load_plan(root, job_id), index, model)
     storage.write_bytes(target, result.to_bytes())
-    _ensure_assembled(root, job_id)
+    _ensure_assembled(self, root, job_id)
     return {"index": index, "rows": len(result), "bad": len(result.errors),
             "seconds": round(time.perf_counter() - t0, 4)}
 
 
-def _ensure_assembled(root, job_id):
-    """Once every chunk is on storage, queue a delayed assemble besides the chord's.
+def _ensure_assembled(task, root, job_id, cancelled=False):
+    """Once every chunk is on storage (or the job is cancelled), queue one delayed assemble
+    besides the chord's.
 
     The chord counts its parts in Redis after each part's result is stored. A pool process
     killed between the two leaves the chord one part short forever, and Celery acks that
     task (its SUCCESS is stored) instead of requeueing it, so the chord's assemble never
     runs. This copy finishes such a job; when the chord did its work, it finds the
-    manifest and returns at once.
+    manifest and returns at once. A Redis key makes it one copy per job.
     """
-    if jobs.chunks_done(root, job_id) >= len(load_plan(root, job_id).chunks):
+    if not cancelled and jobs.chunks_done(root, job_id) < len(load_plan(root, job_id).chunks):
+        return
+    if task.app.backend.client.set(f"digits:backup-assemble:{job_id}", 1, nx=True, ex=24 * 3600):
         assemble.apply_async(([], job_id), task_id=job_id, countdown=ASSEMBLE_FALLBACK_SECONDS)
 
 
