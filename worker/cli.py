@@ -134,7 +134,7 @@ def _report_predict(manifest):
 
 def _training_overrides(a):
     return dict(epochs=a.epochs, lr=a.lr, batch_size=a.batch_size, seed=a.seed,
-                val_fraction=a.val_fraction, optimizer=a.optimizer)
+                val_fraction=a.val_fraction, optimizer=a.optimizer, blas_threads=a.blas_threads)
 
 
 # ----------------------------------------------------------------------------- commands
@@ -519,6 +519,9 @@ def build_parser():
     sp.add_argument("--seed", type=int)
     sp.add_argument("--optimizer", choices=["sgd", "momentum", "adam"])
     sp.add_argument("--val-fraction", type=float, help="share held out for validation (default 0.1)")
+    sp.add_argument("--blas-threads", type=_positive_int,
+                    help="BLAS threads (default 1; 2 is faster on an otherwise idle 2-core machine, "
+                         "much slower when the cores are busy; results differ slightly by count)")
     sp.add_argument("--skip-bad", action="store_true", help="train on the good records and list the bad ones")
     sp.add_argument("--checkpoint-every", type=int, default=1, metavar="EPOCHS",
                     help="queue jobs: checkpoint every N epochs (default 1)")
