@@ -234,11 +234,16 @@ class Registry:
         writes report.html (when history is non-empty), rewrites metadata.json with the
         decision {promoted, reason, previous_version, previous_val_accuracy, tolerance, ...}
         under "promotion", then moves "latest" to the version and, if promoted, "production".
-        Aliases move last, so whatever they point at is complete.
+        Aliases move last, so whatever they point at is complete. A job that registers again
+        (a delivery repeated after a crash) gets its earlier version back, finished if the
+        earlier attempt stopped half-way, instead of a second version.
         """
         _check_name(name)
         history = _plain(list(history or []))
-        version = self._reserve(name)
+        earlier = next((v for v in self.versions(name) if job_id and v.get("job_id") == job_id), None)
+        if earlier and earlier.get("promotion"):
+            return earlier
+        version = earlier["version"] if earlier else self._reserve(name)
         folder = self._version_dir(name, version)
         checkpoint.save_model(model, storage.join(folder, MODEL_FILE))
         meta = _plain({

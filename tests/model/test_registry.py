@@ -204,3 +204,17 @@ def test_concurrent_reservations_get_distinct_versions(reg):
     with ThreadPoolExecutor(8) as pool:
         got = list(pool.map(lambda _: reg._reserve("digits"), range(16)))
     assert sorted(got, key=int) == [str(i) for i in range(1, 17)]
+
+
+def test_a_job_registering_again_gets_its_earlier_version(tmp_path):
+    reg = Registry(str(tmp_path))
+    m = make(0)
+    first = reg.register("dup", m, metrics={"val_accuracy": 0.9}, history=[], config={}, recipe="faithful",
+                         data_fingerprint="f", data_source="d", job_id="train-1")
+    again = reg.register("dup", m, metrics={"val_accuracy": 0.9}, history=[], config={}, recipe="faithful",
+                         data_fingerprint="f", data_source="d", job_id="train-1")
+    assert again["version"] == first["version"] == "1"
+    assert [v["version"] for v in reg.versions("dup")] == ["1"]
+    other = reg.register("dup", m, metrics={"val_accuracy": 0.9}, history=[], config={}, recipe="faithful",
+                         data_fingerprint="f", data_source="d", job_id="train-2")
+    assert other["version"] == "2"
