@@ -407,7 +407,7 @@ def cmd_demo(a, s):
         app, flower = configure(running["broker_url"]), running
     else:
         _eprint(f"starting an embedded stack (Redis, 2 workers, Flower) under {s.home} ...")
-        stack = Stack(s, flower=True, record=False).start()
+        stack = Stack(s, flower=True, record=False, log=_eprint).start()
         app = configure(stack.url)
         flower = {"flower_url": stack.flower_url, "flower_user": stack.flower_user,
                   "flower_password": stack.flower_password}

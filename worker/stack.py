@@ -132,6 +132,7 @@ class Stack:
             os.makedirs(self.s.storage, exist_ok=True)
         try:
             self._start_redis()
+            self.log(f"Redis listening on {self.sock}")
             predict_name, train_name = self.worker_names()
             self._spawn("worker-predict", services.worker_argv("predict", self.s.predict_concurrency, predict_name))
             self._spawn("worker-train", services.worker_argv(
@@ -144,6 +145,8 @@ class Stack:
                             env=services.flower_env(self.flower_user, self.flower_password))
                 self.flower_url = f"http://{self.s.flower_address}:{port}"
             self.wait_ready(timeout)
+            self.log(f"workers ready: {self.s.predict_concurrency} predict, {self.s.train_concurrency} train "
+                     f"process(es); logs in {self.home / 'logs'}")
         except BaseException:
             self.stop()
             raise
@@ -232,7 +235,7 @@ def broker_for(s, log=print):
         return
     log(f"starting an embedded stack under {s.home} for this command "
         "(run `digits up` in another terminal to keep one running)")
-    stack = Stack(s, record=False).start()
+    stack = Stack(s, record=False, log=log).start()
     try:
         yield stack.url
     finally:
