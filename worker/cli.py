@@ -220,7 +220,9 @@ def _train_local(a, s, config):
 def cmd_predict(a, s):
     if a.local:
         return _predict_local(a, s)
-    from worker.client import submit_prediction
+    from worker.client import check_prediction, submit_prediction
+    if not a.job_id:  # a resubmitted job id reuses its own record
+        check_prediction(s, a.input, a.model, a.out)
     with _Queue(s, keep_alive=a.no_wait) as app:
         job = submit_prediction(a.input, a.model, a.out, app=app, settings=s, job_id=a.job_id,
                                 chunk_rows=a.chunk_rows)

@@ -1,0 +1,43 @@
+"""worker.client checks that run before anything is queued (no stack needed)."""
+import pytest
+
+from model.errors import DataError, JobError, RegistryError
+from worker import settings
+from worker.client import check_prediction
+from tests.conftest import write_test_csv
+
+
+@pytest.fixture()
+def s(tmp_path, monkeypatch):
+    monkeypatch.setenv("DIGITS_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("DIGITS_STORAGE", raising=False)
+    monkeypatch.delenv("DIGITS_BROKER_URL", raising=False)
+    return settings.load()
+
+
+def test_a_good_prediction_passes(s, tmp_path, sample, trained_model):
+    csv = write_test_csv(tmp_path / "test.csv", sample["test_x"][:5])
+    check_prediction(s, csv, trained_model[1], str(tmp_path / "out.csv"))
+
+
+@pytest.mark.parametrize("case", ["missing input", "unknown model", "out is a folder", "no out folder"])
+def test_bad_predictions_fail_before_queueing(s, tmp_path, sample, trained_model, case):
+    csv = write_test_csv(tmp_path / "test.csv", sample["test_x"][:5])
+    args = {"input_ref": csv, "model_ref": trained_model[1], "out": str(tmp_path / "out.csv")}
+    expected, words = {
+        "missing input": (DataError, "no such file"),
+        "unknown model": (RegistryError, "neither a registered model"),
+        "out is a folder": (JobError, "is a folder"),
+        "no out folder": (JobError, "does not exist"),
+    }[case]
+    if case == "missing input":
+        args["input_ref"] = str(tmp_path / "nope.csv")
+    elif case == "unknown model":
+        args["model_ref"] = "nope"
+    elif case == "out is a folder":
+        args["out"] = str(tmp_path)
+    else:
+        args["out"] = str(tmp_path / "missing" / "out.csv")
+    with pytest.raises(expected) as e:
+        check_prediction(s, **args)
+    assert words in str(e.value)
