@@ -63,15 +63,6 @@ def _dump(obj):
     return json.dumps(_plain(obj), indent=2, sort_keys=True, allow_nan=False) + "\n"
 
 
-def _acc(value):
-    """A finite accuracy float or None."""
-    try:
-        f = float(value)
-    except (TypeError, ValueError):
-        return None
-    return f if math.isfinite(f) else None
-
-
 class Registry:
     """The model registry under one storage root (folder path or fsspec URL)."""
 
@@ -202,8 +193,10 @@ class Registry:
     def _gate(self, name, val_accuracy, tolerance):
         """The promotion decision for a new version with this val_accuracy (a dict)."""
         prod = self.aliases(name).get(PRODUCTION)
-        prev_acc = _acc(self.metadata(name, prod).get("metrics", {}).get("val_accuracy")) if prod else None
-        acc = _acc(val_accuracy)
+        prev_acc = None
+        if prod:
+            prev_acc = report.finite_or_none(self.metadata(name, prod).get("metrics", {}).get("val_accuracy"))
+        acc = report.finite_or_none(val_accuracy)
         decision = {"promoted": False, "alias": PRODUCTION, "val_accuracy": acc, "tolerance": tolerance,
                     "previous_version": prod, "previous_val_accuracy": prev_acc, "decided_at": _now()}
         if prod is None:

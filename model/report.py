@@ -20,7 +20,7 @@ TRAIN_COLOR, VAL_COLOR = "#4a7fd4", "#e0632b"
 DASH = "–"
 
 
-def _num(v):
+def finite_or_none(v):
     """A finite float, or None for None/NaN/inf/non-numbers."""
     try:
         f = float(v)
@@ -30,12 +30,12 @@ def _num(v):
 
 
 def _fmt(v, spec=".4f"):
-    f = _num(v)
+    f = finite_or_none(v)
     return DASH if f is None else format(f, spec)
 
 
 def _pct(v, digits=2):
-    f = _num(v)
+    f = finite_or_none(v)
     return DASH if f is None else f"{100 * f:.{digits}f}%"
 
 
@@ -74,7 +74,7 @@ def _line_chart(title, series, y_label, percent=False, mark_x=None, width=540, h
     percent: multiply ys by 100 and label the axis in %. mark_x: x of a dashed marker line.
     """
     scale = 100.0 if percent else 1.0
-    pts = [[(x, None if _num(y) is None else _num(y) * scale) for x, y in zip(xs, ys)]
+    pts = [[(x, None if finite_or_none(y) is None else finite_or_none(y) * scale) for x, y in zip(xs, ys)]
            for _, _, xs, ys in series]
     xs_all = [x for s in pts for x, _ in s]
     ys_all = [y for s in pts for _, y in s if y is not None]
@@ -252,9 +252,9 @@ def render_report(*, title, history, confusion, metrics, meta):
 
     val_acc = metrics.get("val_accuracy", history[-1].get("val_accuracy") if history else None)
     val_loss = metrics.get("val_loss", history[-1].get("val_loss") if history else None)
-    finite = [(a, e) for e, a in zip(epochs, (_num(v) for v in col("val_accuracy"))) if a is not None]
+    finite = [(a, e) for e, a in zip(epochs, (finite_or_none(v) for v in col("val_accuracy"))) if a is not None]
     best_epoch = max(finite)[1] if finite and len(history) > 1 else None
-    seconds = sum(_num(s) or 0.0 for s in col("seconds"))
+    seconds = sum(finite_or_none(s) or 0.0 for s in col("seconds"))
 
     facts = [("recipe", meta.get("recipe")), ("created", meta.get("created_at")),
              ("weights", meta.get("model_version")), ("data", meta.get("data_source")),
@@ -271,7 +271,7 @@ def render_report(*, title, history, confusion, metrics, meta):
     sub = f"val loss {_fmt(val_loss)} · {len(history)} epoch{'s' if len(history) != 1 else ''}"
     if seconds:
         sub += f" · {seconds // 60:.0f} min {seconds % 60:.0f} s" if seconds >= 60 else f" · {seconds:.1f} s"
-    big = (f"<div class='value'>{_pct(val_acc)}</div>" if _num(val_acc) is not None
+    big = (f"<div class='value'>{_pct(val_acc)}</div>" if finite_or_none(val_acc) is not None
            else "<div class='value none'>n/a</div>")
 
     charts = ""

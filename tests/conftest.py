@@ -1,6 +1,7 @@
 """Shared fixtures. Integration tests get a real embedded stack: a Redis server and real
 Celery worker processes (plus Flower), started here under a temporary DIGITS_HOME."""
 import os
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -77,3 +78,14 @@ def write_test_csv(path, pixels):
     from model.data import PIXEL_COLUMNS
     write_csv(path, PIXEL_COLUMNS, np.asarray(pixels))
     return str(path)
+
+
+def wait_for(pred, timeout, what, poll=0.05):
+    """Poll pred() until it returns a true value -> that value; AssertionError after timeout."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = pred()
+        if value:
+            return value
+        time.sleep(poll)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")

@@ -37,19 +37,25 @@ def stage_input(s, job_id, ref, name="input"):
     return target
 
 
-def check_prediction(s, input_ref, model_ref, out):
-    """Fail fast, before anything is queued: the input exists, the model resolves and loads,
-    and a local --out is a file in an existing folder (not found out at assemble time)."""
+def check_paths(input_ref, out):
+    """The input exists and a local --out is a file in an existing folder (else the job
+    would fail only when it assembles its output)."""
     if not storage.exists(_abs(str(input_ref))):
         raise DataError(input_ref, "no such file or folder")
-    from model.registry import Registry
-    checkpoint.load_model(Registry(s.storage).resolve(str(model_ref))[0])
     out = _abs(str(out))
     if not storage.is_url(out):
         if os.path.isdir(out):
             raise JobError(f"--out {out} is a folder; give a file name such as {out}/predictions.csv")
         if not os.path.isdir(os.path.dirname(out)):
             raise JobError(f"--out {out}: folder {os.path.dirname(out)} does not exist")
+
+
+def check_prediction(s, input_ref, model_ref, out):
+    """Fail fast, before a stack is started or anything queued: check_paths, and the model
+    reference resolves to a readable model file."""
+    check_paths(input_ref, out)
+    from model.registry import Registry
+    checkpoint.load_model(Registry(s.storage).resolve(str(model_ref))[0])
 
 
 def output_ref(s, job_id, out):
@@ -81,8 +87,8 @@ def submit_prediction(input_ref, model_ref, out, *, app, settings, job_id=None, 
     root = s.storage
     job = jobs.read_json(jobs.ref(root, job_id, "job.json"))
     if job is None:
-        check_prediction(s, input_ref, model_ref, out)
-        model = resolve_model(s, model_ref, job_id)
+        check_paths(input_ref, out)
+        model = resolve_model(s, model_ref, job_id)  # resolves and loads it: a bad model fails here
         staged = stage_input(s, job_id, input_ref)
         p = batch.plan(staged, chunk_rows or s.chunk_rows, chunk_rows or s.chunk_images)
         jobs.write_json(jobs.ref(root, job_id, "plan.json"), p.to_dict())

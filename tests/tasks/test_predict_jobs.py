@@ -18,7 +18,7 @@ from model import batch, checkpoint
 from model.data import PIXEL_COLUMNS
 from model.errors import ConfigError, JobError
 from tasks import jobs
-from tests.conftest import write_test_csv
+from tests.conftest import wait_for, write_test_csv
 from worker.client import FINAL_STATES, status, submit_prediction
 
 pytestmark = pytest.mark.integration
@@ -77,14 +77,6 @@ def chunk_row_ranges(live, job_id):
         ranges.append((first, first + n - 1))
         first += n
     return ranges
-
-
-def wait_until(cond, timeout, what, poll=0.01):
-    deadline = time.time() + timeout
-    while not cond():
-        if time.time() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(poll)
 
 
 # ----------------------------------------------------------------------------- fixtures
@@ -267,7 +259,7 @@ def test_empty_inputs_give_header_only_outputs(live, model_path, data_dir, tmp_p
 def test_cancel_keeps_finished_chunks(live, csv_5000, model_path, expected_500, tmp_path):
     job = submit(live, csv_5000, model_path, tmp_path / "out.csv", chunk_rows=50)
     root = live.settings.storage
-    wait_until(lambda: jobs.chunks_done(root, job.id) >= 3, WAIT, "3 chunks", poll=0.005)
+    wait_for(lambda: jobs.chunks_done(root, job.id) >= 3, WAIT, "3 chunks", poll=0.005)
     job.cancel()
     assert job.progress()["state"] in ("CANCELLING", "CANCELLED")
     m = job.wait(timeout=WAIT)
@@ -310,7 +302,7 @@ def test_sigkill_of_a_pool_process_mid_job_loses_and_doubles_nothing(live, csv_2
     assert len(children) == 2, children
     root = live.settings.storage
     job = submit(live, csv_20000, model_path, tmp_path / "out.csv", chunk_rows=500)
-    wait_until(lambda: jobs.chunks_done(root, job.id) > 0, WAIT, "a first chunk", poll=0.002)
+    wait_for(lambda: jobs.chunks_done(root, job.id) > 0, WAIT, "a first chunk", poll=0.002)
     assert jobs.read_manifest(root, job.id) is None, "the job ended before the kill: make it bigger"
     victim = children[0]
     os.kill(victim, signal.SIGKILL)
@@ -326,7 +318,7 @@ def test_sigkill_of_a_pool_process_mid_job_loses_and_doubles_nothing(live, csv_2
     # a file the killed process was writing is not counted as a chunk
     assert job.progress()["progress"] == {"chunks_done": 40, "chunks": 40, "fraction": 1.0}
     # the prefork pool replaced the killed process
-    wait_until(lambda: len(live.stack.pids("worker-predict")[1:]) == 2, 30, "a replacement pool process",
+    wait_for(lambda: len(live.stack.pids("worker-predict")[1:]) == 2, 30, "a replacement pool process",
                poll=0.1)
     assert victim not in live.stack.pids("worker-predict")
 

@@ -12,6 +12,7 @@ from model.registry import Registry
 from model.samples import write_sample
 from model.train import Trainer, make_config
 from tasks import jobs
+from tests.conftest import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -67,16 +68,6 @@ def train_log(live):
         return f.read()
 
 
-def wait_for(pred, timeout, what, poll=0.05):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = pred()
-        if value:
-            return value
-        time.sleep(poll)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-
-
 def assert_same_weights(model_file, ref):
     m = checkpoint.load_model(model_file)
     got = dict(m.params, mean=m.mean, std=m.std)
@@ -119,17 +110,24 @@ def test_progress_is_visible_while_training(live, csvs):
     assert Registry(root(live)).aliases("progress") == {"latest": "1", "production": "1"}
 
 
-def test_killed_worker_redelivers_and_resumes_bit_for_bit(live, csvs, reference_params):
-    job = submit(live, csvs["big"], "crash", big_config())
+def wait_mid_run_with_checkpoint(live, job, action):
+    """Wait until the job is in epoch 2 or later, not in its last, with a checkpoint on
+    storage -> the checkpoint's reference. Fails if the job ended before `action`."""
     state_ref = jobs.ref(root(live), job.id, "state.npz")
 
-    def in_epoch_two_with_checkpoint():
+    def ready():
         st = status(live, job.id)
-        assert st["state"] not in ("SUCCESS", "FAILURE"), f"finished before the kill: {st}"
+        assert st["state"] not in ("SUCCESS", "FAILURE"), f"finished before the {action}: {st}"
         epoch = st["progress"].get("epoch", 0)
-        return epoch >= 2 and epoch < BIG["epochs"] and storage.exists(state_ref)
+        return 2 <= epoch < BIG["epochs"] and storage.exists(state_ref)
 
-    wait_for(in_epoch_two_with_checkpoint, 60, "epoch 2 with a checkpoint")
+    wait_for(ready, 60, "epoch 2 with a checkpoint")
+    return state_ref
+
+
+def test_killed_worker_redelivers_and_resumes_bit_for_bit(live, csvs, reference_params):
+    job = submit(live, csvs["big"], "crash", big_config())
+    state_ref = wait_mid_run_with_checkpoint(live, job, "kill")
     pool = live.stack.pids("worker-train")[1:]
     assert pool, "the train worker has no pool process"
     killed_in = status(live, job.id)["progress"]["epoch"]
@@ -241,15 +239,7 @@ def test_promote_tolerance_setting_reaches_the_gate(tmp_path, monkeypatch):
 
 def test_cancel_stops_at_a_batch_boundary_and_resubmit_resumes(live, csvs, reference_params):
     job = submit(live, csvs["big"], "cancel", big_config())
-    state_ref = jobs.ref(root(live), job.id, "state.npz")
-
-    def running_with_checkpoint():
-        st = status(live, job.id)
-        assert st["state"] not in ("SUCCESS", "FAILURE"), f"finished before the cancel: {st}"
-        epoch = st["progress"].get("epoch", 0)
-        return 2 <= epoch < BIG["epochs"] and storage.exists(state_ref)
-
-    wait_for(running_with_checkpoint, 60, "epoch 2 with a checkpoint")
+    state_ref = wait_mid_run_with_checkpoint(live, job, "cancel")
     job.cancel()
     t_cancel = time.time()
     assert status(live, job.id)["state"] in ("CANCELLING", "CANCELLED")

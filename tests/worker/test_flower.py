@@ -2,7 +2,6 @@
 authenticated HTTP API (basic auth tester/s3cret-test, set by conftest's stack_env)."""
 import ast
 import re
-import time
 
 import pytest
 import requests
@@ -10,6 +9,7 @@ import requests
 from model.samples import write_sample
 from model.train import make_config
 from tasks import jobs
+from tests.conftest import wait_for
 
 pytestmark = pytest.mark.integration
 AUTH = ("tester", "s3cret-test")
@@ -17,17 +17,6 @@ AUTH = ("tester", "s3cret-test")
 
 def get(live, path, auth=AUTH, **params):
     return requests.get(live.stack.flower_url + path, auth=auth, params=params, timeout=10)
-
-
-def wait_for(pred, timeout, what, poll=0.2):
-    deadline = time.time() + timeout
-    last = None
-    while time.time() < deadline:
-        last = pred()
-        if last:
-            return last
-        time.sleep(poll)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def args_of(task):
@@ -67,7 +56,7 @@ def jobs_seen(live, sample, trained_model, tmp_path_factory):
         assert train.result() is None, "training ended before Flower showed its progress"
         return False
 
-    wait_for(progress_in_flower, 60, "the train task's progress in Flower")
+    wait_for(progress_in_flower, 60, "the train task's progress in Flower", poll=0.2)
     train_manifest = train.wait(timeout=90)
     assert train_manifest["state"] == "SUCCESS"
     return {"pred": pred, "train": train, "running": running[-1], "train_manifest": train_manifest}
@@ -112,7 +101,7 @@ def test_prediction_tasks_are_listed_with_job_args(live, jobs_seen):
         done = [t for t in mine.values() if t["state"] == "SUCCESS"]
         return mine if len(done) == len(chunks) + 1 else None
 
-    mine = wait_for(listed, 30, "the prediction job's tasks in Flower")
+    mine = wait_for(listed, 30, "the prediction job's tasks in Flower", poll=0.2)
     predict_name, _ = live.stack.worker_names()
     for i, (lo, hi) in enumerate(chunks):
         t = mine[f"{job_id}-chunk-{i}"]
@@ -138,7 +127,7 @@ def test_training_task_shows_its_job_and_progress(live, jobs_seen):
         info = get(live, f"/api/task/info/{job_id}").json()
         return info if info["state"] == "SUCCESS" else None
 
-    info = wait_for(finished, 30, "the train task's SUCCESS in Flower")
+    info = wait_for(finished, 30, "the train task's SUCCESS in Flower", poll=0.2)
     assert "epoch" in info["result"] and jobs_seen["train_manifest"]["version"] in info["result"]
     assert job_id in get(live, "/api/tasks", taskname="digits.train_job").json()
 
