@@ -41,9 +41,9 @@ def _ensure_background_stack(s):
         return
     _eprint(f"starting a background embedded stack under {s.home}; it stops when idle for 60s")
     s.home.mkdir(parents=True, exist_ok=True)
-    log = open(s.home / "background-up.log", "ab")
-    subprocess.Popen([sys.executable, "-m", "worker.cli", "up", "--no-flower", "--idle-exit", "60"],
-                     stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+    with open(s.home / "background-up.log", "ab") as log:
+        subprocess.Popen([sys.executable, "-m", "worker.cli", "up", "--no-flower", "--idle-exit", "60"],
+                         stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 90
     while not stack.find_running(s):
         if time.time() > deadline:
@@ -394,29 +394,18 @@ def _busy(stack):
 
 
 def cmd_demo(a, s):
-    from worker.stack import Stack, find_running
     from model.samples import write_sample
+    from worker.stack import reachable
     from worker.client import submit_prediction, submit_training
     from worker.app import configure
     out = os.path.abspath(a.out or str(s.home / "demo"))
     _eprint(f"writing the bundled sample (2,500 labeled + 500 held-out MNIST digits) to {out}")
     paths = write_sample(out)
-    running = find_running(s) if not s.broker_url else None
-    stack = None
-    if s.broker_url:
-        app, flower = configure(s.broker_url), None
-    elif running:
-        app, flower = configure(running["broker_url"]), running
-    else:
-        _eprint(f"starting an embedded stack (Redis, 2 workers, Flower) under {s.home} ...")
-        stack = Stack(s, flower=True, record=False, log=_eprint).start()
-        app = configure(stack.url)
-        flower = {"flower_url": stack.flower_url, "flower_user": stack.flower_user,
-                  "flower_password": stack.flower_password}
-    try:
-        if flower and flower.get("flower_url"):
-            print(f"Flower (while this runs): {flower['flower_url']}  user {flower['flower_user']} "
-                  f"password {flower['flower_password']}", flush=True)
+    with reachable(s, log=_eprint, flower=True) as info:
+        app = configure(info["broker_url"])
+        if info.get("flower_url"):
+            print(f"Flower (while this runs): {info['flower_url']}  user {info['flower_user']} "
+                  f"password {info['flower_password']}", flush=True)
         from model.train import make_config
         config = make_config("default", epochs=a.epochs)
         job = submit_training(paths["train"], "demo", config, app=app, settings=s)
@@ -433,9 +422,6 @@ def cmd_demo(a, s):
         img_out = os.path.join(out, "images-predictions.csv")
         m2 = _predict_bar(submit_prediction(paths["images_test"], model_ref, img_out, app=app, settings=s,
                                             chunk_rows=100), "predict images")
-    finally:
-        if stack:
-            stack.stop()
     import pandas as pd
     sub = pd.read_csv(csv_out)
     truth = pd.read_csv(paths["test_labels"])

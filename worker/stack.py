@@ -223,20 +223,29 @@ class Stack:
 
 
 @contextlib.contextmanager
-def broker_for(s, log=print):
-    """Yield the broker URL for a command: the configured one, a running `digits up`'s,
-    or a short-lived embedded stack's (stopped when the block ends)."""
+def reachable(s, log=print, flower=False):
+    """Yield {"broker_url", "flower_url", "flower_user", "flower_password"} for a command:
+    the configured broker (no Flower info), a running `digits up`'s, or a short-lived
+    embedded stack's (with Flower when flower=True), stopped when the block ends."""
     if s.broker_url:
-        yield s.broker_url
+        yield {"broker_url": s.broker_url, "flower_url": None}
         return
     running = find_running(s)
     if running:
-        yield running["broker_url"]
+        yield running
         return
     log(f"starting an embedded stack under {s.home} for this command "
         "(run `digits up` in another terminal to keep one running)")
-    stack = Stack(s, record=False, log=log).start()
+    stack = Stack(s, flower=flower, record=False, log=log).start()
     try:
-        yield stack.url
+        yield {"broker_url": stack.url, "flower_url": stack.flower_url, "flower_user": stack.flower_user,
+               "flower_password": stack.flower_password}
     finally:
         stack.stop()
+
+
+@contextlib.contextmanager
+def broker_for(s, log=print):
+    """Yield the broker URL for a command (see reachable)."""
+    with reachable(s, log) as info:
+        yield info["broker_url"]
