@@ -83,9 +83,15 @@ class Workspace:
         return (self.X[:n], self.Y[:n], self.Z1[:n], self.mask[:n], self.P[:n], self.dH[:n])
 
 
-def loss_and_grads(params, ws, n, scale=1.0, batch=None):
+def loss_and_grads(params, ws, n, scale=1.0, batch=None, blank=None):
     """Forward and backward pass over the first n rows of ws.X / ws.Y / ws.labels, or over
     batch = (X (n, 784), Y (n, 10), labels (n,)) when given (e.g. slices of a whole epoch).
+
+    blank = (k, t) says that every column of X from k on holds the constant t[k:] (t (784,)):
+    pixels that are blank in every image of the batch, which the caller has ordered last.
+    The first layer then multiplies only X[:, :k] and adds the blank columns' constant
+    contribution t[k:] @ W1[k:]; their gradient rows are t[k:] outer db1. The results equal
+    the full product's, up to float rounding, for a fraction k/784 of its work.
 
     Fills ws.grads with scale * dLoss/dparam (mean cross-entropy over the batch; plain SGD
     passes scale=lr so that its update is a single subtraction) and returns
@@ -97,9 +103,13 @@ def loss_and_grads(params, ws, n, scale=1.0, batch=None):
         X, Y, labels = batch
     g = ws.grads
     W1, b1, W2, b2 = params["W1"], params["b1"], params["W2"], params["b2"]
+    k, t = blank if blank is not None else (X.shape[1], None)
     # forward
-    np.matmul(X, W1, out=H)  # (B, 128) = (B, 784) @ (784, 128)
-    H += b1
+    np.matmul(X[:, :k], W1[:k], out=H)  # (B, 128) = (B, k) @ (k, 128)
+    if k < X.shape[1]:
+        H += t[k:] @ W1[k:] + b1  # (128,) = (784-k,) @ (784-k, 128): the blank columns
+    else:
+        H += b1
     np.maximum(H, 0, out=H)  # (B, 128) relu
     np.matmul(H, W2, out=P)  # (B, 10) = (B, 128) @ (128, 10)
     P += b2
@@ -114,8 +124,10 @@ def loss_and_grads(params, ws, n, scale=1.0, batch=None):
     np.matmul(P, W2.T, out=dH)  # (B, 128) = (B, 10) @ (10, 128)
     np.greater(H, 0, out=mask)  # (B, 128) relu'(Z1) as 0/1
     dH *= mask  # (B, 128) dZ1
-    np.matmul(X.T, dH, out=g["W1"])  # (784, 128) = (784, B) @ (B, 128)
     np.einsum("bj->j", dH, out=g["b1"])  # (128,)
+    np.matmul(X[:, :k].T, dH, out=g["W1"][:k])  # (k, 128) = (k, B) @ (B, 128)
+    if k < X.shape[1]:
+        np.multiply.outer(t[k:], g["b1"], out=g["W1"][k:])  # (784-k, 128): blank columns
     return loss, correct
 
 

@@ -113,6 +113,25 @@ def test_short_last_batch_uses_only_its_rows():
         np.testing.assert_array_equal(full.grads[k], exact.grads[k])
 
 
+@pytest.mark.parametrize("k", [0, 5, 12])
+def test_skipping_blank_columns_gives_the_full_products_result(k):
+    rng = np.random.default_rng(7)
+    params = network.init_params(rng, n_in=12, n_hidden=16, n_out=4, dtype=np.float64)
+    params["b1"][:] = rng.standard_normal(16) * 0.1
+    n = 9
+    ws, X, _ = make_batch(rng, params, n)
+    t = rng.standard_normal(12)  # (12,) the value each blank column holds
+    ws.X[:n, k:] = t[k:]
+    full_loss, full_correct = network.loss_and_grads(params, ws, n, scale=0.5)
+    full = {name: g.copy() for name, g in ws.grads.items()}
+    for g in ws.grads.values():
+        g[...] = np.nan  # every gradient entry must be written again
+    loss, correct = network.loss_and_grads(params, ws, n, scale=0.5, blank=(k, t))
+    assert loss == pytest.approx(full_loss, rel=1e-12) and correct == full_correct
+    for name in network.PARAM_NAMES:
+        np.testing.assert_allclose(ws.grads[name], full[name], rtol=1e-10, atol=1e-12, err_msg=name)
+
+
 def test_init_params_shapes_dtypes_and_he_scale():
     rng = np.random.default_rng(0)
     p = network.init_params(rng)

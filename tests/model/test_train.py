@@ -8,8 +8,9 @@ import pytest
 from model import checkpoint, network
 from model.errors import ConfigError
 from model.samples import load_sample
-from model.train import (RECIPES, TrainConfig, Trainer, config_from_dict, fit_normalization,
-                         make_config, normalize, split_indices)
+from model.train import (RECIPES, TrainConfig, Trainer, batch_prefixes, config_from_dict,
+                         fit_normalization, inked_prefix, make_config, normalize, pixel_order,
+                         split_indices)
 
 
 @pytest.fixture(scope="module")
@@ -113,6 +114,56 @@ def test_fit_normalization_modes():
     gmean, gstd = fit_normalization(X, "global")
     assert np.all(gmean == gmean[0]) and gmean[0] == pytest.approx(X.mean())
     assert gstd[0] == pytest.approx(X.std())
+
+
+# ----------------------------------------------------------------------------- blank pixels
+
+def test_pixel_order_puts_the_most_often_inked_pixels_first():
+    X = np.zeros((5, 6), np.uint8)
+    X[:, 4] = 9  # inked in all 5 rows
+    X[:3, 1] = 1  # in 3 rows
+    X[0, 5] = 255  # in 1 row
+    assert pixel_order(X).tolist() == [4, 1, 5, 0, 2, 3]  # ties keep the standard order
+
+
+def test_inked_prefix_and_batch_prefixes():
+    X = np.zeros((5, 6), np.uint8)
+    X[0, 2] = 1
+    X[1, [0, 5]] = 7
+    X[3, 0] = 3  # row 2 and row 4 are blank
+    assert inked_prefix(X).tolist() == [3, 6, 0, 1, 0]
+    assert batch_prefixes(inked_prefix(X), 2).tolist() == [6, 1, 0]
+
+
+@pytest.mark.parametrize("recipe", ["faithful", "default"])
+def test_trainer_equals_a_plain_full_width_loop(small, recipe):
+    """The pixel reordering and blank-pixel skipping change nothing but float rounding."""
+    X, y = small
+    t = Trainer(make_config(recipe, epochs=2, batch_size=64), X, y)
+    t.run()
+    c = t.config
+    rng = np.random.Generator(np.random.PCG64(c.seed))
+    params = network.init_params(rng)
+    opt = network.OPTIMIZERS[c.optimizer](params, momentum=c.momentum)
+    train_idx, _ = split_indices(len(y), c.val_fraction, c.val_seed)
+    Xn, yt = normalize(X[train_idx], t.mean, t.std), y[train_idx]
+    ws = network.Workspace(c.batch_size, params)
+    step = 0
+    for _ in range(c.epochs):
+        order = rng.permutation(len(yt)) if c.shuffle else np.arange(len(yt))
+        for lo in range(0, len(yt), c.batch_size):
+            rows = order[lo:lo + c.batch_size]
+            lr = t.lr_at(step)
+            batch = (Xn[rows], network.one_hot(yt[rows]), yt[rows])
+            network.loss_and_grads(params, ws, len(rows), opt.grad_scale(lr), batch)
+            opt.step(params, ws.grads, lr)
+            step += 1
+    got = t.params
+    for k in network.PARAM_NAMES:
+        np.testing.assert_allclose(got[k], params[k], rtol=1e-4, atol=1e-5, err_msg=k)
+    saved = t.state()
+    for k in opt.state:
+        np.testing.assert_allclose(saved["opt_" + k], opt.state[k], rtol=1e-4, atol=1e-5, err_msg=k)
 
 
 # ----------------------------------------------------------------------------- determinism
@@ -246,8 +297,8 @@ def test_validation_split_is_fixed_and_sized(fraction):
     b = Trainer(make_config("faithful", epochs=1, seed=99, val_fraction=fraction), X, y)
     assert len(a.y_val) == round(n * fraction) and len(a.y_train) == n - round(n * fraction)
     assert np.array_equal(a.X_val, b.X_val) and np.array_equal(a.y_val, b.y_val)
-    train_rows = rows_of(a.X_train)
-    assert train_rows == rows_of(b.X_train)
+    train_rows = rows_of(a.X_train[:, a.inverse])  # back to the standard pixel order
+    assert train_rows == rows_of(b.X_train[:, b.inverse])
     train_idx, val_idx = split_indices(n, fraction, a.config.val_seed)
     assert train_rows == train_idx.tolist()
     assert sorted(train_idx.tolist() + val_idx.tolist()) == list(range(n))  # disjoint, complete
