@@ -100,19 +100,28 @@ def split_indices(n, val_fraction, val_seed):
     return np.sort(order[n_val:]), np.sort(order[:n_val])
 
 
-def fit_normalization(X, mode):
+def fit_normalization(X, mode, chunk=8192):
     """Z-score statistics of raw pixels X (N, 784) -> (mean (784,), std (784,)) float32.
 
     "global" uses one mean and std over all pixels; "pixel" one per pixel, with constant
     pixels given std 1 so that they normalize to zero instead of dividing by zero.
+    Sums run in float64 over row chunks, so no float64 copy of the whole X is made.
     """
+    X = np.asarray(X)
     n_features = X.shape[1]
-    if mode == "global":
-        mean = np.full(n_features, X.mean(dtype=np.float64))
-        std = np.full(n_features, X.std(dtype=np.float64))
-    else:
-        mean = X.mean(axis=0, dtype=np.float64)
-        std = X.std(axis=0, dtype=np.float64)
+    s1 = np.zeros(n_features)  # (784,) float64 sums
+    for lo in range(0, len(X), chunk):
+        s1 += X[lo:lo + chunk].sum(axis=0, dtype=np.float64)
+    mean = s1 / len(X)
+    s2 = np.zeros(n_features)  # (784,) centered sums of squares
+    for lo in range(0, len(X), chunk):
+        d = X[lo:lo + chunk] - mean  # (chunk, 784) float64
+        s2 += np.einsum("ij,ij->j", d, d)
+    var = s2 / len(X)  # (784,)
+    if mode == "global":  # the total variance around the global mean
+        m = mean.mean()
+        mean, var = np.full(n_features, m), np.full(n_features, (var + (mean - m) ** 2).mean())
+    std = np.sqrt(var)
     std = np.where(std > 1e-6, std, 1.0)
     return mean.astype(np.float32), std.astype(np.float32)
 
@@ -248,9 +257,9 @@ class Trainer:
         # the training pixel order (see the module docstring) and its inverse
         self.order = pixel_order(X_train)  # (784,)
         self.inverse = np.argsort(self.order)  # (784,)
-        self.X_train = X_train[:, self.order]  # (n_train, 784) raw; batches are normalized as they go
+        self.X_train = np.take(X_train, self.order, axis=1)  # (n_train, 784) raw; batches are normalized as they go
         self.inked = inked_prefix(self.X_train)  # (n_train,)
-        self.X_val = normalize(X[val_idx][:, self.order], self.mean[self.order], self.std[self.order])
+        self.X_val = normalize(np.take(X[val_idx], self.order, axis=1), self.mean[self.order], self.std[self.order])
         self.Y_train = network.one_hot(self.y_train)  # (n_train, 10)
         self.rng = np.random.Generator(np.random.PCG64(config.seed))
         if state is None:
