@@ -94,16 +94,23 @@ def _predict_bar(job, label):
     return manifest
 
 
-def _train_bar(label):
+def _train_bar(label, every=0.1):
+    """A progress bar and its update(...); the bar is redrawn at most every `every` seconds
+    and at the end of each epoch (a redraw costs as much as a few training batches)."""
     bar = tqdm(total=None, unit="batch", desc=label, file=sys.stderr, dynamic_ncols=True)
+    last = {"t": float("-inf")}
 
     def update(epoch, epochs, batch_no, batches, loss, val_acc):
+        now = time.monotonic()
+        if now - last["t"] < every and batch_no != batches:
+            return
+        last["t"] = now
         bar.total = epochs * batches
         bar.n = (epoch - 1) * batches + batch_no
         post = f"epoch {epoch}/{epochs} loss {loss:.4f}"
         if val_acc is not None:
             post += f" val_acc {val_acc:.4f}"
-        bar.set_postfix_str(post)
+        bar.set_postfix_str(post, refresh=False)
         bar.refresh()
 
     return bar, update
