@@ -2,20 +2,30 @@
 
     python bench/bench_train.py [--data DIR] [--epochs 10]
 
-All run in this process, one after the other, on the same train.csv and the same
-validation split: the seed style (numpy's default BLAS threads), then ours with one BLAS
-thread (the default) and with two. Prints load time, seconds per epoch (median),
-validation accuracy, end-to-end wall-clock time (load, setup and every epoch) and the
-ratios baseline / ours.
+All run in this process on the same train.csv and the same validation split: the seed
+style (numpy's default BLAS threads), ours with one BLAS thread (the default) and ours with
+two. Their epochs are interleaved (seed, ours 1, ours 2, seed, ...), so that each round of
+the three meets the same machine: on a shared VM the speed drifts by tens of percent within
+a minute. Every time is wall clock and every epoch includes its validation pass. Prints
+load, setup, seconds per epoch (median), the per-epoch ratio (median over rounds), end to
+end (load + setup + all epochs) and validation accuracy.
 """
 import os
 import statistics
 import sys
+import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from bench.common import parser, mnist_csv, seed_load, seed_train, timed  # noqa: E402
+from bench.common import SeedStyle, mnist_csv, parser, seed_load, timed  # noqa: E402
 from model import data  # noqa: E402
 from model.train import Trainer, make_config, split_indices  # noqa: E402
+
+
+def one_epoch(trainer):
+    """Run one more epoch of trainer -> its validation accuracy."""
+    done = []
+    trainer.run(on_epoch=done.append, should_stop=lambda: bool(done))
+    return done[0].val_accuracy
 
 
 def main():
@@ -23,37 +33,41 @@ def main():
     p.add_argument("--epochs", type=int, default=10)
     a = p.parse_args()
     train_csv, _ = mnist_csv(a.data)
-    config = make_config("faithful", epochs=a.epochs)  # for the validation split
+    config = make_config("faithful", epochs=a.epochs)
 
     (X, y), seed_load_s = timed(seed_load, train_csv)
     tr, va = split_indices(len(y), config.val_fraction, config.val_seed)
-    seed_epochs = []
-    (_, seed_accs), seed_train_s = timed(seed_train, X, y, tr, va, epochs=a.epochs,
-                                         on_epoch=lambda e, s, acc: seed_epochs.append(s))
-    del X
-
     ds, our_load_s = timed(data.load_training, train_csv)
-    ours = {}
-    for threads in (1, 2):  # the default (1), and both cores like the baseline's BLAS
-        config = make_config("faithful", epochs=a.epochs, blas_threads=threads)
-        trainer, setup_s = timed(Trainer, config, ds.pixels, ds.labels)
-        history, run_s = timed(trainer.run)
-        ours[threads] = ([h.seconds for h in history], history[-1].val_accuracy, setup_s + run_s)
+    names = ["seed style", "ours, 1 BLAS thread", "ours, 2 BLAS threads"]
+    load = dict(zip(names, (seed_load_s, our_load_s, our_load_s)))
+    seed, setup_s = timed(SeedStyle, X, y, tr, va)
+    setup = {names[0]: setup_s}
+    runners = {names[0]: seed.epoch}
+    for name, threads in zip(names[1:], (1, 2)):
+        trainer, setup[name] = timed(Trainer, make_config("faithful", epochs=a.epochs, blas_threads=threads),
+                                     ds.pixels, ds.labels)
+        runners[name] = lambda t=trainer: one_epoch(t)
+    epochs = {name: [] for name in names}
+    acc = {}
+    for e in range(a.epochs):
+        for name in names:
+            t0 = time.perf_counter()
+            acc[name] = runners[name]()
+            epochs[name].append(time.perf_counter() - t0)
+        print(f"epoch {e + 1}: " + ", ".join(f"{n} {epochs[n][-1]:.3f} s" for n in names), file=sys.stderr)
 
-    # Seconds per epoch: the baseline's exclude its validation pass, ours include it.
-    # Setup + train and end to end are wall-clock times: normalization, one-hot labels,
-    # the pixel order, every epoch and every validation pass.
     print(f"faithful recipe, {len(y)} images ({len(tr)} train / {len(va)} validation), {a.epochs} epochs")
-    print(f"{'':32}{'seed style':>12}{'ours, 1 BLAS thread':>22}{'ours, 2 BLAS threads':>22}")
-    rows = [("load (s)", seed_load_s, our_load_s, our_load_s),
-            ("seconds per epoch (median)", statistics.median(seed_epochs),
-             statistics.median(ours[1][0]), statistics.median(ours[2][0])),
-            ("setup + train (s)", seed_train_s, ours[1][2], ours[2][2]),
-            ("end to end: load + train (s)", seed_load_s + seed_train_s,
-             our_load_s + ours[1][2], our_load_s + ours[2][2])]
-    for name, base, one, two in rows:
-        print(f"{name:32}{base:12.3f}{one:12.3f} ({base / one:4.2f}x){two:12.3f} ({base / two:4.2f}x)")
-    print(f"{'validation accuracy':32}{seed_accs[-1]:12.4f}{ours[1][1]:12.4f}{'':8}{ours[2][1]:12.4f}")
+    print(f"{'':34}" + "".join(f"{n:>22}" for n in names))
+    base = names[0]
+    total = {n: load[n] + setup[n] + sum(epochs[n]) for n in names}
+    for label, values in (("load (s)", load), ("setup (s)", setup),
+                          ("seconds per epoch (median)", {n: statistics.median(epochs[n]) for n in names}),
+                          ("end to end (s)", total)):
+        cells = [f"{values[base]:22.3f}"] + [f"{values[n]:13.3f} ({values[base] / values[n]:4.2f}x)" for n in names[1:]]
+        print(f"{label:34}" + "".join(cells))
+    paired = [f"{statistics.median(b / o for b, o in zip(epochs[base], epochs[n])):21.2f}x" for n in names[1:]]
+    print(f"{'per-epoch ratio (median of rounds)':34}{'':22}" + "".join(paired))
+    print(f"{'validation accuracy':34}" + "".join(f"{acc[n]:22.4f}" for n in names))
 
 
 if __name__ == "__main__":

@@ -63,25 +63,30 @@ def seed_load(train_csv):
     return X, y  # (784, N), (N,)
 
 
-def seed_train(X, y, train_idx, val_idx, epochs=10, lr=0.1, batch=64, seed=0, on_epoch=None):
-    """The original recipe in the original layout -> (W1, b1, W2, b2, mean, std, val accuracies)."""
-    rng = np.random.default_rng(seed)
-    Xtr, ytr = np.ascontiguousarray(X[:, train_idx]), y[train_idx]
-    mean, std = Xtr.mean(), Xtr.std()
-    Xtr = (Xtr - mean) / std  # (784, n)
-    Xva = (X[:, val_idx] - mean) / std
-    Y = np.zeros((10, len(ytr)))
-    Y[ytr, np.arange(len(ytr))] = 1  # (10, n) one-hot
-    W1 = rng.standard_normal((128, 784)) * np.sqrt(2 / 784)
-    b1 = np.zeros((128, 1))
-    W2 = rng.standard_normal((10, 128)) * np.sqrt(2 / 128)
-    b2 = np.zeros((10, 1))
-    accs = []
-    n = Xtr.shape[1]
-    for epoch in range(epochs):
-        t0 = time.perf_counter()
-        for i in range(0, n, batch):
-            Xb, Yb = Xtr[:, i:i + batch], Y[:, i:i + batch]
+class SeedStyle:
+    """The original recipe in the original layout (float64, features by samples), one epoch
+    at a time. Construction is the setup: split, z-score, one-hot labels, He init."""
+
+    def __init__(self, X, y, train_idx, val_idx, lr=0.1, batch=64, seed=0):
+        rng = np.random.default_rng(seed)
+        Xtr, self.ytr = np.ascontiguousarray(X[:, train_idx]), y[train_idx]
+        self.mean, self.std = Xtr.mean(), Xtr.std()
+        self.Xtr = (Xtr - self.mean) / self.std  # (784, n)
+        self.Xva, self.yva = (X[:, val_idx] - self.mean) / self.std, y[val_idx]
+        self.Y = np.zeros((10, len(self.ytr)))
+        self.Y[self.ytr, np.arange(len(self.ytr))] = 1  # (10, n) one-hot
+        self.W1 = rng.standard_normal((128, 784)) * np.sqrt(2 / 784)
+        self.b1 = np.zeros((128, 1))
+        self.W2 = rng.standard_normal((10, 128)) * np.sqrt(2 / 128)
+        self.b2 = np.zeros((10, 1))
+        self.lr, self.batch = lr, batch
+
+    def epoch(self):
+        """One pass over the training split, then the validation accuracy -> float."""
+        W1, b1, W2, b2, lr = self.W1, self.b1, self.W2, self.b2, self.lr
+        n = self.Xtr.shape[1]
+        for i in range(0, n, self.batch):
+            Xb, Yb = self.Xtr[:, i:i + self.batch], self.Y[:, i:i + self.batch]
             m = Xb.shape[1]
             Z1 = W1 @ Xb + b1  # (128, m)
             A1 = np.maximum(Z1, 0)
@@ -98,12 +103,11 @@ def seed_train(X, y, train_idx, val_idx, epochs=10, lr=0.1, batch=64, seed=0, on
             b1 -= lr * db1
             W2 -= lr * dW2
             b2 -= lr * db2
-        seconds = time.perf_counter() - t0
-        pred = (W2 @ np.maximum(W1 @ Xva + b1, 0) + b2).argmax(axis=0)
-        accs.append(float((pred == y[val_idx]).mean()))
-        if on_epoch:
-            on_epoch(epoch + 1, seconds, accs[-1])
-    return (W1, b1, W2, b2, mean, std), accs
+        pred = (W2 @ np.maximum(W1 @ self.Xva + b1, 0) + b2).argmax(axis=0)
+        return float((pred == self.yva).mean())
+
+    def weights(self):
+        return self.W1, self.b1, self.W2, self.b2, self.mean, self.std
 
 
 def seed_predict(test_csv, out_csv, weights):

@@ -277,6 +277,7 @@ class Trainer:
             self.pos = _Position(**state["position"])
             self.history = [EpochMetrics(**h) for h in state["history"]]
         self.batches_per_epoch = math.ceil(len(self.y_train) / config.batch_size)
+        self._X_norm = None  # the normalized training split, when visited in a fixed order
         self.fingerprint = None
 
     @property
@@ -316,8 +317,10 @@ class Trainer:
             X_epoch = np.empty_like(self.X_train)  # (n_train, 784) uint8
             Y_epoch = np.empty_like(self.Y_train)  # (n_train, 10)
             y_epoch = np.empty_like(self.y_train)  # (n_train,)
-        else:  # the same order every epoch: normalize once, batches are views
-            X_norm = normalize(self.X_train, self.mean[self.order], self.std[self.order])  # (n_train, 784)
+        else:  # the same order every epoch: normalize once (kept for later calls), batches are views
+            if self._X_norm is None:
+                self._X_norm = normalize(self.X_train, self.mean[self.order], self.std[self.order])
+            X_norm = self._X_norm  # (n_train, 784)
             prefixes = batch_prefixes(self.inked, c.batch_size)  # (batches,)
         with threadpool_limits(c.blas_threads):
             while not self.done:
