@@ -63,7 +63,8 @@ def main():
     for label, values in (("load (s)", load), ("setup (s)", setup),
                           ("seconds per epoch (median)", {n: statistics.median(epochs[n]) for n in names}),
                           ("end to end (s)", total)):
-        cells = [f"{values[base]:22.3f}"] + [f"{values[n]:13.3f} ({values[base] / values[n]:4.2f}x)" for n in names[1:]]
+        cells = [f"{values[base]:22.3f}"]
+        cells += [f"{values[n]:13.3f} ({values[base] / values[n]:4.2f}x)" for n in names[1:]]
         print(f"{label:34}" + "".join(cells))
     paired = [f"{statistics.median(b / o for b, o in zip(epochs[base], epochs[n])):21.2f}x" for n in names[1:]]
     print(f"{'per-epoch ratio (median of rounds)':34}{'':22}" + "".join(paired))

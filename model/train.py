@@ -158,7 +158,7 @@ def inked_prefix(X):
     Columns from that position on are blank in the row.
     """
     inked = X != 0  # (N, 784)
-    last = X.shape[1] - np.argmax(inked[:, ::-1], axis=1)  # (N,) wrong for blank rows
+    last = X.shape[1] - np.argmax(inked[:, ::-1], axis=1)  # (N,) argmax of a blank row is 0
     return np.where(inked.any(axis=1), last, 0)
 
 
@@ -257,9 +257,10 @@ class Trainer:
         # the training pixel order (see the module docstring) and its inverse
         self.order = pixel_order(X_train)  # (784,)
         self.inverse = np.argsort(self.order)  # (784,)
-        self.X_train = np.take(X_train, self.order, axis=1)  # (n_train, 784) raw; batches are normalized as they go
+        self.X_train = np.take(X_train, self.order, axis=1)  # (n_train, 784) raw, normalized per batch
         self.inked = inked_prefix(self.X_train)  # (n_train,)
-        self.X_val = normalize(np.take(X[val_idx], self.order, axis=1), self.mean[self.order], self.std[self.order])
+        self.X_val = normalize(np.take(X[val_idx], self.order, axis=1),
+                               self.mean[self.order], self.std[self.order])  # (n_val, 784)
         self.Y_train = network.one_hot(self.y_train)  # (n_train, 10)
         self.rng = np.random.Generator(np.random.PCG64(config.seed))
         if state is None:
@@ -371,7 +372,8 @@ class Trainer:
     def state(self):
         """Everything needed to resume: arrays plus JSON-able "position", "history", "config"."""
         s = self.params
-        s.update({"opt_" + k: v.copy() for k, v in _permute_w1(self.optimizer.state, self.inverse).items()})
+        opt = _permute_w1(self.optimizer.state, self.inverse)
+        s.update({"opt_" + k: v.copy() for k, v in opt.items()})
         s["mean"], s["std"] = self.mean, self.std
         s["position"] = dataclasses.asdict(self.pos)
         s["history"] = [dataclasses.asdict(h) for h in self.history]
