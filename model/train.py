@@ -168,8 +168,9 @@ def batch_prefixes(inked, batch_size):
 
 
 def _permute_w1(arrays, rows):
-    """A dict of arrays with the rows of every W1-shaped entry ("W1", "v_W1", ...) reordered."""
-    return {k: v[rows] if k == "W1" or k.endswith("_W1") else v for k, v in arrays.items()}
+    """Copies of a dict of arrays, with the rows of every W1-shaped entry ("W1", "v_W1", ...)
+    reordered by `rows`."""
+    return {k: v[rows] if k == "W1" or k.endswith("_W1") else v.copy() for k, v in arrays.items()}
 
 
 def predict_proba(params, Xn, batch=4096):
@@ -257,10 +258,10 @@ class Trainer:
         # the training pixel order (see the module docstring) and its inverse
         self.order = pixel_order(X_train)  # (784,)
         self.inverse = np.argsort(self.order)  # (784,)
+        self._stats = self.mean[self.order], self.std[self.order]  # (784,) each, in that order
         self.X_train = np.take(X_train, self.order, axis=1)  # (n_train, 784) raw, normalized per batch
         self.inked = inked_prefix(self.X_train)  # (n_train,)
-        self.X_val = normalize(np.take(X[val_idx], self.order, axis=1),
-                               self.mean[self.order], self.std[self.order])  # (n_val, 784)
+        self.X_val = normalize(np.take(X[val_idx], self.order, axis=1), *self._stats)  # (n_val, 784)
         self.Y_train = network.one_hot(self.y_train)  # (n_train, 10)
         self.rng = np.random.Generator(np.random.PCG64(config.seed))
         if state is None:
@@ -284,7 +285,7 @@ class Trainer:
     @property
     def params(self):
         """The current weights {"W1", "b1", "W2", "b2"} in the standard pixel order (copies)."""
-        return {k: v.copy() for k, v in _permute_w1(self._params, self.inverse).items()}
+        return _permute_w1(self._params, self.inverse)
 
     @property
     def done(self):
@@ -313,14 +314,14 @@ class Trainer:
         n = len(self.y_train)
         params = self._params
         ws = network.Workspace(c.batch_size, params)
-        scale, shift = affine(self.mean[self.order], self.std[self.order])  # (784,) each
+        scale, shift = affine(*self._stats)  # (784,) each
         if c.shuffle:  # each epoch's data in visiting order, so a batch is a contiguous slice
             X_epoch = np.empty_like(self.X_train)  # (n_train, 784) uint8
             Y_epoch = np.empty_like(self.Y_train)  # (n_train, 10)
             y_epoch = np.empty_like(self.y_train)  # (n_train,)
         else:  # the same order every epoch: normalize once (kept for later calls), batches are views
             if self._X_norm is None:
-                self._X_norm = normalize(self.X_train, self.mean[self.order], self.std[self.order])
+                self._X_norm = normalize(self.X_train, *self._stats)
             X_norm = self._X_norm  # (n_train, 784)
             prefixes = batch_prefixes(self.inked, c.batch_size)  # (batches,)
         with threadpool_limits(c.blas_threads):
@@ -372,8 +373,7 @@ class Trainer:
     def state(self):
         """Everything needed to resume: arrays plus JSON-able "position", "history", "config"."""
         s = self.params
-        opt = _permute_w1(self.optimizer.state, self.inverse)
-        s.update({"opt_" + k: v.copy() for k, v in opt.items()})
+        s.update({"opt_" + k: v for k, v in _permute_w1(self.optimizer.state, self.inverse).items()})
         s["mean"], s["std"] = self.mean, self.std
         s["position"] = dataclasses.asdict(self.pos)
         s["history"] = [dataclasses.asdict(h) for h in self.history]
