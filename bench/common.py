@@ -106,9 +106,6 @@ class SeedStyle:
         pred = (W2 @ np.maximum(W1 @ self.Xva + b1, 0) + b2).argmax(axis=0)
         return float((pred == self.yva).mean())
 
-    def weights(self):
-        return self.W1, self.b1, self.W2, self.b2, self.mean, self.std
-
 
 def seed_predict(test_csv, out_csv, weights):
     """pandas read_csv -> float64 forward pass -> to_csv submission; returns labels."""
