@@ -228,11 +228,11 @@ def cmd_predict(a, s):
     if a.local:
         return _predict_local(a, s)
     from worker.client import check_prediction, submit_prediction
-    if not a.job_id:  # a resubmitted job id reuses its own record
-        check_prediction(s, a.input, a.model, a.out)
+    # fail fast before any stack starts; a resubmitted job id reuses its own record
+    checked = None if a.job_id else check_prediction(s, a.input, a.model, a.out)
     with _Queue(s, keep_alive=a.no_wait) as app:
         job = submit_prediction(a.input, a.model, a.out, app=app, settings=s, job_id=a.job_id,
-                                chunk_rows=a.chunk_rows)
+                                chunk_rows=a.chunk_rows, checked=checked)
         if a.no_wait:
             print(job.id)
             return 0

@@ -52,10 +52,12 @@ def check_paths(input_ref, out):
 
 def check_prediction(s, input_ref, model_ref, out):
     """Fail fast, before a stack is started or anything queued: check_paths, and the model
-    reference resolves to a readable model file."""
+    reference resolves to a readable model file -> (model path, registry info, Model), which
+    submit_prediction(checked=...) takes instead of checking again."""
     check_paths(input_ref, out)
     from model.registry import Registry
-    checkpoint.load_model(Registry(s.storage).resolve(str(model_ref))[0])
+    path, info = Registry(s.storage).resolve(str(model_ref))
+    return path, info, checkpoint.load_model(path)
 
 
 def output_ref(s, job_id, out):
@@ -66,19 +68,20 @@ def output_ref(s, job_id, out):
     return storage.join(s.storage, "jobs", job_id, os.path.basename(out))
 
 
-def resolve_model(s, model_ref, job_id):
-    """Model reference -> {"ref", "version", "name", "registry_version"} as workers see it."""
-    from model.registry import Registry
-    path, info = Registry(s.storage).resolve(str(model_ref))
-    model = checkpoint.load_model(path)
+def resolve_model(s, model_ref, job_id, checked):
+    """Model reference and check_prediction's result -> {"ref", "version", "name",
+    "registry_version", "requested"} as workers see it."""
+    path, info, model = checked
     path = stage_input(s, job_id, path, "model")
     return {"ref": path, "version": model.version, "name": info.get("name"),
             "registry_version": info.get("version"), "requested": str(model_ref)}
 
 
-def submit_prediction(input_ref, model_ref, out, *, app, settings, job_id=None, chunk_rows=None):
+def submit_prediction(input_ref, model_ref, out, *, app, settings, job_id=None, chunk_rows=None,
+                      checked=None):
     """Queue a bulk prediction of a CSV file or image folder -> PredictionJob.
 
+    checked: check_prediction's result for these arguments, when the caller already has it.
     A job id that already exists is not planned again: its chord is sent again and the
     chunks already on storage are reused, so no row is doubled or lost.
     """
@@ -87,8 +90,8 @@ def submit_prediction(input_ref, model_ref, out, *, app, settings, job_id=None, 
     root = s.storage
     job = jobs.read_json(jobs.ref(root, job_id, "job.json"))
     if job is None:
-        check_paths(input_ref, out)
-        model = resolve_model(s, model_ref, job_id)  # resolves and loads it: a bad model fails here
+        checked = checked or check_prediction(s, input_ref, model_ref, out)  # a bad model fails here
+        model = resolve_model(s, model_ref, job_id, checked)
         staged = stage_input(s, job_id, input_ref)
         p = batch.plan(staged, chunk_rows or s.chunk_rows, chunk_rows or s.chunk_images)
         jobs.write_json(jobs.ref(root, job_id, "plan.json"), p.to_dict())
@@ -98,7 +101,8 @@ def submit_prediction(input_ref, model_ref, out, *, app, settings, job_id=None, 
         jobs.write_json(jobs.ref(root, job_id, "job.json"), job)
     elif jobs.read_manifest(root, job_id):
         return PredictionJob(app, s, job_id)
-    p = batch.Plan.from_dict(jobs.read_json(jobs.ref(root, job_id, "plan.json")))
+    else:  # an existing job: its own plan
+        p = batch.Plan.from_dict(jobs.read_json(jobs.ref(root, job_id, "plan.json")))
     body = assemble.s(job_id).set(task_id=job_id)
     header = [predict_chunk.si(job_id, i, lo, hi).set(task_id=f"{job_id}-chunk-{i}")
               for i, (lo, hi) in enumerate(p.chunks)]
