@@ -50,9 +50,14 @@ def make_app(s=None, broker_url=None):
     """A configured Celery app for Settings s (default: from the environment)."""
     s = s or settings_mod.load()
     app = Celery("digits", include=["tasks.predict", "tasks.train"])
+    _apply(app, s, broker_url)
+    return app
+
+
+def _apply(app, s, broker_url):
+    """Set app's Celery configuration and beat schedule from Settings s."""
     app.conf.update(celery_config(s, broker_url))
     app.conf.beat_schedule = beat_schedule(s)
-    return app
 
 
 app = make_app()
@@ -71,8 +76,7 @@ def configure(broker_url):
     if _bound["used"] and current.conf.broker_url != broker_url:
         current = make_app(s, broker_url)
     else:
-        current.conf.update(celery_config(s, broker_url))
-        current.conf.beat_schedule = beat_schedule(s)
+        _apply(current, s, broker_url)
     current.set_current()
     current.set_default()
     _bound.update(app=current, used=True)

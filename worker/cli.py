@@ -370,6 +370,7 @@ def cmd_up(a, s):
               flush=True)
     print("press Ctrl-C to stop", flush=True)
     idle_since = time.time()
+    busy = _busy_check(stack) if a.idle_exit else None
     try:
         while not stop["now"]:
             time.sleep(0.5)
@@ -377,7 +378,7 @@ def cmd_up(a, s):
                 if proc.poll() is not None:
                     raise DigitsError(f"{name} exited unexpectedly; see {s.home / 'logs' / (name + '.log')}")
             if a.idle_exit:
-                if _busy(stack):
+                if busy():
                     idle_since = time.time()
                 elif time.time() - idle_since > a.idle_exit:
                     _eprint(f"idle for {a.idle_exit}s: stopping")
@@ -389,15 +390,19 @@ def cmd_up(a, s):
     return 0
 
 
-def _busy(stack):
-    """True while any queue holds messages or any worker runs a task."""
+def _busy_check(stack):
+    """busy() -> True while any of the stack's queues holds messages or any worker runs a task."""
     import redis
-    r = redis.Redis(unix_socket_path=str(stack.sock))
-    if any(r.llen(q) for q in ("predict", "train")) or r.hlen("unacked"):
-        return True
     from worker.app import configure
-    active = configure(stack.url).control.inspect(timeout=1).active() or {}
-    return any(active.values())
+    r = redis.Redis(unix_socket_path=str(stack.sock))
+    app = configure(stack.url)
+
+    def busy():
+        if any(r.llen(q) for q in ("predict", "train")) or r.hlen("unacked"):
+            return True
+        return any((app.control.inspect(timeout=1).active() or {}).values())
+
+    return busy
 
 
 def cmd_demo(a, s):
