@@ -28,7 +28,7 @@ def main():
     from worker import settings
     from worker.app import configure
     from worker.client import submit_training
-    from worker.stack import Stack
+    from worker.stack import broker_for
     config = make_config("faithful", epochs=a.epochs)
 
     t0 = time.perf_counter()
@@ -40,14 +40,11 @@ def main():
     del ds, trainer
 
     s = settings.load()
-    stack = Stack(s, record=False, log=lambda *a: None).start()
-    try:
-        app = configure(stack.url)
+    with broker_for(s, log=lambda *a: None) as url:  # an embedded stack, stopped afterwards
+        app = configure(url)
         t0 = time.perf_counter()
         manifest = submit_training(train_csv, "bench", config, app=app, settings=s).wait()
         queue_s = time.perf_counter() - t0
-    finally:
-        stack.stop()
     print(f"faithful recipe, {a.epochs} epochs on {train_csv}")
     print(f"in-process (load + train):                 {local_s:.2f} s  val_accuracy {local_acc:.4f}")
     print(f"through the queue (checkpoint every epoch): {queue_s:.2f} s  val_accuracy "

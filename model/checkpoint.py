@@ -88,6 +88,11 @@ def _read(ref):
         raise CheckpointError(f"{ref}: cannot read ({e})") from None
 
 
+def now():
+    """The current UTC time as an ISO 8601 string to the second."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
 def make_model(params, mean, std, **meta):
     """A Model from arrays plus metadata; fills architecture, version, created_at, package."""
     arrays = dict(params, mean=mean, std=std)
@@ -95,12 +100,24 @@ def make_model(params, mean, std, **meta):
         "format": FORMAT,
         "architecture": {"n_in": params["W1"].shape[0], "n_hidden": params["W1"].shape[1],
                          "n_out": params["W2"].shape[1], "activation": "relu", "output": "softmax"},
-        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created_at": now(),
         "package_version": __version__,
         "version": weights_version(arrays),
     }
     full.update(meta)
     return Model(dict(params), mean, std, full)
+
+
+def trained_model(trainer, data_fingerprint, data_source):
+    """A Model of a finished train.Trainer, with its recipe, config, data, last epoch's
+    metrics and per-epoch history in the metadata."""
+    last = trainer.history[-1]
+    metrics = {"val_accuracy": last.val_accuracy, "val_loss": last.val_loss,
+               "train_loss": last.train_loss, "train_accuracy": last.train_accuracy}
+    return make_model(trainer.params, trainer.mean, trainer.std, recipe=trainer.config.recipe,
+                      config=trainer.config.to_dict(), data_fingerprint=data_fingerprint,
+                      data_source=data_source, metrics=metrics,
+                      history=[h.__dict__ for h in trainer.history])
 
 
 def save_model(model, ref):

@@ -21,7 +21,6 @@ import json
 import math
 import os
 import re
-from datetime import datetime, timezone
 
 import numpy as np
 
@@ -31,10 +30,6 @@ from model.errors import RegistryError
 NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
 MODEL_FILE, META_FILE, REPORT_FILE = "model.npz", "metadata.json", "report.html"
 PRODUCTION, LATEST = "production", "latest"
-
-
-def _now():
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def _check_name(value, what="model name"):
@@ -173,7 +168,7 @@ class Registry:
                     n += 1
         while storage.exists(storage.join(base, str(n))):
             n += 1
-        storage.write_text(storage.join(base, str(n), ".reserved"), _now() + "\n")
+        storage.write_text(storage.join(base, str(n), ".reserved"), checkpoint.now() + "\n")
         return str(n)
 
     def set_alias(self, name, alias, version, reason=""):
@@ -181,7 +176,7 @@ class Registry:
         version = str(version)
         self.metadata(name, version)  # raises if the version does not exist
         old = self.alias_record(name, alias)
-        record = {"version": version, "updated_at": _now(), "reason": reason,
+        record = {"version": version, "updated_at": checkpoint.now(), "reason": reason,
                   "previous": old.get("version") if old else None}
         storage.write_text(self._alias_file(name, alias), _dump(record))
         return record
@@ -198,7 +193,7 @@ class Registry:
             prev_acc = report.finite_or_none(self.metadata(name, prod).get("metrics", {}).get("val_accuracy"))
         acc = report.finite_or_none(val_accuracy)
         decision = {"promoted": False, "alias": PRODUCTION, "val_accuracy": acc, "tolerance": tolerance,
-                    "previous_version": prod, "previous_val_accuracy": prev_acc, "decided_at": _now()}
+                    "previous_version": prod, "previous_val_accuracy": prev_acc, "decided_at": checkpoint.now()}
         if prod is None:
             decision.update(promoted=True, reason="first version: no production model yet")
         elif acc is None:
@@ -212,6 +207,17 @@ class Registry:
             decision["reason"] = (f"val_accuracy {acc:.4f} < production version {prod} {prev_acc:.4f} "
                                   f"- tolerance {tolerance:g}; production stays at version {prod}")
         return decision
+
+    def register_trained(self, name, model, trainer, *, job_id, tolerance=0.0):
+        """register() a checkpoint.trained_model of `trainer`: metrics, history, config and
+        data from the model's metadata, the confusion matrix from the validation split."""
+        from model.train import confusion_matrix
+        y_val, pred = trainer.validation()
+        m = model.meta
+        return self.register(name, model, metrics=m["metrics"], history=m["history"], config=m["config"],
+                             recipe=m["recipe"], data_fingerprint=m["data_fingerprint"],
+                             data_source=m["data_source"], job_id=job_id,
+                             confusion=confusion_matrix(y_val, pred).tolist(), tolerance=tolerance)
 
     def register(self, name, model, *, metrics, history, config, recipe, data_fingerprint,
                  data_source, job_id, confusion=None, tolerance=0.0):
@@ -243,7 +249,7 @@ class Registry:
             "name": name, "version": version, "recipe": recipe, "config": config,
             "data_fingerprint": data_fingerprint, "data_source": data_source,
             "metrics": metrics or {}, "history": history, "confusion": confusion, "job_id": job_id,
-            "created_at": _now(), "model_version": model.version, "promotion": None,
+            "created_at": checkpoint.now(), "model_version": model.version, "promotion": None,
             "report": REPORT_FILE if history else None,
         })
         meta_ref = storage.join(folder, META_FILE)
@@ -275,8 +281,7 @@ class Registry:
         if m and (m.group(2) or m.group(3) or m.group(1) in names):
             name, alias, version = m.groups()
             if name not in names:
-                raise RegistryError(f"no model named {name!r} in registry {self.root}; "
-                                    f"known models: {', '.join(names) or 'none registered'}")
+                raise RegistryError(self._no_such_model(name, names))
             if version is None:
                 aliases = self.aliases(name)
                 want = alias or PRODUCTION
@@ -294,9 +299,13 @@ class Registry:
                             f"known models in {self.root}: {', '.join(names) or 'none registered'}) "
                             f"nor an existing model file")
 
+    def _no_such_model(self, name, names):
+        return (f"no model named {name!r} in registry {self.root}; "
+                f"known models: {', '.join(names) or 'none registered'}")
+
     def _unknown_version(self, name, version):
-        if name not in self.names():
-            return (f"no model named {name!r} in registry {self.root}; "
-                    f"known models: {', '.join(self.names()) or 'none registered'}")
+        names = self.names()
+        if name not in names:
+            return self._no_such_model(name, names)
         known = ", ".join(str(n) for n in self._numbers(name))
         return f"model {name!r} has no version {version!r}; versions: {known}"

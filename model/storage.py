@@ -8,7 +8,6 @@ import os
 import posixpath
 import tempfile
 
-import fsspec
 from fsspec.core import url_to_fs
 
 
@@ -54,11 +53,6 @@ def size(ref):
     return fs.size(path)
 
 
-def makedirs(ref):
-    fs, path = filesystem(ref)
-    fs.makedirs(path, exist_ok=True)
-
-
 def listdir(ref):
     """Names (not paths) of the entries directly under a folder; [] if it does not exist."""
     fs, path = filesystem(ref)
@@ -77,10 +71,6 @@ def walk_files(ref):
         out.append(rel.replace(os.sep, "/"))
     return sorted(out)
 
-
-def open_file(ref, mode="rb"):
-    """An open file object for a path or URL."""
-    return fsspec.open(str(ref), mode).open()
 
 
 def read_bytes(ref, start=None, end=None):

@@ -20,7 +20,7 @@ from celery.utils.log import get_task_logger
 from model import checkpoint, data, storage
 from model.errors import JobError
 from model.registry import Registry
-from model.train import Trainer, config_from_dict, confusion_matrix, make_config
+from model.train import Trainer, config_from_dict, make_config
 from tasks import jobs
 from tasks.predict import storage_root
 
@@ -60,10 +60,14 @@ class _Publisher:
         self.start = time.time()
         self.start_step = trainer.pos.epoch * trainer.batches_per_epoch + trainer.pos.batch
         self.total_steps = trainer.config.epochs * trainer.batches_per_epoch
-        self.val_accuracy = trainer.history[-1].val_accuracy if trainer.history else None
         self.cancelled = False
         self.checked = 0.0
         self.info = None
+
+    @property
+    def val_accuracy(self):
+        """The last finished epoch's validation accuracy, None before the first."""
+        return self.trainer.history[-1].val_accuracy if self.trainer.history else None
 
     def batch(self, info):
         self.info = info
@@ -167,7 +171,6 @@ def _run(task, root, job, lock):
         checkpoint.save_state(s, state_ref)
 
     def on_epoch(m):
-        pub.val_accuracy = m.val_accuracy
         if m.epoch % every == 0 or m.epoch == config.epochs:
             save_state()
 
@@ -180,19 +183,11 @@ def _run(task, root, job, lock):
         save_state()
         manifest = dict(common, state="CANCELLED", checkpoint=state_ref)
     else:
-        y_val, pred = trainer.validation()
-        last = trainer.history[-1]
-        model = checkpoint.make_model(trainer.params, trainer.mean, trainer.std, recipe=config.recipe,
-                                      config=config.to_dict(), data_fingerprint=dataset.fingerprint,
-                                      metrics={"val_accuracy": last.val_accuracy, "val_loss": last.val_loss})
-        meta = Registry(root).register(
-            name, model, metrics={"val_accuracy": last.val_accuracy, "val_loss": last.val_loss,
-                                  "train_loss": last.train_loss, "train_accuracy": last.train_accuracy},
-            history=common["history"], config=config.to_dict(), recipe=config.recipe,
-            data_fingerprint=dataset.fingerprint, data_source=job["data"], job_id=job_id,
-            confusion=confusion_matrix(y_val, pred).tolist(),
-            tolerance=task.app.conf.digits_promote_tolerance)
-        manifest = dict(common, state="SUCCESS", version=meta["version"], val_accuracy=last.val_accuracy,
+        model = checkpoint.trained_model(trainer, dataset.fingerprint, job["data"])
+        meta = Registry(root).register_trained(name, model, trainer, job_id=job_id,
+                                               tolerance=task.app.conf.digits_promote_tolerance)
+        manifest = dict(common, state="SUCCESS", version=meta["version"],
+                        val_accuracy=trainer.history[-1].val_accuracy,
                         promotion=meta.get("promotion"), model=meta.get("model"), report=meta.get("report"),
                         output=meta.get("path"))
     pub.final(manifest["state"])

@@ -180,7 +180,7 @@ def _report_train(manifest, out):
 
 
 def _train_local(a, s, config):
-    from model.train import Trainer, confusion_matrix
+    from model.train import Trainer
     if not a.out and not a.name:
         raise DigitsError("--local needs --out MODEL (a file) or --name NAME (the registry)")
     _eprint(f"reading {a.data}")
@@ -200,26 +200,16 @@ def _train_local(a, s, config):
     trainer.run(on_batch=lambda i: update(i.epoch, i.epochs, i.batch, i.batches, i.loss, last["val"]),
                 on_epoch=on_epoch)
     bar.close()
-    m = trainer.history[-1]
-    metrics = {"val_accuracy": m.val_accuracy, "val_loss": m.val_loss, "train_loss": m.train_loss,
-               "train_accuracy": m.train_accuracy}
-    model = checkpoint.make_model(trainer.params, trainer.mean, trainer.std, recipe=config.recipe,
-                                  config=config.to_dict(), data_fingerprint=ds.fingerprint,
-                                  data_source=str(a.data), metrics=metrics,
-                                  history=[h.__dict__ for h in trainer.history])
+    model = checkpoint.trained_model(trainer, ds.fingerprint, str(a.data))
     print(f"trained {len(ds.labels)} images ({len(trainer.y_val)} held out) in "
-          f"{time.perf_counter() - t0:.1f}s: val_accuracy {m.val_accuracy:.4f}")
+          f"{time.perf_counter() - t0:.1f}s: val_accuracy {trainer.history[-1].val_accuracy:.4f}")
     if a.out:
         checkpoint.save_model(model, a.out)
         print(f"model written to {a.out} (version {model.version})")
     if a.name:
         from model.registry import Registry
-        y_val, pred = trainer.validation()
-        meta = Registry(s.storage).register(
-            a.name, model, metrics=metrics, history=[h.__dict__ for h in trainer.history],
-            config=config.to_dict(), recipe=config.recipe, data_fingerprint=ds.fingerprint,
-            data_source=str(a.data), job_id=None, confusion=confusion_matrix(y_val, pred).tolist(),
-            tolerance=s.promote_tolerance)
+        meta = Registry(s.storage).register_trained(a.name, model, trainer, job_id=None,
+                                                    tolerance=s.promote_tolerance)
         print(f"registered {a.name} version {meta['version']}; {meta['promotion']['reason']}")
     return 0
 
