@@ -249,31 +249,34 @@ def load_training(ref, skip_bad=False, block_rows=20000, progress=None):
     ref = str(ref)
     if not storage.exists(ref):
         raise DataError(ref, "no such file or folder")
-    parts_x, parts_y, bad = [], [], []
     if storage.isdir(ref):
         rels, labels, bad = list_training_images(ref)
-        for lo in range(0, len(rels), block_rows):
-            block = read_images(ref, rels[lo:lo + block_rows], labels[lo:lo + block_rows])
-            bad += [(rels[lo + i], reason) for i, reason in sorted(block.errors.items())]
-            keep = block.ok_mask()
-            parts_x.append(block.pixels[keep])
-            parts_y.append(block.labels[keep])
-            if progress:
-                progress(min(lo + block_rows, len(rels)), len(rels))
+
+        def blocks():  # (block, where each of its records is, done, total)
+            for lo in range(0, len(rels), block_rows):
+                hi = lo + block_rows
+                yield read_images(ref, rels[lo:hi], labels[lo:hi]), rels[lo:hi], min(hi, len(rels)), len(rels)
     else:
         layout = read_csv_layout(ref)
         if not layout.labeled:
             raise DataError(ref, "has no label column: a training file starts 'label,pixel0,...'")
-        row = 1
-        for start, end in plan_csv(layout, block_rows):
-            block = read_csv_range(layout, start, end)
-            bad += [(row + i, reason) for i, reason in sorted(block.errors.items())]
-            keep = block.ok_mask()
-            parts_x.append(block.pixels[keep])
-            parts_y.append(block.labels[keep])
-            row += len(block)
-            if progress:
-                progress(end, layout.size)
+        bad = []
+
+        def blocks():
+            row = 1  # the 1-based data row of the block's first line
+            for start, end in plan_csv(layout, block_rows):
+                block = read_csv_range(layout, start, end)
+                yield block, range(row, row + len(block)), end, layout.size
+                row += len(block)
+
+    parts_x, parts_y = [], []
+    for block, where, done, total in blocks():
+        bad += [(where[i], reason) for i, reason in sorted(block.errors.items())]
+        keep = block.ok_mask()
+        parts_x.append(block.pixels[keep])
+        parts_y.append(block.labels[keep])
+        if progress:
+            progress(done, total)
     if bad and not skip_bad:
         where, reason = bad[0]
         more = f" (and {len(bad) - 1} more bad records)" if len(bad) > 1 else ""
