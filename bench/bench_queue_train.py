@@ -23,7 +23,7 @@ def main():
     home = tempfile.mkdtemp(prefix="digits-bench-home-")
     os.environ.update(DIGITS_HOME=home, DIGITS_STORAGE=os.path.join(home, "storage"))
     os.environ.pop("DIGITS_BROKER_URL", None)
-    from model import data
+    from model import sources
     from model.train import Trainer, make_config
     from worker import settings
     from worker.app import configure
@@ -32,7 +32,7 @@ def main():
     config = make_config("faithful", epochs=a.epochs)
 
     t0 = time.perf_counter()
-    ds = data.load_training(train_csv)
+    ds = sources.load_training(train_csv)
     trainer = Trainer(config, ds.pixels, ds.labels)
     trainer.run()
     local_s = time.perf_counter() - t0

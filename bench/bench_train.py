@@ -17,7 +17,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from bench.common import SeedStyle, mnist_csv, parser, seed_load, timed  # noqa: E402
-from model import data  # noqa: E402
+from model import sources  # noqa: E402
 from model.train import Trainer, make_config, split_indices  # noqa: E402
 
 
@@ -37,7 +37,7 @@ def main():
 
     (X, y), seed_load_s = timed(seed_load, train_csv)
     tr, va = split_indices(len(y), config.val_fraction, config.val_seed)
-    ds, our_load_s = timed(data.load_training, train_csv)
+    ds, our_load_s = timed(sources.load_training, train_csv)
     names = ["seed style", "ours, 1 BLAS thread", "ours, 2 BLAS threads"]
     load = dict(zip(names, (seed_load_s, our_load_s, our_load_s)))
     seed, setup_s = timed(SeedStyle, X, y, tr, va)

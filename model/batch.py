@@ -1,68 +1,25 @@
 """Bulk prediction in three steps, shared by the queue and the in-process path.
 
-    plan(input, chunk_rows)          -> Plan: the input split into chunks (byte ranges of
-                                        a CSV, or slices of an image folder's sorted list)
-    predict_chunk(plan, i, model)    -> ChunkResult of chunk i (bad records as data)
-    assemble(plan, results, out)     -> output file in input order, errors file, counts
+    source = sources.open_source(input, chunk_rows, chunk_images)   the plan: chunks of a
+                                       CSV (byte ranges) or an image folder (list slices)
+    predict_chunk(source, i, model) -> ChunkResult of chunk i (bad records as data)
+    assemble(source, outcomes, out) -> output file in input order, errors file, counts
+    run(source, model, out)         -> the in-process path: each chunk contained, then assemble
 
 Outputs: for a CSV, a Kaggle submission `ImageId,Label` (ImageId = 1-based data row);
 for an image folder, `path,label,confidence` (path relative to the folder). Bad records
-go to `<out without .csv>.errors.csv` with columns `row,reason` or `path,reason`.
+go to `<out without .csv>.errors.csv` with columns `row,reason` or `path,reason`, and so
+do the records of a chunk that failed as a whole (reason "chunk N failed: ...").
 """
 import csv
 import io
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 
-from model import data, storage
-from model.errors import ConfigError, DataError
-
-
-@dataclass
-class Plan:
-    """How one input is split; JSON-able through to_dict/from_dict."""
-
-    kind: str  # "csv" or "images"
-    input: str  # path or URL of the CSV file or image folder
-    chunks: list  # csv: [[start, end] byte ranges]; images: [[lo, hi] slices of paths]
-    labeled: bool = False  # csv only: the file has a label column (it is ignored)
-    data_start: int = 0  # csv only
-    size: int = 0  # csv only
-    paths: list = None  # images only: sorted relative paths
-
-    def to_dict(self):
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d):
-        return cls(**d)
-
-    def layout(self):
-        return data.CsvLayout(self.input, self.labeled, self.data_start, self.size)
-
-
-def plan(input_ref, chunk_rows, chunk_images=None):
-    """Split a Kaggle CSV into chunks of about chunk_rows rows, or an image folder into
-    chunks of chunk_images files (default chunk_rows): decoding an image costs far more
-    than parsing a row, so folders take smaller chunks to spread over the workers."""
-    input_ref = str(input_ref)
-    if int(chunk_rows) < 1:  # a negative step would plan no chunk at all for a folder
-        raise ConfigError(f"chunk_rows must be >= 1, got {chunk_rows}")
-    if not storage.exists(input_ref):
-        raise DataError(input_ref, "no such file or folder")
-    if storage.isdir(input_ref):
-        paths = data.list_images(input_ref)
-        step = int(chunk_images or chunk_rows)
-        if step < 1:
-            raise ConfigError(f"chunk_images must be >= 1, got {step}")
-        chunks = [[lo, min(lo + step, len(paths))] for lo in range(0, len(paths), step)]
-        return Plan("images", input_ref, chunks, paths=paths)
-    layout = data.read_csv_layout(input_ref)
-    chunks = [list(r) for r in data.plan_csv(layout, chunk_rows)]
-    return Plan("csv", input_ref, chunks, layout.labeled, layout.data_start, layout.size)
-
+from model import storage
+from model.errors import describe
 
 @dataclass
 class ChunkResult:
@@ -88,12 +45,12 @@ class ChunkResult:
             return cls(z["labels"], z["confidence"], errors)
 
 
-def read_chunk(p, index):
-    """The records of chunk `index` of plan p -> data.Block."""
-    lo, hi = p.chunks[index]
-    if p.kind == "csv":
-        return data.read_csv_range(p.layout(), lo, hi)
-    return data.read_images(p.input, p.paths[lo:hi])
+@dataclass
+class ChunkFailure:
+    """A chunk that failed as a whole, for a reason tied to no single record."""
+
+    reason: str  # one line, naming the path for storage errors
+    rows: int | None = None  # its record count, when known
 
 
 def predict_block(block, model):
@@ -109,18 +66,9 @@ def predict_block(block, model):
     return ChunkResult(labels, confidence, dict(block.errors))
 
 
-def predict_chunk(p, index, model):
-    """Read and predict chunk `index` of plan p -> ChunkResult."""
-    return predict_block(read_chunk(p, index), model)
-
-
-def chunk_length(p, index):
-    """Records in chunk `index` without parsing them (line count of a CSV byte range)."""
-    lo, hi = p.chunks[index]
-    if p.kind == "images":
-        return hi - lo
-    raw = storage.read_bytes(p.input, lo, hi)
-    return raw.count(b"\n") + (1 if raw and not raw.endswith(b"\n") else 0)
+def predict_chunk(source, index, model):
+    """Read and predict chunk `index` of a source -> ChunkResult."""
+    return predict_block(source.read(index), model)
 
 
 def errors_ref(out_ref):
@@ -130,53 +78,119 @@ def errors_ref(out_ref):
     return stem + ".errors.csv"
 
 
-def assemble(p, results, out_ref):
-    """Write the output of plan p from its chunk results (an iterable, in chunk order).
+def _count(source, index):
+    """Records of chunk `index`, or None when its input cannot be read any more."""
+    try:
+        return source.length(index)
+    except Exception:  # the input is gone or unreadable: the caller reports the count as unknown
+        return None
 
-    A None result is a chunk that never ran (a cancelled job): its records are counted in
-    rows_skipped and the records after it keep their row numbers. Returns counts
-    {"rows_in", "rows_ok", "rows_bad", "rows_skipped", "output", "errors"}, where
-    rows_in = rows_ok + rows_bad and "errors" is the errors file, or None when every
+
+def assemble(source, outcomes, out_ref):
+    """Write the output of a source from its chunks' outcomes (an iterable in chunk order)
+    -> counts.
+
+    An outcome is a ChunkResult; a ChunkFailure (its records go to the errors file with
+    the chunk's reason); or None for a chunk that never ran (a cancelled job: its records
+    count in rows_skipped). Records after either keep their own row numbers. Counts:
+    {"rows_in", "rows_ok", "rows_bad", "rows_failed", "rows_skipped", "failed_chunks",
+    "output", "errors"}: rows_in = rows_ok + rows_bad + rows_failed; failed_chunks lists
+    {"chunk", "where", "reason", "rows"}; "errors" is the errors file, or None when every
     record was good (a stale errors file is then removed).
+
+    When a failed or skipped CSV chunk cannot even be counted (its input is unreadable),
+    the row numbers after it are unknown: later chunks' records are then reported as
+    failed too, one errors line per chunk, instead of being written under wrong numbers.
     """
     out = io.StringIO()
     bad = io.StringIO()
     bad_writer = csv.writer(bad, lineterminator="\n")
-    if p.kind == "csv":
-        out.write("ImageId,Label\n")
-        bad_writer.writerow(["row", "reason"])
-    else:
-        out.write("path,label,confidence\n")
-        bad_writer.writerow(["path", "reason"])
-    rows_in = rows_bad = skipped = 0
-    out_writer = csv.writer(out, lineterminator="\n")
-    for index, r in enumerate(results):
+    out.write(",".join(source.output_header) + "\n")
+    bad_writer.writerow(source.error_header)
+    ok = rows_bad = failed = skipped = 0
+    failed_chunks = []
+    first = 0  # records of the input before the current chunk
+    lost = None  # why the row numbers from here on are unknown (CSV only)
+
+    def fail(index, reason, rows):
+        nonlocal failed, first
+        failed_chunks.append({"chunk": index, "where": source.where(index), "reason": reason, "rows": rows})
+        if rows is None or lost:
+            bad_writer.writerow([source.where(index), f"chunk {index} failed: {reason}"])
+        else:
+            bad_writer.writerows([name, f"chunk {index} failed: {reason}"]
+                                 for name in source.names(index, first, rows))
+            first += rows
+        failed += rows or 0
+
+    for index, r in enumerate(outcomes):
         if r is None:
-            skipped += chunk_length(p, index)
+            n = _count(source, index)
+            if n is None:
+                lost = lost or f"chunk {index} ({source.where(index)}) could not be counted"
+            else:
+                skipped += n
+                first += n
+            continue
+        if isinstance(r, ChunkFailure):
+            n = r.rows if r.rows is not None else _count(source, index)
+            fail(index, r.reason, n)
+            if n is None and source.kind == "csv":
+                lost = lost or f"chunk {index} ({source.where(index)}) could not be counted"
             continue
         n = len(r)
-        ok = r.labels >= 0  # (n,)
-        if p.kind == "csv":
-            first = rows_in + skipped + 1  # ImageId of the chunk's first record
-            ids = np.arange(first, first + n)[ok]
-            lines = "\n".join(f"{i},{lab}" for i, lab in zip(ids.tolist(), r.labels[ok].tolist()))
-            out.write(lines + ("\n" if lines else ""))
-            for i in sorted(r.errors):
-                bad_writer.writerow([first + i, r.errors[i]])
-        else:
-            lo = p.chunks[index][0]
-            for i in np.flatnonzero(ok).tolist():
-                out_writer.writerow([p.paths[lo + i], int(r.labels[i]), f"{r.confidence[i]:.4f}"])
-            for i in sorted(r.errors):
-                bad_writer.writerow([p.paths[lo + i], r.errors[i]])
-        rows_in += n
+        if lost and source.kind == "csv":
+            fail(index, f"not written: the row numbers are unknown after {lost}", n)
+            continue
+        good = r.labels >= 0  # (n,)
+        names = source.names(index, first, n)
+        idx = np.flatnonzero(good)  # (n_ok,)
+        out.write(source.output_text([names[i] for i in idx.tolist()], r.labels[idx], r.confidence[idx]))
+        bad_writer.writerows([names[i], r.errors[i]] for i in sorted(r.errors))
+        ok += len(idx)
         rows_bad += len(r.errors)
+        first += n
     storage.write_text(out_ref, out.getvalue())
     err_ref = errors_ref(out_ref)
-    if rows_bad:
+    if rows_bad or failed_chunks:
         storage.write_text(err_ref, bad.getvalue())
     else:
         storage.remove(err_ref)
         err_ref = None
-    return {"rows_in": rows_in, "rows_ok": rows_in - rows_bad, "rows_bad": rows_bad,
-            "rows_skipped": skipped, "output": str(out_ref), "errors": err_ref}
+    return {"rows_in": ok + rows_bad + failed, "rows_ok": ok, "rows_bad": rows_bad, "rows_failed": failed,
+            "rows_skipped": skipped, "failed_chunks": failed_chunks, "output": str(out_ref),
+            "errors": err_ref}
+
+
+def final_state(counts, cancelled=False):
+    """SUCCESS, PARTIAL (a chunk failed as a whole) or CANCELLED, from assemble's counts."""
+    if counts["failed_chunks"]:
+        return "PARTIAL"
+    return "CANCELLED" if cancelled or counts["rows_skipped"] else "SUCCESS"
+
+
+def failure_line(counts):
+    """One line on the failed chunks of a PARTIAL job: which, how many rows, why."""
+    fc = counts["failed_chunks"]
+    rows = sum(f["rows"] or 0 for f in fc)
+    which = ", ".join(str(f["chunk"]) for f in fc[:5]) + (" ..." if len(fc) > 5 else "")
+    return (f"{len(fc)} chunk(s) failed ({which}), {rows} records not predicted: "
+            f"{fc[0]['reason']}")
+
+
+def run(source, model, out_ref, on_chunk=None):
+    """Predict every chunk of a source in this process and assemble -> counts.
+
+    A chunk that raises becomes a ChunkFailure (its records are listed as failed); the
+    other chunks go on. on_chunk(index) is called after each chunk."""
+    def outcomes():
+        for index in range(len(source.chunks)):
+            try:
+                outcome = predict_chunk(source, index, model)
+            except Exception as e:  # contained: this chunk's records are reported as failed
+                outcome = ChunkFailure(describe(e))
+            if on_chunk:
+                on_chunk(index)
+            yield outcome
+
+    return assemble(source, outcomes(), out_ref)

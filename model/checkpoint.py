@@ -9,14 +9,13 @@ import hashlib
 import io
 import json
 import zipfile
-import zlib
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
 import numpy as np
 
 from model import __version__, network, storage
-from model.errors import CheckpointError
+from model.errors import CheckpointError, describe
 from model.train import normalize, predict_proba
 
 FORMAT = "digits-model/1"
@@ -62,16 +61,48 @@ def _to_npz(arrays, meta):
     return buf.getvalue()
 
 
+MAX_MEMBER_BYTES = 64 << 20  # an array larger than this (decompressed) is refused unread
+_NPZ_MAGIC = b"PK\x03\x04"
+
+
+def _member_header(zf, name, source):
+    """(shape, dtype) of one .npy member, read from its header without its payload."""
+    with zf.open(name) as f:
+        major, _ = np.lib.format.read_magic(f)
+        read = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+        shape, _, dtype = read(f)
+    return shape, dtype
+
+
 def _from_npz(data, source):
+    """The bytes of an .npz file -> (arrays, meta). Every member's header is checked before
+    its payload is read: no Python objects (never unpickled), no array over MAX_MEMBER_BYTES."""
+    if not data.startswith(_NPZ_MAGIC):
+        raise CheckpointError(f"{source}: not an .npz file (a digits model or training state "
+                              "is a NumPy .npz archive)")
+    arrays = {}
     try:
-        with np.load(io.BytesIO(data), allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-    except (ValueError, OSError, zipfile.BadZipFile, EOFError, zlib.error) as e:
-        raise CheckpointError(f"{source}: not a readable .npz file ({e})") from None
+        with zipfile.ZipFile(io.BytesIO(data)) as zf:
+            for info in zf.infolist():
+                key = info.filename[:-4] if info.filename.endswith(".npy") else info.filename
+                if info.file_size > MAX_MEMBER_BYTES:
+                    raise CheckpointError(f"{source}: array {key} is {info.file_size} bytes, over the limit")
+                shape, dtype = _member_header(zf, info.filename, source)
+                if dtype.hasobject:
+                    raise CheckpointError(f"{source}: array {key} holds Python objects, not numbers")
+                with zf.open(info.filename) as f:
+                    arrays[key] = np.lib.format.read_array(f, allow_pickle=False)
+    except CheckpointError:
+        raise
+    except Exception as e:  # a damaged archive, whatever the zip or npy reader raises
+        raise CheckpointError(f"{source}: not a readable .npz file ({describe(e, 200)})") from None
     if "meta" not in arrays:
         raise CheckpointError(f"{source}: no metadata in file")
+    meta = arrays.pop("meta")
+    if meta.dtype.kind != "U" or meta.ndim != 0:
+        raise CheckpointError(f"{source}: metadata is not a JSON string")
     try:
-        meta = json.loads(str(arrays.pop("meta")))
+        meta = json.loads(str(meta))
     except ValueError as e:
         raise CheckpointError(f"{source}: metadata is not JSON ({e})") from None
     if not isinstance(meta, dict):
@@ -127,7 +158,15 @@ def save_model(model, ref):
 
 
 def load_model(ref):
-    """Read a Model from a path or URL; CheckpointError if missing, corrupt or incompatible."""
+    """Read a Model from a path or URL -> Model; CheckpointError "not a digits model file:
+    <reason>" unless it holds finite floating-point arrays of the architecture's shapes."""
+    try:
+        return _load_model(ref)
+    except CheckpointError as e:
+        raise CheckpointError(f"not a digits model file: {e}") from None
+
+
+def _load_model(ref):
     arrays, meta = _from_npz(_read(ref), ref)
     if meta.get("format") != FORMAT:
         raise CheckpointError(f"{ref}: not a model file (format {meta.get('format')!r})")
@@ -137,15 +176,23 @@ def load_model(ref):
     try:
         arch = meta["architecture"]
         expected = {"W1": (arch["n_in"], arch["n_hidden"]), "b1": (arch["n_hidden"],),
-                "W2": (arch["n_hidden"], arch["n_out"]), "b2": (arch["n_out"],),
+                    "W2": (arch["n_hidden"], arch["n_out"]), "b2": (arch["n_out"],),
                     "mean": (arch["n_in"],), "std": (arch["n_in"],)}
     except (KeyError, TypeError) as e:
         raise CheckpointError(f"{ref}: incomplete architecture in metadata ({e})") from None
     for k, shape in expected.items():
         if arrays[k].shape != shape:
             raise CheckpointError(f"{ref}: {k} has shape {arrays[k].shape}, architecture says {shape}")
+        if arrays[k].dtype.kind != "f":
+            raise CheckpointError(f"{ref}: {k} holds {arrays[k].dtype} values, not floating point")
+        if not np.isfinite(arrays[k]).all():
+            raise CheckpointError(f"{ref}: {k} holds NaN or infinite values")
     if arch["n_in"] != network.N_IN or arch["n_out"] != network.N_OUT:
         raise CheckpointError(f"{ref}: architecture {arch['n_in']}-{arch['n_out']} is not 784-10")
+    if not (arrays["std"] > 0).all():
+        raise CheckpointError(f"{ref}: std holds values <= 0")
+    if not isinstance(meta.get("version"), str):
+        raise CheckpointError(f"{ref}: metadata has no version string")
     params = {k: arrays[k] for k in network.PARAM_NAMES}
     return Model(params, arrays["mean"], arrays["std"], meta)
 

@@ -32,16 +32,19 @@ import numpy as np
 _PAD = 3  # bytes kept before each piece: a field's last digit has at most 3 bytes before it
 _CHUNK = 1 << 18  # target bytes per piece, so its temporaries fit the L2 cache
 _NL, _COMMA, _CR = 10, 44, 13
-_FIELD = re.compile(rb"[ \t]*([+-]?[0-9]+)[ \t]*")
+_FIELD = re.compile(rb"[ \t]*([+-]?)0*([0-9]+)[ \t]*")  # sign, value without leading zeros
+MAX_LINE = 1 << 16  # bytes: a longer line is reported bad unread (a good row is <= ~3.2 KB)
 
 
-def parse_rows(block, n_fields, columns=None):
+def parse_rows(block, n_fields, columns=None, skip=0):
     """Parse whole lines of a Kaggle digit CSV (no header) into uint8 values.
 
     block: complete lines separated by b"\\n" (a trailing b"\\r" on a line is allowed; the
     final line may or may not end with b"\\n"; an empty string after the last b"\\n" is not a
     line). n_fields: values expected per line (785 for train rows label,pixel0..783; 784 for
     test rows). columns: column names for error messages (default "column 1".."column N").
+    skip: leading fields taken as they are, unchecked and returned as 0 (a labeled file's
+    label column, in prediction).
 
     Returns (values, errors): values is (n_lines, n_fields) uint8 with bad lines zero-filled;
     errors maps 0-based line index within the block -> one-line human reason, one of
@@ -50,40 +53,74 @@ def parse_rows(block, n_fields, columns=None):
         "empty value in pixel7"
         "non-numeric value 'abc' in pixel12"   (also floats such as '12.0' or '1e3')
         "value 300 in pixel5 is outside 0..255" (also negatives: "value -1 in pixel5 ...")
+        "line of 52428800 bytes is longer than the limit of 65536"  (see Memory)
     A value is a decimal integer with an optional sign and optional spaces or tabs around
-    it; leading zeros are fine ("007" is 7, "+7" is 7, "-0" is 0). Only the first problem
-    of a line is reported. Lines of plain 1-3 digit values take the vectorized fast path;
-    anything else is checked by an exact per-line parse, which is slower but rare.
+    it; leading zeros are fine ("007" is 7, "+7" is 7, "-0" is 0), however many. Only the
+    first problem of a line is reported. Lines of plain 1-3 digit values take the vectorized
+    fast path; anything else is checked by an exact per-line parse, which is slower but rare.
+    Memory: the temporaries of one piece (about 256 KB of lines plus at most MAX_LINE
+    bytes) whatever the block holds: a line that would make a piece longer is reported
+    without being parsed ("line of N bytes is longer than the limit of 65536").
     """
     n = int(n_fields)
     if n < 1:
         raise ValueError(f"n_fields must be at least 1, got {n_fields!r}")
     if columns is not None and len(columns) != n:
         raise ValueError(f"{len(columns)} column names given for {n} fields")
+    if not 0 <= skip < n:
+        raise ValueError(f"skip must be in 0..{n - 1}, got {skip!r}")
     if not block:
         return np.zeros((0, n), np.uint8), {}
     block = bytes(block)
     size = len(block)
     raw = np.frombuffer(block, np.uint8)  # (size,) no copy
-    # a well-formed line has >= 2n bytes with its b"\n", so good data fits without a copy
-    values = np.empty((size // (2 * n - 1) + 1, n), np.uint8)  # (room, n)
-    spill, errors, kept, line0, start = [], {}, 0, 0, 0
-    while start < size:
-        end = block.find(b"\n", start + _CHUNK)
-        end = size if end < 0 else end + 1
+    # one row per line (a fast C count), so the values are written in place, never resized
+    values = np.empty((block.count(b"\n") + 1, n), np.uint8)  # (room, n)
+    spill, errors = [], {}
+    kept = line0 = 0  # rows written in place into values; lines seen
+
+    def parse(start, end):  # the whole lines block[start:end]
+        nonlocal kept, line0
         x = _piece(raw, start, end)  # (PAD + m,)
         out = values[kept:] if not spill else values[:0]  # (room left, n)
-        rows = _fast(x, n, out)
+        rows = None if skip else _fast(x, n, out)
         if rows is None:
-            rows = _careful(x, n, out, line0, errors, columns)
+            rows = _careful(x, n, out, line0, errors, columns, skip)
         if len(rows) <= len(out):
             kept += len(rows)  # written in place
         else:
             spill.append(rows)  # more lines than room: only with very short (bad) lines
         line0 += len(rows)
+
+    def skip_line(start, end):  # one line block[start:end], reported unread
+        nonlocal kept, line0
+        errors[line0] = too_long(end - start - (block[end - 1:end] == b"\n"))
+        if not spill and kept < len(values):
+            values[kept] = 0
+            kept += 1
+        else:
+            spill.append(np.zeros((1, n), np.uint8))  # (1, n)
+        line0 += 1
+
+    start = 0
+    while start < size:
+        end = block.find(b"\n", start + _CHUNK)
+        end = size if end < 0 else end + 1
+        if end - start <= _CHUNK + MAX_LINE:
+            parse(start, end)
+        else:  # the piece's last line is over MAX_LINE: parse the lines before it, skip it
+            cut = max(start, block.rfind(b"\n", start, start + _CHUNK) + 1)
+            if cut > start:
+                parse(start, cut)
+            skip_line(cut, end)
         start = end
     values = np.concatenate([values[:kept]] + spill) if spill else values[:kept]  # (n_lines, n)
     return values, errors
+
+
+def too_long(length):
+    """The reason given for a line of `length` bytes (without its line break) left unread."""
+    return f"line of {length} bytes is longer than the limit of {MAX_LINE}"
 
 
 def _piece(raw, start, end):
@@ -177,12 +214,13 @@ def _fast(x, n, out):
     return rows
 
 
-def _careful(x, n, out, line0, errors, columns):
+def _careful(x, n, out, line0, errors, columns, skip=0):
     """Values (k, n) of piece x like _fast, recording errors[line0 + i] for its bad lines.
 
     Vectorized except for the suspect lines: a line with a byte other than digit, comma or
     newline, touching separators, 4+ digits in a row, a wrong comma count or a value over
     255 is parsed by _parse_line; the others are read with the fast path's arithmetic.
+    With skip > 0 every line goes through _parse_line, which leaves its first fields unread.
     """
     x = _drop_cr(x)
     m = len(x) - _PAD
@@ -202,6 +240,8 @@ def _careful(x, n, out, line0, errors, columns):
     upto = np.cumsum(comma)[ends]  # (k,) commas up to each line's end
     per = np.diff(upto, prepend=0)  # (k,) commas in each line
     flag |= per != n - 1
+    if skip:
+        flag[:] = True
     ok = np.flatnonzero(~flag)  # (n_ok,)
     seps = np.flatnonzero(comma | (c == _NL))  # (n_sep,) where each field ends
     at = seps[(upto[ok] - per[ok] + ok)[:, None] + np.arange(n)]  # (n_ok, n) field ends
@@ -212,7 +252,7 @@ def _careful(x, n, out, line0, errors, columns):
     rows[ok[~big]] = val[at[~big]]
     flag[ok[big]] = True
     for i in np.flatnonzero(flag):
-        row, reason = _parse_line(c[starts[i]:ends[i]].tobytes(), n, columns)
+        row, reason = _parse_line(c[starts[i]:ends[i]].tobytes(), n, columns, skip)
         if reason is None:
             rows[i] = row
         else:
@@ -220,17 +260,25 @@ def _careful(x, n, out, line0, errors, columns):
     return rows
 
 
-def _parse_line(line, n, columns):
-    """One line (no b"\\n", its b"\\r" already gone) -> ((n,) uint8, None) or (None, reason)."""
+def _parse_line(line, n, columns, skip=0):
+    """One line (no b"\\n", its b"\\r" already gone) -> ((n,) uint8, None) or (None, reason).
+
+    The first `skip` fields are not checked (0 in the row)."""
     if not line.strip(b" \t"):
         return None, "empty line"
     parts = line.split(b",")
     if len(parts) != n:
         return None, f"expected {n} values, found {len(parts)}"
-    row = np.empty(n, np.uint8)  # (n,)
+    row = np.zeros(n, np.uint8)  # (n,)
     for j, part in enumerate(parts):
+        if j < skip:
+            continue
         match = _FIELD.fullmatch(part)
-        value = int(match.group(1)) if match else None
+        value = None
+        if match:  # at most 4 significant digits reach int(): no int-string limit, no 300 digits parsed
+            digits = match.group(2)
+            value = int(digits) if len(digits) <= 4 else 10 ** 4
+            value = -value if match.group(1) == b"-" else value
         if value is not None and 0 <= value <= 255:
             row[j] = value
             continue

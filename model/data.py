@@ -11,25 +11,29 @@ converted to 8-bit grayscale; an image must be 28x28 (others are rejected, not r
 Every reader returns a Block: pixels (n, 784) uint8 with bad records zero-filled,
 labels (n,) or None, and errors {record index: reason}. Nothing is dropped silently.
 """
-import hashlib
 import io
 import posixpath
 import re
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from model import network, storage
-from model.csvparse import parse_rows
-from model.errors import DataError
+from model.csvparse import MAX_LINE, parse_rows, too_long
+from model.errors import DataError, describe
 
 N_PIXELS = network.N_IN
 SIDE = 28
 PIXEL_COLUMNS = [f"pixel{i}" for i in range(N_PIXELS)]
 TRAIN_COLUMNS = ["label"] + PIXEL_COLUMNS
 IMAGE_TYPES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
+IMAGE_FORMATS = ("PNG", "JPEG", "BMP", "GIF")  # the only decoders PIL may use
+MAX_IMAGE_BYTES = 32 << 20  # a larger image file is refused unread
+MAX_IMAGE_PIXELS = 4096 * 4096  # a larger image is refused from its header, undecoded
 HEADER_LIMIT = 1 << 20  # bytes searched for the end of the header line
+READ_WINDOW = 4 << 20  # bytes of a CSV range read at a time
 _LABEL_RANGE = re.compile(r"^value (\S+) in label is outside 0\.\.255$")
 
 
@@ -130,12 +134,69 @@ def plan_csv(layout, rows_per_chunk):
     return ranges
 
 
-def read_csv_range(layout, start, end):
-    """Parse the whole lines in bytes [start, end) -> Block (labels set for a training file)."""
-    data = storage.read_bytes(layout.ref, start, end)
-    values, errors = parse_rows(data, len(layout.columns), layout.columns)  # (n, 785 or 784)
+def line_blocks(ref, start, end, window=READ_WINDOW):
+    """Bytes [start, end) of a file, read `window` bytes at a time -> yields blocks of whole
+    lines (bytes), or, for a line longer than MAX_LINE, its length (int), the line unkept.
+
+    Memory stays about window + MAX_LINE bytes whatever the lines are. The last line of
+    the range need not end with b"\\n".
+    """
+    carry, skipped, pos = b"", None, start  # skipped: length so far of an overlong line
+    while pos < end:
+        raw = storage.read_bytes(ref, pos, min(end, pos + window))
+        if not raw:
+            raise DataError(ref, f"file ended at byte {pos}, expected {end} (changed while read?)")
+        pos += len(raw)
+        if skipped is not None:
+            nl = raw.find(b"\n")
+            if nl < 0:
+                skipped += len(raw)
+                continue
+            yield skipped + nl
+            skipped, raw = None, raw[nl + 1:]
+        buf = carry + raw if carry else raw
+        cut = len(buf) if pos >= end else buf.rfind(b"\n") + 1
+        if cut:
+            yield buf[:cut]
+        carry = buf[cut:]
+        if len(carry) > MAX_LINE:
+            skipped, carry = len(carry), b""
+    if skipped is not None:
+        yield skipped
+
+
+def count_lines(ref, start, end):
+    """Records in bytes [start, end) of a CSV, counted without parsing them."""
+    n = 0
+    for block in line_blocks(ref, start, end):
+        n += 1 if isinstance(block, int) else block.count(b"\n") + (not block.endswith(b"\n"))
+    return n
+
+
+def read_csv_range(layout, start, end, labels=True):
+    """Parse the whole lines in bytes [start, end) -> Block.
+
+    labels: for a training file, check and return its label column; with labels=False (a
+    labeled file given to predict) the label column is ignored, unchecked. Reads at most
+    READ_WINDOW bytes at a time (see line_blocks)."""
+    n_fields = len(layout.columns)
+    skip = int(layout.labeled and not labels)
+    parts, errors, n = [], {}, 0
+    for block in line_blocks(layout.ref, start, end):
+        if isinstance(block, int):
+            values, errs = np.zeros((1, n_fields), np.uint8), {0: too_long(block)}  # (1, n_fields)
+        else:
+            values, errs = parse_rows(block, n_fields, layout.columns, skip)  # (k, n_fields)
+        errors.update((n + i, reason) for i, reason in errs.items())
+        parts.append(values)
+        n += len(values)
+    values = parts[0] if len(parts) == 1 else np.concatenate(parts) if parts else \
+        np.zeros((0, n_fields), np.uint8)  # (n, 785 or 784)
     if not layout.labeled:
         return Block(values, None, errors)
+    pixels = np.ascontiguousarray(values[:, 1:])  # (n, 784)
+    if not labels:
+        return Block(pixels, None, errors)
     labels = values[:, 0].astype(np.int64)  # (n,)
     for i, reason in errors.items():  # the parser knows pixels' range; say the label's
         m = _LABEL_RANGE.match(reason)
@@ -144,7 +205,7 @@ def read_csv_range(layout, start, end):
     for i in np.flatnonzero(labels > 9):
         if int(i) not in errors:
             errors[int(i)] = f"label {labels[i]} is outside 0..9"
-    return Block(np.ascontiguousarray(values[:, 1:]), labels, errors)
+    return Block(pixels, labels, errors)
 
 
 # ----------------------------------------------------------------------------- images
@@ -159,35 +220,76 @@ def list_images(folder):
     return storage.walk_files(folder)
 
 
+def display_name(rel):
+    """A relative path as written to outputs and errors files: bytes of a file name that
+    are not UTF-8 (kept by the OS layer as surrogate escapes) become \\xNN."""
+    return rel.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def load_image(folder, rel):
-    """One image file -> (784,) uint8 grayscale; DataError naming the path and the reason."""
+    """One image file -> (784,) uint8 grayscale, light ink on black as in MNIST.
+
+    Any failure becomes a DataError naming the path and the reason: the decoders' own
+    exceptions whatever they are, an unknown type, a file over MAX_IMAGE_BYTES, a size
+    other than 28x28 (read from the header, before any pixel is decoded), an animated
+    image. Only PNG, JPEG, BMP and GIF decoders are used, whatever the bytes claim.
+    """
     path = storage.join(str(folder), rel)
     ext = posixpath.splitext(rel)[1].lower()
     if ext not in IMAGE_TYPES:
         raise DataError(path, f"unknown file type {ext or '(none)'!r}; expected one of "
                         + ", ".join(IMAGE_TYPES))
     try:
-        data = storage.read_bytes(path)
-        with Image.open(io.BytesIO(data)) as img:
-            img.load()
-            if img.size != (SIDE, SIDE):
-                raise DataError(path, f"image is {img.size[0]}x{img.size[1]}, expected {SIDE}x{SIDE}")
-            return _gray8(img).reshape(N_PIXELS)
+        raw = storage.read_bytes(path, 0, MAX_IMAGE_BYTES + 1)
+        if len(raw) > MAX_IMAGE_BYTES:
+            raise DataError(path, f"file is over the limit of {MAX_IMAGE_BYTES >> 20} MB")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # PIL warns of large images; the size is checked here
+            with Image.open(io.BytesIO(raw), formats=IMAGE_FORMATS) as img:
+                w, h = img.size
+                if (w, h) != (SIDE, SIDE):
+                    raise DataError(path, f"image is {w}x{h}, expected {SIDE}x{SIDE}")
+                frames = getattr(img, "n_frames", 1)
+                if frames > 1:
+                    raise DataError(path, f"animated image of {frames} frames; give one frame")
+                img.load()
+                return _gray8(img).reshape(N_PIXELS)
     except DataError:
         raise
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        reason = "corrupt or unreadable image" if isinstance(e, UnidentifiedImageError) else \
-            f"corrupt or unreadable image ({e})"
-        raise DataError(path, reason) from None
+    except UnidentifiedImageError:
+        raise DataError(path, "corrupt or unreadable image (not a PNG, JPEG, BMP or GIF image)") from None
+    except Exception as e:  # a decoder's failure, whatever it is, is this image's error
+        raise DataError(path, f"corrupt or unreadable image ({describe(e, 200)})") from None
 
 
 def _gray8(img):
-    """A PIL image -> (28, 28) uint8 grayscale; 16-bit grayscale is scaled, not clipped."""
+    """A PIL image -> (28, 28) uint8 grayscale; 16-bit grayscale is scaled, not clipped;
+    transparency is composited (see _composite)."""
     if img.mode.startswith("I;16") or (img.mode == "I" and np.asarray(img).max() > 255):
         wide = np.asarray(img, dtype=np.int64)  # (28, 28) 0..65535
         return ((np.clip(wide, 0, 65535) + 128) // 257).astype(np.uint8)
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in img.info:
+        rgba = img.convert("RGBA")
+        alpha = np.asarray(rgba.getchannel("A"), dtype=np.uint16)  # (28, 28)
+        gray = np.asarray(rgba.convert("RGB").convert("L"), dtype=np.uint16)  # (28, 28)
+        if alpha.min() < 255:
+            return _composite(gray, alpha)
+        return gray.astype(np.uint8)
     gray = img if img.mode == "L" else img.convert("L")
     return np.asarray(gray, dtype=np.uint8)
+
+
+def _composite(gray, alpha):
+    """Gray levels and alpha (28, 28) 0..255 -> (28, 28) uint8, light ink on black.
+
+    The ink is what is opaque. Light ink (its alpha-weighted mean gray >= 128) is laid
+    over black; dark ink over white and then inverted, so a black stroke drawn in the
+    alpha channel comes out as MNIST draws it. A fully transparent image is black.
+    """
+    weight = int(alpha.sum())
+    light = weight == 0 or int((gray * alpha).sum()) >= 128 * weight
+    ink = gray if light else 255 - gray  # (28, 28)
+    return ((ink * alpha + 127) // 255).astype(np.uint8)
 
 
 def read_images(folder, rels, labels=None):
@@ -199,6 +301,8 @@ def read_images(folder, rels, labels=None):
             pixels[i] = load_image(folder, rel)
         except DataError as e:
             errors[i] = e.reason
+        except Exception as e:  # load_image turns its own failures into DataError; anything else is this image's too
+            errors[i] = f"unreadable ({describe(e, 200)})"
     lab = None if labels is None else np.asarray(labels, np.int64)
     return Block(pixels, lab, errors)
 
@@ -217,74 +321,3 @@ def list_training_images(folder):
         else:
             errors.append((rel, "not inside a digit sub-folder 0..9"))
     return rels, labels, errors
-
-
-# ----------------------------------------------------------------------------- training data
-
-@dataclass
-class TrainingData:
-    """A whole labeled dataset in memory."""
-
-    source: str
-    pixels: np.ndarray  # (N, 784) uint8
-    labels: np.ndarray  # (N,) int64
-    skipped: list  # [(row number or path, reason)] of bad records left out
-    fingerprint: str  # sha256 of pixels and labels: the same data gives the same value
-
-
-def _fingerprint(pixels, labels):
-    h = hashlib.sha256()
-    h.update(np.ascontiguousarray(pixels).tobytes())
-    h.update(np.ascontiguousarray(labels, dtype=np.int64).tobytes())
-    return h.hexdigest()
-
-
-def load_training(ref, skip_bad=False, block_rows=20000, progress=None):
-    """A training CSV or a folder of digit sub-folders -> TrainingData.
-
-    A bad record raises DataError (naming file and row or image, with a count of the
-    others) unless skip_bad is true, in which case it is listed in .skipped.
-    progress(done_bytes_or_files, total) is called as the input is read.
-    """
-    ref = str(ref)
-    if not storage.exists(ref):
-        raise DataError(ref, "no such file or folder")
-    if storage.isdir(ref):
-        rels, labels, bad = list_training_images(ref)
-
-        def blocks():  # (block, where each of its records is, done, total)
-            for lo in range(0, len(rels), block_rows):
-                hi = lo + block_rows
-                yield read_images(ref, rels[lo:hi], labels[lo:hi]), rels[lo:hi], min(hi, len(rels)), len(rels)
-    else:
-        layout = read_csv_layout(ref)
-        if not layout.labeled:
-            raise DataError(ref, "has no label column: a training file starts 'label,pixel0,...'")
-        bad = []
-
-        def blocks():
-            row = 1  # the 1-based data row of the block's first line
-            for start, end in plan_csv(layout, block_rows):
-                block = read_csv_range(layout, start, end)
-                yield block, range(row, row + len(block)), end, layout.size
-                row += len(block)
-
-    parts_x, parts_y = [], []
-    for block, where, done, total in blocks():
-        bad += [(where[i], reason) for i, reason in sorted(block.errors.items())]
-        keep = block.ok_mask()
-        parts_x.append(block.pixels[keep])
-        parts_y.append(block.labels[keep])
-        if progress:
-            progress(done, total)
-    if bad and not skip_bad:
-        where, reason = bad[0]
-        more = f" (and {len(bad) - 1} more bad records)" if len(bad) > 1 else ""
-        if isinstance(where, int):
-            raise DataError(ref, f"{reason}{more}; pass --skip-bad to train on the good ones", row=where)
-        raise DataError(storage.join(ref, where), f"{reason}{more}; pass --skip-bad to train on the good ones")
-    pixels = np.concatenate(parts_x) if parts_x else np.zeros((0, N_PIXELS), np.uint8)
-    labels = np.concatenate(parts_y) if parts_y else np.zeros(0, np.int64)
-    if len(labels) < 2:
-        raise DataError(ref, f"only {len(labels)} usable labeled images; training needs at least 2")
-    return TrainingData(ref, pixels, labels, bad, _fingerprint(pixels, labels))

@@ -5,6 +5,19 @@ one line and exit non-zero instead of showing a traceback.
 """
 
 
+def describe(exc, limit=300):
+    """A one-line reason for any exception: an OSError's text and path ("Permission
+    denied: /data/x.csv"), else "TypeName: message", cut to `limit` characters."""
+    if isinstance(exc, DigitsError):
+        text = str(exc)
+    elif isinstance(exc, OSError) and exc.strerror:
+        text = exc.strerror + (f": {exc.filename}" if exc.filename else "")
+    else:
+        text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
 class DigitsError(Exception):
     """Base of every error the project raises on purpose."""
 
@@ -22,6 +35,18 @@ class DataError(DigitsError):
 
 class CheckpointError(DigitsError):
     """A model or training-state file that is missing, corrupt or incompatible."""
+
+
+class StorageError(DigitsError, OSError):
+    """Shared storage that cannot be read or written: names the path and the reason."""
+
+    def __init__(self, path, reason):
+        self.path = str(path)
+        self.reason = reason
+        DigitsError.__init__(self, f"{self.path}: {reason}")
+
+    def __str__(self):
+        return f"{self.path}: {self.reason}"
 
 
 class ConfigError(DigitsError):

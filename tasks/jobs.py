@@ -2,7 +2,7 @@
 
     jobs/<id>/job.json         the job as submitted: kind, input, output, model, chunks
     jobs/<id>/plan.json        prediction plan (model.batch.Plan)
-    jobs/<id>/chunks/<n>.npz   one prediction chunk's result (written once, atomically)
+    jobs/<id>/chunks/<n>.npz   one prediction chunk's result (written atomically)
     jobs/<id>/progress.json    training progress (epoch, batch, loss, val_accuracy, eta)
     jobs/<id>/state.npz        training checkpoint (weights, optimizer, RNG, position)
     jobs/<id>/cancel           present once a cancel was requested
@@ -31,6 +31,11 @@ def check_id(job_id):
     if not _ID.match(job_id or ""):
         raise JobError(f"bad job id {job_id!r}: use letters, digits, '.', '_' and '-'")
     return job_id
+
+
+def storage_root(task):
+    """The shared storage root a task's worker was configured with."""
+    return task.app.conf.digits_storage
 
 
 def job_dir(root, job_id):
@@ -79,6 +84,11 @@ def reopen(root, job_id):
     """Make a cancelled job runnable again: drop its cancel request, then its manifest."""
     storage.remove(ref(root, job_id, "cancel"))
     storage.remove(ref(root, job_id, "manifest.json"))
+
+
+def clear(root, job_id):
+    """Remove everything a job wrote on storage (its folder), for a fresh resubmission."""
+    storage.remove(job_dir(root, job_id), recursive=True)
 
 
 def is_cancelled(root, job_id):

@@ -1,30 +1,56 @@
-"""Bulk prediction tasks: a flat chord of predict_chunk tasks, then one assemble.
+"""Bulk prediction tasks: predict_chunk per chunk, then one assemble per job.
 
 Only references cross the broker: the job id and a chunk index. The job record, the plan
 and the model file are on shared storage (claim check); each chunk's result is written
 there under the job id, so a redelivered chunk rewrites the same file and assemble
 reads exactly one result per chunk: no row is lost or doubled.
+
+One completion path. Each chunk, once its result is on storage (or it failed for good,
+or the job was cancelled), marks itself in a Redis hash with one atomic script that also
+numbers the marks. The chunk whose mark is number `total` queues assemble(job_id) with
+the job id as task id. This replaces a chord: a chord counts its parts after storing
+each part's result, so a pool process killed between the two left it one part short
+forever. Here a chunk killed before its mark is redelivered (acks late) and marks then;
+killed after, its redelivery finds the mark and does what the first delivery may not
+have finished (queue the next chunk, queue assemble). assemble itself runs under a lock
+and returns the manifest if one exists, so a duplicate never writes twice.
+
+Fair sharing. A job keeps at most `window` chunks in the queue: the client queues the
+first `window`, and the n-th chunk to finish queues chunk n + window - 1. Another job's
+chunks queued meanwhile wait behind at most `window` chunks, not behind the whole job.
 """
+import json
 import time
 from collections import OrderedDict
 
 from celery import shared_task
 from celery.utils.log import get_task_logger
 
-from model import batch, checkpoint, storage
-from model.errors import JobError
-from tasks import jobs
+from model import batch, checkpoint, sources, storage
+from model.errors import JobError, describe
+from tasks import jobs, keys
+from tasks.jobs import storage_root
 
 log = get_task_logger(__name__)
 _MODELS = OrderedDict()  # model version -> Model, per worker process
-_PLANS = OrderedDict()  # job id -> Plan, per worker process
+_SOURCES = OrderedDict()  # job id -> source (the plan), per worker process
 _CACHE_SIZE = 4
-ASSEMBLE_FALLBACK_SECONDS = 5  # delay of the storage-triggered assemble (_ensure_assembled)
+ASSEMBLE_WAIT_RETRIES = 600  # 1 s apart: an assemble that finds chunks unmarked waits this long
+LOCK_SECONDS = 600  # an assemble lock left by a killed process frees itself after this
 
-
-def storage_root(task):
-    """The shared storage root this worker was configured with."""
-    return task.app.conf.digits_storage
+# KEYS[1] the marks hash; ARGV[1] chunk index, ARGV[2] mark (JSON), ARGV[3] ttl in seconds.
+# A first mark gets the next order number and returns {1, mark}; a repeated one changes
+# nothing and returns {0, the first mark}.
+_MARK = """
+local old = redis.call('HGET', KEYS[1], ARGV[1])
+if old then return {0, old} end
+local mark = cjson.decode(ARGV[2])
+mark['order'] = redis.call('HLEN', KEYS[1]) + 1
+local text = cjson.encode(mark)
+redis.call('HSET', KEYS[1], ARGV[1], text)
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[3]))
+return {1, text}
+"""
 
 
 def _cached(cache, key, load):
@@ -46,80 +72,186 @@ def load_model_cached(model_ref, version):
     return model
 
 
-def load_plan(root, job_id):
-    return _cached(_PLANS, job_id, lambda: batch.Plan.from_dict(
-        jobs.read_json(jobs.ref(root, job_id, "plan.json"))))
+def load_source(root, job):
+    """The stored plan of a job -> its source (cached per process and submission: a
+    resubmitted job id is planned anew)."""
+    return _cached(_SOURCES, (job["job_id"], job["submitted_at"]), lambda: sources.from_dict(
+        jobs.read_json(jobs.ref(root, job["job_id"], "plan.json"))))
+
+
+def redis_client(task):
+    return task.app.backend.client
+
+
+def mark(task, job_id, index, state, **info):
+    """Mark chunk `index` of a job as done, failed or skipped -> (first time?, the mark)."""
+    r = redis_client(task)
+    ttl = int(task.app.conf.result_expires or 7 * 86400)
+    first, text = r.eval(_MARK, 1, keys.chunk_marks(job_id), index, json.dumps(dict(info, state=state)), ttl)
+    return bool(first), json.loads(text)
+
+
+def marks(task, job_id):
+    """{chunk index: mark} of a job."""
+    raw = redis_client(task).hgetall(keys.chunk_marks(job_id))
+    return {int(k): json.loads(v) for k, v in raw.items()}
+
+
+def queue_chunk(job_id, index, source, **options):
+    """Send predict_chunk for chunk `index` (its task id is fixed, so a copy is the same task)."""
+    lo, hi = source.chunks[index]
+    predict_chunk.apply_async((job_id, index, lo, hi), task_id=f"{job_id}-chunk-{index}", **options)
+
+
+def queue_assemble(job_id, **options):
+    assemble.apply_async((job_id,), task_id=job_id, **options)
+
+
+def _after_mark(task, job, source, the_mark, repeated):
+    """Release the next chunk of the window and, for the last mark, queue assemble.
+
+    A repeated delivery (its mark already existed) releases again only a chunk that has
+    no mark yet: its first delivery may have died before doing it."""
+    job_id, total, window = job["job_id"], len(source.chunks), job.get("window") or len(source.chunks)
+    order = the_mark["order"]
+    nxt = order + window - 1  # 0-based index released by the order-th mark
+    if nxt < total and not (repeated and redis_client(task).hexists(keys.chunk_marks(job_id), nxt)):
+        queue_chunk(job_id, nxt, source)
+    if order == total or (repeated and redis_client(task).hlen(keys.chunk_marks(job_id)) >= total):
+        if not (repeated and jobs.read_manifest(job["root"], job_id)):
+            queue_assemble(job_id)
 
 
 @shared_task(bind=True, name="digits.predict_chunk")
 def predict_chunk(self, job_id, index, lo=None, hi=None):
-    """Predict chunk `index` of job `job_id` -> small summary {index, rows, bad}.
+    """Predict chunk `index` of job `job_id` -> small summary {chunk, rows, bad} for Flower.
 
     lo/hi (the chunk's byte or list range) are shown in Flower only; the plan decides.
+    A failure not tied to one record (storage, a bug) is retried DIGITS_CHUNK_RETRIES
+    times with backoff, then marks the chunk failed: the job ends PARTIAL, not lost.
     """
     root = storage_root(self)
-    target = jobs.chunk_ref(root, job_id, index)
-    if storage.exists(target):  # an earlier delivery finished this chunk
-        r = batch.ChunkResult.from_bytes(storage.read_bytes(target))
-        _ensure_assembled(self, root, job_id)
-        return {"index": index, "rows": len(r), "bad": len(r.errors), "reused": True}
+    job = dict(jobs.read_job(root, job_id), root=root)
+    source = load_source(root, job)
+    existing = redis_client(self).hget(keys.chunk_marks(job_id), index)
+    if existing:  # an earlier delivery marked it
+        the_mark = json.loads(existing)
+        _after_mark(self, job, source, the_mark, repeated=True)
+        return {"chunk": index, "state": the_mark["state"], "repeated": True}
     if jobs.is_cancelled(root, job_id):
-        _ensure_assembled(self, root, job_id, cancelled=True)
-        return {"index": index, "cancelled": True}
-    job = jobs.read_job(root, job_id)
+        first, the_mark = mark(self, job_id, index, "skipped")
+        _after_mark(self, job, source, the_mark, repeated=not first)
+        return {"chunk": index, "state": "skipped"}
+    target = jobs.chunk_ref(root, job_id, index)
     t0 = time.perf_counter()
-    model = load_model_cached(job["model"]["ref"], job["model"]["version"])
-    result = batch.predict_chunk(load_plan(root, job_id), index, model)
-    storage.write_bytes(target, result.to_bytes())
-    _ensure_assembled(self, root, job_id)
-    return {"index": index, "rows": len(result), "bad": len(result.errors),
-            "seconds": round(time.perf_counter() - t0, 4)}
+    try:
+        if storage.exists(target):  # written by a delivery that died before marking
+            result = batch.ChunkResult.from_bytes(storage.read_bytes(target))
+        else:
+            model = load_model_cached(job["model"]["ref"], job["model"]["version"])
+            result = batch.predict_chunk(source, index, model)
+            storage.write_bytes(target, result.to_bytes())
+    except Exception as e:
+        retries, limit = self.request.retries, self.app.conf.digits_chunk_retries
+        if retries < limit:
+            countdown = self.app.conf.digits_retry_backoff * 2 ** retries
+            log.warning("job %s chunk %s failed (%s); retry %s of %s in %.1fs", job_id, index,
+                        describe(e), retries + 1, limit, countdown)
+            raise self.retry(countdown=countdown, max_retries=limit, exc=e)
+        log.error("job %s chunk %s failed for good: %s", job_id, index, describe(e))
+        first, the_mark = mark(self, job_id, index, "failed", reason=describe(e))
+        _after_mark(self, job, source, the_mark, repeated=not first)
+        return {"chunk": index, "state": "failed", "reason": the_mark.get("reason")}
+    seconds = round(time.perf_counter() - t0, 4)
+    first, the_mark = mark(self, job_id, index, "done", rows=len(result), bad=len(result.errors),
+                           seconds=seconds)
+    _after_mark(self, job, source, the_mark, repeated=not first)
+    return {"chunk": index, "rows": len(result), "bad": len(result.errors), "seconds": seconds}
 
 
-def _ensure_assembled(task, root, job_id, cancelled=False):
-    """Once every chunk is on storage (or the job is cancelled), queue one delayed assemble
-    besides the chord's.
-
-    The chord counts its parts in Redis after each part's result is stored. A pool process
-    killed between the two leaves the chord one part short forever, and Celery acks that
-    task (its SUCCESS is stored) instead of requeueing it, so the chord's assemble never
-    runs. This copy finishes such a job; when the chord did its work, it finds the
-    manifest and returns at once. A Redis key makes it one copy per job.
-    """
-    if not cancelled and jobs.chunks_done(root, job_id) < len(load_plan(root, job_id).chunks):
-        return
-    if task.app.backend.client.set(f"digits:backup-assemble:{job_id}", 1, nx=True, ex=24 * 3600):
-        assemble.apply_async(([], job_id), task_id=job_id, countdown=ASSEMBLE_FALLBACK_SECONDS)
+def _outcomes(root, job_id, source, chunk_marks):
+    """Each chunk's outcome for batch.assemble, in chunk order."""
+    for i in range(len(source.chunks)):
+        m = chunk_marks.get(i, {"state": "skipped"})
+        if m["state"] == "skipped":
+            yield None
+        elif m["state"] == "failed":
+            yield batch.ChunkFailure(m.get("reason") or "failed", m.get("rows"))
+        else:
+            try:
+                yield batch.ChunkResult.from_bytes(storage.read_bytes(jobs.chunk_ref(root, job_id, i)))
+            except Exception as e:  # its result is gone or unreadable: its records are failed
+                yield batch.ChunkFailure(f"its result cannot be read ({describe(e)})", m.get("rows"))
 
 
 @shared_task(bind=True, name="digits.assemble")
-def assemble(self, summaries, job_id):
-    """Write the job's output in input order, its errors file and its manifest -> manifest."""
+def assemble(self, job_id):
+    """Write the job's output in input order, its errors file and its manifest -> a short
+    summary for Flower (the manifest itself is on storage)."""
     root = storage_root(self)
     done = jobs.read_manifest(root, job_id)
-    if done:  # already assembled (a duplicate chord, or the fallback of _ensure_assembled)
-        return done
+    if done:  # a repeated delivery
+        return summary(done)
+    r = redis_client(self)
+    lock = r.lock(keys.assemble_lock(job_id), timeout=LOCK_SECONDS, blocking=False)
+    if not lock.acquire(blocking=False):
+        raise self.retry(countdown=1, max_retries=ASSEMBLE_WAIT_RETRIES)
+    try:
+        done = jobs.read_manifest(root, job_id)
+        if done:
+            return summary(done)
+        return summary(_assemble(self, root, job_id))
+    finally:
+        try:
+            lock.release()
+        except Exception:  # it expired: nothing to release
+            pass
+
+
+def _assemble(task, root, job_id):
     job = jobs.read_job(root, job_id)
-    p = load_plan(root, job_id)
-    missing = [i for i in range(len(p.chunks)) if not storage.exists(jobs.chunk_ref(root, job_id, i))]
+    source = load_source(root, job)
+    chunk_marks = marks(task, job_id)
     cancelled = jobs.is_cancelled(root, job_id)
-    if missing and not cancelled:
-        # a duplicate delivery may have closed the chord early: wait for the stragglers
-        raise self.retry(countdown=1, max_retries=600)
+    if len(chunk_marks) < len(source.chunks) and not cancelled:
+        # queued early (a resubmission, a repeated last chunk): wait for the stragglers
+        raise task.retry(countdown=1, max_retries=ASSEMBLE_WAIT_RETRIES)
     t0 = time.perf_counter()
-
-    def results():
-        for i in range(len(p.chunks)):
-            raw = None if i in missing else storage.read_bytes(jobs.chunk_ref(root, job_id, i))
-            yield None if raw is None else batch.ChunkResult.from_bytes(raw)
-
-    counts = batch.assemble(p, results(), job["output"])
-    manifest = dict(counts, job_id=job_id, kind="predict", state="CANCELLED" if missing else "SUCCESS",
-                    input=job["input"], model=job["model"], chunks=len(p.chunks),
-                    chunks_done=len(p.chunks) - len(missing), submitted_at=job["submitted_at"],
-                    finished_at=time.time(),
-                    timings={"chunk_seconds": round(sum(s.get("seconds", 0) for s in summaries or []), 3),
+    try:
+        counts = batch.assemble(source, _outcomes(root, job_id, source, chunk_marks), job["output"])
+    except Exception as e:  # the output cannot be written: retry, then fail naming the path
+        retries, limit = task.request.retries, task.app.conf.digits_chunk_retries
+        if retries < limit:
+            raise task.retry(countdown=task.app.conf.digits_retry_backoff * 2 ** retries,
+                             max_retries=limit, exc=e)
+        raise JobError(f"job {job_id}: the output cannot be written: {describe(e)}") from None
+    state = batch.final_state(counts, cancelled)
+    done = [m for m in chunk_marks.values() if m["state"] == "done"]
+    manifest = dict(counts, job_id=job_id, kind="predict", state=state, input=job["input"],
+                    model=job["model"], chunks=len(source.chunks), chunks_done=len(done),
+                    submitted_at=job["submitted_at"], finished_at=time.time(),
+                    timings={"chunk_seconds": round(sum(m.get("seconds", 0) for m in done), 3),
                              "assemble_seconds": round(time.perf_counter() - t0, 3),
                              "wall_seconds": round(time.time() - job["submitted_at"], 3)})
+    if state == "PARTIAL":
+        manifest["error"] = f"job {job_id}: {batch.failure_line(counts)}"
     jobs.write_manifest(root, job_id, manifest)
+    r = redis_client(task)
+    r.incr(keys.assemble_runs(job_id))
+    r.expire(keys.assemble_runs(job_id), int(task.app.conf.result_expires or 7 * 86400))
+    release_output(r, job, job_id)
     return manifest
+
+
+def release_output(r, job, job_id):
+    """Free the job's claim on its output path (see worker.client.claim_output)."""
+    key = keys.output_owner(job.get("download_to") or job["output"])
+    if (r.get(key) or b"").decode() == job_id:
+        r.delete(key)
+
+
+def summary(manifest):
+    """What Flower shows as an assemble's result: state, counts, output."""
+    keep = ("job_id", "state", "rows_in", "rows_ok", "rows_bad", "rows_failed", "rows_skipped",
+            "output", "errors", "error")
+    return {k: manifest.get(k) for k in keep if manifest.get(k) is not None}

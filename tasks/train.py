@@ -17,12 +17,12 @@ import psutil
 from celery import shared_task
 from celery.utils.log import get_task_logger
 
-from model import checkpoint, data, storage
+from model import checkpoint, sources, storage
 from model.errors import JobError
 from model.registry import Registry
 from model.train import Trainer, config_from_dict, make_config
-from tasks import jobs
-from tasks.predict import storage_root
+from tasks import jobs, keys
+from tasks.jobs import storage_root
 
 log = get_task_logger(__name__)
 LOCK_TTL = 30  # seconds; renewed while the job runs, so a dead run's lock frees quickly
@@ -35,9 +35,7 @@ def redis_client(task):
     return task.app.backend.client
 
 
-def active_key(name):
-    """Redis key marking a model that has a queued or running training job."""
-    return f"digits:model-active:{name}"
+active_key = keys.model_active
 
 
 def progress_text(p):
@@ -102,7 +100,7 @@ class _Publisher:
         self.task.send_event("task-progress", result=text, progress=p)
         self.lock.extend(LOCK_TTL, replace_ttl=True)
         r = redis_client(self.task)
-        r.expire(_owner_key(self.job_id), LOCK_TTL)
+        r.expire(keys.lock_owner(self.job_id), LOCK_TTL)
         r.expire(active_key(self.name), max(LOCK_TTL, 120))
 
     def should_stop(self):
@@ -128,11 +126,11 @@ def train_job(self, job_id, name=None, recipe=None):
         log.info("job %s already finished; nothing to do", job_id)
         return done
     r = redis_client(self)
-    lock = r.lock(f"digits:lock:job:{job_id}", timeout=LOCK_TTL, blocking=False)
+    lock = r.lock(keys.job_lock(job_id), timeout=LOCK_TTL, blocking=False)
     if not lock.acquire(blocking=False) and not _break_dead_lock(r, lock, job_id):
         log.warning("job %s is running in another delivery; this one retries in %ss", job_id, LOCKED_RETRY)
         raise self.retry(countdown=LOCKED_RETRY)
-    r.set(_owner_key(job_id), _me(), ex=LOCK_TTL)
+    r.set(keys.lock_owner(job_id), _me(), ex=LOCK_TTL)
     try:
         return _run(self, root, job, lock)
     except Exception:
@@ -151,7 +149,7 @@ def _run(task, root, job, lock):
     job_id, name = job["job_id"], job["name"]
     t_start = time.time()
     config = config_from_dict(job["config"])
-    dataset = data.load_training(job["data"], skip_bad=job.get("skip_bad", False),
+    dataset = sources.load_training(job["data"], skip_bad=job.get("skip_bad", False),
                                  progress=lambda done, total: lock.extend(LOCK_TTL, replace_ttl=True))
     state_ref = jobs.ref(root, job_id, "state.npz")
     state = None
@@ -196,10 +194,6 @@ def _run(task, root, job, lock):
     return manifest
 
 
-def _owner_key(job_id):
-    return f"digits:lock-owner:job:{job_id}"
-
-
 def _me():
     return f"{socket.gethostname()}:{os.getpid()}"
 
@@ -208,12 +202,12 @@ def _break_dead_lock(r, lock, job_id):
     """Take over the job lock when its holder was a process on this host that has died
     (a pool process killed mid-run): the redelivery resumes at once instead of waiting
     for the lock to expire. -> True if the lock is now ours."""
-    owner = (r.get(_owner_key(job_id)) or b"").decode()
+    owner = (r.get(keys.lock_owner(job_id)) or b"").decode()
     host, _, pid = owner.rpartition(":")
     if host != socket.gethostname() or not pid.isdigit() or psutil.pid_exists(int(pid)):
         return False
     log.warning("job %s: the process that held its lock (%s) is gone; taking over", job_id, owner)
-    r.delete(lock.name, _owner_key(job_id))
+    r.delete(lock.name, keys.lock_owner(job_id))
     return lock.acquire(blocking=False)
 
 

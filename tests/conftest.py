@@ -28,7 +28,8 @@ def stack_env(tmp_path_factory):
     env = {"DIGITS_HOME": str(home), "DIGITS_STORAGE": str(home / "storage"),
            "DIGITS_PREDICT_CONCURRENCY": "2", "DIGITS_TRAIN_CONCURRENCY": "1",
            "DIGITS_FLOWER_PORT": str(free_port(0)), "DIGITS_FLOWER_USER": "tester",
-           "DIGITS_FLOWER_PASSWORD": "s3cret-test"}
+           "DIGITS_FLOWER_PASSWORD": "s3cret-test", "DIGITS_CHUNK_RETRIES": "2",
+           "DIGITS_RETRY_BACKOFF": "0.1"}
     for k in ("DIGITS_BROKER_URL", "DIGITS_RESULT_BACKEND", "DIGITS_RETRAIN_CRON"):
         os.environ.pop(k, None)
     old = {k: os.environ.get(k) for k in env}

@@ -43,6 +43,8 @@ def celery_config(s, broker_url=None):
         # the project's own settings, read by the tasks
         digits_storage=s.storage,
         digits_promote_tolerance=s.promote_tolerance,
+        digits_chunk_retries=s.chunk_retries,
+        digits_retry_backoff=s.retry_backoff,
     )
 
 

@@ -9,7 +9,7 @@ import time
 
 from tqdm import tqdm
 
-from model import __version__, batch, checkpoint, data, storage
+from model import __version__, batch, checkpoint, sources, storage
 from model.errors import DigitsError, JobError
 from worker import settings as settings_mod
 
@@ -132,11 +132,19 @@ def _train_wait(job, label):
 
 
 def _report_predict(manifest):
+    """Print what a prediction wrote -> exit code: 0 SUCCESS, 1 PARTIAL or CANCELLED."""
     print(f"wrote {manifest['rows_ok']} predictions to {manifest['output']}")
     if manifest.get("rows_bad"):
         print(f"{manifest['rows_bad']} bad records skipped; reasons in {manifest['errors']}")
-    if manifest.get("state") == "CANCELLED":
+    state = manifest.get("state") or batch.final_state(manifest)
+    if state == "PARTIAL":
+        where = f"job {manifest['job_id']}: " if manifest.get("job_id") else ""
+        _eprint(f"digits: partial: {where}{batch.failure_line(manifest)}; listed in {manifest['errors']}")
+        return 1
+    if state == "CANCELLED":
         print(f"job was cancelled: {manifest.get('rows_skipped', 0)} records not predicted")
+        return 1
+    return 0
 
 
 def _training_overrides(a):
@@ -184,7 +192,7 @@ def _train_local(a, s, config):
     if not a.out and not a.name:
         raise DigitsError("--local needs --out MODEL (a file) or --name NAME (the registry)")
     _eprint(f"reading {a.data}")
-    ds = data.load_training(a.data, skip_bad=a.skip_bad)
+    ds = sources.load_training(a.data, skip_bad=a.skip_bad)
     if ds.skipped:
         _eprint(f"skipped {len(ds.skipped)} bad records, first: {ds.skipped[0][0]}: {ds.skipped[0][1]}")
     trainer = Trainer(config, ds.pixels, ds.labels)
@@ -228,21 +236,20 @@ def cmd_predict(a, s):
             return 0
         _eprint(f"prediction job {job.id}")
         manifest = _predict_bar(job, "predict")
-    _report_predict(manifest)
-    return 0
+    return _report_predict(manifest)
 
 
 def _predict_local(a, s):
     from model.registry import Registry
+    from worker.client import check_paths
+    check_paths(a.input, a.out)
     path, _ = Registry(s.storage).resolve(a.model)
     model = checkpoint.load_model(path)
-    p = batch.plan(a.input, a.chunk_rows or s.chunk_rows, a.chunk_rows or s.chunk_images)
-    results = (batch.predict_chunk(p, i, model) for i in range(len(p.chunks)))
-    bar = tqdm(results, total=len(p.chunks), unit="chunk", desc="predict", file=sys.stderr)
-    counts = batch.assemble(p, bar, a.out)
+    source = sources.open_source(a.input, a.chunk_rows or s.chunk_rows, a.chunk_rows or s.chunk_images)
+    bar = tqdm(total=len(source.chunks), unit="chunk", desc="predict", file=sys.stderr)
+    counts = batch.run(source, model, a.out, on_chunk=lambda i: bar.update(1))
     bar.close()
-    _report_predict(counts)
-    return 0
+    return _report_predict(counts)
 
 
 def cmd_status(a, s):

@@ -11,14 +11,12 @@ that sees the same DIGITS_STORAGE and broker.
 import os
 import time
 
-from celery import chord
-
-from model import batch, checkpoint, storage
+from model import batch, checkpoint, sources, storage
 from model.errors import DataError, JobError
-from tasks import jobs
-from tasks.predict import assemble, predict_chunk
+from tasks import jobs, keys
+from tasks.predict import queue_assemble, queue_chunk, release_output
 
-FINAL_STATES = ("SUCCESS", "CANCELLED", "FAILURE")
+FINAL_STATES = ("SUCCESS", "PARTIAL", "CANCELLED", "FAILURE")
 
 
 def _abs(ref):
@@ -77,41 +75,83 @@ def resolve_model(s, model_ref, job_id, checked):
             "registry_version": info.get("version"), "requested": str(model_ref)}
 
 
+def claim_output(app, job_id, out):
+    """Make job_id the one live job writing `out`; JobError naming the job that holds it.
+
+    A claim whose job has ended (it has a manifest) or left no record is taken over."""
+    r = app.backend.client
+    key = keys.output_owner(out)
+    for _ in range(3):
+        if r.set(key, job_id, nx=True):
+            return
+        holder = (r.get(key) or b"").decode()
+        if holder in ("", job_id):
+            r.set(key, job_id)
+            return
+        root = app.conf.digits_storage
+        record = jobs.read_json(jobs.ref(root, holder, "job.json"))
+        if record is not None and not jobs.read_manifest(root, holder):
+            raise JobError(f"{out} is the output of job {holder}, which is still running: wait for it "
+                           f"(digits watch {holder}), cancel it, or choose another --out")
+        r.delete(key)  # its job ended or is gone: a stale claim
+    raise JobError(f"could not claim output {out}")
+
+
 def submit_prediction(input_ref, model_ref, out, *, app, settings, job_id=None, chunk_rows=None,
                       checked=None):
     """Queue a bulk prediction of a CSV file or image folder -> PredictionJob.
 
     checked: check_prediction's result for these arguments, when the caller already has it.
-    A job id that already exists is not planned again: its chord is sent again and the
-    chunks already on storage are reused, so no row is doubled or lost.
+    One live job per output: a second job with the same `out` is refused (JobError).
+    A job id that is still running is sent again: its missing chunks are queued again and
+    the ones already done are reused, so no row is doubled or lost. A job id that has
+    ended is started afresh with these arguments (its earlier result is cleared).
     """
     s = settings
     job_id = jobs.check_id(job_id or jobs.new_job_id("predict"))
     root = s.storage
     job = jobs.read_json(jobs.ref(root, job_id, "job.json"))
+    if job is not None and jobs.read_manifest(root, job_id):
+        _forget(app, s, job_id)  # ended: start afresh
+        job = None
     if job is None:
         checked = checked or check_prediction(s, input_ref, model_ref, out)  # a bad model fails here
-        model = resolve_model(s, model_ref, job_id, checked)
-        staged = stage_input(s, job_id, input_ref)
-        p = batch.plan(staged, chunk_rows or s.chunk_rows, chunk_rows or s.chunk_images)
-        jobs.write_json(jobs.ref(root, job_id, "plan.json"), p.to_dict())
+        claim_output(app, job_id, _abs(str(out)))
+        try:
+            model = resolve_model(s, model_ref, job_id, checked)
+            staged = stage_input(s, job_id, input_ref)
+            source = sources.open_source(staged, chunk_rows or s.chunk_rows, chunk_rows or s.chunk_images)
+        except BaseException:
+            release_output(app.backend.client, {"download_to": _abs(str(out))}, job_id)
+            raise
+        jobs.write_json(jobs.ref(root, job_id, "plan.json"), source.to_dict())
         job = {"job_id": job_id, "kind": "predict", "input": staged, "model": model,
                "output": output_ref(s, job_id, out), "download_to": _abs(str(out)),
-               "chunks": len(p.chunks), "input_kind": p.kind, "submitted_at": time.time()}
+               "chunks": len(source.chunks), "input_kind": source.kind, "window": s.job_window,
+               "submitted_at": time.time()}
         jobs.write_json(jobs.ref(root, job_id, "job.json"), job)
-    elif jobs.read_manifest(root, job_id):
-        return PredictionJob(app, s, job_id)
-    else:  # an existing job: its own plan
-        p = batch.Plan.from_dict(jobs.read_json(jobs.ref(root, job_id, "plan.json")))
-    body = assemble.s(job_id).set(task_id=job_id)
-    header = [predict_chunk.si(job_id, i, lo, hi).set(task_id=f"{job_id}-chunk-{i}")
-              for i, (lo, hi) in enumerate(p.chunks)]
+        missing = range(len(source.chunks))
+    else:  # still running: its own plan, and the chunks without a mark
+        if _abs(str(out)) != job.get("download_to"):
+            raise JobError(f"job {job_id} is still running with --out {job.get('download_to')}")
+        source = sources.from_dict(jobs.read_json(jobs.ref(root, job_id, "plan.json")))
+        marked = {int(k) for k in app.backend.client.hkeys(keys.chunk_marks(job_id))}
+        missing = [i for i in range(len(source.chunks)) if i not in marked]
+    window = job.get("window") or len(source.chunks)
     with app.connection_for_write() as conn:
-        if header:
-            chord(header, app=app)(body, connection=conn)
-        else:
-            body.clone(args=([],)).apply_async(connection=conn)
+        for index in list(missing)[:window]:
+            queue_chunk(job_id, index, source, connection=conn)
+        if not source.chunks or not missing:
+            queue_assemble(job_id, connection=conn)
     return PredictionJob(app, s, job_id)
+
+
+def _forget(app, s, job_id):
+    """Clear an ended job's storage, Redis keys and task results before a resubmission."""
+    jobs.clear(s.storage, job_id)
+    r = app.backend.client
+    r.delete(*keys.job_keys(job_id))
+    app.backend.forget(job_id)  # the earlier assemble's result, which status() would read
 
 
 def status(app, s, job_id):
@@ -182,7 +222,7 @@ class Job:
     def _download(self, st):
         job = jobs.read_job(self.s.storage, self.id)
         src, dst = job.get("output"), job.get("download_to")
-        if job["kind"] == "predict" and src and dst and src != dst:
+        if job["kind"] == "predict" and src and dst and src != dst and storage.exists(src):
             storage.write_bytes(dst, storage.read_bytes(src))
             err = batch.errors_ref(src)
             if storage.exists(err):

@@ -9,6 +9,10 @@
     DIGITS_TRAIN_CONCURRENCY    worker processes for the train queue (default 1)
     DIGITS_CHUNK_ROWS         CSV rows per prediction chunk (default 10000)
     DIGITS_CHUNK_IMAGES       image files per prediction chunk (default 1000)
+    DIGITS_JOB_WINDOW         chunks of one job in the queue at once (default 2 x predict
+                              concurrency): a later job waits behind at most this many
+    DIGITS_CHUNK_RETRIES      retries of a chunk that fails as a whole (default 3)
+    DIGITS_RETRY_BACKOFF      seconds before the first retry, doubled each time (default 1)
     DIGITS_VISIBILITY_TIMEOUT seconds before Redis redelivers an unacked task (default 12 h)
     DIGITS_RESULT_EXPIRES     seconds task results are kept (default 7 days)
     DIGITS_TRAIN_MAX_TASKS_PER_CHILD  recycle a training process after N jobs (default 1)
@@ -65,6 +69,9 @@ class Settings:
     train_concurrency: int
     chunk_rows: int
     chunk_images: int
+    job_window: int
+    chunk_retries: int
+    retry_backoff: float
     visibility_timeout: int
     result_expires: int
     train_max_tasks_per_child: int
@@ -112,6 +119,9 @@ def load():
         train_concurrency=_int("DIGITS_TRAIN_CONCURRENCY", 1),
         chunk_rows=_int("DIGITS_CHUNK_ROWS", 10000),
         chunk_images=_int("DIGITS_CHUNK_IMAGES", 1000),
+        job_window=_int("DIGITS_JOB_WINDOW", 2 * _int("DIGITS_PREDICT_CONCURRENCY", os.cpu_count() or 2)),
+        chunk_retries=_int("DIGITS_CHUNK_RETRIES", 3),
+        retry_backoff=_float("DIGITS_RETRY_BACKOFF", 1.0),
         visibility_timeout=_int("DIGITS_VISIBILITY_TIMEOUT", 12 * 3600),
         result_expires=_int("DIGITS_RESULT_EXPIRES", 7 * 24 * 3600),
         train_max_tasks_per_child=_int("DIGITS_TRAIN_MAX_TASKS_PER_CHILD", 1),
@@ -127,6 +137,8 @@ def load():
     )
     if s.chunk_rows < 1 or s.chunk_images < 1:
         raise ConfigError("DIGITS_CHUNK_ROWS and DIGITS_CHUNK_IMAGES must be >= 1")
+    if s.job_window < 1 or s.chunk_retries < 0 or s.retry_backoff < 0:
+        raise ConfigError("DIGITS_JOB_WINDOW must be >= 1, DIGITS_CHUNK_RETRIES and DIGITS_RETRY_BACKOFF >= 0")
     if s.predict_concurrency < 1 or s.train_concurrency < 1:
         raise ConfigError("worker concurrency must be >= 1")
     return s

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from model import batch, checkpoint, data, storage
+from model import batch, checkpoint, data, sources, storage
 from model.errors import ConfigError, DataError
 from model.samples import load_sample, write_csv
 from model.train import Trainer, make_config
@@ -62,14 +62,19 @@ def test_csv(sample, tmp_path_factory):
     return str(path)
 
 
-def run(input_ref, chunk_rows, model, out, skip=()):
-    p = batch.plan(input_ref, chunk_rows)
-    # the plan travels through the broker as JSON
-    p = batch.Plan.from_dict(json.loads(json.dumps(p.to_dict())))
+def run(input_ref, chunk_rows, model, out, skip=(), fail=()):
+    """Plan, predict each chunk (None for those in skip, a ChunkFailure for those in fail)
+    and assemble -> (source, counts)."""
+    p = sources.open_source(input_ref, chunk_rows)
+    # the plan is stored as JSON
+    p = sources.from_dict(json.loads(json.dumps(p.to_dict())))
     results = []
     for i in range(len(p.chunks)):
         if i in skip:
             results.append(None)
+            continue
+        if i in fail:
+            results.append(batch.ChunkFailure("Permission denied: /store/x"))
             continue
         r = batch.predict_chunk(p, i, model)
         results.append(batch.ChunkResult.from_bytes(r.to_bytes()))  # as stored under jobs/<id>/chunks
@@ -102,8 +107,8 @@ def test_csv_with_broken_rows(test_csv, sample, model, tmp_path):
     assert [int(r[0]) for r in errors[1:]] == sorted(BROKEN)
     for (row, reason) in errors[1:]:
         assert BROKEN[int(row)][1] in reason, (row, reason)
-    assert counts == {"rows_in": 200, "rows_ok": 196, "rows_bad": 4, "rows_skipped": 0,
-                      "output": out, "errors": err_path}
+    assert counts == {"rows_in": 200, "rows_ok": 196, "rows_bad": 4, "rows_failed": 0, "rows_skipped": 0,
+                      "failed_chunks": [], "output": out, "errors": err_path}
 
 
 @pytest.mark.parametrize("chunk_rows", [1, 7, 37, 64])
@@ -132,16 +137,16 @@ def test_file_without_trailing_newline(sample, model, tmp_path):
         assert [int(r[1]) for r in rows] == model.predict(x)[0].tolist()
         assert counts["rows_in"] == 30 and counts["errors"] is None
         # a skipped last chunk (no trailing newline) is still counted right
-        _, counts = run(str(ref), k, model, out, skip={len(batch.plan(str(ref), k).chunks) - 1})
+        _, counts = run(str(ref), k, model, out, skip={len(sources.open_source(str(ref), k).chunks) - 1})
         assert counts["rows_in"] + counts["rows_skipped"] == 30
 
 
 def test_cancelled_chunk_keeps_later_image_ids(test_csv, sample, model, tmp_path):
-    p = batch.plan(test_csv, 40)
+    p = sources.open_source(test_csv, 40)
     assert len(p.chunks) >= 4
     skipped_chunk = 1
-    lengths = [len(batch.read_chunk(p, i)) for i in range(len(p.chunks))]
-    assert [batch.chunk_length(p, i) for i in range(len(p.chunks))] == lengths
+    lengths = [len(p.read(i)) for i in range(len(p.chunks))]
+    assert [p.length(i) for i in range(len(p.chunks))] == lengths
     assert sum(lengths) == N_ROWS
     out = str(tmp_path / "partial.csv")
     _, counts = run(test_csv, 40, model, out, skip={skipped_chunk})
@@ -178,7 +183,7 @@ def test_labeled_csv_can_be_predicted(sample, model, tmp_path):
     write_csv(ref, data.TRAIN_COLUMNS, np.column_stack([sample["train_y"][:25], sample["train_x"][:25]]))
     out = str(tmp_path / "pred.csv")
     p, counts = run(ref, 10, model, out)
-    assert p.labeled and counts["rows_ok"] == 25
+    assert p.layout.labeled and counts["rows_ok"] == 25
     assert [int(r[1]) for r in read_csv(out)[1:]] == model.predict(sample["train_x"][:25])[0].tolist()
 
 
@@ -272,7 +277,7 @@ def test_errors_ref():
 
 def test_plan_missing_input(tmp_path):
     with pytest.raises(DataError, match="no such file or folder") as e:
-        batch.plan(str(tmp_path / "nope.csv"), 10)
+        sources.open_source(str(tmp_path / "nope.csv"), 10)
     assert e.value.source == str(tmp_path / "nope.csv")
 
 
@@ -306,4 +311,58 @@ def test_inputs_and_outputs_on_memory_storage(sample, model):
 @pytest.mark.parametrize("chunk_rows", [0, -5])
 def test_plan_rejects_chunk_rows_below_one(test_csv, chunk_rows):
     with pytest.raises(ConfigError, match="chunk_rows"):
-        batch.plan(test_csv, chunk_rows)
+        sources.open_source(test_csv, chunk_rows)
+
+
+# ----------------------------------------------------------------------------- failed chunks
+
+@pytest.mark.parametrize("kind", ["csv", "images"])
+def test_a_failed_chunk_ends_partial_with_every_other_row(test_csv, image_folder, model, tmp_path, kind):
+    ref = test_csv if kind == "csv" else image_folder[0]
+    full_out, out = str(tmp_path / "full.csv"), str(tmp_path / "partial.csv")
+    p, full = run(ref, 20, model, full_out)
+    _, counts = run(ref, 20, model, out, fail={1})
+    assert batch.final_state(counts) == "PARTIAL" and batch.final_state(full) == "SUCCESS"
+    lost = p.length(1)
+    assert counts["rows_failed"] == lost and counts["rows_in"] == full["rows_in"]
+    assert counts["rows_in"] == counts["rows_ok"] + counts["rows_bad"] + counts["rows_failed"]
+    assert counts["failed_chunks"] == [{"chunk": 1, "where": p.where(1), "reason": "Permission denied: /store/x",
+                                        "rows": lost}]
+    names = list(p.names(1, p.length(0), lost))
+    full_rows, rows = read_csv(full_out)[1:], read_csv(out)[1:]
+    assert rows == [r for r in full_rows if (int(r[0]) if kind == "csv" else r[0]) not in names]
+    errors = read_csv(counts["errors"])[1:]
+    failed = [r for r in errors if r[1] == "chunk 1 failed: Permission denied: /store/x"]
+    assert [(int(r[0]) if kind == "csv" else r[0]) for r in failed] == names
+    assert "chunk(s) failed (1), %d records not predicted: Permission denied: /store/x" % lost \
+        in batch.failure_line(counts)
+
+
+def test_a_failed_chunk_that_cannot_be_counted_is_reported_not_renumbered(sample, model, tmp_path):
+    ref = tmp_path / "t.csv"
+    write_csv(str(ref), data.PIXEL_COLUMNS, sample["test_x"][:30])
+    p = sources.open_source(str(ref), 10)
+    results = [batch.predict_chunk(p, i, model) for i in range(3)]
+    os.remove(ref)  # chunk 1 can no longer be counted
+    counts = batch.assemble(p, [results[0], batch.ChunkFailure("gone"), results[2]], str(tmp_path / "o.csv"))
+    assert counts["rows_ok"] == 10 and counts["rows_failed"] == 10  # chunk 2's 10, chunk 1's unknown
+    assert [int(r[0]) for r in read_csv(tmp_path / "o.csv")[1:]] == list(range(1, 11))
+    errors = read_csv(counts["errors"])[1:]
+    assert [r[0] for r in errors] == [p.where(1), p.where(2)]
+    assert "chunk 1 failed: gone" == errors[0][1] and "row numbers are unknown" in errors[1][1]
+
+
+def test_run_contains_a_chunk_that_raises(test_csv, model, tmp_path, monkeypatch):
+    p = sources.open_source(test_csv, 50)
+    real = p.read
+
+    def read(i, labels=False):
+        if i == 2:
+            raise PermissionError(13, "Permission denied", "/store/in.csv")
+        return real(i, labels)
+
+    monkeypatch.setattr(p, "read", read)
+    counts = batch.run(p, model, str(tmp_path / "o.csv"))
+    assert batch.final_state(counts) == "PARTIAL"
+    assert counts["failed_chunks"][0]["reason"] == "Permission denied: /store/in.csv"
+    assert counts["rows_in"] == N_ROWS and counts["rows_failed"] == p.length(2)

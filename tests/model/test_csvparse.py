@@ -278,3 +278,49 @@ def test_mutated_blocks_match_reference(seed, monkeypatch):
     want_values, want_errors = reference(block, n)
     assert errors == want_errors, block
     np.testing.assert_array_equal(values, want_values)
+
+
+# ----------------------------------------------------------------------------- hostile lines
+
+def test_thousands_of_leading_zeros_are_a_value_not_a_crash():
+    # Python refuses int() of strings over 4300 digits; the parser must not ask it to
+    good = ",".join(["0" * 5000 + "7"] + ["1"] * 783)
+    big = ",".join(["0" * 10 + "9" * 5000] + ["1"] * 783)
+    values, errors = parse_rows((good + "\n" + big + "\n").encode(), 784)
+    assert values[0, 0] == 7 and values[0, 1] == 1 and 0 not in errors
+    assert errors[1].startswith("value 0000000000999") and errors[1].endswith("in column 1 is outside 0..255")
+
+
+def test_a_50_mb_line_is_reported_in_bounded_memory():
+    import tracemalloc
+    row = ",".join(["5"] * 784)
+    block = (row + "\n" + "1," * (25 << 20) + "1\n" + row + "\n").encode()
+    tracemalloc.start()
+    values, errors = parse_rows(block, 784)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert values.shape == (3, 784) and (values[[0, 2]] == 5).all() and not values[1].any()
+    assert errors == {1: f"line of {(50 << 20) + 1} bytes is longer than the limit of 65536"}
+    assert peak < 8 << 20, f"peak {peak / 2**20:.1f} MiB"
+
+
+def test_long_line_between_good_lines_at_every_piece_position():
+    row = ",".join(["3"] * 784)
+    long = "9" * 400_000  # longer than a piece (256 KB) plus MAX_LINE
+    for before in (0, 1, 100, 200):  # good lines before the long one (0: it starts the block)
+        block = "\n".join([row] * before + [long] + [row] * 5) + "\n"
+        values, errors = parse_rows(block.encode(), 784)
+        assert len(values) == before + 6
+        assert list(errors) == [before] and "longer than the limit" in errors[before]
+        assert (np.delete(values, before, axis=0) == 3).all()
+
+
+@pytest.mark.parametrize("label", ["x", "10", "", "-1", "1e3", " 7 "])
+def test_skipped_label_field_is_not_checked(label):
+    row = ",".join([label] + ["2"] * 784)
+    values, errors = parse_rows((row + "\n" + row + "\n").encode(), 785, skip=1)
+    assert errors == {} and values.shape == (2, 785)
+    assert (values[:, 0] == 0).all() and (values[:, 1:] == 2).all()
+    bad = ",".join([label] + ["2"] * 783 + ["256"])
+    values, errors = parse_rows((bad + "\n").encode(), 785, skip=1)
+    assert errors == {0: "value 256 in column 785 is outside 0..255"}

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from model import data
+from model import data, sources
 from model.errors import DataError
 from model.samples import load_sample
 
@@ -64,7 +64,7 @@ def test_bad_row_names_file_row_and_reason(tmp_path, sample, case):
     rows = train_rows(sample, 6)
     rows.insert(3, bad)  # data row 4
     ref = write(tmp_path / "train.csv", TRAIN_HEADER, rows)
-    e = raises_data_error(data.load_training, ref)
+    e = raises_data_error(sources.load_training, ref)
     assert e.source == ref and e.row == 4
     for r in reasons:
         assert r in e.reason, (r, e.reason)
@@ -76,7 +76,7 @@ def test_bad_row_names_file_row_and_reason(tmp_path, sample, case):
 def test_label_outside_byte_range_reports_label_range(tmp_path, sample, label):
     rows = train_rows(sample, 3) + [csv_row([label] + [0] * 784)]
     ref = write(tmp_path / "train.csv", TRAIN_HEADER, rows)
-    e = raises_data_error(data.load_training, ref)
+    e = raises_data_error(sources.load_training, ref)
     assert e.source == ref and e.row == 4 and "label" in e.reason
     assert "0..9" in e.reason
 
@@ -87,7 +87,7 @@ def test_first_bad_row_is_named_with_a_count_of_the_others(tmp_path, sample):
     rows[6] = csv_row([3] + [999] * 784)
     rows[8] = "x"
     ref = write(tmp_path / "train.csv", TRAIN_HEADER, rows)
-    e = raises_data_error(data.load_training, ref, block_rows=3)
+    e = raises_data_error(sources.load_training, ref, block_rows=3)
     assert e.row == 2 and "and 2 more bad records" in e.reason
 
 
@@ -100,7 +100,7 @@ def test_skip_bad_keeps_good_rows_and_lists_bad(tmp_path, sample):
         rows[r - 1] = text
     ref = write(tmp_path / "train.csv", TRAIN_HEADER, rows)
     for block_rows in (5, 7, 1000):  # bad rows on both sides of range boundaries
-        td = data.load_training(ref, skip_bad=True, block_rows=block_rows)
+        td = sources.load_training(ref, skip_bad=True, block_rows=block_rows)
         keep = [i for i in range(n) if i + 1 not in bad_rows]
         assert np.array_equal(td.pixels, sample["train_x"][keep])
         assert np.array_equal(td.labels, sample["train_y"][keep])
@@ -115,24 +115,24 @@ def test_skip_bad_keeps_good_rows_and_lists_bad(tmp_path, sample):
 def test_load_training_of_good_csv(tmp_path, sample):
     ref = write(tmp_path / "train.csv", TRAIN_HEADER, train_rows(sample, 50), trailing_newline=False)
     progress = []
-    td = data.load_training(ref, block_rows=8, progress=lambda done, total: progress.append((done, total)))
+    td = sources.load_training(ref, block_rows=8, progress=lambda done, total: progress.append((done, total)))
     assert np.array_equal(td.pixels, sample["train_x"][:50]) and np.array_equal(td.labels, sample["train_y"][:50])
     assert td.skipped == [] and len(td.fingerprint) == 64
     assert progress[-1][0] == progress[-1][1] == os.path.getsize(ref)
-    assert data.load_training(ref).fingerprint == td.fingerprint  # same data, same fingerprint
+    assert sources.load_training(ref).fingerprint == td.fingerprint  # same data, same fingerprint
 
 
 def test_crlf_and_bom_are_accepted(tmp_path, sample):
     ref = tmp_path / "train.csv"
     text = "\ufeff" + TRAIN_HEADER + "\r\n" + "\r\n".join(train_rows(sample, 5)) + "\r\n"
     ref.write_bytes(text.encode("utf-8"))
-    td = data.load_training(str(ref))
+    td = sources.load_training(str(ref))
     assert np.array_equal(td.pixels, sample["train_x"][:5])
 
 
 def test_test_file_cannot_train(tmp_path, sample):
     ref = write(tmp_path / "test.csv", TEST_HEADER, [csv_row(r) for r in sample["test_x"][:3].tolist()])
-    e = raises_data_error(data.load_training, ref)
+    e = raises_data_error(sources.load_training, ref)
     assert e.source == ref and "no label column" in e.reason
 
 
@@ -140,7 +140,7 @@ def test_test_file_cannot_train(tmp_path, sample):
 
 def test_missing_header(tmp_path, sample):
     ref = write(tmp_path / "noheader.csv", None, train_rows(sample, 3))
-    for fn in (data.read_csv_layout, data.load_training):
+    for fn in (data.read_csv_layout, sources.load_training):
         e = raises_data_error(fn, ref)
         assert e.source == ref and e.row is None and "missing header" in e.reason
         assert ref in str(e)
@@ -157,7 +157,7 @@ def test_wrong_header(tmp_path, sample, header, reason):
     ref = write(tmp_path / "wrong.csv", header, train_rows(sample, 2))
     e = raises_data_error(data.read_csv_layout, ref)
     assert e.source == ref and "wrong header" in e.reason and reason in e.reason
-    e = raises_data_error(data.load_training, ref)
+    e = raises_data_error(sources.load_training, ref)
     assert e.source == ref and "wrong header" in e.reason
 
 
@@ -167,20 +167,20 @@ def test_empty_file(tmp_path, content):
     ref.write_text(content)
     e = raises_data_error(data.read_csv_layout, str(ref))
     assert e.source == str(ref) and e.reason == "empty file"
-    assert raises_data_error(data.load_training, str(ref)).reason == "empty file"
+    assert raises_data_error(sources.load_training, str(ref)).reason == "empty file"
 
 
 def test_header_only_file(tmp_path):
     ref = write(tmp_path / "h.csv", TRAIN_HEADER, [])
     layout = data.read_csv_layout(ref)
     assert layout.labeled and data.plan_csv(layout, 10) == []
-    e = raises_data_error(data.load_training, ref)
+    e = raises_data_error(sources.load_training, ref)
     assert e.source == ref and "0 usable" in e.reason
 
 
 def test_missing_file_and_folder(tmp_path):
     ref = str(tmp_path / "nope.csv")
-    e = raises_data_error(data.load_training, ref)
+    e = raises_data_error(sources.load_training, ref)
     assert e.source == ref and "no such" in e.reason
     assert "no such" in raises_data_error(data.read_csv_layout, ref).reason
     assert "no such folder" in raises_data_error(data.list_images, str(tmp_path / "nodir")).reason
@@ -374,7 +374,7 @@ def test_training_folder(tmp_path, sample):
     expected = make_training_folder(tmp_path / "train", sample)
     rels, labels, errors = data.list_training_images(str(tmp_path / "train"))
     assert rels == [r for r, _, _ in expected] and labels == [d for _, d, _ in expected] and errors == []
-    td = data.load_training(str(tmp_path / "train"), block_rows=7)
+    td = sources.load_training(str(tmp_path / "train"), block_rows=7)
     assert np.array_equal(td.labels, [d for _, d, _ in expected])
     assert np.array_equal(td.pixels, sample["train_x"][[i for _, _, i in expected]])
 
@@ -389,10 +389,10 @@ def test_training_folder_with_file_outside_digit_folders(tmp_path, sample):
     assert len(rels) == 20
     assert sorted(p for p, _ in errors) == ["10/ten.png", "cats/c.png", "stray.png"]
     assert all("not inside a digit sub-folder 0..9" in r for _, r in errors)
-    e = raises_data_error(data.load_training, str(root))
+    e = raises_data_error(sources.load_training, str(root))
     assert e.source == os.path.join(str(root), "10/ten.png") and "digit sub-folder" in e.reason
     assert "and 2 more" in e.reason
-    td = data.load_training(str(root), skip_bad=True)
+    td = sources.load_training(str(root), skip_bad=True)
     assert len(td.labels) == 20 and sorted(p for p, _ in td.skipped) == ["10/ten.png", "cats/c.png", "stray.png"]
 
 
@@ -402,9 +402,9 @@ def test_training_folder_with_bad_images(tmp_path, sample):
     (root / "3" / "broken.png").write_bytes(b"garbage")
     save(root / "7" / "small.png", np.zeros((20, 20), np.uint8))
     (root / "1" / "notes.txt").write_text("hi")
-    e = raises_data_error(data.load_training, str(root))
+    e = raises_data_error(sources.load_training, str(root))
     assert e.source == os.path.join(str(root), "1/notes.txt") and "unknown file type" in e.reason
-    td = data.load_training(str(root), skip_bad=True)
+    td = sources.load_training(str(root), skip_bad=True)
     assert len(td.labels) == 20
     skipped = dict(td.skipped)
     assert set(skipped) == {"1/notes.txt", "3/broken.png", "7/small.png"}

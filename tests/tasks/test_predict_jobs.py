@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from model import batch, checkpoint
+from model import batch, checkpoint, sources
 from model.data import PIXEL_COLUMNS
 from model.errors import ConfigError, JobError
-from tasks import jobs
+from tasks import jobs, keys
 from tests.conftest import wait_for, write_test_csv
 from worker.client import FINAL_STATES, status, submit_prediction
 
@@ -34,9 +34,7 @@ def submit(live, input_ref, model, out, **kw):
 
 def local_predict(input_ref, model_path, out, chunk_rows=10000):
     """The in-process path of `digits predict --local` -> counts."""
-    model = checkpoint.load_model(model_path)
-    p = batch.plan(str(input_ref), chunk_rows)
-    return batch.assemble(p, (batch.predict_chunk(p, i, model) for i in range(len(p.chunks))), str(out))
+    return batch.run(sources.open_source(str(input_ref), chunk_rows), checkpoint.load_model(model_path), str(out))
 
 
 def read_rows(path):
@@ -70,10 +68,10 @@ def save_png(path, pixels, side=28):
 
 def chunk_row_ranges(live, job_id):
     """[(first ImageId, last ImageId)] of each chunk of a CSV job, from its stored plan."""
-    p = batch.Plan.from_dict(jobs.read_json(jobs.ref(live.settings.storage, job_id, "plan.json")))
+    p = sources.from_dict(jobs.read_json(jobs.ref(live.settings.storage, job_id, "plan.json")))
     ranges, first = [], 1
     for i in range(len(p.chunks)):
-        n = batch.chunk_length(p, i)
+        n = p.length(i)
         ranges.append((first, first + n - 1))
         first += n
     return ranges
@@ -139,7 +137,7 @@ def test_csv_job_matches_in_process_prediction(live, test_csv, model_path, expec
     job = submit(live, test_csv, model_path, tmp_path / "queue.csv", chunk_rows=73)
     manifest = job.wait(timeout=WAIT)
     assert manifest["state"] == "SUCCESS"
-    assert manifest["chunks"] == len(batch.plan(test_csv, 73).chunks) > 6  # 500 rows / 73 per chunk
+    assert manifest["chunks"] == len(sources.open_source(test_csv, 73).chunks) > 6  # 500 rows / 73 per chunk
     assert (manifest["rows_in"], manifest["rows_ok"], manifest["rows_bad"], manifest["rows_skipped"]) == \
         (500, 500, 0, 0)
     assert manifest["errors"] is None and not os.path.exists(tmp_path / "queue.errors.csv")
@@ -315,6 +313,7 @@ def test_sigkill_of_a_pool_process_mid_job_loses_and_doubles_nothing(live, csv_2
     np.testing.assert_array_equal(ids, np.arange(1, 20001))  # every row exactly once, in order
     _, local_labels = read_submission(tmp_path / "local.csv")
     np.testing.assert_array_equal(labels, local_labels)
+    assert live.app.backend.client.get(keys.assemble_runs(job.id)) == b"1"  # written once
     # a file the killed process was writing is not counted as a chunk
     assert job.progress()["progress"] == {"chunks_done": 40, "chunks": 40, "fraction": 1.0}
     # the prefork pool reaped the killed process and replaced it
@@ -333,20 +332,23 @@ def test_resubmitting_a_job_id_never_duplicates_rows(live, test_csv, model_path,
     m1 = first.wait(timeout=WAIT)
     m2 = again.wait(timeout=WAIT)
     assert m1["state"] == m2["state"] == "SUCCESS"
-    assert m1["chunks"] == len(batch.plan(test_csv, 73).chunks)  # planned once, not replanned
+    assert m1["chunks"] == len(sources.open_source(test_csv, 73).chunks)  # planned once, not replanned
     content = out.read_bytes()
     ids, labels = read_submission(out)
     np.testing.assert_array_equal(ids, np.arange(1, 501))
     np.testing.assert_array_equal(labels, expected_500[0])
 
-    # once finished, a resubmission returns the same job and output without running it again
-    time.sleep(0.5)  # a second assemble of the duplicate chord may still be writing
+    assert live.app.backend.client.get(keys.assemble_runs(job_id)) == b"1"  # one assemble wrote it
+
+    # once finished, a resubmission starts the job afresh: planned again, written once again
     m_before = jobs.read_manifest(live.settings.storage, job_id)
-    third = submit(live, test_csv, model_path, out, job_id=job_id)
+    out2 = tmp_path / "again.csv"
+    third = submit(live, test_csv, model_path, out2, job_id=job_id, chunk_rows=200)
     m3 = third.wait(timeout=WAIT)
-    assert m3 == m_before
-    assert out.read_bytes() == content
-    assert (m3["rows_in"], m3["rows_ok"]) == (500, 500)
+    assert m3["submitted_at"] > m_before["submitted_at"] and m3["chunks"] == 3
+    assert m3["output"] == str(out2) and out2.read_bytes() == content
+    assert (m3["rows_in"], m3["rows_ok"], m3["state"]) == (500, 500, "SUCCESS")
+    assert live.app.backend.client.get(keys.assemble_runs(job_id)) == b"1"
 
 
 def test_status_while_running_and_when_done(live, csv_5000, model_path, tmp_path):
@@ -378,17 +380,49 @@ def test_status_while_running_and_when_done(live, csv_5000, model_path, tmp_path
     assert job.wait(timeout=5)["rows_ok"] == 5000
 
 
-def test_a_job_whose_input_vanishes_fails_cleanly(live, csv_5000, model_path, data_dir, tmp_path):
+def test_a_job_whose_input_vanishes_ends_partial_with_the_rows_it_read(live, csv_5000, model_path, expected_500,
+                                                                       data_dir, tmp_path):
     doomed = data_dir / "doomed.csv"
     doomed.write_bytes(open(csv_5000, "rb").read())
     job = submit(live, doomed, model_path, tmp_path / "out.csv", chunk_rows=50)
+    wait_for(lambda: jobs.chunks_done(live.settings.storage, job.id) >= 2, WAIT, "2 chunks", poll=0.002)
     os.remove(doomed)  # the chunks that run from now on cannot read their rows
-    with pytest.raises(JobError, match="failed"):
-        job.wait(timeout=WAIT)
-    st = job.progress()
-    assert st["state"] == "FAILURE" and "No such file" in st["error"]
-    assert jobs.read_manifest(live.settings.storage, job.id) is None
-    assert not (tmp_path / "out.csv").exists()
+    m = job.wait(timeout=WAIT)
+    assert m["state"] == "PARTIAL" and job.progress()["state"] == "PARTIAL"
+    assert m["failed_chunks"] and "No such file or directory" in m["failed_chunks"][0]["reason"]
+    assert str(doomed) in m["failed_chunks"][0]["reason"]  # the reason names the path
+    assert m["error"].startswith(f"job {job.id}: ") and "chunk(s) failed" in m["error"]
+    assert m["rows_ok"] >= 100 and m["rows_in"] == m["rows_ok"] + m["rows_bad"] + m["rows_failed"]
+    ids, labels = read_submission(tmp_path / "out.csv")  # the rows read are there, numbered right
+    assert len(ids) == m["rows_ok"]
+    np.testing.assert_array_equal(labels, expected_500[0][(ids - 1) % 500])
+    header, errs = read_rows(tmp_path / "out.errors.csv")
+    assert errs and all("failed" in reason for _, reason in errs)
+
+
+def test_a_chunk_whose_storage_object_is_unusable_ends_partial(live, test_csv, model_path, tmp_path):
+    """Chunk 2's result path is a folder, so it can be neither written nor read: the chunk is
+    retried, then failed; the job ends PARTIAL with every other row and chunk 2's rows listed."""
+    local = local_predict(test_csv, model_path, tmp_path / "local.csv", chunk_rows=60)
+    job_id = f"blocked-{uuid.uuid4().hex[:8]}"
+    blocker = jobs.chunk_ref(live.settings.storage, job_id, 2)
+    os.makedirs(blocker)
+    job = submit(live, test_csv, model_path, tmp_path / "out.csv", job_id=job_id, chunk_rows=60)
+    m = job.wait(timeout=WAIT)
+    p = sources.open_source(test_csv, 60)
+    assert m["state"] == "PARTIAL" and m["chunks"] == len(p.chunks) > 3
+    assert [f["chunk"] for f in m["failed_chunks"]] == [2]
+    reason = m["failed_chunks"][0]["reason"]
+    assert blocker in reason, reason
+    lost = set(p.names(2, p.length(0) + p.length(1), p.length(2)))
+    assert (m["rows_in"], m["rows_ok"], m["rows_failed"]) == (500, 500 - len(lost), len(lost))
+    _, local_rows = read_rows(tmp_path / "local.csv")
+    _, rows = read_rows(tmp_path / "out.csv")
+    assert rows == [r for r in local_rows if int(r[0]) not in lost]
+    _, errs = read_rows(tmp_path / "out.errors.csv")
+    assert {int(r) for r, _ in errs} == lost and all(why == f"chunk 2 failed: {reason}" for _, why in errs)
+    assert live.app.backend.client.get(keys.assemble_runs(job_id)) == b"1"
+    assert local["rows_ok"] == 500
 
 
 def test_bad_chunk_size_is_refused_before_queuing(live, image_folder, model_path, tmp_path):

@@ -7,11 +7,11 @@ import time
 import numpy as np
 import pytest
 
-from model import checkpoint, data, storage
+from model import checkpoint, sources, storage
 from model.registry import Registry
 from model.samples import write_sample
 from model.train import Trainer, make_config
-from tasks import jobs
+from tasks import jobs, keys
 from tests.conftest import wait_for
 
 pytestmark = pytest.mark.integration
@@ -43,7 +43,7 @@ def csvs(tmp_path_factory):
 @pytest.fixture(scope="module")
 def reference_params(csvs):
     """Weights of an uninterrupted in-process run with big_config() on the big CSV."""
-    ds = data.load_training(csvs["big"])
+    ds = sources.load_training(csvs["big"])
     t = Trainer(big_config(), ds.pixels, ds.labels)
     t.run()
     return dict(t.params, mean=t.mean, std=t.std)
@@ -154,7 +154,7 @@ def test_a_delivery_that_finds_the_job_lock_held_does_not_train(live, csvs):
     from tasks.train import LOCKED_RETRY, train_job
     job_id = jobs.new_job_id("train")
     r = live.app.backend.client
-    lock = r.lock(f"digits:lock:job:{job_id}", timeout=120)
+    lock = r.lock(keys.job_lock(job_id), timeout=120)
     assert lock.acquire(blocking=False)
     try:
         job = submit(live, csvs["small"], "locked", make_config("faithful", epochs=2), job_id=job_id)

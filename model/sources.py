@@ -1,0 +1,214 @@
+"""Input sources: one class per input kind, the only code that knows a format's layout.
+
+    source = open_source(ref, chunk_rows, chunk_images)   # plan the chunks of a CSV or folder
+    source.chunks              # [[lo, hi], ...]: byte ranges of a CSV, slices of a sorted file list
+    source.read(i)             # chunk i -> data.Block (bad records as data, never raised)
+    source.length(i)           # records in chunk i, without decoding them
+    source.names(i, first, n)  # names of chunk i's records in outputs: ImageIds or paths
+    source.to_dict()           # JSON, stored as the job's plan; from_dict(d) reads it back
+
+Prediction (model.batch) and training (load_training, below) both read through a
+source, so a third input format is one more class here and one more entry in KINDS.
+"""
+import csv
+import hashlib
+import io
+from dataclasses import dataclass
+
+import numpy as np
+
+from model import data, storage
+from model.errors import ConfigError, DataError
+
+
+def _check_step(name, value):
+    if int(value) < 1:  # a negative step would plan no chunk at all for a folder
+        raise ConfigError(f"{name} must be >= 1, got {value}")
+    return int(value)
+
+
+class CsvSource:
+    """A Kaggle CSV (`pixel0..pixel783`, or `label,pixel0..pixel783`) in byte ranges of
+    whole lines; record names are 1-based data rows (a test file's ImageId)."""
+
+    kind = "csv"
+    output_header = ("ImageId", "Label")
+    error_header = ("row", "reason")
+
+    def __init__(self, input, chunks, labeled, data_start, size):
+        self.input, self.chunks = str(input), [list(c) for c in chunks]
+        self.layout = data.CsvLayout(self.input, bool(labeled), int(data_start), int(size))
+
+    @classmethod
+    def plan(cls, ref, chunk_rows, chunk_images=None, training=False):
+        layout = data.read_csv_layout(ref)
+        if training and not layout.labeled:
+            raise DataError(ref, "has no label column: a training file starts 'label,pixel0,...'")
+        chunks = data.plan_csv(layout, _check_step("chunk_rows", chunk_rows))
+        return cls(ref, chunks, layout.labeled, layout.data_start, layout.size)
+
+    def to_dict(self):
+        return {"kind": self.kind, "input": self.input, "chunks": self.chunks,
+                "labeled": self.layout.labeled, "data_start": self.layout.data_start,
+                "size": self.layout.size}
+
+    def read(self, index, labels=False):
+        """Chunk `index` -> Block; labels=True checks and returns a training file's labels."""
+        lo, hi = self.chunks[index]
+        return data.read_csv_range(self.layout, lo, hi, labels=labels)
+
+    def length(self, index):
+        lo, hi = self.chunks[index]
+        return data.count_lines(self.input, lo, hi)
+
+    def names(self, index, first, n):
+        """ImageIds of chunk `index`, whose first record is the input's record `first` (0-based)."""
+        return range(first + 1, first + 1 + n)
+
+    def where(self, index):
+        lo, hi = self.chunks[index]
+        return f"bytes {lo}-{hi}"
+
+    def progress(self, index):
+        """(done, total) once chunk `index` is read: bytes of the file."""
+        return self.chunks[index][1], self.layout.size
+
+    def output_text(self, names, labels, confidence):
+        """Output lines "ImageId,Label" of good records (names and labels of equal length)."""
+        return "".join(f"{i},{lab}\n" for i, lab in zip(names, labels.tolist()))
+
+
+class ImageFolderSource:
+    """A folder of image files in slices of its sorted file list; record names are paths
+    relative to the folder ("/"-separated, see data.display_name). For training, the
+    files of sub-folders 0..9 carry their folder's digit and the others are `unplaced`."""
+
+    kind = "images"
+    output_header = ("path", "label", "confidence")
+    error_header = ("path", "reason")
+
+    def __init__(self, input, chunks, paths, labels=None, unplaced=()):
+        self.input, self.chunks, self.paths = str(input), [list(c) for c in chunks], list(paths)
+        self.labels = None if labels is None else list(labels)
+        self.unplaced = [tuple(u) for u in unplaced]  # [(path, reason)] left out of training
+
+    @classmethod
+    def plan(cls, ref, chunk_rows, chunk_images=None, training=False):
+        step = _check_step("chunk_images", chunk_images or chunk_rows)
+        labels, unplaced = None, []
+        if training:
+            paths, labels, unplaced = data.list_training_images(ref)
+        else:
+            paths = data.list_images(ref)
+        chunks = [[lo, min(lo + step, len(paths))] for lo in range(0, len(paths), step)]
+        return cls(ref, chunks, paths, labels, unplaced)
+
+    def to_dict(self):
+        return {"kind": self.kind, "input": self.input, "chunks": self.chunks, "paths": self.paths,
+                "labels": self.labels, "unplaced": self.unplaced}
+
+    def read(self, index, labels=False):
+        lo, hi = self.chunks[index]
+        return data.read_images(self.input, self.paths[lo:hi],
+                                self.labels[lo:hi] if labels and self.labels is not None else None)
+
+    def length(self, index):
+        lo, hi = self.chunks[index]
+        return hi - lo
+
+    def names(self, index, first, n):
+        lo = self.chunks[index][0]
+        return [data.display_name(p) for p in self.paths[lo:lo + n]]
+
+    def where(self, index):
+        lo, hi = self.chunks[index]
+        return f"files {lo + 1}-{hi}"
+
+    def progress(self, index):
+        return self.chunks[index][1], len(self.paths)
+
+    def output_text(self, names, labels, confidence):
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        w.writerows((p, lab, f"{c:.4f}") for p, lab, c in zip(names, labels.tolist(), confidence.tolist()))
+        return buf.getvalue()
+
+
+KINDS = {cls.kind: cls for cls in (CsvSource, ImageFolderSource)}
+
+
+def open_source(ref, chunk_rows, chunk_images=None, training=False):
+    """Plan the chunks of a CSV file (about chunk_rows rows each) or an image folder
+    (chunk_images files each, default chunk_rows: decoding an image costs far more than
+    parsing a row) -> a source. training=True wants labels (a labeled CSV, digit folders).
+    DataError names the input when it is missing or unreadable."""
+    ref = str(ref)
+    _check_step("chunk_rows", chunk_rows)
+    try:
+        if not storage.exists(ref):
+            raise DataError(ref, "no such file or folder")
+        folder = storage.isdir(ref)
+    except OSError as e:
+        raise DataError(ref, f"cannot read ({e})") from None
+    cls = ImageFolderSource if folder else CsvSource
+    return cls.plan(ref, chunk_rows, chunk_images, training)
+
+
+def from_dict(d):
+    """A source from its to_dict() (a stored plan)."""
+    d = dict(d)
+    return KINDS[d.pop("kind")](**d)
+
+
+# ----------------------------------------------------------------------------- training data
+
+@dataclass
+class TrainingData:
+    """A whole labeled dataset in memory."""
+
+    source: str
+    pixels: np.ndarray  # (N, 784) uint8
+    labels: np.ndarray  # (N,) int64
+    skipped: list  # [(row number or path, reason)] of bad records left out
+    fingerprint: str  # sha256 of pixels and labels: the same data gives the same value
+
+
+def _fingerprint(pixels, labels):
+    h = hashlib.sha256()
+    h.update(np.ascontiguousarray(pixels).tobytes())
+    h.update(np.ascontiguousarray(labels, dtype=np.int64).tobytes())
+    return h.hexdigest()
+
+
+def load_training(ref, skip_bad=False, block_rows=20000, progress=None):
+    """A training CSV or a folder of digit sub-folders -> TrainingData.
+
+    A bad record raises DataError (naming file and row or image, with a count of the
+    others) unless skip_bad is true, in which case it is listed in .skipped.
+    progress(done_bytes_or_files, total) is called as the input is read.
+    """
+    ref = str(ref)
+    source = open_source(ref, block_rows, block_rows, training=True)
+    bad = list(getattr(source, "unplaced", []))
+    parts_x, parts_y, first = [], [], 0
+    for i in range(len(source.chunks)):
+        block = source.read(i, labels=True)
+        names = source.names(i, first, len(block))
+        bad += [(names[j], reason) for j, reason in sorted(block.errors.items())]
+        keep = block.ok_mask()
+        parts_x.append(block.pixels[keep])
+        parts_y.append(block.labels[keep])
+        first += len(block)
+        if progress:
+            progress(*source.progress(i))
+    if bad and not skip_bad:
+        where, reason = bad[0]
+        more = f" (and {len(bad) - 1} more bad records)" if len(bad) > 1 else ""
+        if isinstance(where, int):
+            raise DataError(ref, f"{reason}{more}; pass --skip-bad to train on the good ones", row=where)
+        raise DataError(storage.join(ref, where), f"{reason}{more}; pass --skip-bad to train on the good ones")
+    pixels = np.concatenate(parts_x) if parts_x else np.zeros((0, data.N_PIXELS), np.uint8)
+    labels = np.concatenate(parts_y) if parts_y else np.zeros(0, np.int64)
+    if len(labels) < 2:
+        raise DataError(ref, f"only {len(labels)} usable labeled images; training needs at least 2")
+    return TrainingData(ref, pixels, labels, bad, _fingerprint(pixels, labels))

@@ -1,0 +1,48 @@
+"""Every Redis key the project writes, named in one place (the tests import them too).
+
+All live in the result backend's Redis (task.app.backend.client) and start "digits:".
+"""
+import hashlib
+
+PREFIX = "digits:"
+
+
+def chunk_marks(job_id):
+    """Hash of a prediction job: chunk index -> JSON mark {"state": "done" | "failed" |
+    "skipped", "order": n-th chunk to finish (1-based), "rows", "bad", "reason", "seconds"}."""
+    return f"{PREFIX}job:{job_id}:chunks"
+
+
+def assemble_lock(job_id):
+    """Lock held while a job's output is written, so two deliveries never write it at once."""
+    return f"{PREFIX}job:{job_id}:assemble-lock"
+
+
+def assemble_runs(job_id):
+    """Counter: how many times a job's output was written (1, unless resubmitted)."""
+    return f"{PREFIX}job:{job_id}:assembles"
+
+
+def output_owner(path):
+    """The id of the live job that writes output `path` (one live job per output)."""
+    return f"{PREFIX}output:{hashlib.sha256(str(path).encode('utf-8', 'surrogateescape')).hexdigest()[:32]}"
+
+
+def job_lock(job_id):
+    """Lock of a running training job (renewed while it runs)."""
+    return f"{PREFIX}lock:job:{job_id}"
+
+
+def lock_owner(job_id):
+    """host:pid of the process holding a training job's lock."""
+    return f"{PREFIX}lock-owner:job:{job_id}"
+
+
+def model_active(name):
+    """Marks a model that has a queued or running training job (scheduled runs skip it)."""
+    return f"{PREFIX}model-active:{name}"
+
+
+def job_keys(job_id):
+    """The keys of one job, for a resubmission to clear."""
+    return [chunk_marks(job_id), assemble_lock(job_id), assemble_runs(job_id)]
