@@ -34,6 +34,9 @@ MAX_IMAGE_BYTES = 32 << 20  # a larger image file is refused unread
 MAX_IMAGE_PIXELS = 4096 * 4096  # a larger image is refused from its header, undecoded
 HEADER_LIMIT = 1 << 20  # bytes searched for the end of the header line
 READ_WINDOW = 4 << 20  # bytes of a CSV range read at a time
+# load_image checks an image's size from its header against its own limits before any
+# pixel is decoded; PIL's own check would raise first, with a message about attacks
+Image.MAX_IMAGE_PIXELS = None
 _LABEL_RANGE = re.compile(r"^value (\S+) in label is outside 0\.\.255$")
 
 
@@ -134,13 +137,15 @@ def plan_csv(layout, rows_per_chunk):
     return ranges
 
 
-def line_blocks(ref, start, end, window=READ_WINDOW):
+def line_blocks(ref, start, end, window=None):
     """Bytes [start, end) of a file, read `window` bytes at a time -> yields blocks of whole
     lines (bytes), or, for a line longer than MAX_LINE, its length (int), the line unkept.
 
-    Memory stays about window + MAX_LINE bytes whatever the lines are. The last line of
+    Memory stays about window (default READ_WINDOW) + MAX_LINE bytes whatever the lines
+    are. The last line of
     the range need not end with b"\\n".
     """
+    window = window or READ_WINDOW
     carry, skipped, pos = b"", None, start  # skipped: length so far of an overlong line
     while pos < end:
         raw = storage.read_bytes(ref, pos, min(end, pos + window))
@@ -244,7 +249,7 @@ def load_image(folder, rel):
         if len(raw) > MAX_IMAGE_BYTES:
             raise DataError(path, f"file is over the limit of {MAX_IMAGE_BYTES >> 20} MB")
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # PIL warns of large images; the size is checked here
+            warnings.simplefilter("ignore")  # a decoder's warnings about a damaged file
             with Image.open(io.BytesIO(raw), formats=IMAGE_FORMATS) as img:
                 w, h = img.size
                 if (w, h) != (SIDE, SIDE):

@@ -292,3 +292,50 @@ def test_malformed_metadata_is_a_checkpoint_error(tmp_path, meta, loader):
     with pytest.raises(CheckpointError) as e:
         getattr(checkpoint, loader)(str(ref))
     assert str(ref) in str(e.value)
+
+
+# ----------------------------------------------------------------------------- validated on load
+
+def _save_arrays(ref, model, **replace):
+    arrays = dict(model.params, mean=model.mean, std=model.std)
+    arrays.update(replace)
+    buf = io.BytesIO()
+    np.savez(buf, meta=np.array(json.dumps(model.meta)), **arrays)
+    ref.write_bytes(buf.getvalue())
+
+
+@pytest.mark.parametrize("name,bad,reason", [
+    ("W1", lambda a: a.astype("U8"), "W1 holds <U8 values, not floating point"),
+    ("b1", lambda a: a.astype(np.int64), "b1 holds int64 values, not floating point"),
+    ("W2", lambda a: a.astype(bool), "W2 holds bool values, not floating point"),
+    ("b2", lambda a: np.full_like(a, np.nan), "b2 holds NaN or infinite values"),
+    ("mean", lambda a: np.full_like(a, np.inf), "mean holds NaN or infinite values"),
+    ("std", lambda a: np.zeros_like(a), "std holds values <= 0"),
+])
+def test_right_shapes_wrong_values_are_not_a_model(tmp_path, name, bad, reason):
+    good = make(1)
+    arrays = dict(good.params, mean=good.mean, std=good.std)
+    ref = tmp_path / "m.npz"
+    _save_arrays(ref, good, **{name: bad(arrays[name])})
+    with pytest.raises(CheckpointError) as e:
+        checkpoint.load_model(str(ref))
+    assert str(e.value) == f"not a digits model file: {ref}: {reason}"
+
+
+@pytest.mark.parametrize("content", [b"label,pixel0\n1,2\n", b"\x93NUMPY\x01\x00garbage", b"",
+                                     b"PK\x03\x04 not really a zip"])
+def test_other_files_as_model_never_mention_pickle(tmp_path, content):
+    ref = tmp_path / "test.csv"
+    ref.write_bytes(content)
+    with pytest.raises(CheckpointError) as e:
+        checkpoint.load_model(str(ref))
+    text = str(e.value)
+    assert text.startswith(f"not a digits model file: {ref}: ") and "pickle" not in text.lower()
+
+
+def test_an_oversized_array_is_refused_before_it_is_read(tmp_path, monkeypatch):
+    monkeypatch.setattr(checkpoint, "MAX_MEMBER_BYTES", 10_000)  # the metadata fits, W1 does not
+    ref = tmp_path / "m.npz"
+    checkpoint.save_model(make(2), ref)
+    with pytest.raises(CheckpointError, match="W1 is .* bytes, over the limit"):
+        checkpoint.load_model(str(ref))

@@ -432,3 +432,77 @@ def test_read_images_turns_bad_images_into_zero_rows(tmp_path, sample):
     assert not block.pixels[1].any()
     assert np.array_equal(block.pixels[[0, 2]], sample["train_x"][[1, 2]])
     assert block.labels.tolist() == [1, 2, 3] and block.ok_mask().tolist() == [True, False, True]
+
+
+# ----------------------------------------------------------------------------- honest decoding
+
+def test_digit_drawn_in_alpha_keeps_the_digit(tmp_path, sample):
+    a = digit(sample, 7)
+    white_ink = np.stack([np.full_like(a, 255)] * 3 + [a], -1)  # white strokes, alpha = ink
+    black_ink = np.stack([np.zeros_like(a)] * 3 + [a], -1)  # black strokes, alpha = ink
+    save(tmp_path / "white.png", white_ink, "RGBA")
+    save(tmp_path / "black.png", black_ink, "RGBA")
+    save(tmp_path / "la.png", np.stack([np.zeros_like(a), a], -1), "LA")
+    for name in ("white.png", "black.png", "la.png"):
+        assert np.array_equal(data.load_image(str(tmp_path), name), a.ravel()), name
+
+
+def test_opaque_alpha_and_palette_transparency(tmp_path, sample):
+    a = digit(sample, 8)
+    save(tmp_path / "opaque.png", np.stack([a, a, a, np.full_like(a, 255)], -1), "RGBA")
+    assert np.array_equal(data.load_image(str(tmp_path), "opaque.png"), a.ravel())
+    # light ink over a transparent palette background composites over black
+    img = Image.fromarray(np.where(a > 127, 255, 0).astype(np.uint8), "L").convert("P")
+    img.info["transparency"] = img.getpixel((0, 0))
+    img.save(tmp_path / "t.gif", transparency=img.getpixel((0, 0)))
+    got = data.load_image(str(tmp_path), "t.gif").reshape(28, 28)
+    assert np.array_equal(got > 127, a > 127)
+
+
+def test_animated_gif_is_refused_with_its_frame_count(tmp_path, sample):
+    frames = [Image.fromarray(digit(sample, i), "L") for i in range(3)]
+    frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:])
+    e = raises_data_error(data.load_image, str(tmp_path), "anim.gif")
+    assert e.reason == "animated image of 3 frames; give one frame"
+
+
+def test_non_utf8_file_names_are_listed_and_escaped(tmp_path, sample):
+    raw_name = b"caf\xe9-\xff.png"  # Latin-1 bytes, not UTF-8
+    with open(os.path.join(os.fsencode(str(tmp_path)), raw_name), "wb") as f:
+        Image.fromarray(digit(sample, 1), "L").save(f, "PNG")
+    listed = data.list_images(str(tmp_path))
+    assert len(listed) == 1
+    block = data.read_images(str(tmp_path), listed)
+    assert not block.errors and np.array_equal(block.pixels[0], digit(sample, 1).ravel())
+    shown = data.display_name(listed[0])
+    assert shown == "caf\\xe9-\\xff.png" and shown.encode("utf-8")
+
+
+def test_labels_of_a_labeled_file_are_ignored_in_prediction(tmp_path, sample):
+    x = sample["train_x"][:4]
+    rows = [",".join([lab] + [str(v) for v in px]) for lab, px in zip(["10", "x", "", "3"], x.tolist())]
+    ref = tmp_path / "labeled.csv"
+    ref.write_text(",".join(data.TRAIN_COLUMNS) + "\n" + "\n".join(rows) + "\n")
+    layout = data.read_csv_layout(ref)
+    block = data.read_csv_range(layout, layout.data_start, layout.size, labels=False)
+    assert block.errors == {} and block.labels is None and np.array_equal(block.pixels, x)
+    trained = data.read_csv_range(layout, layout.data_start, layout.size)  # training checks them
+    assert sorted(trained.errors) == [0, 1, 2]
+
+
+def test_csv_range_is_read_in_windows_with_long_lines_skipped(tmp_path, sample, monkeypatch):
+    monkeypatch.setattr(data, "READ_WINDOW", 4096)
+    x = sample["test_x"][:20]
+    lines = [",".join(map(str, r)) for r in x.tolist()]
+    lines.insert(7, "9" * 200_000)
+    ref = tmp_path / "long.csv"
+    ref.write_text(",".join(data.PIXEL_COLUMNS) + "\n" + "\n".join(lines) + "\n")
+    layout = data.read_csv_layout(ref)
+    reads = []
+    real = data.storage.read_bytes
+    monkeypatch.setattr(data.storage, "read_bytes", lambda r, a=None, b=None: reads.append(b - a) or real(r, a, b))
+    block = data.read_csv_range(layout, layout.data_start, layout.size)
+    assert max(reads) <= 4096
+    assert block.errors == {7: "line of 200000 bytes is longer than the limit of 65536"}
+    assert np.array_equal(np.delete(block.pixels, 7, axis=0), x)
+    assert data.count_lines(ref, layout.data_start, layout.size) == 21

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.integration
 # A run of a few seconds: the sample repeated to 20,000 rows, the faithful recipe (plain
 # SGD, lr 0.1) with small batches so that an epoch takes about a second on a worker.
 BIG_ROWS = 20000
-BIG = dict(epochs=5, batch_size=8)
+BIG = dict(epochs=12, batch_size=8)  # long enough (about 2 s) that a cancel or kill lands mid-run
 
 
 def big_config():

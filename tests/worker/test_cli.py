@@ -233,7 +233,7 @@ def test_bad_chunk_rows_and_unwritable_out(cli, files, tmp_path):
     folder = tmp_path / "a-folder"
     folder.mkdir()
     r = cli("predict", files["test"], "--model", files["model"], "--out", folder, "--local")
-    assert "Is a directory" in assert_clean_failure(r, one_line=False)  # after the progress bar
+    assert f"--out {folder} is a folder" in assert_clean_failure(r)  # checked before any work
 
 
 def test_status_without_a_running_broker_reads_storage(cli, stack_env, tmp_path):

@@ -1,0 +1,162 @@
+"""Input sources under arbitrary bytes: every record is a prediction or an error, and no
+reader raises (property-based, with hypothesis)."""
+import io
+import os
+import zlib
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+from PIL import Image
+
+from model import data, sources
+from model.csvparse import parse_rows
+from model.errors import DataError
+from model.samples import load_sample
+
+FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+ROW = ",".join(["0"] * 783 + ["255"])
+
+
+@pytest.fixture(scope="module")
+def sample():
+    return load_sample()
+
+
+def png_bytes(array, mode="L"):
+    buf = io.BytesIO()
+    Image.fromarray(array, mode).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def lines_of(block):
+    return block.count(b"\n") + (1 if block and not block.endswith(b"\n") else 0)
+
+
+# ----------------------------------------------------------------------------- CSV
+
+@FAST
+@given(st.binary(max_size=4000))
+def test_parser_never_raises_and_accounts_for_every_line(block):
+    values, errors = parse_rows(block, 784)
+    assert values.shape == (lines_of(block), 784) and values.dtype == np.uint8
+    assert set(errors) <= set(range(len(values)))
+    assert all(isinstance(r, str) and r for r in errors.values())
+    assert not values[list(errors)].any()  # bad lines are zero rows
+
+
+@FAST
+@given(st.lists(st.sampled_from([ROW.encode(), b"", b"x", b"1,2", b"\xff\x00,", b"0" * 5000, b"\r",
+                                 ("0," * 783 + "0007").encode(), ("-1," * 784)[:-1].encode()]),
+                max_size=30),
+       st.binary(max_size=50))
+def test_parser_on_mixed_good_and_hostile_lines(lines, noise):
+    block = b"\n".join(lines) + noise
+    values, errors = parse_rows(block, 784)
+    assert len(values) == lines_of(block)
+    for i, line in enumerate(block.split(b"\n")[:len(values)]):
+        if line.rstrip(b"\r") == ROW.encode():
+            assert i not in errors and values[i, -1] == 255
+
+
+@FAST
+@given(st.binary(max_size=3000))
+def test_csv_file_of_arbitrary_bytes_is_a_data_error_or_records(tmp_path_factory, body):
+    path = tmp_path_factory.mktemp("csv") / "t.csv"
+    path.write_bytes(",".join(data.PIXEL_COLUMNS).encode() + b"\n" + body)
+    source = sources.open_source(str(path), 3)
+    total = 0
+    for i in range(len(source.chunks)):
+        block = source.read(i)
+        assert len(block) == source.length(i)
+        total += len(block)
+    assert total == lines_of(body)
+
+
+@FAST
+@given(st.binary(max_size=3000))
+def test_any_header_is_accepted_or_named(tmp_path_factory, head):
+    path = tmp_path_factory.mktemp("csv") / "h.csv"
+    path.write_bytes(head)
+    try:
+        sources.open_source(str(path), 10)
+    except DataError as e:
+        assert e.source == str(path) and e.reason
+
+
+# ----------------------------------------------------------------------------- images
+
+@FAST
+@given(st.binary(max_size=2000), st.sampled_from([".png", ".jpg", ".gif", ".bmp"]))
+def test_image_of_arbitrary_bytes_is_an_image_or_a_named_error(tmp_path_factory, raw, ext):
+    folder = tmp_path_factory.mktemp("img")
+    (folder / f"x{ext}").write_bytes(raw)
+    try:
+        pixels = data.load_image(str(folder), f"x{ext}")
+        assert pixels.shape == (784,) and pixels.dtype == np.uint8
+    except DataError as e:
+        assert e.source.endswith(f"x{ext}") and e.reason
+
+
+@FAST
+@given(st.data())
+def test_mutated_real_images_never_raise(tmp_path_factory, sample, draw):
+    good = png_bytes(sample["test_x"][draw.draw(st.integers(0, 99))].reshape(28, 28))
+    raw = bytearray(good)
+    for _ in range(draw.draw(st.integers(1, 8))):
+        raw[draw.draw(st.integers(0, len(raw) - 1))] = draw.draw(st.integers(0, 255))
+    cut = draw.draw(st.integers(1, len(raw)))
+    folder = tmp_path_factory.mktemp("mut")
+    for i, blob in enumerate((bytes(raw), bytes(raw[:cut]))):
+        (folder / f"{i}.png").write_bytes(blob)
+    block = data.read_images(str(folder), ["0.png", "1.png"])
+    assert len(block) == 2
+    for i in range(2):
+        assert (i in block.errors) or block.pixels[i].shape == (784,)
+
+
+def png_claiming(width, height, rows=None):
+    """A PNG whose header says width x height of 8-bit gray; its data holds `rows` rows of
+    zeros (default all), compressed as they are made so that no full image is ever held."""
+    def chunk(kind, body):
+        return (len(body).to_bytes(4, "big") + kind + body
+                + zlib.crc32(kind + body).to_bytes(4, "big"))
+    ihdr = width.to_bytes(4, "big") + height.to_bytes(4, "big") + bytes([8, 0, 0, 0, 0])
+    z = zlib.compressobj(9)
+    line = bytes(width + 1)
+    idat = b"".join(z.compress(line) for _ in range(height if rows is None else rows)) + z.flush()
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+def test_decompression_bomb_header_is_an_error_not_a_crash(tmp_path, sample):
+    bomb = png_claiming(20000, 20000, rows=1)
+    assert len(bomb) < 400
+    (tmp_path / "bomb.png").write_bytes(bomb)
+    (tmp_path / "good.png").write_bytes(png_bytes(sample["test_x"][0].reshape(28, 28)))
+    block = data.read_images(str(tmp_path), ["bomb.png", "good.png"])
+    assert block.errors == {0: "image is 20000x20000, expected 28x28"}
+    assert np.array_equal(block.pixels[1], sample["test_x"][0])
+
+
+def test_huge_image_is_refused_from_its_header_without_decoding(tmp_path, monkeypatch):
+    (tmp_path / "huge.png").write_bytes(png_claiming(12000, 12000))
+    decoded = []
+    real = Image.Image.load
+    monkeypatch.setattr(Image.Image, "load", lambda self: decoded.append(self.size) or real(self))
+    with pytest.raises(DataError, match="image is 12000x12000, expected 28x28"):
+        data.load_image(str(tmp_path), "huge.png")
+    assert decoded == []
+
+
+def test_unlisted_decoders_are_never_used(tmp_path, sample):
+    """A TIFF (or any other format PIL knows) named .png is not decoded."""
+    Image.fromarray(sample["test_x"][0].reshape(28, 28), "L").save(tmp_path / "tiff.png", "TIFF")
+    with pytest.raises(DataError, match="not a PNG, JPEG, BMP or GIF"):
+        data.load_image(str(tmp_path), "tiff.png")
+
+
+def test_oversized_file_is_refused_unread(tmp_path, monkeypatch):
+    monkeypatch.setattr(data, "MAX_IMAGE_BYTES", 1000)
+    (tmp_path / "big.png").write_bytes(b"\x89PNG" + os.urandom(2000))
+    with pytest.raises(DataError, match="over the limit"):
+        data.load_image(str(tmp_path), "big.png")
