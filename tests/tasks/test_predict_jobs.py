@@ -429,3 +429,35 @@ def test_bad_chunk_size_is_refused_before_queuing(live, image_folder, model_path
     with pytest.raises(ConfigError, match="chunk_rows"):
         submit(live, image_folder[0], model_path, tmp_path / "out.csv", job_id="bad-chunk-size", chunk_rows=-5)
     assert jobs.read_json(jobs.ref(live.settings.storage, "bad-chunk-size", "job.json")) is None
+
+
+def test_a_second_live_job_on_the_same_output_is_refused(live, csv_5000, test_csv, model_path, expected_500,
+                                                         tmp_path):
+    out = tmp_path / "shared.csv"
+    first = submit(live, csv_5000, model_path, out, chunk_rows=100)
+    with pytest.raises(JobError, match=f"{out} is the output of job {first.id}, which is still running"):
+        submit(live, test_csv, model_path, out, chunk_rows=100)
+    m = first.wait(timeout=WAIT)
+    assert m["state"] == "SUCCESS" and m["rows_ok"] == 5000
+    ids, _ = read_submission(out)
+    assert len(ids) == 5000  # the first job's rows, untouched by the refused one
+    second = submit(live, test_csv, model_path, out, chunk_rows=100)  # the first has ended: allowed
+    assert second.wait(timeout=WAIT)["rows_ok"] == 500
+    ids, labels = read_submission(out)
+    np.testing.assert_array_equal(ids, np.arange(1, 501))
+    np.testing.assert_array_equal(labels, expected_500[0])
+
+
+def test_a_big_job_keeps_only_its_window_in_the_queue(live, csv_20000, test_csv, model_path, tmp_path):
+    """A small job submitted right after a big one finishes long before it (fair sharing)."""
+    window = live.settings.job_window
+    big = submit(live, csv_20000, model_path, tmp_path / "big.csv", chunk_rows=200)  # 100 chunks
+    r = live.app.backend.client
+    queued = r.llen("predict")
+    assert queued <= window, f"{queued} messages queued, window {window}"
+    small = submit(live, test_csv, model_path, tmp_path / "small.csv", chunk_rows=500)
+    m_small = small.wait(timeout=WAIT)
+    assert m_small["state"] == "SUCCESS"
+    assert jobs.read_manifest(live.settings.storage, big.id) is None, "the small job waited for the big one"
+    m_big = big.wait(timeout=WAIT)
+    assert m_big["state"] == "SUCCESS" and m_big["rows_ok"] == 20000 and m_big["chunks"] == 100

@@ -8,12 +8,13 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import time
 
 import numpy as np
 import pytest
 
-from model import batch, checkpoint
+from model import batch, checkpoint, sources
 from model.data import PIXEL_COLUMNS, TRAIN_COLUMNS
 from model.samples import write_csv
 from tests.conftest import write_test_csv
@@ -249,3 +250,86 @@ def test_status_without_a_running_broker_reads_storage(cli, stack_env, tmp_path)
     st = json.loads(r.stdout)
     assert st["state"] == "PENDING"
     assert st["progress"] == {"chunks_done": 0, "chunks": 3, "fraction": 0.0}
+
+
+# ----------------------------------------------------------------------------- inputs that used to break a job
+
+def _png_claiming(width, height):
+    from tests.model.test_sources import png_claiming
+    return png_claiming(width, height)
+
+
+@pytest.mark.parametrize("local", [True, False])
+def test_folder_with_a_bomb_and_an_odd_name_gives_the_good_digits(cli, sample, trained_model, tmp_path, local):
+    from PIL import Image
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for i in range(5):
+        Image.fromarray(sample["test_x"][i].reshape(28, 28), "L").save(folder / f"d{i}.png")
+    (folder / "bomb.png").write_bytes(_png_claiming(20000, 20000)[:300])  # 287-byte class: header only
+    with open(os.path.join(os.fsencode(str(folder)), b"\xff-odd.png"), "wb") as f:
+        Image.fromarray(sample["test_x"][5].reshape(28, 28), "L").save(f, "PNG")
+    out = tmp_path / "out.csv"
+    r = cli("predict", folder, "--model", trained_model[1], "--out", out, "--chunk-rows", 3,
+            *(["--local"] if local else []))
+    assert r.returncode == 0, r.stderr
+    assert "wrote 6 predictions" in r.stdout and "1 bad records skipped" in r.stdout
+    with open(out, newline="", encoding="utf-8") as f:
+        rows = list(csv.reader(f))[1:]
+    assert [row[0] for row in rows] == [f"d{i}.png" for i in range(5)] + ["\\xff-odd.png"]
+    assert [int(row[1]) for row in rows] == trained_model[0].predict(sample["test_x"][:6])[0].tolist()
+    with open(batch.errors_ref(out), newline="") as f:
+        assert list(csv.reader(f))[1:] == [["bomb.png", "image is 20000x20000, expected 28x28"]]
+
+
+def test_a_12000x12000_image_costs_little_memory(cli, trained_model, tmp_path):
+    import resource
+    folder = tmp_path / "huge"
+    folder.mkdir()
+    (folder / "huge.png").write_bytes(_png_claiming(12000, 12000))
+    script = ("import resource, sys; from worker.cli import main; rc = main(sys.argv[1:]); "
+              "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss); sys.exit(rc)")
+    out = tmp_path / "out.csv"
+    r = subprocess.run([sys.executable, "-c", script, "predict", str(folder), "--model", trained_model[1],
+                        "--out", str(out), "--local"], env=cli.env, capture_output=True, text=True, timeout=WAIT)
+    assert r.returncode == 0, r.stderr
+    peak_mb = int(r.stdout.split()[-1]) / 1024
+    assert peak_mb < 250, f"peak RSS {peak_mb:.0f} MB"
+    assert "0 predictions" in r.stdout and "1 bad records" in r.stdout
+    assert resource  # the child measured itself
+
+
+def test_a_bad_model_file_is_refused_before_anything_starts(cli, files, trained_model, tmp_path):
+    m = checkpoint.load_model(trained_model[1])
+    arrays = dict(m.params, mean=m.mean, std=m.std)
+    arrays["W1"] = arrays["W1"].astype("U4")  # the right shape, not numbers
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, meta=np.array(json.dumps(m.meta)), **arrays)
+    for model, reason in ((bad, "W1 holds <U4 values, not floating point"), (files["test"], "not an .npz file")):
+        home = tmp_path / "home"
+        env = dict(cli.env, DIGITS_HOME=str(home), DIGITS_STORAGE=str(tmp_path / "st"))
+        r = subprocess.run([DIGITS, "predict", files["test"], "--model", str(model), "--out", str(tmp_path / "o.csv")],
+                           env=env, capture_output=True, text=True, timeout=WAIT)
+        line = assert_clean_failure(r)
+        assert "not a digits model file" in line and reason in line and "pickle" not in line
+        assert not (home / "logs").exists()  # no stack was started
+        assert not (tmp_path / "st" / "jobs").exists()  # nothing was queued
+
+
+def test_a_partial_job_exits_non_zero_with_one_line(cli, files, tmp_path):
+    from tasks import jobs
+    job_id = f"partial-{os.getpid()}"
+    os.makedirs(jobs.chunk_ref(cli.env["DIGITS_STORAGE"], job_id, 1))  # chunk 1 can't be stored
+    out = tmp_path / "out.csv"
+    r = cli("predict", files["test"], "--model", files["model"], "--out", out, "--chunk-rows", 100,
+            "--job-id", job_id)
+    assert r.returncode == 1, (r.stdout, r.stderr)
+    partial = [ln for ln in r.stderr.splitlines() if ln.startswith("digits: partial:")]
+    p = sources.open_source(files["test"], 100)
+    lost = list(p.names(1, p.length(0), p.length(1)))
+    assert len(partial) == 1 and f"job {job_id}" in partial[0]
+    assert f"chunk(s) failed (1), {len(lost)} records" in partial[0]
+    assert jobs.chunk_ref(cli.env["DIGITS_STORAGE"], job_id, 1) in partial[0]
+    assert f"wrote {500 - len(lost)} predictions" in r.stdout
+    ids, _ = read_submission(out)
+    np.testing.assert_array_equal(ids, [i for i in range(1, 501) if i not in lost])
