@@ -64,7 +64,7 @@ def main():
     p.add_argument("--rows", type=int, default=100000)
     p.add_argument("--big-rows", type=int, default=300000)
     a = p.parse_args()
-    from model import batch, checkpoint
+    from model import batch, checkpoint, sources
     from model.samples import load_sample
     from model.train import Trainer, make_config
 
@@ -87,9 +87,8 @@ def main():
     times, peak_small, manifest = run_stack(os.path.join(work, "home1"), csv, model_path,
                                             os.path.join(work, "queue.csv"))
     queue_labels = pd.read_csv(os.path.join(work, "queue.csv"))["Label"].to_numpy()
-    plan = batch.plan(csv, 10000)
     local = os.path.join(work, "local.csv")
-    batch.assemble(plan, (batch.predict_chunk(plan, i, model) for i in range(len(plan.chunks))), local)
+    batch.run(sources.open_source(csv, 10000), model, local)
     local_labels = pd.read_csv(local)["Label"].to_numpy()
     _, peak_big, big_manifest = run_stack(os.path.join(work, "home2"), big, model_path,
                                           os.path.join(work, "queue-big.csv"), repeats=1)
