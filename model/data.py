@@ -12,6 +12,7 @@ Every reader returns a Block: pixels (n, 784) uint8 with bad records zero-filled
 labels (n,) or None, and errors {record index: reason}. Nothing is dropped silently.
 """
 import io
+import math
 import posixpath
 import re
 import warnings
@@ -34,6 +35,7 @@ MAX_IMAGE_BYTES = 32 << 20  # a larger image file is refused unread
 MAX_IMAGE_PIXELS = 4096 * 4096  # a larger image is refused from its header, undecoded
 HEADER_LIMIT = 1 << 20  # bytes searched for the end of the header line
 READ_WINDOW = 4 << 20  # bytes of a CSV range read at a time
+PLAN_SLACK = 0.03  # share of one chunk by which a row estimate may overshoot without adding a chunk
 # load_image checks an image's size from its header against its own limits before any
 # pixel is decoded; PIL's own check would raise first, with a message about attacks
 Image.MAX_IMAGE_PIXELS = None
@@ -107,34 +109,53 @@ def read_csv_layout(ref):
 
 
 def plan_csv(layout, rows_per_chunk):
-    """Split the data rows into byte ranges [(start, end), ...] of about rows_per_chunk lines.
+    """Split the data rows into byte ranges [(start, end), ...]: ceil(rows / rows_per_chunk)
+    ranges of about equal size, the row count estimated from the first MB (exact when the
+    data fits in it; an estimate at most PLAN_SLACK of a chunk over a whole number of chunks
+    adds no chunk, as the estimate is that rough).
 
     Range ends are moved forward to the next line break, so every range holds whole lines
-    and a worker reads only its own bytes. Reads a sample and one small window per boundary.
+    and a worker reads only its own bytes. Reads the sample, then one small window per
+    boundary, all in one request batch (concurrent on object stores).
     """
     start, size = layout.data_start, layout.size
     if start >= size:
         return []
     sample = storage.read_bytes(layout.ref, start, min(size, start + (1 << 20)))
-    lines = max(1, sample.count(b"\n"))
-    row_bytes = max(1, len(sample) // lines)
-    step = max(1, rows_per_chunk * row_bytes)
-    ranges = []
-    while start < size:
-        end = start + step
-        if end >= size:
-            end = size
-        else:
-            window = storage.read_bytes(layout.ref, end - 1, min(size, end - 1 + (1 << 16)))
-            nl = window.find(b"\n")
-            while nl < 0 and end < size:  # a very long line: keep looking
-                end = min(size, end + (1 << 16))
-                window = storage.read_bytes(layout.ref, end - 1, min(size, end - 1 + (1 << 16)))
-                nl = window.find(b"\n")
-            end = size if nl < 0 else end - 1 + nl + 1
-        ranges.append((start, end))
-        start = end
+    if start + len(sample) >= size:  # all the data is in the sample: split by exact line counts
+        ends = (np.flatnonzero(np.frombuffer(sample, np.uint8) == 10) + 1).tolist()
+        if not ends or ends[-1] != len(sample):
+            ends.append(len(sample))
+        n = -(-len(ends) // rows_per_chunk)
+        cuts = [start + ends[-(-len(ends) * k // n) - 1] for k in range(1, n)]
+    else:
+        row_bytes = max(1.0, len(sample) / max(1, sample.count(b"\n")))
+        x = (size - start) / row_bytes / rows_per_chunk  # chunks, estimated
+        n = max(1, math.floor(x) if x - math.floor(x) < PLAN_SLACK else math.ceil(x))
+        guesses = [start + (size - start) * k // n for k in range(1, n)]
+        windows = storage.read_ranges(layout.ref, [g - 1 for g in guesses],
+                                      [min(size, g - 1 + (1 << 16)) for g in guesses])
+        cuts = [_next_line_start(layout.ref, g, w, size) for g, w in zip(guesses, windows)]
+    ranges, lo = [], start
+    for cut in cuts + [size]:
+        if cut > lo:
+            ranges.append((lo, cut))
+            lo = cut
     return ranges
+
+
+def _next_line_start(ref, at, window, size):
+    """The offset just after the first b"\\n" at or after byte at - 1, given the window of
+    bytes from at - 1; reads further (a very long line) when the window has none."""
+    pos = at - 1
+    while True:
+        nl = window.find(b"\n")
+        if nl >= 0:
+            return pos + nl + 1
+        pos += len(window)
+        if pos >= size or not window:
+            return size
+        window = storage.read_bytes(ref, pos, min(size, pos + (1 << 16)))
 
 
 def line_blocks(ref, start, end, window=None):

@@ -81,6 +81,15 @@ def read_bytes(ref, start=None, end=None):
     return fs.cat_file(path, start=start, end=end)
 
 
+def read_ranges(ref, starts, ends):
+    """The bytes of several ranges [start, end) of one file, in one batch of requests
+    (concurrent on object stores) -> list of bytes."""
+    if not starts:
+        return []
+    fs, path = filesystem(ref)
+    return fs.cat_ranges([path] * len(starts), list(starts), list(ends))
+
+
 def write_bytes(ref, data):
     """Write bytes atomically: the target holds either its old content or all of data."""
     path = local_path(ref)

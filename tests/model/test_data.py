@@ -506,3 +506,15 @@ def test_csv_range_is_read_in_windows_with_long_lines_skipped(tmp_path, sample, 
     assert block.errors == {7: "line of 200000 bytes is longer than the limit of 65536"}
     assert np.array_equal(np.delete(block.pixels, 7, axis=0), x)
     assert data.count_lines(ref, layout.data_start, layout.size) == 21
+
+
+@pytest.mark.parametrize("rows,per_chunk,chunks", [(500, 73, 7), (10_000, 10_000, 1), (10_000, 3000, 4),
+                                                   (1100, 1000, 2), (30, 1, 30)])
+def test_plan_spreads_rows_evenly_over_ceil_rows_per_chunk(tmp_path, sample, rows, per_chunk, chunks):
+    x = np.tile(sample["test_x"], (rows // 500 + 1, 1))[:rows]
+    ref = tmp_path / "t.csv"
+    ref.write_text(",".join(data.PIXEL_COLUMNS) + "\n" + "".join(",".join(map(str, r)) + "\n" for r in x.tolist()))
+    layout = data.read_csv_layout(ref)
+    sizes = [data.count_lines(ref, s, e) for s, e in data.plan_csv(layout, per_chunk)]
+    assert sum(sizes) == rows and len(sizes) == chunks
+    assert max(sizes) - min(sizes) <= max(2, rows // chunks // 20), sizes  # even, within 5%

@@ -315,7 +315,8 @@ def test_sigkill_of_a_pool_process_mid_job_loses_and_doubles_nothing(live, csv_2
     np.testing.assert_array_equal(labels, local_labels)
     assert live.app.backend.client.get(keys.assemble_runs(job.id)) == b"1"  # written once
     # a file the killed process was writing is not counted as a chunk
-    assert job.progress()["progress"] == {"chunks_done": 40, "chunks": 40, "fraction": 1.0}
+    n = m["chunks"]
+    assert job.progress()["progress"] == {"chunks_done": n, "chunks": n, "fraction": 1.0}
     # the prefork pool reaped the killed process and replaced it
     def replaced():
         pool = live.stack.pids("worker-predict")[1:]
@@ -354,6 +355,8 @@ def test_resubmitting_a_job_id_never_duplicates_rows(live, test_csv, model_path,
 def test_status_while_running_and_when_done(live, csv_5000, model_path, tmp_path):
     out = tmp_path / "out.csv"
     job = submit(live, csv_5000, model_path, out, chunk_rows=100)
+    n = jobs.read_job(live.settings.storage, job.id)["chunks"]
+    assert 48 <= n <= 52  # about 5000 / 100 (the planner estimates rows from the first MB)
     seen = []
     deadline = time.time() + WAIT
     while True:
@@ -362,8 +365,8 @@ def test_status_while_running_and_when_done(live, csv_5000, model_path, tmp_path
         assert st["job_id"] == job.id and st["kind"] == "predict"
         assert st["output"] == str(out)
         p = st["progress"]
-        assert p["chunks"] == 50 and 0 <= p["chunks_done"] <= 50
-        assert p["fraction"] == round(p["chunks_done"] / 50, 4)
+        assert p["chunks"] == n and 0 <= p["chunks_done"] <= n
+        assert p["fraction"] == round(p["chunks_done"] / n, 4)
         if st["state"] in FINAL_STATES:
             break
         assert st["state"] in ("PENDING", "PROGRESS")
@@ -375,7 +378,7 @@ def test_status_while_running_and_when_done(live, csv_5000, model_path, tmp_path
     assert done == sorted(done)  # progress never goes back
     assert st["state"] == "SUCCESS"
     assert (st["rows_ok"], st["rows_bad"], st["rows_in"]) == (5000, 0, 5000)
-    assert st["progress"] == {"chunks_done": 50, "chunks": 50, "fraction": 1.0}
+    assert st["progress"] == {"chunks_done": n, "chunks": n, "fraction": 1.0}
     assert st == status(live.app, live.settings, job.id)  # stable once finished
     assert job.wait(timeout=5)["rows_ok"] == 5000
 
@@ -451,7 +454,7 @@ def test_a_second_live_job_on_the_same_output_is_refused(live, csv_5000, test_cs
 def test_a_big_job_keeps_only_its_window_in_the_queue(live, csv_20000, test_csv, model_path, tmp_path):
     """A small job submitted right after a big one finishes long before it (fair sharing)."""
     window = live.settings.job_window
-    big = submit(live, csv_20000, model_path, tmp_path / "big.csv", chunk_rows=200)  # 100 chunks
+    big = submit(live, csv_20000, model_path, tmp_path / "big.csv", chunk_rows=200)  # about 100 chunks
     r = live.app.backend.client
     queued = r.llen("predict")
     assert queued <= window, f"{queued} messages queued, window {window}"
@@ -460,4 +463,4 @@ def test_a_big_job_keeps_only_its_window_in_the_queue(live, csv_20000, test_csv,
     assert m_small["state"] == "SUCCESS"
     assert jobs.read_manifest(live.settings.storage, big.id) is None, "the small job waited for the big one"
     m_big = big.wait(timeout=WAIT)
-    assert m_big["state"] == "SUCCESS" and m_big["rows_ok"] == 20000 and m_big["chunks"] == 100
+    assert m_big["state"] == "SUCCESS" and m_big["rows_ok"] == 20000 and m_big["chunks"] >= 95
