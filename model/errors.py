@@ -61,5 +61,9 @@ class StackError(DigitsError):
     """The embedded Redis/worker/Flower stack cannot be started or reached."""
 
 
+class BrokerUnreachable(StackError):
+    """The broker (Redis) did not answer, for longer than a client waits."""
+
+
 class RegistryError(DigitsError):
     """An unknown model name, version or alias."""

@@ -4,6 +4,7 @@ Plain paths and file:// URLs are local; writes are atomic everywhere: a local fi
 written beside its target and renamed over it, and object stores replace an object in
 one PUT. Readers never see a half-written file.
 """
+import functools
 import os
 import posixpath
 import tempfile
@@ -73,6 +74,26 @@ def walk_files(ref):
 
 
 
+@functools.cache
+def file_mode():
+    """Mode of a new file under this process's umask (0o644 under 022), read once.
+
+    mkstemp creates 0600 whatever the umask, so written files get this mode instead.
+    Linux reports the umask in /proc; elsewhere it is read by setting it and putting it
+    back, which is only safe before other threads create files, hence once, at first use.
+    """
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return 0o666 & ~int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def read_bytes(ref, start=None, end=None):
     """The bytes of a file, or of its byte range [start, end)."""
     fs, path = filesystem(ref)
@@ -102,6 +123,7 @@ def write_bytes(ref, data):
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix="-" + os.path.basename(path))
     try:
+        os.fchmod(fd, file_mode())
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()

@@ -4,10 +4,34 @@ With no DIGITS_BROKER_URL the app points at the embedded stack's Redis socket un
 DIGITS_HOME; the `digits` commands start that stack when it is not running.
 """
 from celery import Celery
+from celery.signals import beat_init, worker_init, worker_process_init
 from kombu import Queue
 
 from worker import settings as settings_mod
+from worker import watchdog
 from worker.schedule import beat_schedule
+
+# the one scheduler of a cluster runs the watchdog (`digits up` runs its own instead)
+beat_init.connect(watchdog.start_in_scheduler, weak=False)
+
+
+def ride_out_outages(**_):
+    """In worker processes: every command of the result backend's Redis client (results,
+    progress, job locks, markers) retries a lost connection for up to DIGITS_BROKER_OUTAGE
+    seconds, so a task lives through a Redis restart instead of failing on it.
+
+    redis-py gives a client made from a connection pool, as Celery makes it, no retries.
+    Clients keep that: they say that the broker is down instead of hanging (worker.outage).
+    """
+    from redis.backoff import ExponentialBackoff
+    from redis.retry import Retry
+    s = settings_mod.load()
+    _bound["app"].backend.client.set_retry(Retry(ExponentialBackoff(cap=1, base=0.05),
+                                                 retries=max(1, int(s.broker_outage))))
+
+
+worker_init.connect(ride_out_outages, weak=False)
+worker_process_init.connect(ride_out_outages, weak=False)
 
 
 def celery_config(s, broker_url=None):
@@ -39,6 +63,9 @@ def celery_config(s, broker_url=None):
         task_default_queue="predict",
         task_routes={"digits.train_job": {"queue": "train"}},
         broker_connection_retry_on_startup=True,
+        # a message sent while Redis restarts (a chunk queueing the next, a retry) waits for it
+        task_publish_retry_policy={"max_retries": max(3, int(s.broker_outage)), "interval_start": 0,
+                                   "interval_step": 0.5, "interval_max": 1},
         worker_hijack_root_logger=False,
         # the project's own settings, read by the tasks
         digits_storage=s.storage,

@@ -3,14 +3,13 @@ import argparse
 import json
 import os
 import signal
-import subprocess
 import sys
 import time
 
 from tqdm import tqdm
 
 from model import __version__, batch, checkpoint, sources, storage
-from model.errors import DigitsError, JobError
+from model.errors import BrokerUnreachable, DigitsError
 from worker import settings as settings_mod
 
 EPILOG = """Every command reads its settings from DIGITS_* environment variables (see README).
@@ -37,18 +36,7 @@ def _app_if_running(s):
 def _ensure_background_stack(s):
     """Start a detached `digits up --idle-exit` unless a stack is reachable (for --no-wait)."""
     from worker import stack
-    if s.broker_url or stack.find_running(s):
-        return
-    _eprint(f"starting a background embedded stack under {s.home}; it stops when idle for 60s")
-    s.home.mkdir(parents=True, exist_ok=True)
-    with open(s.home / "background-up.log", "ab") as log:
-        subprocess.Popen([sys.executable, "-m", "worker.cli", "up", "--no-flower", "--idle-exit", "60"],
-                         stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.time() + 90
-    while not stack.find_running(s):
-        if time.time() > deadline:
-            raise JobError(f"the background stack did not start; see {s.home / 'background-up.log'}")
-        time.sleep(0.2)
+    stack.start_background(s, log=_eprint)
 
 
 class _Queue:
@@ -132,7 +120,8 @@ def _train_wait(job, label):
 
 
 def _report_predict(manifest):
-    """Print what a prediction wrote -> exit code: 0 SUCCESS, 1 PARTIAL or CANCELLED."""
+    """Print what a prediction wrote -> exit code (worker.exitcodes): 1 for PARTIAL or CANCELLED."""
+    from worker import exitcodes
     print(f"wrote {manifest['rows_ok']} predictions to {manifest['output']}")
     if manifest.get("rows_bad"):
         print(f"{manifest['rows_bad']} bad records skipped; reasons in {manifest['errors']}")
@@ -140,11 +129,9 @@ def _report_predict(manifest):
     if state == "PARTIAL":
         where = f"job {manifest['job_id']}: " if manifest.get("job_id") else ""
         _eprint(f"digits: partial: {where}{batch.failure_line(manifest)}; listed in {manifest['errors']}")
-        return 1
-    if state == "CANCELLED":
+    elif state == "CANCELLED":
         print(f"job was cancelled: {manifest.get('rows_skipped', 0)} records not predicted")
-        return 1
-    return 0
+    return exitcodes.for_state(state)
 
 
 def _training_overrides(a):
@@ -176,7 +163,7 @@ def _report_train(manifest, out):
     if manifest["state"] == "CANCELLED":
         print(f"training cancelled after {manifest['epochs_done']} epochs; checkpoint kept at "
               f"{manifest['checkpoint']}")
-        return 0
+        return 1
     promo = manifest.get("promotion") or {}
     print(f"model {manifest['name']} version {manifest['version']}: val_accuracy "
           f"{manifest['val_accuracy']:.4f}; {promo.get('reason', '')}")
@@ -252,49 +239,88 @@ def _predict_local(a, s):
     return _report_predict(counts)
 
 
+def _job_status(s, job_id, apps):
+    """status() of a job, calm about the broker: storage first (it has the final state of
+    an ended job and its progress); an unfinished job's state from the broker when one
+    answers; BrokerDown when none does. apps caches the Celery app per broker URL."""
+    from worker import stack
+    from worker.app import configure
+    from worker.client import FINAL_STATES, status
+    from worker.outage import BrokerDown
+    st = status(None, s, job_id)
+    if st["state"] in FINAL_STATES:
+        return st
+    url = stack.live_broker(s)
+    if url is None:
+        raise BrokerDown(f"no broker answers at {s.broker_url or s.embedded_url}")
+    if url not in apps:
+        apps.clear()
+        apps[url] = configure(url)
+    return status(apps[url], s, job_id)
+
+
 def cmd_status(a, s):
+    from worker import exitcodes
     from worker.client import status
-    st = status(_app_if_running(s), s, a.job)
+    from worker.outage import BrokerDown
+    try:
+        st = _job_status(s, a.job, {})
+    except BrokerDown:
+        # without a broker nothing runs the job: say so instead of its last known state
+        st = status(None, s, a.job)
+        st.update(last_state=st["state"], state="STALLED", broker=s.broker_url or s.embedded_url,
+                  broker_reachable=False)
     if a.json:
         _print_json(st)
-        return 0
+        return exitcodes.for_state(st["state"])
     print(f"job {st['job_id']} ({st['kind']}): {st['state']}")
+    if st["state"] == "STALLED":
+        print(f"broker {st['broker']} is unreachable: nothing runs the job now; it goes on when its "
+              f"stack is back (its queued work is kept)")
     p = st.get("progress") or {}
     if st["kind"] == "predict":
         print(f"chunks {p.get('chunks_done', 0)}/{p.get('chunks', 0)}")
     elif "epoch" in p:
         print(f"epoch {p['epoch']}/{p['epochs']} batch {p['batch']}/{p['batches']} loss {p['loss']:.4f} "
-              f"val_accuracy {p.get('val_accuracy')} eta {p.get('eta_seconds')}s")
+              f"val_accuracy {p.get('val_accuracy')}" + ("" if st["state"] == "STALLED" else
+                                                         f" eta {p.get('eta_seconds')}s"))
     for key in ("rows_in", "rows_ok", "rows_bad", "version", "val_accuracy", "error"):
         if st.get(key) is not None:
             print(f"{key}: {st[key]}")
     print(f"output: {st.get('output')}")
-    return 0
+    return exitcodes.for_state(st["state"])
 
 
 def cmd_watch(a, s):
-    from worker.client import FINAL_STATES, status
-    app = _app_if_running(s)
+    from worker import exitcodes
+    from worker.client import FINAL_STATES
+    from worker.outage import Outage
+    outage = Outage(s.broker_url or s.embedded_url, s.broker_outage, _eprint)
+    apps = {}
     bar = tqdm(total=None, file=sys.stderr, dynamic_ncols=True, desc=a.job)
+    st = None
     try:
         while True:
-            st = status(app, s, a.job)
-            p = st.get("progress") or {}
-            if st["kind"] == "predict":
+            st = outage.call(lambda: _job_status(s, a.job, apps)) or st
+            p = (st or {}).get("progress") or {}
+            if st is None:
+                pass
+            elif st["kind"] == "predict":
                 bar.total, bar.n = p.get("chunks"), p.get("chunks_done", 0)
             elif "epoch" in p:
                 from tasks.train import progress_text
                 bar.total, bar.n = p["epochs"] * p["batches"], (p["epoch"] - 1) * p["batches"] + p["batch"]
                 bar.set_postfix_str(progress_text(p))
-            bar.set_description(f"{a.job} {st['state']}")
-            bar.refresh()
-            if st["state"] in FINAL_STATES:
-                break
+            if st is not None:
+                bar.set_description(f"{a.job} {st['state'] if outage.since is None else 'reconnecting'}")
+                bar.refresh()
+                if st["state"] in FINAL_STATES:
+                    break
             time.sleep(a.interval)
     finally:
         bar.close()
     print(f"job {a.job}: {st['state']}")
-    return 0 if st["state"] != "FAILURE" else 1
+    return exitcodes.for_state(st["state"])
 
 
 def cmd_cancel(a, s):
@@ -371,9 +397,7 @@ def cmd_up(a, s):
     try:
         while not stop["now"]:
             time.sleep(0.5)
-            for name, proc in stack.procs.items():
-                if proc.poll() is not None:
-                    raise DigitsError(f"{name} exited unexpectedly; see {s.home / 'logs' / (name + '.log')}")
+            stack.supervise()  # restarts what died, runs the watchdog
             if a.idle_exit:
                 if busy():
                     idle_since = time.time()
@@ -381,23 +405,32 @@ def cmd_up(a, s):
                     _eprint(f"idle for {a.idle_exit}s: stopping")
                     break
     finally:
-        _eprint("stopping ...")
+        _eprint("stopping (workers first, then the scheduler and Flower, then Redis) ...")
         stack.stop()
     _eprint("stopped")
     return 0
 
 
 def _busy_check(stack):
-    """busy() -> True while any of the stack's queues holds messages or any worker runs a task."""
-    import redis
+    """busy() -> True while any of the stack's queues holds messages or any live worker
+    holds a task (running, reserved, or waiting for its countdown). A message taken by a
+    worker that died counts once the watchdog has put it back in its queue; while Redis
+    or the workers restart, the stack counts as busy."""
+    from worker import supervise
     from worker.app import configure
-    r = redis.Redis(unix_socket_path=str(stack.sock))
+    from worker.watchdog import BROKER_ERRORS, held_task_ids
+    r = supervise.quick_redis(stack.sock)
     app = configure(stack.url)
+    queues = [q.name for q in app.conf.task_queues]
 
     def busy():
-        if any(r.llen(q) for q in ("predict", "train")) or r.hlen("unacked"):
+        try:
+            if any(r.llen(q) for q in queues):
+                return True
+            held = held_task_ids(app, timeout=1, workers=len(stack.worker_names()))
+        except BROKER_ERRORS:
             return True
-        return any((app.control.inspect(timeout=1).active() or {}).values())
+        return held is None or bool(held)
 
     return busy
 
@@ -581,11 +614,21 @@ def main(argv=None):
     if not getattr(a, "func", None):
         parser.print_help()
         return 2
+    from worker import exitcodes
+    from worker.watchdog import BROKER_ERRORS
     try:
         return a.func(a, settings_mod.load()) or 0
+    except BrokerUnreachable as e:
+        _eprint(f"digits: error: {e}")
+        return exitcodes.BROKER
     except DigitsError as e:
         _eprint(f"digits: error: {e}")
-        return 1
+        return exitcodes.FAILED
+    except BROKER_ERRORS as e:  # the broker went away outside a waiting loop (say, mid-submission)
+        s = settings_mod.load()
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        _eprint(f"digits: error: broker {s.broker_url or s.embedded_url} unreachable: {reason}")
+        return exitcodes.BROKER
     except OSError as e:  # an unwritable --out, a full disk, ...: the user's to fix, in one line
         _eprint(f"digits: error: {e}")
         return 1

@@ -202,17 +202,24 @@ class Job:
         """Ask the job to stop: remaining chunks (or batches) are skipped, finished work kept."""
         jobs.request_cancel(self.s.storage, self.id)
 
-    def wait(self, timeout=None, on_progress=None, poll=0.25):
-        """Block until the job ends -> its manifest; JobError if it failed or timed out."""
+    def wait(self, timeout=None, on_progress=None, poll=0.25, on_outage=None):
+        """Block until the job ends -> its manifest; JobError if it failed or timed out.
+
+        A broker outage is ridden out for DIGITS_BROKER_OUTAGE seconds (on_outage(line) is
+        told once, default: a line on stderr), then BrokerUnreachable.
+        """
+        from worker.outage import Outage, say_stderr
+        outage = Outage(self.app.conf.broker_url, self.s.broker_outage, on_outage or say_stderr)
         deadline = None if timeout is None else time.time() + timeout
+        st = None
         while True:
-            st = self.progress()
-            if on_progress:
+            st = outage.call(self.progress) or st
+            if on_progress and st and outage.since is None:
                 on_progress(st)
-            if st["state"] in FINAL_STATES:
+            if st and st["state"] in FINAL_STATES:
                 break
             if deadline and time.time() > deadline:
-                raise JobError(f"job {self.id} still {st['state']} after {timeout}s")
+                raise JobError(f"job {self.id} still {st and st['state']} after {timeout}s")
             time.sleep(poll)
         if st["state"] == "FAILURE":
             raise JobError(f"job {self.id} failed: {st.get('error')}")

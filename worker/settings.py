@@ -24,6 +24,14 @@
     DIGITS_RETRAIN_MODEL      model name the schedule retrains (default "digits")
     DIGITS_RETRAIN_DATA       training data (path or storage URL) the schedule uses
     DIGITS_RETRAIN_RECIPE     recipe of scheduled runs (default "default")
+    DIGITS_WATCHDOG_INTERVAL  seconds between watchdog scans for work held by dead workers
+                              (default 5; 0 = no watchdog)
+    DIGITS_WATCHDOG_GRACE     a taken message younger than this is never requeued (default 10)
+    DIGITS_BROKER_OUTAGE      seconds a waiting client rides out an unreachable broker (default 120)
+    DIGITS_STOP_GRACE         seconds `digits up` lets workers finish their tasks on shutdown
+                              before it cancels them back to the queue (default 10)
+    DIGITS_RESTART_LIMIT      restarts of one service within a minute before `digits up`
+                              gives up (default 5)
 """
 import hashlib
 import os
@@ -84,6 +92,11 @@ class Settings:
     retrain_model: str
     retrain_data: str | None
     retrain_recipe: str
+    watchdog_interval: float  # 0 = off
+    watchdog_grace: float
+    broker_outage: float
+    stop_grace: float
+    restart_limit: int
 
     @property
     def redis_socket(self):
@@ -134,6 +147,11 @@ def load():
         retrain_model=_str("DIGITS_RETRAIN_MODEL", "digits"),
         retrain_data=_str("DIGITS_RETRAIN_DATA"),
         retrain_recipe=_str("DIGITS_RETRAIN_RECIPE", "default"),
+        watchdog_interval=_float("DIGITS_WATCHDOG_INTERVAL", 5.0),
+        watchdog_grace=_float("DIGITS_WATCHDOG_GRACE", 10.0),
+        broker_outage=_float("DIGITS_BROKER_OUTAGE", 120.0),
+        stop_grace=_float("DIGITS_STOP_GRACE", 10.0),
+        restart_limit=_int("DIGITS_RESTART_LIMIT", 5),
     )
     if s.chunk_rows < 1 or s.chunk_images < 1:
         raise ConfigError("DIGITS_CHUNK_ROWS and DIGITS_CHUNK_IMAGES must be >= 1")
@@ -141,4 +159,7 @@ def load():
         raise ConfigError("DIGITS_JOB_WINDOW must be >= 1, DIGITS_CHUNK_RETRIES and DIGITS_RETRY_BACKOFF >= 0")
     if s.predict_concurrency < 1 or s.train_concurrency < 1:
         raise ConfigError("worker concurrency must be >= 1")
+    if min(s.watchdog_interval, s.watchdog_grace, s.broker_outage, s.stop_grace) < 0 or s.restart_limit < 1:
+        raise ConfigError("DIGITS_WATCHDOG_*, DIGITS_BROKER_OUTAGE and DIGITS_STOP_GRACE must be >= 0, "
+                          "DIGITS_RESTART_LIMIT >= 1")
     return s

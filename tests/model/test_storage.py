@@ -168,3 +168,18 @@ def test_upload_folder_to_memory(tmp_path):
     storage.upload(str(tmp_path / "src"), dest)
     assert storage.walk_files(dest) == ["7/x.png", "top.csv"]
     assert storage.read_bytes(dest + "/7/x.png") == b"png"
+
+
+@pytest.mark.parametrize("umask,mode", [(0o022, 0o644), (0o002, 0o664), (0o077, 0o600)])
+def test_written_files_follow_the_umask(tmp_path, umask, mode):
+    """Outputs, models, reports and job files (everything goes through write_bytes) get the
+    mode the umask gives a new file, not mkstemp's 0600: other users of a shared folder
+    read them. A fresh process per umask, since the mode is read once per process."""
+    import subprocess
+    import sys
+    code = ("import os, sys; os.umask(int(sys.argv[1], 8)); from model import storage; "
+            "storage.write_bytes(sys.argv[2], b'x'); storage.write_text(sys.argv[3], 'y')")
+    a, b = tmp_path / "sub" / "out.csv", tmp_path / "meta.json"
+    subprocess.run([sys.executable, "-c", code, oct(umask), str(a), str(b)], check=True,
+                   cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+    assert (a.stat().st_mode & 0o777, b.stat().st_mode & 0o777) == (mode, mode)

@@ -17,9 +17,10 @@ from tests.conftest import wait_for
 pytestmark = pytest.mark.integration
 
 # A run of a few seconds: the sample repeated to 20,000 rows, the faithful recipe (plain
-# SGD, lr 0.1) with small batches so that an epoch takes about a second on a worker.
+# SGD, lr 0.1) with small batches, 12 epochs of about 0.2 s on a worker: long enough that a
+# cancel or a kill lands mid-run (5 epochs became too short once training got faster).
 BIG_ROWS = 20000
-BIG = dict(epochs=12, batch_size=8)  # long enough (about 2 s) that a cancel or kill lands mid-run
+BIG = dict(epochs=12, batch_size=8)
 
 
 def big_config():

@@ -127,6 +127,7 @@ def test_cancel_a_running_job(cli, files, tmp_path):
         assert time.time() < deadline, st
         time.sleep(0.2)
     assert st["state"] == "CANCELLED"
+    assert cli("status", job_id).returncode == 1  # a cancelled job is not a success
     assert st["rows_skipped"] > 0
     assert st["rows_ok"] + st["rows_bad"] + st["rows_skipped"] == 20000
     ids, _ = read_submission(out)
@@ -238,17 +239,20 @@ def test_bad_chunk_rows_and_unwritable_out(cli, files, tmp_path):
 
 
 def test_status_without_a_running_broker_reads_storage(cli, stack_env, tmp_path):
-    """A job left unfinished when its stack went away: status still answers, from storage."""
+    """A job left unfinished when its stack went away: status still answers, from storage,
+    within 2 s, says that no broker answers and does not call the job running (exit 3)."""
     from tasks import jobs
     job_id = "predict-orphaned"
     jobs.write_json(jobs.ref(stack_env["DIGITS_STORAGE"], job_id, "job.json"),
                     {"job_id": job_id, "kind": "predict", "chunks": 3, "output": "/nowhere/out.csv"})
     env = dict(cli.env, DIGITS_HOME=str(tmp_path / "no-stack-here"))  # same storage, no stack.json
+    t0 = time.monotonic()
     r = subprocess.run([DIGITS, "status", job_id, "--json"], env=env, capture_output=True, text=True,
                        timeout=WAIT)
-    assert r.returncode == 0, r.stderr
+    assert time.monotonic() - t0 < 2
+    assert r.returncode == 3, r.stderr
     st = json.loads(r.stdout)
-    assert st["state"] == "PENDING"
+    assert (st["state"], st["last_state"], st["broker_reachable"]) == ("STALLED", "PENDING", False)
     assert st["progress"] == {"chunks_done": 0, "chunks": 3, "fraction": 0.0}
 
 

@@ -118,7 +118,7 @@ def test_configure_rereads_the_schedule(monkeypatch):
 
 INTERVAL = 4
 OBSERVE = 20
-ROWS = 30000  # faithful recipe (10 epochs, batch 64): a run takes longer than the interval
+ROWS = 60000  # faithful recipe (10 epochs, batch 64): a run takes longer than the interval
 
 
 def _log_times(path, pattern):

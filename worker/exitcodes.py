@@ -1,0 +1,19 @@
+"""Exit codes of the `digits` commands (documented in README, "Exit codes").
+
+    0    success; for `status`, also a job still queued or running
+    1    the job failed, ended partial or was cancelled; or a bad input, model or setting
+    2    usage error (bad command line)
+    3    the broker is unreachable (a waiting client gave up after DIGITS_BROKER_OUTAGE;
+         `status` of an unfinished job whose broker does not answer)
+    130  interrupted (Ctrl-C)
+"""
+OK, FAILED, USAGE, BROKER, INTERRUPTED = 0, 1, 2, 3, 130
+UNSUCCESSFUL = ("FAILURE", "PARTIAL", "CANCELLED")  # a job that ended without all of its work
+
+
+def for_state(state):
+    """Exit code for a job state: FAILED for a job that ended unsuccessfully, BROKER for a
+    stalled one (no broker), else OK."""
+    if state in UNSUCCESSFUL:
+        return FAILED
+    return BROKER if state == "STALLED" else OK
