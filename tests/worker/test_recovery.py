@@ -17,7 +17,7 @@ import numpy as np
 import psutil
 import pytest
 
-from model import checkpoint, data
+from model import checkpoint, sources
 from model.data import PIXEL_COLUMNS
 from model.samples import write_sample
 from model.train import Trainer, make_config
@@ -110,7 +110,7 @@ def inputs(drill, sample, trained_model):
         header, rows = f.readline(), f.readlines()
     train = d / "train.csv"
     train.write_text(header + "".join((rows * 8)[:20000]))
-    ds = data.load_training(str(train))
+    ds = sources.load_training(str(train))
     t = Trainer(make_config("faithful", **TRAIN), ds.pixels, ds.labels)
     t.run()
     return {"big": str(big), "reference": ref.read_bytes(), "model": trained_model[1], "train": str(train),
