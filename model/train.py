@@ -10,6 +10,13 @@ often inked to the least, so that the pixels blank in a whole batch come last an
 layer can skip them (network.loss_and_grads, `blank`). A batch of 64 MNIST digits leaves
 about a fifth of the 784 pixels blank. Everything a Trainer hands out (params, state())
 is in the standard pixel order.
+
+With augmentation (TrainConfig shift, rotate, scale, shear, elastic_alpha) every epoch
+trains on freshly distorted copies of the training images (model/augment.py), made
+AUGMENT_BLOCK images at a time just before their batches. The distortions come from a key
+drawn from the trainer's RNG right after the epoch's permutation, one stream per block
+(block_rng), so a run resumed mid-epoch redraws the block it stopped in exactly. Distorted
+images ink other pixels: each batch's blank tail is measured on the distorted block.
 """
 import dataclasses
 import math
@@ -379,7 +386,7 @@ class Trainer:
             X_src = np.empty((per_block * bs, network.N_IN), self._X_std.dtype)  # (block, 784) raw, standard order
             X_aug = np.empty((per_block * bs, network.N_IN), np.float32)  # (block, 784) distorted, normalized
         if c.shuffle:  # each epoch's data in visiting order, so a batch is a contiguous slice
-            X_epoch = np.empty_like(self.X_train)  # (n_train, 784) uint8
+            X_epoch = None  # (n_train, 784) uint8, made for the first undistorted epoch
             Y_epoch = np.empty_like(self.Y_train)  # (n_train, 10)
             y_epoch = np.empty_like(self.y_train)  # (n_train,)
         else:  # the same order every epoch: batches are views
@@ -393,6 +400,8 @@ class Trainer:
                 if c.shuffle:
                     order = self.rng.permutation(n)
                     if not augment:
+                        if X_epoch is None:
+                            X_epoch = np.empty_like(self.X_train)
                         np.take(self.X_train, order, axis=0, out=X_epoch)
                         prefixes = batch_prefixes(self.inked[order], bs)
                     np.take(self.Y_train, order, axis=0, out=Y_epoch)
