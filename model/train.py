@@ -10,6 +10,13 @@ often inked to the least, so that the pixels blank in a whole batch come last an
 layer can skip them (network.loss_and_grads, `blank`). A batch of 64 MNIST digits leaves
 about a fifth of the 784 pixels blank. Everything a Trainer hands out (params, state())
 is in the standard pixel order.
+
+With augmentation (TrainConfig shift, rotate, scale, shear, elastic_alpha) every epoch
+trains on freshly distorted copies of the training images (model/augment.py), made
+AUGMENT_BLOCK images at a time just before their batches. The distortions come from a key
+drawn from the trainer's RNG right after the epoch's permutation, one stream per block
+(block_rng), so a run resumed mid-epoch redraws the block it stopped in exactly. Distorted
+images ink other pixels: each batch's blank tail is measured on the distorted block.
 """
 import dataclasses
 import math
@@ -20,7 +27,10 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from model import network
+from model.augment import Augmenter, Distortion
 from model.errors import ConfigError
+
+AUGMENT_BLOCK = 256  # images distorted per call: large enough to amortize, small enough for the cache
 
 
 @dataclass
@@ -42,6 +52,15 @@ class TrainConfig:
     val_fraction: float = 0.1  # share of the data held out for validation
     val_seed: int = 20240601  # fixes which rows are held out, independent of `seed`
     blas_threads: int = 1  # BLAS threads: batch-64 matmuls gain little from more, and lose badly when cores are busy
+    # data augmentation: each epoch sees every training image freshly distorted (model/augment.py)
+    shift: float = 0.0  # max random translation in pixels, per axis (0 = none)
+    rotate: float = 0.0  # max random rotation in degrees
+    scale: float = 0.0  # max random relative change of size, per axis: factor in [1 - scale, 1 + scale]
+    shear: float = 0.0  # max random shear (tangent of the angle)
+    elastic_alpha: float = 0.0  # strength of the random elastic distortion, Simard's alpha (0 = none)
+    elastic_sigma: float = 4.0  # smoothness of the elastic distortion (Gaussian sigma, pixels)
+    clean_epochs: int = 0  # the last N epochs train on the undistorted images
+    label_smoothing: float = 0.0  # target = (1 - e) * one-hot + e / 10
 
     def __post_init__(self):
         checks = [
@@ -53,6 +72,12 @@ class TrainConfig:
             (self.schedule in ("constant", "cosine"), "schedule must be constant or cosine"),
             (0 <= self.val_fraction < 1, "val_fraction must be in [0, 1)"),
             (self.hidden >= 1, "hidden must be >= 1"),
+            (min(self.shift, self.rotate, self.scale, self.shear, self.elastic_alpha) >= 0,
+             "shift, rotate, scale, shear and elastic_alpha must be >= 0"),
+            (self.scale < 1, "scale must be < 1"),
+            (self.elastic_sigma > 0, "elastic_sigma must be > 0"),
+            (self.clean_epochs >= 0, "clean_epochs must be >= 0"),
+            (0 <= self.label_smoothing < 1, "label_smoothing must be in [0, 1)"),
         ]
         for ok, message in checks:
             if not ok:
@@ -61,14 +86,29 @@ class TrainConfig:
     def to_dict(self):
         return dataclasses.asdict(self)
 
+    @property
+    def distortion(self):
+        """The augmentation settings as an augment.Distortion."""
+        return Distortion(self.shift, self.rotate, self.scale, self.shear, self.elastic_alpha, self.elastic_sigma)
+
+    def augments(self, epoch):
+        """Whether 0-based `epoch` trains on distorted images."""
+        return self.distortion.active and epoch < self.epochs - self.clean_epochs
+
 
 RECIPES = {
     # The original: 10 epochs, lr 0.1, batch 64, plain mini-batch gradient descent, z-score.
     # The original's order: the same pass over the data every epoch (no reshuffling).
     "faithful": dict(epochs=10, lr=0.1, batch_size=64, optimizer="sgd", schedule="constant", shuffle=False),
-    # Momentum with a short warm-up and cosine decay: better accuracy for the same network.
-    "default": dict(epochs=15, lr=0.05, batch_size=64, optimizer="momentum", momentum=0.9,
-                    schedule="cosine", warmup_epochs=0.5),
+    # Momentum with a short warm-up and cosine decay, every image elastically distorted afresh
+    # each epoch (Simard et al. 2003's field, milder: alpha 20, sigma 4): the same network,
+    # about 0.990 on the validation split in about 30 s on 60,000 images (README, "what each
+    # ingredient adds").
+    "default": dict(epochs=30, lr=0.05, batch_size=64, optimizer="momentum", momentum=0.9,
+                    schedule="cosine", warmup_epochs=0.5, elastic_alpha=20.0, elastic_sigma=4.0),
+    # The previous default: the same optimizer without augmentation, 15 epochs (0.983, 4 s).
+    "plain": dict(epochs=15, lr=0.05, batch_size=64, optimizer="momentum", momentum=0.9,
+                  schedule="cosine", warmup_epochs=0.5),
 }
 
 
@@ -89,8 +129,20 @@ def make_config(recipe="default", **overrides):
 
 
 def config_from_dict(d):
-    """Inverse of TrainConfig.to_dict (rejects unknown keys)."""
-    return make_config(d.get("recipe", "default"), **{k: v for k, v in d.items() if k != "recipe"})
+    """Inverse of TrainConfig.to_dict (rejects unknown keys).
+
+    A key missing from d takes TrainConfig's default, not its recipe's value: to_dict writes
+    every field, so a missing one comes from a version without that field, and the field's
+    default is what that version did (e.g. no augmentation for a job saved before it existed).
+    """
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(d) - known)
+    if unknown:
+        raise ConfigError(f"unknown training option(s): {', '.join(unknown)}")
+    recipe = d.get("recipe", "default")
+    if recipe not in RECIPES:
+        raise ConfigError(f"unknown recipe {recipe!r}; choose one of {sorted(RECIPES)}")
+    return TrainConfig(**{k: v for k, v in d.items() if v is not None})
 
 
 def split_indices(n, val_fraction, val_seed):
@@ -171,6 +223,14 @@ def _permute_w1(arrays, rows):
     """Copies of a dict of arrays, with the rows of every W1-shaped entry ("W1", "v_W1", ...)
     reordered by `rows`."""
     return {k: v[rows] if k == "W1" or k.endswith("_W1") else v.copy() for k, v in arrays.items()}
+
+
+def block_rng(key, block):
+    """The Generator that distorts block `block` of an epoch whose augmentation key is `key`.
+
+    Each block has its own stream, so a run resumed mid-epoch redraws exactly its block.
+    """
+    return np.random.Generator(np.random.PCG64(np.random.SeedSequence([int(key), int(block)])))
 
 
 def predict_proba(params, Xn, batch=4096):
@@ -262,7 +322,12 @@ class Trainer:
         self.X_train = np.take(X_train, self.order, axis=1)  # (n_train, 784) raw, normalized per batch
         self.inked = inked_prefix(self.X_train)  # (n_train,)
         self.X_val = normalize(np.take(X[val_idx], self.order, axis=1), *self._stats)  # (n_val, 784)
-        self.Y_train = network.one_hot(self.y_train)  # (n_train, 10)
+        self.Y_train = network.one_hot(self.y_train)  # (n_train, 10) targets
+        if config.label_smoothing:
+            self.Y_train *= 1 - config.label_smoothing
+            self.Y_train += np.float32(config.label_smoothing / network.N_OUT)
+        # augmentation distorts the images in the standard pixel order (and writes them permuted)
+        self._X_std = X_train if config.distortion.active else None  # (n_train, 784) raw
         self.rng = np.random.Generator(np.random.PCG64(config.seed))
         if state is None:
             params = network.init_params(self.rng, n_hidden=config.hidden)
@@ -311,44 +376,71 @@ class Trainer:
         each batch. Returns the list of EpochMetrics of all finished epochs.
         """
         c = self.config
-        n = len(self.y_train)
+        n, bs = len(self.y_train), c.batch_size
         params = self._params
-        ws = network.Workspace(c.batch_size, params)
+        ws = network.Workspace(bs, params)
         scale, shift = affine(*self._stats)  # (784,) each
+        if c.distortion.active:  # distorted a block of whole batches at a time, written in our pixel order
+            per_block = max(1, AUGMENT_BLOCK // bs)  # batches per block
+            augmenter = Augmenter(c.distortion, per_block * bs, columns=self.order)
+            X_src = np.empty((per_block * bs, network.N_IN), self._X_std.dtype)  # (block, 784) raw, standard order
+            X_aug = np.empty((per_block * bs, network.N_IN), np.float32)  # (block, 784) distorted, normalized
         if c.shuffle:  # each epoch's data in visiting order, so a batch is a contiguous slice
-            X_epoch = np.empty_like(self.X_train)  # (n_train, 784) uint8
+            X_epoch = None  # (n_train, 784) uint8, made for the first undistorted epoch
             Y_epoch = np.empty_like(self.Y_train)  # (n_train, 10)
             y_epoch = np.empty_like(self.y_train)  # (n_train,)
-        else:  # the same order every epoch: normalize once (kept for later calls), batches are views
-            if self._X_norm is None:
-                self._X_norm = normalize(self.X_train, *self._stats)
-            X_norm = self._X_norm  # (n_train, 784)
-            prefixes = batch_prefixes(self.inked, c.batch_size)  # (batches,)
+        else:  # the same order every epoch: batches are views
+            order, Y_epoch, y_epoch = np.arange(n), self.Y_train, self.y_train
+            fixed_prefixes = batch_prefixes(self.inked, bs)  # (batches,)
         with threadpool_limits(c.blas_threads):
             while not self.done:
                 pos = self.pos
                 self.rng.bit_generator.state = pos.rng_state
+                augment = c.augments(pos.epoch)
                 if c.shuffle:
                     order = self.rng.permutation(n)
-                    np.take(self.X_train, order, axis=0, out=X_epoch)
+                    if not augment:
+                        if X_epoch is None:
+                            X_epoch = np.empty_like(self.X_train)
+                        np.take(self.X_train, order, axis=0, out=X_epoch)
+                        prefixes = batch_prefixes(self.inked[order], bs)
                     np.take(self.Y_train, order, axis=0, out=Y_epoch)
                     np.take(self.y_train, order, out=y_epoch)
-                    prefixes = batch_prefixes(self.inked[order], c.batch_size)
+                elif not augment:  # normalize once (kept for later calls)
+                    if self._X_norm is None:
+                        self._X_norm = normalize(self.X_train, *self._stats)
+                    X_norm, prefixes = self._X_norm, fixed_prefixes
+                if augment:  # this epoch's distortions: one stream per block, from a key drawn here
+                    key = self.rng.integers(2**63)
                 t0 = time.perf_counter() - pos.seconds
-                for b in range(pos.batch, self.batches_per_epoch):
+                first = pos.batch
+                for b in range(first, self.batches_per_epoch):
                     if should_stop is not None and should_stop():
                         pos.seconds = time.perf_counter() - t0
                         return self.history
-                    lo = b * c.batch_size
-                    hi = min(lo + c.batch_size, n)
+                    lo = b * bs
+                    hi = min(lo + bs, n)
                     m = hi - lo
-                    k = int(prefixes[b])  # pixels from k on are blank in the whole batch
-                    if c.shuffle:  # z-score only the columns that loss_and_grads reads
+                    if augment:
+                        j, r = divmod(b, per_block)
+                        if r == 0 or b == first:  # a new block (or the one a resumed run stopped in)
+                            block_lo = j * per_block * bs
+                            mb = min(block_lo + per_block * bs, n) - block_lo
+                            np.take(self._X_std, order[block_lo:block_lo + mb], axis=0, out=X_src[:mb])
+                            augmenter(X_src[:mb], block_rng(key, j), out=X_aug[:mb])
+                            block_prefixes = batch_prefixes(inked_prefix(X_aug[:mb]), bs)  # (per_block,)
+                            X_aug[:mb] *= scale  # z-score in place, as normalize() does
+                            X_aug[:mb] += shift
+                        k = int(block_prefixes[r])  # pixels from k on are blank in the whole batch
+                        batch = (X_aug[lo - block_lo:hi - block_lo], Y_epoch[lo:hi], y_epoch[lo:hi])
+                    elif c.shuffle:  # z-score only the columns that loss_and_grads reads
+                        k = int(prefixes[b])
                         np.multiply(X_epoch[lo:hi, :k], scale[:k], out=ws.X[:m, :k])  # (m, k)
                         ws.X[:m, :k] += shift[:k]
                         batch = (ws.X[:m], Y_epoch[lo:hi], y_epoch[lo:hi])
                     else:
-                        batch = (X_norm[lo:hi], self.Y_train[lo:hi], self.y_train[lo:hi])
+                        k = int(prefixes[b])
+                        batch = (X_norm[lo:hi], Y_epoch[lo:hi], y_epoch[lo:hi])
                     lr = self.lr_at(pos.epoch * self.batches_per_epoch + b)
                     loss, correct = network.loss_and_grads(params, ws, m, self.optimizer.grad_scale(lr), batch,
                                                            blank=(k, shift))

@@ -8,9 +8,10 @@ import pytest
 from model import checkpoint, network
 from model.errors import ConfigError
 from model.samples import load_sample
-from model.train import (RECIPES, TrainConfig, Trainer, batch_prefixes, config_from_dict,
-                         fit_normalization, inked_prefix, make_config, normalize, pixel_order,
-                         split_indices)
+from model.augment import distort
+from model.train import (AUGMENT_BLOCK, RECIPES, TrainConfig, Trainer, batch_prefixes, block_rng,
+                         config_from_dict, fit_normalization, inked_prefix, make_config, normalize,
+                         pixel_order, split_indices)
 
 
 @pytest.fixture(scope="module")
@@ -46,6 +47,10 @@ def test_faithful_recipe_is_the_original():
 def test_default_recipe_and_overrides():
     c = make_config()
     assert c.recipe == "default" and c.optimizer == RECIPES["default"]["optimizer"]
+    assert (c.elastic_alpha, c.elastic_sigma, c.epochs) == (20.0, 4.0, 30) and c.distortion.active
+    plain = make_config("plain")
+    assert not plain.distortion.active and plain.epochs == 15
+    assert not make_config("faithful").distortion.active
     c = make_config("faithful", epochs=3, lr=None, seed=7)
     assert (c.epochs, c.lr, c.seed) == (3, 0.1, 7)  # None means "keep the recipe's value"
 
@@ -65,7 +70,8 @@ def test_unknown_keys_are_rejected():
 @pytest.mark.parametrize("key,value", [
     ("epochs", 0), ("lr", 0.0), ("lr", -0.1), ("batch_size", 0), ("normalization", "minmax"),
     ("optimizer", "rmsprop"), ("schedule", "step"), ("val_fraction", 1.0), ("val_fraction", -0.1),
-    ("hidden", 0),
+    ("hidden", 0), ("shift", -1.0), ("rotate", -5.0), ("scale", -0.1), ("scale", 1.0), ("shear", -0.1),
+    ("elastic_alpha", -1.0), ("elastic_sigma", 0.0), ("clean_epochs", -1), ("label_smoothing", 1.0),
 ])
 def test_bad_values_are_rejected(key, value):
     with pytest.raises(ConfigError, match=key.replace("_", ".")):
@@ -77,6 +83,22 @@ def test_bad_values_are_rejected(key, value):
 def test_config_dict_round_trip():
     c = make_config("default", epochs=4, seed=3, optimizer="adam")
     assert config_from_dict(c.to_dict()) == c
+    c = make_config("plain", shift=1.5, clean_epochs=2, label_smoothing=0.1)
+    assert config_from_dict(c.to_dict()) == c
+
+
+def test_config_saved_before_augmentation_existed_resumes_without_it():
+    """A job or state saved by a version without the augmentation fields meant no augmentation,
+    whatever the recipe's values are now."""
+    old = make_config("plain").to_dict()
+    for k in ("shift", "rotate", "scale", "shear", "elastic_alpha", "elastic_sigma", "clean_epochs",
+              "label_smoothing"):
+        del old[k]
+    old["recipe"] = "default"
+    c = config_from_dict(old)
+    assert c.recipe == "default" and not c.distortion.active and c.epochs == 15
+    with pytest.raises(ConfigError, match="unknown recipe"):
+        config_from_dict(dict(old, recipe="nope"))
 
 
 def test_trainer_rejects_bad_data():
@@ -135,26 +157,44 @@ def test_inked_prefix_and_batch_prefixes():
     assert batch_prefixes(inked_prefix(X), 2).tolist() == [6, 1, 0]
 
 
-@pytest.mark.parametrize("recipe", ["faithful", "default"])
-def test_trainer_equals_a_plain_full_width_loop(small, recipe):
-    """The pixel reordering and blank-pixel skipping change nothing but float rounding."""
+ORACLE_CASES = [("faithful", {}), ("plain", {}), ("default", {}),
+                ("plain", dict(shift=2.0, rotate=10.0, scale=0.1, shear=0.1, elastic_alpha=20.0,
+                               clean_epochs=1, label_smoothing=0.1, epochs=3)),
+                ("faithful", dict(elastic_alpha=34.0, batch_size=48))]
+
+
+@pytest.mark.parametrize("recipe,over", ORACLE_CASES,
+                         ids=["faithful", "plain", "default-elastic", "affine-clean-smoothing", "fixed-order-elastic"])
+def test_trainer_equals_a_plain_full_width_loop(small, recipe, over):
+    """The pixel reordering and blank-pixel skipping change nothing but float rounding, also
+    on distorted images (which ink other pixels than the originals)."""
     X, y = small
-    t = Trainer(make_config(recipe, epochs=2, batch_size=64), X, y)
+    t = Trainer(make_config(recipe, **dict(dict(epochs=2, batch_size=64), **over)), X, y)
     t.run()
     c = t.config
     rng = np.random.Generator(np.random.PCG64(c.seed))
     params = network.init_params(rng)
     opt = network.OPTIMIZERS[c.optimizer](params, momentum=c.momentum)
     train_idx, _ = split_indices(len(y), c.val_fraction, c.val_seed)
-    Xn, yt = normalize(X[train_idx], t.mean, t.std), y[train_idx]
+    X_raw, yt = X[train_idx], y[train_idx]
+    Xn = normalize(X_raw, t.mean, t.std)
+    Y = network.one_hot(yt) * (1 - c.label_smoothing) + c.label_smoothing / 10
     ws = network.Workspace(c.batch_size, params)
+    block = max(1, AUGMENT_BLOCK // c.batch_size) * c.batch_size  # images distorted per block
     step = 0
-    for _ in range(c.epochs):
+    for epoch in range(c.epochs):
         order = rng.permutation(len(yt)) if c.shuffle else np.arange(len(yt))
+        if c.augments(epoch):
+            key = rng.integers(2**63)
+            X_epoch = np.concatenate([normalize(distort(X_raw[order[lo:lo + block]], block_rng(key, j), c.distortion),
+                                                t.mean, t.std)
+                                      for j, lo in enumerate(range(0, len(yt), block))])
+        else:
+            X_epoch = Xn[order]
         for lo in range(0, len(yt), c.batch_size):
             rows = order[lo:lo + c.batch_size]
             lr = t.lr_at(step)
-            batch = (Xn[rows], network.one_hot(yt[rows]), yt[rows])
+            batch = (X_epoch[lo:lo + c.batch_size], Y[rows].astype(np.float32), yt[rows])
             network.loss_and_grads(params, ws, len(rows), opt.grad_scale(lr), batch)
             opt.step(params, ws.grads, lr)
             step += 1
@@ -164,6 +204,19 @@ def test_trainer_equals_a_plain_full_width_loop(small, recipe):
     saved = t.state()
     for k in opt.state:
         np.testing.assert_allclose(saved["opt_" + k], opt.state[k], rtol=1e-4, atol=1e-5, err_msg=k)
+
+
+def test_augmentation_is_fresh_every_epoch_and_only_when_asked(small):
+    """Distorted epochs differ from each other; clean epochs and unaugmented recipes draw nothing extra."""
+    X, y = small
+    losses = {}
+    for name, over in [("plain", {}), ("elastic", dict(elastic_alpha=34.0)),
+                       ("clean", dict(elastic_alpha=34.0, clean_epochs=2))]:
+        t = Trainer(make_config("plain", epochs=2, lr=1e-9, **over), X, y)  # lr ~0: the loss shows the data
+        losses[name] = [m.train_loss for m in t.run()]
+    assert losses["clean"] == pytest.approx(losses["plain"], rel=1e-6)
+    assert losses["elastic"][0] != pytest.approx(losses["plain"][0], rel=1e-3)
+    assert losses["elastic"][0] != pytest.approx(losses["elastic"][1], rel=1e-4)
 
 
 # ----------------------------------------------------------------------------- determinism
@@ -182,7 +235,10 @@ def test_same_seed_gives_identical_weights_and_different_seed_differs(small):
 
 # ----------------------------------------------------------------------------- resume
 
-RESUME_CASES = [("faithful", {}), ("default", {}), ("default", {"optimizer": "adam", "lr": 0.002})]
+RESUME_CASES = [("faithful", {}), ("plain", {}), ("plain", {"optimizer": "adam", "lr": 0.002}), ("default", {}),
+                ("default", dict(shift=2.0, rotate=10.0, scale=0.1, shear=0.1, clean_epochs=1, label_smoothing=0.1,
+                                 batch_size=48)),
+                ("faithful", {"elastic_alpha": 34.0})]
 
 
 def resume_config(recipe, over):
@@ -199,7 +255,8 @@ def stop_after(n_batches):
     return on_batch, (lambda: count[0] >= n_batches)
 
 
-@pytest.mark.parametrize("recipe,over", RESUME_CASES, ids=["sgd", "momentum-cosine", "adam"])
+@pytest.mark.parametrize("recipe,over", RESUME_CASES,
+                         ids=["sgd", "momentum-cosine", "adam", "elastic", "affine-clean-batch48", "fixed-order-elastic"])
 def test_resume_mid_epoch_is_bit_for_bit(small, tmp_path, recipe, over):
     X, y = small
     cfg = resume_config(recipe, over)
