@@ -29,6 +29,7 @@ from threadpoolctl import threadpool_limits
 from model import network
 from model.augment import Augmenter, Distortion
 from model.errors import ConfigError
+from model.recipes import RECIPES
 
 AUGMENT_BLOCK = 256  # images distorted per call: large enough to amortize, small enough for the cache
 
@@ -94,22 +95,6 @@ class TrainConfig:
     def augments(self, epoch):
         """Whether 0-based `epoch` trains on distorted images."""
         return self.distortion.active and epoch < self.epochs - self.clean_epochs
-
-
-RECIPES = {
-    # The original: 10 epochs, lr 0.1, batch 64, plain mini-batch gradient descent, z-score.
-    # The original's order: the same pass over the data every epoch (no reshuffling).
-    "faithful": dict(epochs=10, lr=0.1, batch_size=64, optimizer="sgd", schedule="constant", shuffle=False),
-    # Momentum with a short warm-up and cosine decay, every image elastically distorted afresh
-    # each epoch (Simard et al. 2003's field, milder: alpha 20, sigma 4): the same network,
-    # about 0.990 on the validation split in about 30 s on 60,000 images (README, "what each
-    # ingredient adds").
-    "default": dict(epochs=30, lr=0.05, batch_size=64, optimizer="momentum", momentum=0.9,
-                    schedule="cosine", warmup_epochs=0.5, elastic_alpha=20.0, elastic_sigma=4.0),
-    # The previous default: the same optimizer without augmentation, 15 epochs (0.983, 4 s).
-    "plain": dict(epochs=15, lr=0.05, batch_size=64, optimizer="momentum", momentum=0.9,
-                  schedule="cosine", warmup_epochs=0.5),
-}
 
 
 def make_config(recipe="default", **overrides):

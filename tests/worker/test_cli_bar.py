@@ -1,9 +1,9 @@
 """The training progress bar's redraw throttling (pure logic, no stack)."""
-from worker import cli
+from worker.cli.progress import train_bar
 
 
 def test_train_bar_redraws_rarely_but_always_at_epoch_ends(monkeypatch):
-    bar, update = cli._train_bar("train", every=3600)
+    bar, update = train_bar("train", every=3600)
     redraws = []
     monkeypatch.setattr(bar, "refresh", lambda *a, **k: redraws.append((bar.n, bar.postfix)))
     for epoch in (1, 2):

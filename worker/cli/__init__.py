@@ -1,0 +1,61 @@
+"""The `digits` command line. Run `digits --help`, or `digits COMMAND --help`.
+
+    parser.py    every command and option (imports no NumPy, Celery or pandas)
+    common.py    output helpers, option types, the queue context
+    progress.py  the progress bars
+    predict.py, train.py, jobs.py (status, watch, cancel, jobs, gc), models.py (models,
+    promote, schedule), services.py (up, demo, worker, scheduler, flower)
+"""
+import json
+import os
+import sys
+
+from worker.cli.common import eprint
+from worker.cli.parser import build_parser
+
+
+def main(argv=None):
+    """Run one command -> exit code (worker.exitcodes; README, "Exit codes")."""
+    parser = build_parser()
+    a = parser.parse_args(argv)
+    if not getattr(a, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return _run(a)
+    except BrokenPipeError:  # the reader went away (`digits status JOB --json | head -1`): quiet, as Unix tools
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
+
+
+def _run(a):
+    from model.errors import BrokerUnreachable, DigitsError
+    from worker import exitcodes
+    from worker import settings as settings_mod
+    from worker.watchdog import BROKER_ERRORS
+    try:
+        return a.func(a, settings_mod.load()) or 0
+    except BrokerUnreachable as e:
+        return _fail(a, str(e), exitcodes.BROKER)
+    except DigitsError as e:
+        return _fail(a, str(e), exitcodes.FAILED)
+    except BROKER_ERRORS as e:  # the broker went away outside a waiting loop (say, mid-submission)
+        s = settings_mod.load()
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        return _fail(a, f"broker {s.broker_url or s.embedded_url} unreachable: {reason}", exitcodes.BROKER)
+    except BrokenPipeError:
+        raise
+    except OSError as e:  # an unwritable --out, a full disk, ...: the user's to fix, in one line
+        return _fail(a, str(e), exitcodes.FAILED)
+    except KeyboardInterrupt:
+        eprint("digits: interrupted")
+        return exitcodes.INTERRUPTED
+
+
+def _fail(a, message, code):
+    """Report an error: one line on stderr, and with --json one JSON object on stdout -> code."""
+    if getattr(a, "json", False):
+        print(json.dumps({"error": message, "exit_code": code}))
+    eprint(f"digits: error: {message}")
+    return code

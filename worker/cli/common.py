@@ -1,0 +1,39 @@
+"""What every command module shares: output helpers, option types, the queue context."""
+import argparse
+import contextlib
+import json
+import sys
+
+EPILOG = """Every command reads its settings from DIGITS_* environment variables (see README).
+With no DIGITS_BROKER_URL the commands use an embedded Redis and worker processes under
+DIGITS_HOME (default ./.digits): started by `digits up`, or for one command's duration."""
+
+
+def eprint(*a):
+    print(*a, file=sys.stderr, flush=True)
+
+
+def print_json(obj):
+    print(json.dumps(obj, indent=1, sort_keys=True, default=str))
+
+
+@contextlib.contextmanager
+def queue_app(s, keep_alive=False):
+    """Yield a Celery app bound to a reachable broker, starting a stack for the block if
+    none runs (keep_alive: a background stack that outlives the command, for --no-wait)."""
+    from worker import stack
+    from worker.app import configure
+    if keep_alive:
+        stack.start_background(s, log=eprint)
+    with stack.broker_for(s, log=eprint) as url:
+        yield configure(url)
+
+
+def positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value

@@ -1,0 +1,40 @@
+"""`digits models`, `promote` and `schedule`: the registry and the retraining schedule."""
+from worker.cli.common import print_json
+
+
+def cmd_models(a, s):
+    from model.registry import Registry
+    versions = Registry(s.storage).versions(a.name)
+    if a.json:
+        print_json(versions)
+        return 0
+    if not versions:
+        print(f"no models registered under {s.storage}")
+        return 0
+    for v in versions:
+        acc = (v.get("metrics") or {}).get("val_accuracy")
+        acc = f"{acc:.4f}" if isinstance(acc, float) else "-"
+        aliases = ",".join(v.get("aliases", [])) or "-"
+        print(f"{v['name']}:{v['version']}  val_accuracy {acc}  aliases {aliases}  "
+              f"recipe {v.get('recipe')}  created {v.get('created_at')}\n    report {v.get('report')}")
+    return 0
+
+
+def cmd_promote(a, s):
+    from model.registry import Registry
+    Registry(s.storage).promote(a.name, a.version, reason="promoted by hand with `digits promote`")
+    print(f"{a.name}:{a.version} is now production")
+    return 0
+
+
+def cmd_schedule(a, s):
+    from worker.schedule import describe
+    info = describe(s)
+    if a.json:
+        print_json(info)
+    elif not info["enabled"]:
+        print("no retraining scheduled (set DIGITS_RETRAIN_CRON and DIGITS_RETRAIN_DATA)")
+    else:
+        print(f"retrain {info['model']} from {info['data']} (recipe {info['recipe']}) on "
+              f"cron '{info['cron']}'; next run {info['next_run']}")
+    return 0

@@ -1,0 +1,137 @@
+"""The `digits` argument parser: every command, its options, defaults and an example.
+
+Only the standard library and model.recipes are imported here, so `digits --help` starts
+fast; a command's own module is imported when it runs.
+"""
+import argparse
+import importlib
+import os
+
+from model import __version__
+from model.recipes import OPTIMIZER_NAMES, RECIPES
+from worker.cli.common import EPILOG, positive_int
+
+
+class _Help(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """Keeps the examples' line breaks and shows each option's default."""
+
+
+def _command(module, name):
+    """A lazy command: imports worker.cli.<module> when the command runs."""
+    def run(a, s):
+        return getattr(importlib.import_module(f"worker.cli.{module}"), name)(a, s)
+    return run
+
+
+def build_parser():
+    p = argparse.ArgumentParser(
+        prog="digits", epilog=EPILOG, formatter_class=_Help,
+        description="A NumPy digit recognizer (784-128-10) that trains and bulk-predicts as Celery jobs.")
+    p.add_argument("--version", action="version", version=f"digits {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    def add(name, module, func, help_, example):
+        sp = sub.add_parser(name, help=help_, description=help_, formatter_class=_Help,
+                            epilog=f"example:\n  {example}\n\n{EPILOG}")
+        sp.set_defaults(func=_command(module, func))
+        return sp
+
+    def json_flag(sp):
+        sp.add_argument("--json", action="store_true", help="print one JSON object (errors too)")
+
+    sp = add("demo", "services", "cmd_demo", "Train on the bundled sample and bulk-predict it through the queue.",
+             "digits demo --out demo/")
+    sp.add_argument("--out", help="folder for the sample and the outputs (default DIGITS_HOME/demo)")
+    sp.add_argument("--epochs", type=positive_int, default=15, help="training epochs")
+
+    sp = add("up", "services", "cmd_up", "Run the embedded stack (Redis, workers, scheduler, Flower) until Ctrl-C.",
+             "digits up --no-flower")
+    sp.add_argument("--no-flower", action="store_true", help="do not start Flower")
+    sp.add_argument("--idle-exit", type=float, default=None, metavar="SECONDS",
+                    help="stop by itself after the queues are idle this long (default: never)")
+
+    sp = add("train", "train", "cmd_train", "Train a model on a Kaggle training CSV or a folder of digit sub-folders.",
+             "digits train train.csv --name digits            (or: --local --out model.npz)")
+    sp.add_argument("data", help="train.csv (label,pixel0..pixel783) or a folder with sub-folders 0..9")
+    sp.add_argument("--out", help="write the model file here too (a path or storage URL)")
+    sp.add_argument("--name", help="register the model under this name (queue jobs: digits when not given)")
+    sp.add_argument("--recipe", default="default", choices=sorted(RECIPES),
+                    help="faithful: the original 10 epochs, lr 0.1, batch 64, plain SGD; default: momentum, "
+                         "cosine decay and elastic distortions (best); plain: the default without distortions")
+    sp.add_argument("--epochs", type=positive_int, help="passes over the data (default: the recipe's)")
+    sp.add_argument("--lr", type=float, help="peak learning rate (default: the recipe's)")
+    sp.add_argument("--batch-size", type=positive_int, help="images per mini-batch (default: the recipe's)")
+    sp.add_argument("--seed", type=int, help="random seed of initialization, order and distortions (default 0)")
+    sp.add_argument("--optimizer", choices=OPTIMIZER_NAMES, help="update rule (default: the recipe's)")
+    sp.add_argument("--val-fraction", type=float, help="share held out for validation (default 0.1)")
+    sp.add_argument("--blas-threads", type=positive_int,
+                    help="BLAS threads (default 1; 2 is faster on an otherwise idle 2-core machine, "
+                         "much slower when the cores are busy; results differ slightly by count)")
+    sp.add_argument("--skip-bad", action="store_true", help="train on the good records and list the bad ones")
+    sp.add_argument("--checkpoint-every", type=positive_int, default=1, metavar="EPOCHS",
+                    help="queue jobs: checkpoint every N epochs")
+    sp.add_argument("--local", action="store_true", help="train in this process instead of on the queue")
+    sp.add_argument("--no-wait", action="store_true", help="print the job id and return")
+    sp.add_argument("--job-id", help="use this job id (resubmitting an id resumes that job)")
+
+    sp = add("predict", "predict", "cmd_predict", "Predict a Kaggle test CSV or a folder of digit images.",
+             "digits predict test.csv --model digits --out submission.csv")
+    sp.add_argument("input", help="test.csv (pixel0..pixel783, or a labeled file) or an image folder")
+    sp.add_argument("--model", required=True,
+                    help="a model file, or NAME (production, else latest), NAME@ALIAS, NAME:VERSION")
+    sp.add_argument("--out", required=True,
+                    help="output CSV: ImageId,Label for a CSV; path,label,confidence for images")
+    sp.add_argument("--local", action="store_true", help="predict in this process instead of on the queue")
+    sp.add_argument("--no-wait", action="store_true", help="print the job id and return")
+    sp.add_argument("--chunk-rows", type=positive_int,
+                    help="records per chunk (default DIGITS_CHUNK_ROWS for a CSV, DIGITS_CHUNK_IMAGES for images)")
+    sp.add_argument("--job-id", help="use this job id (resubmitting an id never duplicates rows)")
+
+    sp = add("status", "jobs", "cmd_status", "Show a job's state, progress, counts and output.",
+             "digits status predict-3f2a9c1b7d6e5f40 --json")
+    sp.add_argument("job", help="the job id that submit printed (see `digits jobs`)")
+    json_flag(sp)
+
+    sp = add("watch", "jobs", "cmd_watch", "Follow a job's progress live until it ends.",
+             "digits watch train-3f2a9c1b7d6e5f40")
+    sp.add_argument("job", help="the job id")
+    sp.add_argument("--interval", type=float, default=0.5, help="seconds between updates")
+
+    sp = add("cancel", "jobs", "cmd_cancel",
+             "Stop a job: remaining chunks or batches are skipped, finished work kept.",
+             "digits cancel predict-3f2a9c1b7d6e5f40")
+    sp.add_argument("job", help="the job id")
+
+    sp = add("models", "models", "cmd_models", "List registered model versions, their metrics, aliases and reports.",
+             "digits models digits --json")
+    sp.add_argument("name", nargs="?", help="one model's versions (default: every model)")
+    json_flag(sp)
+
+    sp = add("promote", "models", "cmd_promote", "Make a model version the production one.",
+             "digits promote digits 3")
+    sp.add_argument("name", help="the model name")
+    sp.add_argument("version", help="the version to promote (see `digits models NAME`)")
+
+    sp = add("schedule", "models", "cmd_schedule", "Show the retraining schedule and its next run.",
+             "DIGITS_RETRAIN_CRON='0 3 * * *' DIGITS_RETRAIN_DATA=train.csv digits schedule")
+    json_flag(sp)
+
+    sp = add("worker", "services", "cmd_worker", "Run a Celery worker (for clusters; `digits up` starts its own).",
+             "digits worker --queues predict --concurrency 4")
+    sp.add_argument("--queues", default="predict,train", help="predict, train, or predict,train")
+    sp.add_argument("--concurrency", type=positive_int, default=os.cpu_count() or 2, help="worker processes")
+    sp.add_argument("--max-tasks-per-child", type=positive_int,
+                    help="recycle a process after N tasks (default: never)")
+    sp.add_argument("--name", help="node name (default celery@HOSTNAME, what the healthcheck pings)")
+    sp.add_argument("--loglevel", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
+
+    sp = add("scheduler", "services", "cmd_scheduler",
+             "Run the retraining scheduler (Celery beat) and the watchdog. Run exactly one.",
+             "digits scheduler --schedule-file /data/beat-schedule")
+    sp.add_argument("--schedule-file", help="beat state file (default DIGITS_HOME/beat-schedule)")
+    sp.add_argument("--loglevel", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
+
+    sp = add("flower", "services", "cmd_flower", "Run Flower with basic auth from DIGITS_FLOWER_USER/PASSWORD.",
+             "DIGITS_FLOWER_USER=ops DIGITS_FLOWER_PASSWORD=... digits flower")
+    sp.add_argument("--db", help="Flower's state file (default DIGITS_HOME/flower.db)")
+    return p
