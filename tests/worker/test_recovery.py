@@ -254,10 +254,16 @@ def test_sigterm_of_up_mid_job_then_status_calm_clients_and_restart(drill, up, i
     assert len(errors) == 1 and "redis.sock" in errors[0] and "unreachable" in errors[0], gives_up.stderr
     assert "Traceback" not in gives_up.stderr
 
-    waiting = start(drill, "watch", "predict-sigterm")
+    err_path = tmp_path / "watch.err"
+    with open(err_path, "w") as err_file:
+        waiting = subprocess.Popen([DIGITS, "watch", "predict-sigterm"], env=drill["env"], stdout=subprocess.PIPE,
+                                   stderr=err_file, text=True)
+    wait_for(lambda: "unreachable" in err_path.read_text(), 30, "the waiting watch to notice the outage")
     up.start()
     back = time.monotonic()
-    out_text, err = finish(waiting, RECOVERY + 60)
+    out_text, _ = waiting.communicate(timeout=RECOVERY + 60)
+    err = err_path.read_text()
+    assert waiting.returncode == 0 and "Traceback" not in err, err
     assert time.monotonic() - back < RECOVERY
     assert "SUCCESS" in out_text
     assert len([ln for ln in err.splitlines() if "unreachable" in ln]) == 1, err
