@@ -7,14 +7,15 @@
     run(source, model, out)         -> the in-process path: each chunk contained, then assemble
 
 Outputs: for a CSV, a Kaggle submission `ImageId,Label` (ImageId = 1-based data row);
-for an image folder, `path,label,confidence` (path relative to the folder). Bad records
+for an image folder, `path,label,confidence,preprocessing` (path relative to the folder;
+preprocessing says what was done to an image that was not MNIST-style). Bad records
 go to `<out without .csv>.errors.csv` with columns `row,reason` or `path,reason`, and so
 do the records of a chunk that failed as a whole (reason "chunk N failed: ...").
 """
 import csv
 import io
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -28,6 +29,7 @@ class ChunkResult:
     labels: np.ndarray  # (n,) int16, -1 for bad records
     confidence: np.ndarray  # (n,) float32, 0 for bad records
     errors: dict  # record index within the chunk -> reason
+    notes: dict = field(default_factory=dict)  # record index -> what preprocessing did to it
 
     def __len__(self):
         return len(self.labels)
@@ -35,14 +37,17 @@ class ChunkResult:
     def to_bytes(self):
         buf = io.BytesIO()
         errors = json.dumps({str(k): v for k, v in self.errors.items()})
-        np.savez(buf, labels=self.labels, confidence=self.confidence, errors=np.array(errors))
+        notes = json.dumps({str(k): v for k, v in self.notes.items()})
+        np.savez(buf, labels=self.labels, confidence=self.confidence, errors=np.array(errors),
+                 notes=np.array(notes))
         return buf.getvalue()
 
     @classmethod
     def from_bytes(cls, raw):
         with np.load(io.BytesIO(raw), allow_pickle=False) as z:
             errors = {int(k): v for k, v in json.loads(str(z["errors"])).items()}
-            return cls(z["labels"], z["confidence"], errors)
+            notes = {int(k): v for k, v in json.loads(str(z["notes"])).items()} if "notes" in z.files else {}
+            return cls(z["labels"], z["confidence"], errors, notes)
 
 
 @dataclass
@@ -63,7 +68,7 @@ def predict_block(block, model):
         lab, conf = model.predict(block.pixels[ok])  # (n_ok,), (n_ok,)
         labels[ok] = lab
         confidence[ok] = conf
-    return ChunkResult(labels, confidence, dict(block.errors))
+    return ChunkResult(labels, confidence, dict(block.errors), dict(block.notes))
 
 
 def predict_chunk(source, index, model):
@@ -145,7 +150,8 @@ def assemble(source, outcomes, out_ref):
         good = r.labels >= 0  # (n,)
         names = source.names(index, first, n)
         idx = np.flatnonzero(good)  # (n_ok,)
-        out.write(source.output_text([names[i] for i in idx.tolist()], r.labels[idx], r.confidence[idx]))
+        out.write(source.output_text([names[i] for i in idx.tolist()], r.labels[idx], r.confidence[idx],
+                                     [r.notes.get(i, "") for i in idx.tolist()]))
         bad_writer.writerows([names[i], r.errors[i]] for i in sorted(r.errors))
         ok += len(idx)
         rows_bad += len(r.errors)

@@ -24,6 +24,7 @@ from PIL import Image, UnidentifiedImageError
 from model import network, storage
 from model.csvparse import MAX_LINE, parse_rows, too_long
 from model.errors import DataError, describe
+from model.preprocess import needs_preprocessing, to_mnist
 
 N_PIXELS = network.N_IN
 SIDE = 28
@@ -33,10 +34,11 @@ IMAGE_TYPES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 IMAGE_FORMATS = ("PNG", "JPEG", "BMP", "GIF")  # the only decoders PIL may use
 MAX_IMAGE_BYTES = 32 << 20  # a larger image file is refused unread
 MAX_IMAGE_PIXELS = 4096 * 4096  # a larger image is refused from its header, undecoded
+REDUCE_TO = 1024  # a larger image is reduced to this many pixels a side as it is decoded
 HEADER_LIMIT = 1 << 20  # bytes searched for the end of the header line
 READ_WINDOW = 4 << 20  # bytes of a CSV range read at a time
 PLAN_SLACK = 0.03  # share of one chunk by which a row estimate may overshoot without adding a chunk
-# load_image checks an image's size from its header against its own limits before any
+# decode_image checks an image's size from its header against its own limits before any
 # pixel is decoded; PIL's own check would raise first, with a message about attacks
 Image.MAX_IMAGE_PIXELS = None
 _LABEL_RANGE = re.compile(r"^value (\S+) in label is outside 0\.\.255$")
@@ -49,6 +51,7 @@ class Block:
     pixels: np.ndarray  # (n, 784) uint8, zero rows where errors holds a reason
     labels: np.ndarray | None  # (n,) int64 for labeled data
     errors: dict = field(default_factory=dict)  # record index within the block -> reason
+    notes: dict = field(default_factory=dict)  # record index -> what was done to it ("inverted ...")
 
     def __len__(self):
         return self.pixels.shape[0]
@@ -252,52 +255,79 @@ def display_name(rel):
     return rel.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
-def load_image(folder, rel):
-    """One image file -> (784,) uint8 grayscale, light ink on black as in MNIST.
-
-    Any failure becomes a DataError naming the path and the reason: the decoders' own
-    exceptions whatever they are, an unknown type, a file over MAX_IMAGE_BYTES, a size
-    other than 28x28 (read from the header, before any pixel is decoded), an animated
-    image. Only PNG, JPEG, BMP and GIF decoders are used, whatever the bytes claim.
-    """
-    path = storage.join(str(folder), rel)
-    ext = posixpath.splitext(rel)[1].lower()
+def check_image_type(path):
+    """DataError unless the file name ends in a known image extension."""
+    ext = posixpath.splitext(str(path))[1].lower()
     if ext not in IMAGE_TYPES:
         raise DataError(path, f"unknown file type {ext or '(none)'!r}; expected one of "
                         + ", ".join(IMAGE_TYPES))
+
+
+def load_image(folder, rel):
+    """One image file -> (784,) uint8, light ink on black (decode_image, without its note)."""
+    path = storage.join(str(folder), rel)
+    check_image_type(path)
+    raw = storage.read_many([path], MAX_IMAGE_BYTES + 1)[0]
+    if isinstance(raw, BaseException):
+        raise DataError(path, f"cannot read ({describe(raw, 200)})")
+    return decode_image(raw, path)[0]
+
+
+def decode_image(raw, path):
+    """The bytes of one image file -> ((784,) uint8 grayscale, light ink on black as in MNIST,
+    note: what preprocessing did, "" for an MNIST-style 28x28 image).
+
+    Any failure becomes a DataError naming the path and the reason: the decoders' own
+    exceptions whatever they are, a file over MAX_IMAGE_BYTES, a size over MAX_IMAGE_PIXELS
+    (read from the header, before any pixel is decoded), an animated image, no ink. Only
+    PNG, JPEG, BMP and GIF decoders are used, whatever the bytes claim. An image that is not
+    28x28, or is dark ink on a light background, goes through model.preprocess.to_mnist
+    (the steps MNIST itself used); a large one is first reduced to at most REDUCE_TO pixels
+    a side while decoding.
+    """
     try:
-        raw = storage.read_bytes(path, 0, MAX_IMAGE_BYTES + 1)
         if len(raw) > MAX_IMAGE_BYTES:
             raise DataError(path, f"file is over the limit of {MAX_IMAGE_BYTES >> 20} MB")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # a decoder's warnings about a damaged file
             with Image.open(io.BytesIO(raw), formats=IMAGE_FORMATS) as img:
                 w, h = img.size
-                if (w, h) != (SIDE, SIDE):
-                    raise DataError(path, f"image is {w}x{h}, expected {SIDE}x{SIDE}")
+                if w * h > MAX_IMAGE_PIXELS or w < 1 or h < 1:
+                    raise DataError(path, f"image is {w}x{h}, over the limit of {MAX_IMAGE_PIXELS:,} pixels")
                 frames = getattr(img, "n_frames", 1)
                 if frames > 1:
                     raise DataError(path, f"animated image of {frames} frames; give one frame")
+                factor = -(-max(w, h) // REDUCE_TO)
+                if factor > 1 and img.format == "JPEG":
+                    img.draft(img.mode, (w // factor, h // factor))  # decode at a reduced scale
                 img.load()
-                return _gray8(img).reshape(N_PIXELS)
+                factor = -(-max(img.size) // REDUCE_TO)
+                gray = _gray8(img if factor <= 1 else img.reduce(factor))  # (H, W)
     except DataError:
         raise
     except UnidentifiedImageError:
         raise DataError(path, "corrupt or unreadable image (not a PNG, JPEG, BMP or GIF image)") from None
     except Exception as e:  # a decoder's failure, whatever it is, is this image's error
         raise DataError(path, f"corrupt or unreadable image ({describe(e, 200)})") from None
+    if not needs_preprocessing(gray):
+        return gray.reshape(N_PIXELS), ""
+    pixels, steps = to_mnist(gray)  # (28, 28)
+    if steps and steps[-1].startswith("no ink"):
+        raise DataError(path, f"{steps[-1]} (an image {w}x{h} with no digit found)")
+    note = (f"{w}x{h}: " if (w, h) != (SIDE, SIDE) else "") + "; ".join(steps)
+    return pixels.reshape(N_PIXELS), note
 
 
 def _gray8(img):
-    """A PIL image -> (28, 28) uint8 grayscale; 16-bit grayscale is scaled, not clipped;
+    """A PIL image -> (H, W) uint8 grayscale; 16-bit grayscale is scaled, not clipped;
     transparency is composited (see _composite)."""
     if img.mode.startswith("I;16") or (img.mode == "I" and np.asarray(img).max() > 255):
-        wide = np.asarray(img, dtype=np.int64)  # (28, 28) 0..65535
+        wide = np.asarray(img, dtype=np.int64)  # (H, W) 0..65535
         return ((np.clip(wide, 0, 65535) + 128) // 257).astype(np.uint8)
     if img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in img.info:
         rgba = img.convert("RGBA")
-        alpha = np.asarray(rgba.getchannel("A"), dtype=np.uint16)  # (28, 28)
-        gray = np.asarray(rgba.convert("RGB").convert("L"), dtype=np.uint16)  # (28, 28)
+        alpha = np.asarray(rgba.getchannel("A"), dtype=np.uint16)  # (H, W)
+        gray = np.asarray(rgba.convert("RGB").convert("L"), dtype=np.uint16)  # (H, W)
         if alpha.min() < 255:
             return _composite(gray, alpha)
         return gray.astype(np.uint8)
@@ -306,7 +336,7 @@ def _gray8(img):
 
 
 def _composite(gray, alpha):
-    """Gray levels and alpha (28, 28) 0..255 -> (28, 28) uint8, light ink on black.
+    """Gray levels and alpha (H, W) 0..255 -> (H, W) uint8, light ink on black.
 
     The ink is what is opaque. Light ink (its alpha-weighted mean gray >= 128) is laid
     over black; dark ink over white and then inverted, so a black stroke drawn in the
@@ -314,23 +344,40 @@ def _composite(gray, alpha):
     """
     weight = int(alpha.sum())
     light = weight == 0 or int((gray * alpha).sum()) >= 128 * weight
-    ink = gray if light else 255 - gray  # (28, 28)
+    ink = gray if light else 255 - gray  # (H, W)
     return ((ink * alpha + 127) // 255).astype(np.uint8)
 
 
 def read_images(folder, rels, labels=None):
-    """Load images -> Block; a bad image becomes a zero row plus its reason."""
+    """Load images -> Block; a bad image becomes a zero row plus its reason, a preprocessed
+    one gets a note. The files are fetched in one batch (concurrent on object stores)."""
     pixels = np.zeros((len(rels), N_PIXELS), np.uint8)  # (n, 784)
-    errors = {}
-    for i, rel in enumerate(rels):
+    errors, notes = {}, {}
+    paths = [storage.join(str(folder), rel) for rel in rels]
+    wanted = []
+    for i, path in enumerate(paths):
         try:
-            pixels[i] = load_image(folder, rel)
+            check_image_type(path)
+            wanted.append(i)
         except DataError as e:
             errors[i] = e.reason
-        except Exception as e:  # load_image turns its own failures into DataError; anything else is this image's too
+    try:
+        raws = storage.read_many([paths[i] for i in wanted], MAX_IMAGE_BYTES + 1)
+    except Exception as e:  # the batch itself failed: each file is tried alone below
+        raws = [e] * len(wanted)
+    for i, raw in zip(wanted, raws):
+        try:
+            if isinstance(raw, BaseException):
+                raw = storage.read_bytes(paths[i], 0, MAX_IMAGE_BYTES + 1)  # once more, alone
+            pixels[i], note = decode_image(raw, paths[i])
+            if note:
+                notes[i] = note
+        except DataError as e:
+            errors[i] = e.reason
+        except Exception as e:  # whatever else goes wrong with this file is its own error
             errors[i] = f"unreadable ({describe(e, 200)})"
     lab = None if labels is None else np.asarray(labels, np.int64)
-    return Block(pixels, lab, errors)
+    return Block(pixels, lab, errors, notes)
 
 
 def list_training_images(folder):

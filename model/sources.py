@@ -73,7 +73,7 @@ class CsvSource:
         """(done, total) once chunk `index` is read: bytes of the file."""
         return self.chunks[index][1], self.layout.size
 
-    def output_text(self, names, labels, confidence):
+    def output_text(self, names, labels, confidence, notes):
         """Output lines "ImageId,Label" of good records (names and labels of equal length)."""
         return "".join(f"{i},{lab}\n" for i, lab in zip(names, labels.tolist()))
 
@@ -84,7 +84,7 @@ class ImageFolderSource:
     files of sub-folders 0..9 carry their folder's digit and the others are `unplaced`."""
 
     kind = "images"
-    output_header = ("path", "label", "confidence")
+    output_header = ("path", "label", "confidence", "preprocessing")
     error_header = ("path", "reason")
 
     def __init__(self, input, chunks, paths, labels=None, unplaced=()):
@@ -127,10 +127,13 @@ class ImageFolderSource:
     def progress(self, index):
         return self.chunks[index][1], len(self.paths)
 
-    def output_text(self, names, labels, confidence):
+    def output_text(self, names, labels, confidence, notes):
+        """Output lines "path,label,confidence,preprocessing" (what was done to the image;
+        empty for an MNIST-style 28x28 image) of good records."""
         buf = io.StringIO()
         w = csv.writer(buf, lineterminator="\n")
-        w.writerows((p, lab, f"{c:.4f}") for p, lab, c in zip(names, labels.tolist(), confidence.tolist()))
+        w.writerows((p, lab, f"{c:.4f}", note)
+                    for p, lab, c, note in zip(names, labels.tolist(), confidence.tolist(), notes))
         return buf.getvalue()
 
 

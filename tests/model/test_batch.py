@@ -203,7 +203,7 @@ def image_folder(sample, tmp_path_factory):
     (root / "notes.txt").write_text("hello")
     (root / "sub" / "big.png").parent.mkdir(exist_ok=True)
     Image.fromarray(np.zeros((32, 32), np.uint8), "L").save(root / "sub" / "big.png")
-    bad = {"030-corrupt.png": "corrupt", "notes.txt": "unknown file type", "sub/big.png": "32x32"}
+    bad = {"030-corrupt.png": "corrupt", "notes.txt": "unknown file type", "sub/big.png": "no ink"}  # a blank 32x32
     return str(root), good, bad
 
 
@@ -214,7 +214,7 @@ def test_image_folder(image_folder, sample, model, tmp_path, chunk_rows):
     p, counts = run(root, chunk_rows, model, out)
     assert p.kind == "images" and p.paths == sorted(list(good) + list(bad))
     rows = read_csv(out)
-    assert rows[0] == ["path", "label", "confidence"]
+    assert rows[0] == ["path", "label", "confidence", "preprocessing"]
     paths = [r[0] for r in rows[1:]]
     assert paths == sorted(good)  # sorted relative paths, bad ones left out
     idx = [good[pth] for pth in paths]

@@ -305,8 +305,8 @@ def test_unknown_file_type(tmp_path):
 def test_image_not_28x28(tmp_path, size):
     w, h = size
     save(tmp_path / "big.png", np.zeros((h, w), np.uint8))
-    e = raises_data_error(data.load_image, str(tmp_path), "big.png")
-    assert e.source.endswith("big.png") and f"image is {w}x{h}, expected 28x28" in e.reason
+    e = raises_data_error(data.load_image, str(tmp_path), "big.png")  # preprocessed, and blank
+    assert e.source.endswith("big.png") and e.reason == f"no ink: blank image (an image {w}x{h} with no digit found)"
 
 
 @pytest.mark.parametrize("ext,kw", [(".png", {}), (".bmp", {}), (".gif", {}), (".PNG", {})])
@@ -518,3 +518,101 @@ def test_plan_spreads_rows_evenly_over_ceil_rows_per_chunk(tmp_path, sample, row
     sizes = [data.count_lines(ref, s, e) for s, e in data.plan_csv(layout, per_chunk)]
     assert sum(sizes) == rows and len(sizes) == chunks
     assert max(sizes) - min(sizes) <= max(2, rows // chunks // 20), sizes  # even, within 5%
+
+
+# ----------------------------------------------------------------------------- real-world images
+
+@pytest.fixture(scope="module")
+def digit_model(sample):
+    """A real model: the default recipe (elastic distortions) for 10 epochs on the bundled sample."""
+    from model.checkpoint import make_model
+    from model.train import Trainer, make_config
+    t = Trainer(make_config("default", epochs=10), sample["train_x"], sample["train_y"])
+    t.run()
+    return make_model(t.params, t.mean, t.std)
+
+
+def _render(x, scale, invert=False, canvas=None, at=(0, 0)):
+    """A 28x28 digit drawn `scale` times larger, optionally inverted (dark on light) and
+    pasted at `at` on a larger blank canvas (w, h) -> (H, W) uint8."""
+    img = Image.fromarray(x.reshape(28, 28), "L").resize((28 * scale, 28 * scale), Image.BILINEAR)
+    if canvas:
+        field = Image.new("L", canvas, 0)
+        field.paste(img, at)
+        img = field
+    a = np.asarray(img)
+    return 255 - a if invert else a
+
+
+def test_large_inverted_off_centre_digits_predict_as_well_as_the_originals(tmp_path, sample, digit_model):
+    model = digit_model
+    x, y = sample["test_x"][:200], sample["test_y"][:200]
+    folder = tmp_path / "scans"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(len(x)):
+        scale = int(rng.integers(3, 6))
+        canvas = (28 * scale + int(rng.integers(10, 80)), 28 * scale + int(rng.integers(10, 80)))
+        at = (int(rng.integers(0, canvas[0] - 28 * scale)), int(rng.integers(0, canvas[1] - 28 * scale)))
+        a = _render(x[i], scale, invert=i % 2 == 0, canvas=canvas, at=at)
+        Image.fromarray(a, "L").save(folder / f"{i:03d}{'.png' if i % 3 else '.jpg'}")
+    rels = data.list_images(str(folder))
+    block = data.read_images(str(folder), rels)
+    assert block.errors == {}
+    assert len(block.notes) == len(x)  # every image says what was done to it
+    assert all("cropped to ink" in n and "centred by mass" in n for n in block.notes.values())
+    assert all("inverted dark-on-light" in block.notes[i] for i in range(0, len(x), 2))
+    order = [int(r[:3]) for r in rels]
+    got = model.predict(block.pixels)[0]
+    original = (model.predict(x)[0] == y).mean()
+    assert (got == y[order]).mean() >= original - 0.01, ((got == y[order]).mean(), original)
+
+
+def test_font_digits_at_several_sizes_are_recognized(tmp_path, digit_model):
+    from PIL import ImageDraw, ImageFont
+    folder = tmp_path / "font"
+    folder.mkdir()
+    truth = {}
+    for size in (24, 48, 96):
+        font = ImageFont.load_default(size=size)
+        for d in range(10):
+            img = Image.new("L", (size * 2, size * 2), 255)  # black ink on white paper
+            ImageDraw.Draw(img).text((size // 2, size // 4), str(d), fill=0, font=font)
+            img.save(folder / f"{size}-{d}.png")
+            truth[f"{size}-{d}.png"] = d
+    rels = data.list_images(str(folder))
+    block = data.read_images(str(folder), rels)
+    assert block.errors == {}
+    got = digit_model.predict(block.pixels)[0]
+    accuracy = np.mean([g == truth[r] for g, r in zip(got, rels)])
+    assert accuracy >= 0.6, accuracy  # a model of the 2,500-image sample; printed fonts are not handwriting
+
+
+def test_a_large_photo_is_reduced_while_decoding(tmp_path, sample, monkeypatch):
+    big = _render(sample["test_x"][3], 100, invert=True)  # 2800x2800, dark on light
+    Image.fromarray(big, "L").save(tmp_path / "photo.jpg", quality=90)
+    sizes = []
+    real = data.to_mnist
+    monkeypatch.setattr(data, "to_mnist", lambda g: sizes.append(g.shape) or real(g))
+    block = data.read_images(str(tmp_path), ["photo.jpg"])
+    assert block.errors == {} and block.notes[0].startswith("2800x2800: inverted dark-on-light")
+    assert max(sizes[0]) <= data.REDUCE_TO
+    direct, _ = real(np.asarray(Image.open(tmp_path / "photo.jpg").convert("L")))
+    assert np.corrcoef(block.pixels[0], direct.ravel())[0, 1] > 0.95  # the same digit
+
+
+def test_training_folders_get_the_same_preprocessing(tmp_path, sample):
+    root = tmp_path / "train"
+    for i in range(20):
+        d = int(sample["train_y"][i])
+        (root / str(d)).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(_render(sample["train_x"][i], 2, invert=True), "L").save(root / str(d) / f"{i}.png")
+    td = sources.load_training(str(root))
+    rels = data.list_images(str(root))
+    want = data.read_images(str(root), rels).pixels
+    assert np.array_equal(td.pixels, want) and not td.skipped
+    img = td.pixels.reshape(-1, 28, 28).astype(float)
+    rows, cols = np.indices((28, 28))
+    mass = img.sum(axis=(1, 2))
+    centre = np.stack([(img * rows).sum(axis=(1, 2)) / mass, (img * cols).sum(axis=(1, 2)) / mass], 1)
+    assert np.abs(centre - 14).max() <= 1.0, centre  # centred by mass in the field, MNIST-style

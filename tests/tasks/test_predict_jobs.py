@@ -162,7 +162,7 @@ def test_image_folder_job_sorted_paths_and_same_labels_as_csv(live, sample, imag
     assert (m_img["rows_in"], m_img["rows_ok"], m_img["rows_bad"]) == (120, 120, 0)
 
     header, rows = read_rows(tmp_path / "images.csv")
-    assert header == ["path", "label", "confidence"]
+    assert header == ["path", "label", "confidence", "preprocessing"]
     paths = [r[0] for r in rows]
     assert paths == sorted(index)  # sorted path order, relative to the folder
     ids, csv_labels = read_submission(tmp_path / "csv.csv")
@@ -227,7 +227,7 @@ def test_bad_rows_and_images_are_reported_not_fatal(live, sample, model_path, mo
     assert sorted(reasons) == ["big.png", "corrupt.png", "notes.txt"]
     assert reasons["corrupt.png"].startswith("corrupt or unreadable image")
     assert reasons["notes.txt"].startswith("unknown file type '.txt'")
-    assert reasons["big.png"] == "image is 32x32, expected 28x28"
+    assert reasons["big.png"] == "no ink: blank image (an image 32x32 with no digit found)"
     header, rows = read_rows(tmp_path / "img.csv")
     assert [r[0] for r in rows] == [f"ok{i}.png" for i in range(6)]
     assert [int(r[1]) for r in rows] == model.predict(sample["test_x"][:6])[0].tolist()
@@ -241,7 +241,7 @@ def test_empty_inputs_give_header_only_outputs(live, model_path, data_dir, tmp_p
     empty_dir = data_dir / "empty-folder"
     empty_dir.mkdir()
     cases = [(header_only, "ImageId,Label\n"), (no_newline, "ImageId,Label\n"),
-             (empty_dir, "path,label,confidence\n")]
+             (empty_dir, "path,label,confidence,preprocessing\n")]
     submitted = [(submit(live, inp, model_path, tmp_path / f"out{i}.csv"), tmp_path / f"out{i}.csv", want)
                  for i, (inp, want) in enumerate(cases)]
     for job, out, want in submitted:

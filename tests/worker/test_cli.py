@@ -283,7 +283,7 @@ def test_folder_with_a_bomb_and_an_odd_name_gives_the_good_digits(cli, sample, t
     assert [row[0] for row in rows] == [f"d{i}.png" for i in range(5)] + ["\\xff-odd.png"]
     assert [int(row[1]) for row in rows] == trained_model[0].predict(sample["test_x"][:6])[0].tolist()
     with open(batch.errors_ref(out), newline="") as f:
-        assert list(csv.reader(f))[1:] == [["bomb.png", "image is 20000x20000, expected 28x28"]]
+        assert list(csv.reader(f))[1:] == [["bomb.png", "image is 20000x20000, over the limit of 16,777,216 pixels"]]
 
 
 def test_a_12000x12000_image_costs_little_memory(cli, trained_model, tmp_path):

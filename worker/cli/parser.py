@@ -80,7 +80,7 @@ def build_parser():
     sp.add_argument("--model", required=True,
                     help="a model file, or NAME (production, else latest), NAME@ALIAS, NAME:VERSION")
     sp.add_argument("--out", required=True,
-                    help="output CSV: ImageId,Label for a CSV; path,label,confidence for images")
+                    help="output CSV: ImageId,Label for a CSV; path,label,confidence,preprocessing for images")
     sp.add_argument("--local", action="store_true", help="predict in this process instead of on the queue")
     sp.add_argument("--no-wait", action="store_true", help="print the job id and return")
     sp.add_argument("--chunk-rows", type=positive_int,
