@@ -208,7 +208,19 @@ class Registry:
                                   f"- tolerance {tolerance:g}; production stays at version {prod}")
         return decision
 
-    def register_trained(self, name, model, trainer, *, job_id, tolerance=0.0):
+    def offer(self, name, version, tolerance=0.0, why="offered"):
+        """Put a registered version through the promotion gate (a sweep's best, once the
+        sweep ended) -> the decision, also recorded in its metadata under "promotion"."""
+        meta = self.metadata(name, version)
+        decision = self._gate(name, meta.get("metrics", {}).get("val_accuracy"), float(tolerance))
+        decision["reason"] = f"{why}: {decision['reason']}"
+        meta["promotion"] = decision
+        storage.write_text(storage.join(self._version_dir(name, version), META_FILE), _dump(meta))
+        if decision["promoted"]:
+            self.promote(name, version, reason="gate: " + decision["reason"])
+        return decision
+
+    def register_trained(self, name, model, trainer, *, job_id, tolerance=0.0, gate=True):
         """register() a checkpoint.trained_model of `trainer`: metrics, history, config and
         data from the model's metadata, the confusion matrix from the validation split."""
         from model.train import confusion_matrix
@@ -217,10 +229,10 @@ class Registry:
         return self.register(name, model, metrics=m["metrics"], history=m["history"], config=m["config"],
                              recipe=m["recipe"], data_fingerprint=m["data_fingerprint"],
                              data_source=m["data_source"], job_id=job_id,
-                             confusion=confusion_matrix(y_val, pred).tolist(), tolerance=tolerance)
+                             confusion=confusion_matrix(y_val, pred).tolist(), tolerance=tolerance, gate=gate)
 
     def register(self, name, model, *, metrics, history, config, recipe, data_fingerprint,
-                 data_source, job_id, confusion=None, tolerance=0.0):
+                 data_source, job_id, confusion=None, tolerance=0.0, gate=True):
         """Store a trained checkpoint.Model as the next version of `name`; returns its entry.
 
         The entry is metadata.json plus "aliases", "path", "model" and "report" (full paths),
@@ -235,7 +247,8 @@ class Registry:
         under "promotion", then moves "latest" to the version and, if promoted, "production".
         Aliases move last, so whatever they point at is complete. A job that registers again
         (a delivery repeated after a crash) gets its earlier version back, finished if the
-        earlier attempt stopped half-way, instead of a second version.
+        earlier attempt stopped half-way, instead of a second version. gate=False (a sweep's
+        runs) records the decision as deferred: the sweep offers its best version (offer()).
         """
         _check_name(name)
         history = _plain(list(history or []))
@@ -254,7 +267,9 @@ class Registry:
         })
         meta_ref = storage.join(folder, META_FILE)
         storage.write_text(meta_ref, _dump(meta))  # the version exists from here on
-        meta["promotion"] = self._gate(name, meta["metrics"].get("val_accuracy"), float(tolerance))
+        meta["promotion"] = self._gate(name, meta["metrics"].get("val_accuracy"), float(tolerance)) if gate else \
+            {"promoted": False, "deferred": True, "alias": PRODUCTION, "decided_at": checkpoint.now(),
+             "reason": "a sweep's run: the sweep offers its best version to the gate when it ends"}
         if history:
             report.write_report(storage.join(folder, REPORT_FILE), title=f"{name} v{version}",
                                 history=history, confusion=confusion, metrics=meta["metrics"], meta=meta)

@@ -43,6 +43,11 @@ def model_active(name):
     return f"{PREFIX}model-active:{name}"
 
 
+def sweep_marks(sweep_id):
+    """Hash of a sweep: job id -> the state its run ended in."""
+    return f"{PREFIX}sweep:{sweep_id}:ended"
+
+
 def job_keys(job_id):
     """The keys of one job, for a resubmission to clear."""
     return [chunk_marks(job_id), assemble_lock(job_id), assemble_runs(job_id)]

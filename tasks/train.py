@@ -21,7 +21,7 @@ from model import checkpoint, sources, storage
 from model.errors import JobError
 from model.registry import Registry
 from model.train import Trainer, config_from_dict, make_config
-from tasks import jobs, keys
+from tasks import jobs, keys, sweep
 from tasks.jobs import storage_root
 
 log = get_task_logger(__name__)
@@ -124,6 +124,8 @@ def train_job(self, job_id, name=None, recipe=None):
     done = jobs.read_manifest(root, job_id)
     if done:
         log.info("job %s already finished; nothing to do", job_id)
+        if job.get("sweep"):  # its first delivery may have died before marking its sweep
+            sweep.job_ended(self, job, done["state"])
         return done
     r = redis_client(self)
     lock = r.lock(keys.job_lock(job_id), timeout=LOCK_TTL, blocking=False)
@@ -132,17 +134,22 @@ def train_job(self, job_id, name=None, recipe=None):
         raise self.retry(countdown=LOCKED_RETRY)
     r.set(keys.lock_owner(job_id), _me(), ex=LOCK_TTL)
     try:
-        return _run(self, root, job, lock)
+        manifest = _run(self, root, job, lock)
     except Exception:
         # a failed run is neither queued nor running: free its model for the next retrain
         # (else the marker lives on for visibility_timeout when it failed before publishing)
         _clear_active(redis_client(self), job["name"], job_id)
+        if job.get("sweep"):
+            sweep.job_ended(self, job, "FAILURE")
         raise
     finally:
         try:
             lock.release()
         except Exception:  # the lock expired: nothing to release
             pass
+    if job.get("sweep"):
+        sweep.job_ended(self, job, manifest["state"])
+    return manifest
 
 
 def _run(task, root, job, lock):
@@ -174,7 +181,7 @@ def _run(task, root, job, lock):
 
     trainer.run(on_batch=pub.batch, on_epoch=on_epoch, should_stop=pub.should_stop)
     common = {"job_id": job_id, "kind": "train", "name": name, "data": job["data"],
-              "submitted_at": job["submitted_at"], "finished_at": time.time(),
+              "submitted_at": job["submitted_at"], "started_at": t_start, "finished_at": time.time(),
               "epochs_done": len(trainer.history), "skipped_records": len(dataset.skipped),
               "history": [h.__dict__ for h in trainer.history], "seconds": round(time.time() - t_start, 3)}
     if not trainer.done:
@@ -183,7 +190,8 @@ def _run(task, root, job, lock):
     else:
         model = checkpoint.trained_model(trainer, dataset.fingerprint, job["data"])
         meta = Registry(root).register_trained(name, model, trainer, job_id=job_id,
-                                               tolerance=task.app.conf.digits_promote_tolerance)
+                                               tolerance=task.app.conf.digits_promote_tolerance,
+                                               gate=not job.get("sweep"))  # a sweep offers its best
         manifest = dict(common, state="SUCCESS", version=meta["version"],
                         val_accuracy=trainer.history[-1].val_accuracy,
                         promotion=meta.get("promotion"), model=meta.get("model"), report=meta.get("report"),
@@ -237,8 +245,8 @@ def retrain(self, name, data_ref, recipe="default"):
     return job_id
 
 
-def new_train_record(job_id, name, data_ref, config, skip_bad=False, checkpoint_every=1):
-    """The job.json of a training job."""
+def new_train_record(job_id, name, data_ref, config, skip_bad=False, checkpoint_every=1, sweep=None):
+    """The job.json of a training job (sweep: the id of the sweep it is a run of)."""
     return {"job_id": job_id, "kind": "train", "name": name, "data": data_ref, "config": config,
             "skip_bad": skip_bad, "checkpoint_every": checkpoint_every, "submitted_at": time.time(),
-            "output": f"models/{name}"}
+            "output": f"models/{name}", "sweep": sweep}

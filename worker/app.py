@@ -61,7 +61,7 @@ def celery_config(s, broker_url=None):
         task_track_started=True,
         task_queues=[Queue("predict"), Queue("train")],
         task_default_queue="predict",
-        task_routes={"digits.train_job": {"queue": "train"}},
+        task_routes={"digits.train_job": {"queue": "train"}, "digits.sweep_finish": {"queue": "train"}},
         broker_connection_retry_on_startup=True,
         # a message sent while Redis restarts (a chunk queueing the next, a retry) waits for it
         task_publish_retry_policy={"max_retries": max(3, int(s.broker_outage)), "interval_start": 0,
@@ -78,7 +78,7 @@ def celery_config(s, broker_url=None):
 def make_app(s=None, broker_url=None):
     """A configured Celery app for Settings s (default: from the environment)."""
     s = s or settings_mod.load()
-    app = Celery("digits", include=["tasks.predict", "tasks.train"])
+    app = Celery("digits", include=["tasks.predict", "tasks.train", "tasks.sweep"])
     _apply(app, s, broker_url)
     return app
 

@@ -13,7 +13,13 @@ from worker.cli.common import EPILOG, positive_int
 
 
 class _Help(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    """Keeps the examples' line breaks and shows each option's default."""
+    """Keeps the examples' line breaks and shows each option's default (when it has one:
+    flags and options without a default say so in their own help)."""
+
+    def _get_help_string(self, action):
+        if action.default in (None, False) or "(default" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
 
 
 def _command(module, name):
@@ -73,6 +79,21 @@ def build_parser():
     sp.add_argument("--local", action="store_true", help="train in this process instead of on the queue")
     sp.add_argument("--no-wait", action="store_true", help="print the job id and return")
     sp.add_argument("--job-id", help="use this job id (resubmitting an id resumes that job)")
+
+    sp = add("sweep", "sweep", "cmd_sweep",
+             "Train one model per configuration of a grid, spread over the train workers; "
+             "`sweep status ID` shows the results, `sweep cancel ID` stops them.",
+             "digits sweep train.csv --name digits --grid lr=0.05,0.1 --grid epochs=10,20 --grid seed=1,2")
+    sp.add_argument("target", metavar="DATA|status|cancel",
+                    help="the training data (as for `digits train`), or status / cancel followed by a sweep id")
+    sp.add_argument("sweep", nargs="?", metavar="ID", help="the sweep id, after status or cancel")
+    sp.add_argument("--name", default="digits", help="the model the runs register versions of")
+    sp.add_argument("--grid", action="append", metavar="NAME=V1,V2",
+                    help="a training option and its values (repeat for more options; every combination runs)")
+    sp.add_argument("--recipe", default="default", choices=sorted(RECIPES), help="the base of every run")
+    sp.add_argument("--skip-bad", action="store_true", help="train on the good records and list the bad ones")
+    sp.add_argument("--no-wait", action="store_true", help="print the sweep id and return")
+    json_flag(sp)
 
     sp = add("predict", "predict", "cmd_predict", "Predict a Kaggle test CSV or a folder of digit images.",
              "digits predict test.csv --model digits --out submission.csv")

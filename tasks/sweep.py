@@ -1,0 +1,131 @@
+"""Hyperparameter sweeps: one training job per configuration, followed without a blocked worker.
+
+    sweeps/<id>/sweep.json     the sweep as submitted: name, data, recipe, grid, its jobs
+    sweeps/<id>/manifest.json  how it ended: each job's result, the best, the gate's decision
+
+Each run is an ordinary train_job (queue "train", spread over the train worker processes)
+whose record names its sweep. A run registers its version without the promotion gate;
+when it ends (SUCCESS, CANCELLED or FAILURE) it marks itself in a Redis hash, and the run
+whose mark completes the set queues sweep_finish(sweep_id), which offers the best version
+to the gate. Nothing waits on a result inside a task.
+"""
+import itertools
+import time
+import uuid
+
+from celery import shared_task
+from celery.utils.log import get_task_logger
+
+from model import storage
+from model.errors import ConfigError, JobError
+from model.registry import Registry
+from tasks import jobs, keys
+from tasks.jobs import storage_root
+
+log = get_task_logger(__name__)
+MAX_RUNS = 64  # configurations one sweep may hold
+
+
+def new_sweep_id():
+    return f"sweep-{uuid.uuid4().hex[:16]}"
+
+
+def ref(root, sweep_id, *parts):
+    return storage.join(root, "sweeps", jobs.check_id(sweep_id), *parts)
+
+
+def read_sweep(root, sweep_id):
+    """The sweep record; JobError if there is none."""
+    record = jobs.read_json(ref(root, sweep_id, "sweep.json"))
+    if record is None:
+        raise JobError(f"unknown sweep {sweep_id!r} (no record under {ref(root, sweep_id)})")
+    return record
+
+
+def read_manifest(root, sweep_id):
+    return jobs.read_json(ref(root, sweep_id, "manifest.json"))
+
+
+def parse_grid(specs, fields):
+    """["lr=0.05,0.1", "epochs=10,20"] -> {"lr": [0.05, 0.1], "epochs": [10, 20]}.
+
+    fields: {name: type} of the training options (TrainConfig); values are converted to the
+    field's type. ConfigError for an unknown option, a bad value or an empty list."""
+    grid = {}
+    for spec in specs:
+        key, sep, values = spec.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or not key or not values.strip():
+            raise ConfigError(f"--grid {spec!r}: write NAME=V1,V2,...")
+        if key not in fields:
+            raise ConfigError(f"--grid {spec!r}: unknown training option {key!r}; "
+                              f"choose from {', '.join(sorted(fields))}")
+        convert = fields[key]
+        try:
+            grid[key] = [convert(v.strip()) for v in values.split(",") if v.strip()]
+        except ValueError:
+            raise ConfigError(f"--grid {spec!r}: values must be {convert.__name__}") from None
+    return grid
+
+
+def configurations(grid):
+    """Every combination of a grid -> [{name: value}], in the grid's order."""
+    names = list(grid)
+    runs = [dict(zip(names, values)) for values in itertools.product(*(grid[n] for n in names))]
+    if len(runs) > MAX_RUNS:
+        raise ConfigError(f"the grid makes {len(runs)} runs; a sweep holds at most {MAX_RUNS}")
+    return runs
+
+
+def job_ended(task, job, state):
+    """Called by a sweep's train_job when it ends: mark it, and queue sweep_finish for the
+    last mark. A repeated mark (a redelivered run) changes nothing but may queue the finish
+    again, which is harmless: sweep_finish returns an existing manifest."""
+    sweep_id = job["sweep"]
+    r = task.app.backend.client
+    key = keys.sweep_marks(sweep_id)
+    r.hset(key, job["job_id"], state)
+    r.expire(key, int(task.app.conf.result_expires or 7 * 86400))
+    record = read_sweep(storage_root(task), sweep_id)
+    if r.hlen(key) >= len(record["jobs"]):
+        sweep_finish.apply_async((sweep_id,), task_id=f"{sweep_id}-finish", queue="train")
+
+
+@shared_task(bind=True, name="digits.sweep_finish")
+def sweep_finish(self, sweep_id):
+    """Collect a sweep's results, offer the best version to the promotion gate, write the
+    sweep's manifest -> a short summary (for Flower)."""
+    root = storage_root(self)
+    done = read_manifest(root, sweep_id)
+    if done:
+        return summary(done)
+    record = read_sweep(root, sweep_id)
+    runs = []
+    for job_id, config in zip(record["jobs"], record["configs"]):
+        m = jobs.read_manifest(root, job_id) or {}
+        runs.append({"job_id": job_id, "config": config, "state": m.get("state", "FAILURE"),
+                     "version": m.get("version"), "val_accuracy": m.get("val_accuracy")})
+    scored = [r for r in runs if r["state"] == "SUCCESS" and r["val_accuracy"] is not None]
+    best = max(scored, key=lambda r: r["val_accuracy"], default=None)
+    decision = None
+    if best:
+        decision = Registry(root).offer(record["name"], best["version"], self.app.conf.digits_promote_tolerance,
+                                        why=f"best of sweep {sweep_id}")
+    cancelled = jobs.read_json(ref(root, sweep_id, "cancel")) is not None
+    state = "CANCELLED" if cancelled else "SUCCESS" if len(scored) == len(runs) else \
+        "PARTIAL" if scored else "FAILURE"
+    manifest = {"sweep_id": sweep_id, "kind": "sweep", "state": state, "name": record["name"], "runs": runs,
+                "best": best, "promotion": decision, "submitted_at": record["submitted_at"],
+                "finished_at": time.time()}
+    jobs.write_json(ref(root, sweep_id, "manifest.json"), manifest)
+    log.info("sweep %s ended %s; best %s", sweep_id, state, best and best["version"])
+    return summary(manifest)
+
+
+def summary(manifest):
+    """What Flower shows for sweep_finish: state, best version and accuracy, promotion."""
+    best = manifest.get("best") or {}
+    promo = manifest.get("promotion") or {}
+    return {"sweep_id": manifest["sweep_id"], "state": manifest["state"], "runs": len(manifest["runs"]),
+            "best_version": best.get("version"), "best_val_accuracy": best.get("val_accuracy"),
+            "promoted": promo.get("promoted"), "reason": promo.get("reason")}

@@ -1,0 +1,109 @@
+"""`digits sweep`: hyperparameter sweeps fanned out over the train workers."""
+import dataclasses
+import time
+
+from model.errors import ConfigError
+from worker.cli.common import eprint, print_json, queue_app
+
+ACTIONS = ("status", "cancel")
+
+
+def boolean(text):
+    """"true"/"yes"/"1" or "false"/"no"/"0" -> bool."""
+    if text.lower() not in ("1", "true", "yes", "0", "false", "no"):
+        raise ValueError(text)
+    return text.lower() in ("1", "true", "yes")
+
+
+def _fields():
+    """{option: type} of the training options a grid may set."""
+    from model.train import TrainConfig
+    types = {"int": int, "float": float, "str": str, "bool": boolean}
+    return {f.name: types.get(getattr(f.type, "__name__", str(f.type)), str)
+            for f in dataclasses.fields(TrainConfig) if f.name != "recipe"}
+
+
+def cmd_sweep(a, s):
+    if a.target in ACTIONS:
+        if not a.sweep:
+            raise ConfigError(f"digits sweep {a.target} needs the sweep id")
+        return (_status if a.target == "status" else _cancel)(a, s)
+    if a.sweep:
+        raise ConfigError(f"unexpected argument {a.sweep!r}: digits sweep DATA --grid ... (or status/cancel ID)")
+    from tasks.sweep import parse_grid
+    from worker.client import submit_sweep
+    grid = parse_grid(a.grid or [], _fields())
+    if not grid:
+        raise ConfigError("give at least one --grid NAME=V1,V2,...")
+    with queue_app(s, keep_alive=a.no_wait) as app:
+        sweep_id = submit_sweep(a.target, a.name, a.recipe, grid, app=app, settings=s, skip_bad=a.skip_bad)
+        if a.no_wait:
+            print(sweep_id)
+            return 0
+        eprint(f"sweep {sweep_id}: {len(_runs(app, s, sweep_id))} training jobs of model {a.name!r}")
+        st = _follow(app, s, sweep_id)
+    if a.json:
+        print_json(st)
+    else:
+        _table(st)
+    return 0 if st["state"] == "SUCCESS" else 1
+
+
+def _runs(app, s, sweep_id):
+    from worker.client import sweep_status
+    return sweep_status(app, s, sweep_id)["runs"]
+
+
+def _follow(app, s, sweep_id, poll=1.0):
+    """Wait for a sweep to end, with one line per run as it ends -> its final status."""
+    from worker.client import FINAL_STATES, sweep_status
+    reported = set()
+    while True:
+        st = sweep_status(app, s, sweep_id)
+        for r in st["runs"]:
+            if r["state"] in FINAL_STATES and r["job_id"] not in reported:
+                reported.add(r["job_id"])
+                eprint(f"  {len(reported)}/{len(st['runs'])} {_config(r['config'])}: {r['state']}"
+                       + (f" val_accuracy {r['val_accuracy']:.4f}" if r.get("val_accuracy") is not None else ""))
+        if st["state"] in ("SUCCESS", "PARTIAL", "FAILURE", "CANCELLED"):
+            return st
+        time.sleep(poll)
+
+
+def _config(config):
+    return " ".join(f"{k}={v}" for k, v in config.items())
+
+
+def _table(st):
+    best = (st.get("best") or {}).get("job_id")
+    print(f"sweep {st['sweep_id']} (model {st['name']}): {st['state']}")
+    print(f"  {'run':<40} {'state':<10} {'epoch':>7} {'val_acc':>8} {'version':>7}")
+    for r in st["runs"]:
+        acc = f"{r['val_accuracy']:.4f}" if r.get("val_accuracy") is not None else "-"
+        epoch = f"{r['epoch']}/{r['epochs']}" if r.get("epoch") else "-"
+        mark = " *" if r["job_id"] == best else ""
+        print(f"  {_config(r['config']):<40} {r['state']:<10} {epoch:>7} {acc:>8} {r.get('version') or '-':>7}{mark}")
+    promo = st.get("promotion")
+    if promo:
+        verdict = "promoted to production" if promo.get("promoted") else "not promoted"
+        print(f"best (*): version {st['best']['version']}, {verdict}: {promo.get('reason')}")
+
+
+def _status(a, s):
+    from worker import stack
+    from worker.app import configure
+    from worker.client import sweep_status
+    url = stack.live_broker(s)
+    st = sweep_status(configure(url) if url else None, s, a.sweep)
+    if a.json:
+        print_json(st)
+    else:
+        _table(st)
+    return 0 if st["state"] in ("SUCCESS", "PENDING", "PROGRESS") else 1
+
+
+def _cancel(a, s):
+    from worker.client import cancel_sweep
+    asked = cancel_sweep(s, a.sweep)
+    print(f"cancel requested for sweep {a.sweep}: {len(asked)} unfinished run(s) stop, finished runs kept")
+    return 0
