@@ -109,7 +109,10 @@ def test_prediction_tasks_are_listed_with_job_args(live, jobs_seen):
         assert args_of(t) == (job_id, i, lo, hi)  # job id, chunk index and its byte range
     body = mine[job_id]
     assert body["name"] == "digits.assemble" and body["state"] == "SUCCESS"
-    assert args_of(body)[-1] == job_id
+    assert args_of(body) == (job_id,)  # the job id only, not every chunk's summary
+    assert "'rows_ok': 500" in body["result"] and "'state': 'SUCCESS'" in body["result"]
+    assembles = get(live, "/api/tasks", taskname="digits.assemble").json()
+    assert [t for t in assembles.values() if job_id in t["args"]] == [assembles[job_id]]  # one per job
     # filtering by task name works too
     listed_chunks = get(live, "/api/tasks", taskname="digits.predict_chunk").json()
     assert {f"{job_id}-chunk-{i}" for i in range(len(chunks))} <= set(listed_chunks)
