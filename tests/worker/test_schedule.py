@@ -118,7 +118,7 @@ def test_configure_rereads_the_schedule(monkeypatch):
 
 INTERVAL = 4
 OBSERVE = 20
-ROWS = 60000  # faithful recipe (10 epochs, batch 64): a run takes longer than the interval
+ROWS = 60000  # plain recipe (15 epochs, batch 64): a run takes well over the interval
 
 
 def _log_times(path, pattern):
@@ -147,7 +147,7 @@ def schedule_env(tmp_path):
     env = {"DIGITS_HOME": str(home), "DIGITS_STORAGE": str(home / "storage"),
            "DIGITS_PREDICT_CONCURRENCY": "1", "DIGITS_TRAIN_CONCURRENCY": "1",
            "DIGITS_RETRAIN_CRON": f"every {INTERVAL}s", "DIGITS_RETRAIN_MODEL": "sched",
-           "DIGITS_RETRAIN_DATA": str(data), "DIGITS_RETRAIN_RECIPE": "faithful"}
+           "DIGITS_RETRAIN_DATA": str(data), "DIGITS_RETRAIN_RECIPE": "plain"}
     drop = ("DIGITS_BROKER_URL", "DIGITS_RESULT_BACKEND")
     old = {k: os.environ.get(k) for k in (*env, *drop)}
     old_broker = app.conf.broker_url
@@ -219,7 +219,7 @@ def test_beat_retrains_on_schedule_without_overlapping_runs(schedule_env):
     manifests = sorted((jobs.read_manifest(s.storage, i) for i in ids), key=lambda m: m["submitted_at"])
     assert all(m["state"] == "SUCCESS" and m["name"] == "sched" for m in manifests)
     assert all(json.loads(open(os.path.join(s.storage, "jobs", m["job_id"], "job.json")).read())["config"]
-               ["recipe"] == "faithful" for m in manifests)
+               ["recipe"] == "plain" for m in manifests)
     assert sorted(int(v["version"]) for v in Registry(s.storage).versions("sched")) == \
         list(range(1, len(ids) + 1))
     # never two runs of the model at once: a run is queued only after the previous one ended
