@@ -135,7 +135,9 @@ def eta_seconds(done, total, elapsed, done_at_start=0):
 
 
 def format_seconds(seconds):
-    """21 -> "21s", 185 -> "3m05s", 7300 -> "2h01m", 604800 -> "7d"."""
+    """3.14 -> "3.1s", 21 -> "21s", 185 -> "3m05s", 7300 -> "2h01m", 604800 -> "7d"."""
+    if seconds < 10:
+        return f"{seconds:.1f}s"
     s = int(round(seconds))
     if s < 60:
         return f"{s}s"

@@ -131,9 +131,12 @@ def summary_line(report):
     verb = "would remove" if report["dry_run"] else "removed"
     kinds = {}
     for r in report["removed"]:
-        kinds[r["what"]] = kinds.get(r["what"], 0) + 1
-    what = ", ".join(f"{n} {w}" for w, n in sorted(kinds.items())) or "nothing"
-    line = (f"{verb} {what} of {report['jobs']} job(s) ended before {report['cutoff']}: "
+        jobs_files = kinds.setdefault(r["what"], [0, 0])
+        jobs_files[0] += 1
+        jobs_files[1] += r["files"]
+    what = ", ".join(f"the {w} of {n} job(s) ({files} files)" for w, (n, files) in sorted(kinds.items())) \
+        or "nothing"
+    line = (f"{verb} {what}, of jobs that ended before {report['cutoff']}: "
             f"{format_bytes(report['bytes'])} {'to free' if report['dry_run'] else 'freed'}")
     if report["redis_checked"]:
         line += f"; {len(report['keys'])} result-backend key(s)"

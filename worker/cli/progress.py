@@ -38,7 +38,7 @@ class JobBar:
             return
         self.last = now
         if self.bar is None:
-            self.bar = tqdm(total=total, unit=cls.unit, desc=self.label, file=sys.stderr, dynamic_ncols=True,
+            self.bar = tqdm(total=total, initial=done, unit=cls.unit, desc=self.label, file=sys.stderr, dynamic_ncols=True,
                             bar_format=BAR_FORMAT)
             self.first = (now, done)
         if progress.get("eta_seconds") is None:  # measured here (prediction, --local runs)
