@@ -282,6 +282,14 @@ class PredictJob(_Record):
         keys = ("rows_in", "rows_ok", "rows_bad", "rows_failed", "rows_skipped", "errors", "error")
         return [f"{k}: {manifest[k]}" for k in keys if manifest.get(k) is not None]
 
+    @staticmethod
+    def amount_text(entry):
+        """The ROWS/EPOCHS cell of `digits jobs`: "500 rows (3 bad, 0 failed)"."""
+        text = f"{entry['rows_in']} rows" if entry.get("rows_in") is not None else f"{entry.get('chunks')} chunks"
+        if entry.get("rows_bad") or entry.get("rows_failed"):
+            text += f" ({entry.get('rows_bad') or 0} bad, {entry.get('rows_failed') or 0} failed)"
+        return text
+
     def index_entry(self, manifest=None):
         m = manifest or {}
         model = self.model or {}
@@ -391,6 +399,17 @@ class TrainJob(_Record):
         if manifest.get("error"):
             lines.append(f"error: {manifest['error']}")
         return lines
+
+    @staticmethod
+    def amount_text(entry):
+        """The ROWS/EPOCHS cell of `digits jobs`: "15/15 epochs val 0.9832 promoted"."""
+        done = entry.get("epochs_done")
+        text = f"{done if done is not None else '-'}/{entry.get('epochs')} epochs"
+        if entry.get("val_accuracy") is not None:
+            text += f" val {entry['val_accuracy']:.4f}"
+        if entry.get("promoted") is not None:
+            text += " promoted" if entry["promoted"] else " not promoted"
+        return text
 
     def index_entry(self, manifest=None):
         m = manifest or {}

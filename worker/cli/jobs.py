@@ -134,17 +134,7 @@ def _row(e):
         progress = f"{done / total:.0%}"
     else:
         progress = "100%" if e["state"] == "SUCCESS" else "-"
-    if e["kind"] == "predict":
-        amount = f"{e['rows_in']} rows" if e.get("rows_in") is not None else f"{e.get('chunks')} chunks"
-        if e.get("rows_bad") or e.get("rows_failed"):
-            amount += f" ({e.get('rows_bad') or 0} bad, {e.get('rows_failed') or 0} failed)"
-    else:
-        done = e.get("epochs_done")
-        amount = f"{done if done is not None else '-'}/{e.get('epochs')} epochs"
-        if e.get("val_accuracy") is not None:
-            amount += f" val {e['val_accuracy']:.4f}"
-        if e.get("promoted") is not None:
-            amount += " promoted" if e["promoted"] else " not promoted"
+    amount = kind.amount_text(e)
     model = f"{e.get('model')}:{e['version']}" if e.get("version") else str(e.get("model"))
     duration = format_seconds(e["duration_seconds"]) if e.get("duration_seconds") is not None else "-"
     return [e["job_id"], e["kind"], e["state"], progress, amount, model, iso(e.get("submitted_at")) or "-",
