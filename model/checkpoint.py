@@ -3,7 +3,8 @@
 A model file holds the weights W1 b1 W2 b2, the normalization statistics mean/std, and
 a JSON string "meta" (architecture, recipe, validation metrics, data fingerprint,
 created_at, package version, version id). A training-state file holds what
-model.train.Trainer.state() returns. Both are written atomically through model.storage.
+model.train.Trainer.state() returns (this module imports
+inference, never the trainer). Both are written atomically through model.storage.
 """
 import hashlib
 import io
@@ -16,7 +17,7 @@ import numpy as np
 
 from model import __version__, network, storage
 from model.errors import CheckpointError, describe
-from model.train import normalize, predict_proba
+from model.inference import normalize, predict_proba
 
 FORMAT = "digits-model/1"
 STATE_FORMAT = "digits-train-state/1"

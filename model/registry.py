@@ -223,7 +223,7 @@ class Registry:
     def register_trained(self, name, model, trainer, *, job_id, tolerance=0.0, gate=True):
         """register() a checkpoint.trained_model of `trainer`: metrics, history, config and
         data from the model's metadata, the confusion matrix from the validation split."""
-        from model.train import confusion_matrix
+        from model.inference import confusion_matrix
         y_val, pred = trainer.validation()
         m = model.meta
         return self.register(name, model, metrics=m["metrics"], history=m["history"], config=m["config"],

@@ -27,6 +27,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from model import network
+from model.inference import affine, evaluate, normalize
 from model.augment import Augmenter, Distortion
 from model.errors import ConfigError
 from model.recipes import RECIPES
@@ -163,27 +164,6 @@ def fit_normalization(X, mode, chunk=8192):
     return mean.astype(np.float32), std.astype(np.float32)
 
 
-def affine(mean, std, dtype=np.float32):
-    """Z-score statistics -> (scale, shift) such that z = x * scale + shift, both (784,)."""
-    scale = (1.0 / std.astype(np.float64)).astype(dtype)
-    shift = (-mean.astype(np.float64) / std.astype(np.float64)).astype(dtype)
-    return scale, shift
-
-
-def normalize(X, mean, std, out=None, dtype=np.float32):
-    """Raw pixels X (N, 784) -> z-scored float array (N, 784), optionally into `out`.
-
-    Training batches and prediction go through this one formula, so a pixel normalizes
-    to the same float wherever it is seen.
-    """
-    scale, shift = affine(mean, std, dtype)
-    if out is None:
-        out = np.empty(X.shape, dtype)
-    np.multiply(X, scale, out=out)  # (N, 784)
-    out += shift
-    return out
-
-
 def pixel_order(X):
     """Raw pixels X (N, 784) -> permutation (784,) of the pixels, most often inked first."""
     return np.argsort(-np.count_nonzero(X, axis=0), kind="stable")
@@ -216,31 +196,6 @@ def block_rng(key, block):
     Each block has its own stream, so a run resumed mid-epoch redraws exactly its block.
     """
     return np.random.Generator(np.random.PCG64(np.random.SeedSequence([int(key), int(block)])))
-
-
-def predict_proba(params, Xn, batch=4096):
-    """Probabilities (N, 10) for normalized Xn (N, 784), computed in batches."""
-    out = np.empty((Xn.shape[0], params["W2"].shape[1]), params["W2"].dtype)  # (N, 10)
-    for start in range(0, Xn.shape[0], batch):
-        out[start:start + batch] = network.forward(params, Xn[start:start + batch])
-    return out
-
-
-def evaluate(params, Xn, y):
-    """Loss, accuracy and predicted labels of normalized Xn (N, 784) against labels y (N,)."""
-    if len(y) == 0:
-        return {"loss": float("nan"), "accuracy": float("nan"), "pred": np.empty(0, np.int64)}
-    P = predict_proba(params, Xn)  # (N, 10)
-    pred = P.argmax(axis=1)
-    loss = float(-np.log(P[np.arange(len(y)), y] + 1e-12).mean())
-    return {"loss": loss, "accuracy": float((pred == y).mean()), "pred": pred}
-
-
-def confusion_matrix(y_true, y_pred, n=network.N_OUT):
-    """Counts (n, n): rows are true labels, columns predicted labels."""
-    cm = np.zeros((n, n), np.int64)
-    np.add.at(cm, (y_true, y_pred), 1)
-    return cm
 
 
 @dataclass

@@ -1,25 +1,48 @@
 """Job records on shared storage: what a job is, how far it got, and how it ended.
 
-    jobs/<id>/job.json         the job as submitted: kind, input, output, model, chunks
-    jobs/<id>/plan.json        prediction plan (model.batch.Plan)
+    jobs/<id>/job.json         the job as submitted (PredictJob / TrainJob.to_dict())
+    jobs/<id>/plan.json        prediction plan (model.sources)
     jobs/<id>/chunks/<n>.npz   one prediction chunk's result (written atomically)
     jobs/<id>/progress.json    training progress (epoch, batch, loss, val_accuracy, eta)
     jobs/<id>/state.npz        training checkpoint (weights, optimizer, RNG, position)
     jobs/<id>/cancel           present once a cancel was requested
     jobs/<id>/manifest.json    how the job ended: state, counts, output, timings
+    jobs-index/<id>.json       the job's line in `digits jobs` (index_entry), rewritten at
+                               submit and at the end, so a listing reads one small object
+                               per job instead of every job's folder
 
 Storage is the source of truth, so any client with DIGITS_STORAGE can read a job, and a
-redelivered task finds what an earlier delivery already wrote.
+redelivered task finds what an earlier delivery already wrote. Times in records are epoch
+seconds (the Python API computes with them); what a person reads shows them as ISO-8601
+UTC (iso_times).
+
+One dataclass per kind owns its job.json schema, its manifest, its states and how its
+progress reads: PredictJob, TrainJob; KINDS maps a record's "kind" to its class.
 """
+import dataclasses
 import json
 import re
 import time
 import uuid
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import ClassVar
 
 from model import storage
 from model.errors import JobError
 
 _ID = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
+
+# states: queued or running ...
+PENDING, PROGRESS, CANCELLING = "PENDING", "PROGRESS", "CANCELLING"
+# ... ended (a manifest exists) ...
+SUCCESS, PARTIAL, CANCELLED, FAILURE = "SUCCESS", "PARTIAL", "CANCELLED", "FAILURE"
+FINAL_STATES = (SUCCESS, PARTIAL, CANCELLED, FAILURE)
+STATES = (PENDING, PROGRESS, CANCELLING) + FINAL_STATES  # what a record can say (`digits jobs --state`)
+# ... and what a client says of an unfinished job when no broker answers
+STALLED = "STALLED"
+ETA_MIN_FRACTION = 0.02  # no ETA before this share of the remaining work is done ...
+ETA_MIN_SECONDS = 1.0  # ... or before this much time was measured: first frames mislead
 
 
 def new_job_id(kind):
@@ -46,6 +69,14 @@ def ref(root, job_id, *parts):
     return storage.join(job_dir(root, job_id), *parts)
 
 
+def index_dir(root):
+    return storage.join(root, "jobs-index")
+
+
+def index_ref(root, job_id):
+    return storage.join(index_dir(root), check_id(job_id) + ".json")
+
+
 def write_json(target, obj):
     storage.write_text(target, json.dumps(obj, indent=1, sort_keys=True))
 
@@ -55,14 +86,6 @@ def read_json(target, default=None):
         return json.loads(storage.read_text(target))
     except FileNotFoundError:
         return default
-
-
-def read_job(root, job_id):
-    """The job record; JobError if there is none."""
-    job = read_json(ref(root, job_id, "job.json"))
-    if job is None:
-        raise JobError(f"unknown job {job_id!r} (no record under {job_dir(root, job_id)})")
-    return job
 
 
 def chunk_ref(root, job_id, index):
@@ -80,19 +103,353 @@ def request_cancel(root, job_id):
     write_json(ref(root, job_id, "cancel"), {"requested_at": time.time()})
 
 
-def reopen(root, job_id):
-    """Make a cancelled job runnable again: drop its cancel request, then its manifest."""
-    storage.remove(ref(root, job_id, "cancel"))
-    storage.remove(ref(root, job_id, "manifest.json"))
-
-
-def clear(root, job_id):
-    """Remove everything a job wrote on storage (its folder), for a fresh resubmission."""
-    storage.remove(job_dir(root, job_id), recursive=True)
-
-
 def is_cancelled(root, job_id):
     return storage.exists(ref(root, job_id, "cancel"))
+
+
+# ----------------------------------------------------------------------------- times and progress text
+
+def iso(t):
+    """Epoch seconds -> ISO-8601 UTC to the second ("2024-06-01T12:00:00+00:00"); None stays None."""
+    return None if t is None else datetime.fromtimestamp(t, timezone.utc).isoformat(timespec="seconds")
+
+
+def iso_times(obj):
+    """A copy of a record or status with every numeric "*_at" value as iso() text."""
+    if isinstance(obj, dict):
+        return {k: iso(v) if k.endswith("_at") and isinstance(v, (int, float)) and not isinstance(v, bool)
+                else iso_times(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [iso_times(v) for v in obj]
+    return obj
+
+
+def eta_seconds(done, total, elapsed, done_at_start=0):
+    """Seconds left at the rate measured so far -> float, or None while the measure is too
+    short to mean anything (the first frames of a job would say hours)."""
+    measured = done - done_at_start
+    if total <= 0 or measured <= 0 or elapsed < ETA_MIN_SECONDS \
+            or measured < ETA_MIN_FRACTION * (total - done_at_start):
+        return None
+    return max(0.0, (total - done) * elapsed / measured)
+
+
+def format_seconds(seconds):
+    """3.14 -> "3.1s", 21 -> "21s", 185 -> "3m05s", 7300 -> "2h01m", 604800 -> "7d"."""
+    if seconds < 10:
+        return f"{seconds:.1f}s"
+    s = int(round(seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    if s < 86400:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 86400}d" + (f"{s % 86400 // 3600:02d}h" if s % 86400 >= 3600 else "")
+
+
+# ----------------------------------------------------------------------------- typed records
+
+def _fields(cls, d):
+    """The dataclass fields of cls present in dict d (others are ignored; missing ones take
+    their defaults, so a record written by an older version still reads)."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    return {k: v for k, v in d.items() if k in names}
+
+
+@dataclass
+class _Record:
+    job_id: str
+    submitted_at: float = None  # epoch seconds
+    output: str = None  # where the workers write the result
+
+    kind: ClassVar[str] = ""
+    unit: ClassVar[str] = ""  # what its progress bar counts
+
+    @classmethod
+    def from_dict(cls, d):
+        return cls(**_fields(cls, d))
+
+    def to_dict(self):
+        """The job.json of this record."""
+        return dict(dataclasses.asdict(self), kind=self.kind)
+
+    @property
+    def user_output(self):
+        """Where the user finds the result."""
+        return self.output
+
+    def output_of(self, manifest):
+        """Where the user finds the result of an ended job."""
+        return manifest.get("output") or self.user_output
+
+    def write(self, root):
+        """Write job.json and the job's index entry (a job just submitted)."""
+        write_json(ref(root, self.job_id, "job.json"), self.to_dict())
+        write_index(root, self)
+
+    def storage_state(self, root, progress):
+        """The state of an unfinished job as storage alone tells it."""
+        if is_cancelled(root, self.job_id):
+            return CANCELLING
+        return PROGRESS if self.started(progress) else PENDING
+
+    def base_manifest(self, state, **fields):
+        """Fields every manifest has."""
+        m = dict(fields)
+        m.update(job_id=self.job_id, kind=self.kind, state=state, submitted_at=self.submitted_at,
+                 finished_at=time.time())
+        return m
+
+    def failure_manifest(self, error):
+        """The manifest of a job that failed as a whole (error: one line)."""
+        return self.base_manifest(FAILURE, error=error)
+
+    def index_entry(self, manifest=None):
+        """The job's line in `digits jobs`: kind, state, times, output, model, counts."""
+        m = manifest or {}
+        entry = {"job_id": self.job_id, "kind": self.kind, "state": m.get("state", PENDING),
+                 "submitted_at": self.submitted_at, "finished_at": m.get("finished_at"),
+                 "output": self.user_output, "error": m.get("error")}
+        if self.output != self.user_output:
+            entry["storage_output"] = self.output
+        return entry
+
+
+@dataclass
+class PredictJob(_Record):
+    """A bulk prediction: an input planned into chunks, a model, an output.
+
+    States: PENDING, PROGRESS, CANCELLING; then SUCCESS, PARTIAL (a chunk failed for good),
+    CANCELLED or FAILURE (the output could not be written)."""
+
+    input: str = None  # what the workers read (staged to storage when needed)
+    model: dict = None  # {"ref", "version", "name", "registry_version", "requested"}
+    download_to: str = None  # the user's --out
+    chunks: int = 0
+    input_kind: str = None  # "csv" or "images"
+    window: int = None  # chunks of the job in the queue at once
+
+    kind: ClassVar[str] = "predict"
+    unit: ClassVar[str] = "chunks"
+
+    @property
+    def user_output(self):
+        return self.download_to or self.output
+
+    def output_of(self, manifest):
+        return self.download_to or manifest.get("output")
+
+    def progress(self, root):
+        done = chunks_done(root, self.job_id)
+        return {"chunks_done": done, "chunks": self.chunks,
+                "fraction": round(done / self.chunks, 4) if self.chunks else 1.0}
+
+    @staticmethod
+    def started(progress):
+        return bool(progress.get("chunks_done"))
+
+    @staticmethod
+    def bar(progress):
+        """(done, total) of a progress bar."""
+        return progress.get("chunks_done", 0), progress.get("chunks") or 0
+
+    @staticmethod
+    def progress_text(progress):
+        return f"chunks {progress.get('chunks_done', 0)}/{progress.get('chunks', 0)}"
+
+    def manifest(self, counts, state, chunks_done, chunk_seconds, assemble_seconds, error=None):
+        """How the job ended: counts (model.batch.assemble: rows_in = rows_ok + rows_bad +
+        rows_failed (+ rows_skipped), output, errors) plus state, input, model and timings."""
+        m = self.base_manifest(state, **counts, input=self.input, model=self.model, chunks=self.chunks,
+                               chunks_done=chunks_done)
+        m["timings"] = {"chunk_seconds": round(chunk_seconds, 3), "assemble_seconds": round(assemble_seconds, 3),
+                        "wall_seconds": round(m["finished_at"] - self.submitted_at, 3)}
+        if error:
+            m["error"] = error
+        return m
+
+    @staticmethod
+    def summary(manifest):
+        """What Flower shows as an assemble's result: state, rows in/ok/bad/failed, output."""
+        keep = ("job_id", "state", "rows_in", "rows_ok", "rows_bad", "rows_failed", "rows_skipped",
+                "output", "errors", "error")
+        return {k: manifest.get(k) for k in keep if manifest.get(k) is not None}
+
+    @staticmethod
+    def result_lines(manifest):
+        """What a person reads of an ended job, a line each."""
+        keys = ("rows_in", "rows_ok", "rows_bad", "rows_failed", "rows_skipped", "errors", "error")
+        return [f"{k}: {manifest[k]}" for k in keys if manifest.get(k) is not None]
+
+    @staticmethod
+    def amount_text(entry):
+        """The ROWS/EPOCHS cell of `digits jobs`: "500 rows (3 bad, 0 failed)"."""
+        text = f"{entry['rows_in']} rows" if entry.get("rows_in") is not None else f"{entry.get('chunks')} chunks"
+        if entry.get("rows_bad") or entry.get("rows_failed"):
+            text += f" ({entry.get('rows_bad') or 0} bad, {entry.get('rows_failed') or 0} failed)"
+        return text
+
+    def index_entry(self, manifest=None):
+        m = manifest or {}
+        model = self.model or {}
+        entry = super().index_entry(manifest)
+        entry.update(input=self.input, chunks=self.chunks, model=model.get("name") or model.get("ref"),
+                     version=model.get("registry_version") or model.get("version"),
+                     rows_in=m.get("rows_in"), rows_ok=m.get("rows_ok"), rows_bad=m.get("rows_bad"),
+                     rows_failed=m.get("rows_failed"))
+        return entry
+
+
+@dataclass
+class TrainJob(_Record):
+    """A training run of model `name` on `data` with a TrainConfig dict.
+
+    States: PENDING, PROGRESS, CANCELLING; then SUCCESS (a version registered), CANCELLED
+    (checkpoint kept: resubmitting the id resumes) or FAILURE."""
+
+    name: str = None  # the registry name the run registers under
+    data: str = None  # training data the workers read
+    config: dict = None  # TrainConfig.to_dict()
+    skip_bad: bool = False
+    checkpoint_every: int = 1
+    sweep: str = None  # the id of the sweep this run belongs to (tasks.sweep), if any
+
+    kind: ClassVar[str] = "train"
+    unit: ClassVar[str] = "batches"
+
+    @classmethod
+    def new(cls, job_id, name, data, config, skip_bad=False, checkpoint_every=1, sweep=None):
+        """A record submitted now; its output is the model's registry folder."""
+        return cls(job_id=job_id, name=name, data=data, config=config, skip_bad=skip_bad,
+                   checkpoint_every=checkpoint_every, submitted_at=time.time(), output=f"models/{name}",
+                   sweep=sweep)
+
+    def progress(self, root):
+        return read_json(ref(root, self.job_id, "progress.json"), {})
+
+    @staticmethod
+    def started(progress):
+        return bool(progress)
+
+    @staticmethod
+    def bar(progress):
+        if "epoch" not in progress:
+            return 0, 0
+        return (progress["epoch"] - 1) * progress["batches"] + progress["batch"], \
+            progress["epochs"] * progress["batches"]
+
+    @staticmethod
+    def progress_text(p):
+        """One line a person reads, in Flower's Result field and in the command line:
+        "epoch 3/10 batch 400/844 loss 0.0812 val_accuracy 0.9741 eta 21s"."""
+        if "epoch" not in p:
+            return p.get("state", "") if isinstance(p, dict) else ""
+        text = f"epoch {p['epoch']}/{p['epochs']} batch {p['batch']}/{p['batches']} loss {p['loss']:.4f}"
+        if p.get("val_accuracy") is not None:
+            text += f" val_accuracy {p['val_accuracy']:.4f}"
+        if p.get("eta_seconds") is not None:
+            text += f" eta {format_seconds(p['eta_seconds'])}"
+        return text
+
+    def manifest(self, state, history, skipped_records, seconds, registered=None, checkpoint=None,
+                 started_at=None):
+        """How the run ended. registered: the registry entry of the new version (SUCCESS);
+        checkpoint: the training state a cancelled run resumes from; started_at: when this
+        delivery began (epoch seconds)."""
+        m = self.base_manifest(state, name=self.name, data=self.data, epochs_done=len(history),
+                               skipped_records=skipped_records, history=history, seconds=round(seconds, 3),
+                               started_at=started_at, sweep=self.sweep)
+        if checkpoint:
+            m["checkpoint"] = checkpoint
+        if registered:
+            m.update(version=registered["version"], val_accuracy=history[-1]["val_accuracy"] if history else None,
+                     promotion=registered.get("promotion"), model=registered.get("model"),
+                     report=registered.get("report"), output=registered.get("path"))
+        return m
+
+    @staticmethod
+    def promotion_text(promotion):
+        """"promoted to production (reason)" or "not promoted (reason)"."""
+        if not promotion:
+            return ""
+        verdict = "promoted to production" if promotion.get("promoted") else "not promoted"
+        return f"{verdict} ({promotion.get('reason', '')})"
+
+    @staticmethod
+    def summary(manifest):
+        """What Flower shows as a train job's result: version, val_accuracy, promoted or not
+        and why, the report; the full history stays in the manifest on storage."""
+        promo = manifest.get("promotion") or {}
+        out = {"job_id": manifest.get("job_id"), "state": manifest.get("state"),
+               "version": manifest.get("version"), "val_accuracy": manifest.get("val_accuracy"),
+               "promoted": promo.get("promoted"), "promotion": promo.get("reason"),
+               "epochs_done": manifest.get("epochs_done"), "report": manifest.get("report"),
+               "checkpoint": manifest.get("checkpoint"), "error": manifest.get("error")}
+        return {k: v for k, v in out.items() if v is not None}
+
+    @classmethod
+    def result_lines(cls, manifest):
+        lines = []
+        if manifest.get("version") is not None:
+            acc = manifest.get("val_accuracy")
+            lines.append(f"model {manifest.get('name')} version {manifest['version']}: val_accuracy "
+                         f"{acc:.4f}; {cls.promotion_text(manifest.get('promotion'))}" if acc is not None else
+                         f"model {manifest.get('name')} version {manifest['version']}")
+        if manifest.get("report"):
+            lines.append(f"report: {manifest['report']}")
+        if manifest.get("state") == CANCELLED:
+            lines.append(f"cancelled after {manifest.get('epochs_done')} epochs; checkpoint kept at "
+                         f"{manifest.get('checkpoint')} (resubmit the job id to resume)")
+        if manifest.get("error"):
+            lines.append(f"error: {manifest['error']}")
+        return lines
+
+    @staticmethod
+    def amount_text(entry):
+        """The ROWS/EPOCHS cell of `digits jobs`: "15/15 epochs val 0.9832 promoted"."""
+        done = entry.get("epochs_done")
+        text = f"{done if done is not None else '-'}/{entry.get('epochs')} epochs"
+        if entry.get("val_accuracy") is not None:
+            text += f" val {entry['val_accuracy']:.4f}"
+        if entry.get("promoted") is not None:
+            text += " promoted" if entry["promoted"] else " not promoted"
+        return text
+
+    def index_entry(self, manifest=None):
+        m = manifest or {}
+        entry = super().index_entry(manifest)
+        promo = m.get("promotion") or {}
+        entry.update(input=self.data, model=self.name, version=m.get("version"),
+                     recipe=(self.config or {}).get("recipe"), epochs=(self.config or {}).get("epochs"),
+                     epochs_done=m.get("epochs_done"), val_accuracy=m.get("val_accuracy"),
+                     promoted=promo.get("promoted"))
+        return entry
+
+
+KINDS = {cls.kind: cls for cls in (PredictJob, TrainJob)}
+
+
+def record_from_dict(d):
+    """A job.json dict -> its typed record; JobError for an unknown kind."""
+    try:
+        cls = KINDS[d.get("kind")]
+    except KeyError:
+        raise JobError(f"job {d.get('job_id')!r} has unknown kind {d.get('kind')!r}") from None
+    return cls.from_dict(d)
+
+
+def read_job(root, job_id):
+    """The job.json dict; JobError if there is none."""
+    job = read_json(ref(root, job_id, "job.json"))
+    if job is None:
+        raise JobError(f"unknown job {job_id!r} (no record under {job_dir(root, job_id)})")
+    return job
+
+
+def load(root, job_id):
+    """The typed record (PredictJob or TrainJob) of a job; JobError if there is none."""
+    return record_from_dict(read_job(root, job_id))
 
 
 def read_manifest(root, job_id):
@@ -100,4 +457,67 @@ def read_manifest(root, job_id):
 
 
 def write_manifest(root, job_id, manifest):
+    """Write how the job ended, then its index entry."""
     write_json(ref(root, job_id, "manifest.json"), manifest)
+    record = read_json(ref(root, job_id, "job.json"))
+    if record is not None:
+        write_index(root, record_from_dict(record), manifest)
+
+
+def reopen(root, job_id):
+    """Make an ended job runnable again: drop its cancel request, then its manifest."""
+    storage.remove(ref(root, job_id, "cancel"))
+    storage.remove(ref(root, job_id, "manifest.json"))
+    record = read_json(ref(root, job_id, "job.json"))
+    if record is not None:
+        write_index(root, record_from_dict(record))
+
+
+def clear(root, job_id):
+    """Remove everything a job wrote on storage (its folder, its index entry), for a fresh
+    resubmission."""
+    storage.remove(job_dir(root, job_id), recursive=True)
+    storage.remove(index_ref(root, job_id))
+
+
+# ----------------------------------------------------------------------------- the index
+
+def write_index(root, record, manifest=None, **extra):
+    """(Re)write the job's index entry from its record and manifest."""
+    write_json(index_ref(root, record.job_id), dict(record.index_entry(manifest), **extra))
+
+
+def _read_many(refs):
+    """{ref: parsed JSON or None} of several small files, in one batch of requests."""
+    if not refs:
+        return {}
+    fs, _ = storage.filesystem(refs[0])
+    paths = {storage.filesystem(r)[1]: r for r in refs}
+    raw = fs.cat(list(paths), on_error="return")
+    out = {}
+    for path, value in raw.items():
+        try:
+            out[paths[path]] = json.loads(value) if isinstance(value, bytes) else None
+        except ValueError:  # a damaged entry: rebuilt below
+            out[paths[path]] = None
+    return out
+
+
+def list_index(root):
+    """Every job's index entry, newest submission first -> list of dicts.
+
+    One listing of jobs-index/ and one batch of reads; a job folder without an entry
+    (written by an older version, or whose entry was lost) gets one rebuilt here."""
+    names = [n[:-5] for n in storage.listdir(index_dir(root)) if n.endswith(".json") and not n.startswith(".")]
+    entries = _read_many([index_ref(root, n) for n in names])
+    by_id = {e["job_id"]: e for e in entries.values() if isinstance(e, dict) and e.get("job_id")}
+    for job_id in storage.listdir(storage.join(root, "jobs")):
+        if job_id in by_id or not _ID.match(job_id):
+            continue
+        record = read_json(ref(root, job_id, "job.json"))
+        if record is None or record.get("kind") not in KINDS:
+            continue  # a job being created, or not ours
+        record = record_from_dict(record)
+        write_index(root, record, read_manifest(root, job_id))
+        by_id[job_id] = read_json(index_ref(root, job_id))
+    return sorted(by_id.values(), key=lambda e: e.get("submitted_at") or 0, reverse=True)

@@ -1,6 +1,8 @@
 """Every Redis key the project writes, named in one place (the tests import them too).
 
-All live in the result backend's Redis (task.app.backend.client) and start "digits:".
+All live in the result backend's Redis (task.app.backend.client). The project's own start
+"digits:"; Celery's result keys ("celery-task-meta-<task id>") are named here too, with the
+task ids a job's tasks get, so that retention (tasks/retention.py) finds a job's keys.
 """
 import hashlib
 
@@ -46,6 +48,17 @@ def model_active(name):
 def sweep_marks(sweep_id):
     """Hash of a sweep: job id -> the state its run ended in."""
     return f"{PREFIX}sweep:{sweep_id}:ended"
+
+
+def chunk_task_id(job_id, index):
+    """The task id of chunk `index` of a prediction job (fixed, so a copy is the same task);
+    the job's assemble and training tasks have the job id itself as task id."""
+    return f"{job_id}-chunk-{index}"
+
+
+def task_meta(task_id):
+    """Celery's result key of a task (Redis backend; it expires after result_expires)."""
+    return f"celery-task-meta-{task_id}"
 
 
 def job_keys(job_id):

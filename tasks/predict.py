@@ -100,7 +100,7 @@ def marks(task, job_id):
 def queue_chunk(job_id, index, source, **options):
     """Send predict_chunk for chunk `index` (its task id is fixed, so a copy is the same task)."""
     lo, hi = source.chunks[index]
-    predict_chunk.apply_async((job_id, index, lo, hi), task_id=f"{job_id}-chunk-{index}", **options)
+    predict_chunk.apply_async((job_id, index, lo, hi), task_id=keys.chunk_task_id(job_id, index), **options)
 
 
 def queue_assemble(job_id, **options):
@@ -210,6 +210,7 @@ def assemble(self, job_id):
 
 def _assemble(task, root, job_id):
     job = jobs.read_job(root, job_id)
+    record = jobs.PredictJob.from_dict(job)
     source = load_source(root, job)
     chunk_marks = marks(task, job_id)
     cancelled = jobs.is_cancelled(root, job_id)
@@ -217,6 +218,7 @@ def _assemble(task, root, job_id):
         # queued early (a resubmission, a repeated last chunk): wait for the stragglers
         raise task.retry(countdown=1, max_retries=ASSEMBLE_WAIT_RETRIES)
     t0 = time.perf_counter()
+    r = redis_client(task)
     try:
         counts = batch.assemble(source, _outcomes(root, job_id, source, chunk_marks), job["output"])
     except Exception as e:  # the output cannot be written: retry, then fail naming the path
@@ -224,19 +226,17 @@ def _assemble(task, root, job_id):
         if retries < limit:
             raise task.retry(countdown=task.app.conf.digits_retry_backoff * 2 ** retries,
                              max_retries=limit, exc=e)
-        raise JobError(f"job {job_id}: the output cannot be written: {describe(e)}") from None
+        error = f"job {job_id}: the output cannot be written: {describe(e)}"
+        jobs.write_manifest(root, job_id, record.failure_manifest(error))
+        release_output(r, job, job_id)
+        raise JobError(error) from None
     state = batch.final_state(counts, cancelled)
     done = [m for m in chunk_marks.values() if m["state"] == "done"]
-    manifest = dict(counts, job_id=job_id, kind="predict", state=state, input=job["input"],
-                    model=job["model"], chunks=len(source.chunks), chunks_done=len(done),
-                    submitted_at=job["submitted_at"], finished_at=time.time(),
-                    timings={"chunk_seconds": round(sum(m.get("seconds", 0) for m in done), 3),
-                             "assemble_seconds": round(time.perf_counter() - t0, 3),
-                             "wall_seconds": round(time.time() - job["submitted_at"], 3)})
-    if state == "PARTIAL":
-        manifest["error"] = f"job {job_id}: {batch.failure_line(counts)}"
+    manifest = record.manifest(counts, state, chunks_done=len(done),
+                               chunk_seconds=sum(m.get("seconds", 0) for m in done),
+                               assemble_seconds=time.perf_counter() - t0,
+                               error=f"job {job_id}: {batch.failure_line(counts)}" if state == "PARTIAL" else None)
     jobs.write_manifest(root, job_id, manifest)
-    r = redis_client(task)
     r.incr(keys.assemble_runs(job_id))
     r.expire(keys.assemble_runs(job_id), int(task.app.conf.result_expires or 7 * 86400))
     release_output(r, job, job_id)
@@ -250,8 +250,4 @@ def release_output(r, job, job_id):
         r.delete(key)
 
 
-def summary(manifest):
-    """What Flower shows as an assemble's result: state, counts, output."""
-    keep = ("job_id", "state", "rows_in", "rows_ok", "rows_bad", "rows_failed", "rows_skipped",
-            "output", "errors", "error")
-    return {k: manifest.get(k) for k in keep if manifest.get(k) is not None}
+summary = jobs.PredictJob.summary  # what Flower shows as an assemble's result

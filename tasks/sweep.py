@@ -78,13 +78,13 @@ def configurations(grid):
 
 
 def job_ended(task, job, state):
-    """Called by a sweep's train_job when it ends: mark it, and queue sweep_finish for the
+    """Called by a sweep's train_job (job: its tasks.jobs.TrainJob) when it ends: mark it, and queue sweep_finish for the
     last mark. A repeated mark (a redelivered run) changes nothing but may queue the finish
     again, which is harmless: sweep_finish returns an existing manifest."""
-    sweep_id = job["sweep"]
+    sweep_id = job.sweep
     r = task.app.backend.client
     key = keys.sweep_marks(sweep_id)
-    r.hset(key, job["job_id"], state)
+    r.hset(key, job.job_id, state)
     r.expire(key, int(task.app.conf.result_expires or 7 * 86400))
     record = read_sweep(storage_root(task), sweep_id)
     if r.hlen(key) >= len(record["jobs"]):

@@ -18,7 +18,7 @@ from celery import shared_task
 from celery.utils.log import get_task_logger
 
 from model import checkpoint, sources, storage
-from model.errors import JobError
+from model.errors import JobError, describe
 from model.registry import Registry
 from model.train import Trainer, config_from_dict, make_config
 from tasks import jobs, keys, sweep
@@ -36,16 +36,7 @@ def redis_client(task):
 
 
 active_key = keys.model_active
-
-
-def progress_text(p):
-    """One line a person reads in Flower's Result field."""
-    text = f"epoch {p['epoch']}/{p['epochs']} batch {p['batch']}/{p['batches']} loss {p['loss']:.4f}"
-    if p.get("val_accuracy") is not None:
-        text += f" val_accuracy {p['val_accuracy']:.4f}"
-    if p.get("eta_seconds") is not None:
-        text += f" eta {p['eta_seconds']:.0f}s"
-    return text
+progress_text = jobs.TrainJob.progress_text  # the one progress formatter (Flower, CLI)
 
 
 class _Publisher:
@@ -84,11 +75,11 @@ class _Publisher:
         """The progress dict of a BatchInfo: position, loss, val_accuracy, ETA, history."""
         now = time.time()
         step = (info.epoch - 1) * info.batches + info.batch
-        rate = (step - self.start_step) / max(1e-9, now - self.start)
+        eta = jobs.eta_seconds(step, self.total_steps, now - self.start, self.start_step)
         p = {"epoch": info.epoch, "epochs": info.epochs, "batch": info.batch, "batches": info.batches,
              "loss": round(info.loss, 6), "val_accuracy": self.val_accuracy, "lr": info.lr,
              "fraction": round(step / self.total_steps, 4),
-             "eta_seconds": round((self.total_steps - step) / rate, 1) if rate > 0 else None,
+             "eta_seconds": None if eta is None else round(eta, 1),
              "history": [{"epoch": h.epoch, "train_loss": h.train_loss, "val_accuracy": h.val_accuracy}
                          for h in self.trainer.history]}
         return p
@@ -115,18 +106,20 @@ class _Publisher:
 # (FAILURE) before a dead run's lock (LOCK_TTL) expired
 @shared_task(bind=True, name="digits.train_job", max_retries=None)
 def train_job(self, job_id, name=None, recipe=None):
-    """Run (or resume) training job `job_id` -> its manifest.
+    """Run (or resume) training job `job_id` -> a short summary for Flower (version,
+    val_accuracy, promotion, report: TrainJob.summary); the manifest is on storage.
 
-    name/recipe are shown in Flower only; the job record on storage decides.
+    name/recipe are shown in Flower only; the job record on storage decides. A run that
+    fails writes a FAILURE manifest with the reason in one line.
     """
     root = storage_root(self)
-    job = jobs.read_job(root, job_id)
+    job = jobs.load(root, job_id)
     done = jobs.read_manifest(root, job_id)
     if done:
         log.info("job %s already finished; nothing to do", job_id)
-        if job.get("sweep"):  # its first delivery may have died before marking its sweep
+        if job.sweep:  # its first delivery may have died before marking its sweep
             sweep.job_ended(self, job, done["state"])
-        return done
+        return jobs.TrainJob.summary(done)
     r = redis_client(self)
     lock = r.lock(keys.job_lock(job_id), timeout=LOCK_TTL, blocking=False)
     if not lock.acquire(blocking=False) and not _break_dead_lock(r, lock, job_id):
@@ -135,28 +128,29 @@ def train_job(self, job_id, name=None, recipe=None):
     r.set(keys.lock_owner(job_id), _me(), ex=LOCK_TTL)
     try:
         manifest = _run(self, root, job, lock)
-    except Exception:
+    except Exception as e:
+        jobs.write_manifest(root, job_id, job.failure_manifest(describe(e)))
         # a failed run is neither queued nor running: free its model for the next retrain
         # (else the marker lives on for visibility_timeout when it failed before publishing)
-        _clear_active(redis_client(self), job["name"], job_id)
-        if job.get("sweep"):
-            sweep.job_ended(self, job, "FAILURE")
+        _clear_active(redis_client(self), job.name, job_id)
+        if job.sweep:
+            sweep.job_ended(self, job, jobs.FAILURE)
         raise
     finally:
         try:
             lock.release()
         except Exception:  # the lock expired: nothing to release
             pass
-    if job.get("sweep"):
+    if job.sweep:
         sweep.job_ended(self, job, manifest["state"])
-    return manifest
+    return jobs.TrainJob.summary(manifest)
 
 
 def _run(task, root, job, lock):
-    job_id, name = job["job_id"], job["name"]
+    job_id, name = job.job_id, job.name
     t_start = time.time()
-    config = config_from_dict(job["config"])
-    dataset = sources.load_training(job["data"], skip_bad=job.get("skip_bad", False),
+    config = config_from_dict(job.config)
+    dataset = sources.load_training(job.data, skip_bad=job.skip_bad,
                                  progress=lambda done, total: lock.extend(LOCK_TTL, replace_ttl=True))
     state_ref = jobs.ref(root, job_id, "state.npz")
     state = None
@@ -168,7 +162,7 @@ def _run(task, root, job, lock):
                  state["position"]["batch"])
     trainer = Trainer(config, dataset.pixels, dataset.labels, state=state)
     pub = _Publisher(task, root, job_id, name, lock, trainer)
-    every = max(1, int(job.get("checkpoint_every", 1)))
+    every = max(1, int(job.checkpoint_every or 1))
 
     def save_state():
         s = trainer.state()
@@ -180,22 +174,17 @@ def _run(task, root, job, lock):
             save_state()
 
     trainer.run(on_batch=pub.batch, on_epoch=on_epoch, should_stop=pub.should_stop)
-    common = {"job_id": job_id, "kind": "train", "name": name, "data": job["data"],
-              "submitted_at": job["submitted_at"], "started_at": t_start, "finished_at": time.time(),
-              "epochs_done": len(trainer.history), "skipped_records": len(dataset.skipped),
-              "history": [h.__dict__ for h in trainer.history], "seconds": round(time.time() - t_start, 3)}
+    common = {"history": [h.__dict__ for h in trainer.history], "skipped_records": len(dataset.skipped),
+              "started_at": t_start}
     if not trainer.done:
         save_state()
-        manifest = dict(common, state="CANCELLED", checkpoint=state_ref)
+        manifest = job.manifest(jobs.CANCELLED, seconds=time.time() - t_start, checkpoint=state_ref, **common)
     else:
-        model = checkpoint.trained_model(trainer, dataset.fingerprint, job["data"])
+        model = checkpoint.trained_model(trainer, dataset.fingerprint, job.data)
         meta = Registry(root).register_trained(name, model, trainer, job_id=job_id,
                                                tolerance=task.app.conf.digits_promote_tolerance,
-                                               gate=not job.get("sweep"))  # a sweep offers its best
-        manifest = dict(common, state="SUCCESS", version=meta["version"],
-                        val_accuracy=trainer.history[-1].val_accuracy,
-                        promotion=meta.get("promotion"), model=meta.get("model"), report=meta.get("report"),
-                        output=meta.get("path"))
+                                               gate=not job.sweep)  # a sweep offers its best run
+        manifest = job.manifest(jobs.SUCCESS, seconds=time.time() - t_start, registered=meta, **common)
     pub.final(manifest["state"])
     jobs.write_manifest(root, job_id, manifest)
     _clear_active(redis_client(task), name, job_id)
@@ -238,15 +227,7 @@ def retrain(self, name, data_ref, recipe="default"):
         log.warning("retrain of %s skipped: another run of it is still going (%s)", name,
                     redis_client(self).get(active_key(name)))
         return None
-    record = new_train_record(job_id, name, data_ref, make_config(recipe).to_dict())
-    jobs.write_json(jobs.ref(root, job_id, "job.json"), record)
+    jobs.TrainJob.new(job_id, name, data_ref, make_config(recipe).to_dict()).write(root)
     train_job.apply_async((job_id, name, recipe), task_id=job_id)
     log.info("retrain of %s queued as %s", name, job_id)
     return job_id
-
-
-def new_train_record(job_id, name, data_ref, config, skip_bad=False, checkpoint_every=1, sweep=None):
-    """The job.json of a training job (sweep: the id of the sweep it is a run of)."""
-    return {"job_id": job_id, "kind": "train", "name": name, "data": data_ref, "config": config,
-            "skip_bad": skip_bad, "checkpoint_every": checkpoint_every, "submitted_at": time.time(),
-            "output": f"models/{name}", "sweep": sweep}

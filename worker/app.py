@@ -3,9 +3,11 @@
 With no DIGITS_BROKER_URL the app points at the embedded stack's Redis socket under
 DIGITS_HOME; the `digits` commands start that stack when it is not running.
 """
+import socket
+
 from celery import Celery
 from celery.signals import beat_init, worker_init, worker_process_init
-from kombu import Queue
+from kombu import Exchange, Queue
 
 from worker import settings as settings_mod
 from worker import watchdog
@@ -59,8 +61,12 @@ def celery_config(s, broker_url=None):
         worker_send_task_events=True,
         task_send_sent_event=True,
         task_track_started=True,
-        task_queues=[Queue("predict"), Queue("train")],
+        # each queue with its own direct exchange and routing key (a bare Queue("train") was
+        # bound to the default exchange "predict" with key "predict": it routed by accident)
+        task_queues=[Queue(q, Exchange(q, type="direct"), routing_key=q) for q in QUEUES],
         task_default_queue="predict",
+        task_default_exchange="predict",
+        task_default_routing_key="predict",
         task_routes={"digits.train_job": {"queue": "train"}, "digits.sweep_finish": {"queue": "train"}},
         broker_connection_retry_on_startup=True,
         # a message sent while Redis restarts (a chunk queueing the next, a retry) waits for it
@@ -75,12 +81,23 @@ def celery_config(s, broker_url=None):
     )
 
 
+QUEUES = ("predict", "train")
+
+
 def make_app(s=None, broker_url=None):
     """A configured Celery app for Settings s (default: from the environment)."""
     s = s or settings_mod.load()
-    app = Celery("digits", include=["tasks.predict", "tasks.train", "tasks.sweep"])
+    app = Celery("digits", include=["tasks.predict", "tasks.train", "tasks.sweep", "tasks.retention"])
     _apply(app, s, broker_url)
+    _name_task_sender(app)
     return app
+
+
+def _name_task_sender(app):
+    """task-sent events carry one sender name per host ("digits-sender@HOST") instead of
+    Celery's "gen<pid>@HOST", which gave Flower's /metrics a new label series per process."""
+    app.amqp._event_dispatcher = app.events.Dispatcher(hostname=f"digits-sender@{socket.gethostname()}",
+                                                       enabled=False)
 
 
 def _apply(app, s, broker_url):

@@ -6,7 +6,8 @@
     job.cancel()
 
 Jobs are recorded on shared storage (tasks.jobs), so status() works from any client
-that sees the same DIGITS_STORAGE and broker.
+that sees the same DIGITS_STORAGE and broker. Each kind of job has its handle class here
+(PredictionJob, TrainingJob; JOB_CLASSES) over its record class in tasks.jobs.
 """
 import os
 import time
@@ -16,7 +17,7 @@ from model.errors import DataError, JobError
 from tasks import jobs, keys
 from tasks.predict import queue_assemble, queue_chunk, release_output
 
-FINAL_STATES = ("SUCCESS", "PARTIAL", "CANCELLED", "FAILURE")
+FINAL_STATES = jobs.FINAL_STATES
 
 
 def _abs(ref):
@@ -125,11 +126,11 @@ def submit_prediction(input_ref, model_ref, out, *, app, settings, job_id=None, 
             release_output(app.backend.client, {"download_to": _abs(str(out))}, job_id)
             raise
         jobs.write_json(jobs.ref(root, job_id, "plan.json"), source.to_dict())
-        job = {"job_id": job_id, "kind": "predict", "input": staged, "model": model,
-               "output": output_ref(s, job_id, out), "download_to": _abs(str(out)),
-               "chunks": len(source.chunks), "input_kind": source.kind, "window": s.job_window,
-               "submitted_at": time.time()}
-        jobs.write_json(jobs.ref(root, job_id, "job.json"), job)
+        record = jobs.PredictJob(job_id=job_id, input=staged, model=model, output=output_ref(s, job_id, out),
+                                 download_to=_abs(str(out)), chunks=len(source.chunks), input_kind=source.kind,
+                                 window=s.job_window, submitted_at=time.time())
+        record.write(root)
+        job = record.to_dict()
         missing = range(len(source.chunks))
     else:  # still running: its own plan, and the chunks without a mark
         if _abs(str(out)) != job.get("download_to"):
@@ -155,44 +156,51 @@ def _forget(app, s, job_id):
 
 
 def status(app, s, job_id):
-    """The state of any job -> dict with at least state, progress and output."""
-    root = s.storage
-    job = jobs.read_job(root, job_id)
-    manifest = jobs.read_manifest(root, job_id)
-    out = {"job_id": job_id, "kind": job["kind"], "output": job.get("download_to") or job.get("output")}
-    if job["kind"] == "predict":
-        total = job["chunks"]
-        done = jobs.chunks_done(root, job_id)
-        out["progress"] = {"chunks_done": done, "chunks": total,
-                           "fraction": round(done / total, 4) if total else 1.0}
-    else:
-        out["progress"] = jobs.read_json(jobs.ref(root, job_id, "progress.json"), {})
-    if manifest:
-        out.update(manifest)
-        out["output"] = job.get("download_to") or manifest.get("output")
-        return out
-    # app is None when no broker is reachable: then storage alone tells the state
-    meta = app.backend.get_task_meta(job_id) if app is not None else {"status": "PENDING"}
-    if meta["status"] == "FAILURE":
-        out["state"] = "FAILURE"
-        out["error"] = f"{type(meta['result']).__name__}: {meta['result']}"
-    elif jobs.is_cancelled(root, job_id):
-        out["state"] = "CANCELLING"
-    elif job["kind"] == "predict":
-        out["state"] = "PROGRESS" if out["progress"]["chunks_done"] else "PENDING"
-    else:
-        out["state"] = "PROGRESS" if out["progress"] else meta["status"]
-    return out
+    """The state of any job -> dict with at least job_id, kind, state, progress and output."""
+    return open_job(app, s, job_id).progress()
+
+
+def open_job(app, s, job_id):
+    """The handle of an existing job, of its kind's class; JobError for an unknown job."""
+    record = jobs.load(s.storage, job_id)
+    return JOB_CLASSES[record.kind](app, s, job_id, record)
 
 
 class Job:
     """A handle on a queued job: progress(), wait(), result(), cancel()."""
 
-    def __init__(self, app, settings, job_id):
+    def __init__(self, app, settings, job_id, record=None):
         self.app, self.s, self.id = app, settings, job_id
+        self._record = record
+
+    @property
+    def record(self):
+        """The job's typed record (tasks.jobs.PredictJob / TrainJob), read once."""
+        if self._record is None:
+            self._record = jobs.load(self.s.storage, self.id)
+        return self._record
 
     def progress(self):
-        return status(self.app, self.s, self.id)
+        """{"job_id", "kind", "state", "progress", "output", ...}: the manifest's fields once
+        the job ended; else the state from storage and, when app is given, the broker."""
+        root, record = self.s.storage, self.record
+        out = {"job_id": self.id, "kind": record.kind, "output": record.user_output,
+               "progress": record.progress(root)}
+        manifest = jobs.read_manifest(root, self.id)
+        if manifest:
+            out.update(manifest)
+            out["output"] = record.output_of(manifest)
+            return out
+        # app is None when no broker is reachable: then storage alone tells the state
+        meta = self.app.backend.get_task_meta(self.id) if self.app is not None else {"status": "PENDING"}
+        if meta["status"] == "FAILURE":  # failed without writing its manifest (a worker bug)
+            out["state"] = "FAILURE"
+            out["error"] = f"{type(meta['result']).__name__}: {meta['result']}"
+        else:
+            out["state"] = record.storage_state(root, out["progress"])
+            if out["state"] == jobs.PENDING and meta["status"] not in ("PENDING", "SUCCESS"):
+                out["state"] = meta["status"]  # STARTED, RETRY: what the broker knows more
+        return out
 
     def result(self):
         """The manifest when the job has ended, else None."""
@@ -223,21 +231,25 @@ class Job:
             time.sleep(poll)
         if st["state"] == "FAILURE":
             raise JobError(f"job {self.id} failed: {st.get('error')}")
-        self._download(st)
+        self._download()
         return self.result()
 
-    def _download(self, st):
-        job = jobs.read_job(self.s.storage, self.id)
-        src, dst = job.get("output"), job.get("download_to")
-        if job["kind"] == "predict" and src and dst and src != dst and storage.exists(src):
-            storage.write_bytes(dst, storage.read_bytes(src))
-            err = batch.errors_ref(src)
-            if storage.exists(err):
-                storage.write_bytes(batch.errors_ref(dst), storage.read_bytes(err))
+    def _download(self):
+        """Bring the result to where the user asked for it (nothing to do by default)."""
 
 
 class PredictionJob(Job):
     """A queued bulk prediction."""
+
+    def _download(self):
+        """Copy the output (and errors file) from storage to --out, when workers could not
+        write there."""
+        src, dst = self.record.output, self.record.download_to
+        if src and dst and src != dst and storage.exists(src):
+            storage.write_bytes(dst, storage.read_bytes(src))
+            err = batch.errors_ref(src)
+            if storage.exists(err):
+                storage.write_bytes(batch.errors_ref(dst), storage.read_bytes(err))
 
 
 def submit_training(data_ref, name, config, *, app, settings, skip_bad=False, checkpoint_every=1,
@@ -246,32 +258,43 @@ def submit_training(data_ref, name, config, *, app, settings, skip_bad=False, ch
 
     Resubmitting an existing job id sends it again: it resumes from its last checkpoint.
     """
-    from tasks.train import active_key, new_train_record, train_job
+    from tasks.train import active_key, train_job
     s = settings
     job_id = jobs.check_id(job_id or jobs.new_job_id("train"))
     record = jobs.read_json(jobs.ref(s.storage, job_id, "job.json"))
     if record is None:
-        if not storage.is_url(str(data_ref)) and not os.path.exists(data_ref):
-            raise DataError(data_ref, "no such file or folder")
-        record = new_train_record(job_id, name, stage_input(s, job_id, data_ref, "data"), config.to_dict(),
-                                  skip_bad=skip_bad, checkpoint_every=checkpoint_every, sweep=sweep)
-        jobs.write_json(jobs.ref(s.storage, job_id, "job.json"), record)
+        check_training(data_ref)
+        record = jobs.TrainJob.new(job_id, name, stage_input(s, job_id, data_ref, "data"), config.to_dict(),
+                                   skip_bad=skip_bad, checkpoint_every=checkpoint_every, sweep=sweep)
+        record.write(s.storage)
     else:
+        record = jobs.TrainJob.from_dict(record)
         ended = jobs.read_manifest(s.storage, job_id)
-        if ended and ended.get("state") != "CANCELLED":
-            return TrainingJob(app, s, job_id)
-        if ended:  # a cancelled job resumes from its checkpoint (train_job returns a manifest as is)
+        if ended and ended.get("state") == jobs.SUCCESS:
+            return TrainingJob(app, s, job_id, record)
+        if ended:  # a cancelled or failed job resumes from its checkpoint
             jobs.reopen(s.storage, job_id)
         # the previous delivery's result (a cancelled run's SUCCESS, a FAILURE) must not be
         # read as this delivery's by status()/wait()
         app.backend.forget(job_id)
-    app.backend.client.set(active_key(record["name"]), job_id, ex=s.visibility_timeout)
-    train_job.apply_async((job_id, record["name"], record["config"]["recipe"]), task_id=job_id)
-    return TrainingJob(app, s, job_id)
+    app.backend.client.set(active_key(record.name), job_id, ex=s.visibility_timeout)
+    train_job.apply_async((job_id, record.name, record.config["recipe"]), task_id=job_id)
+    return TrainingJob(app, s, job_id, record)
+
+
+def check_training(data_ref):
+    """Fail fast, before a stack is started or anything queued: the training data exists
+    and has labels (a labeled CSV header, or digit sub-folders) -> DataError naming it."""
+    if not storage.is_url(str(data_ref)) and not os.path.exists(data_ref):
+        raise DataError(data_ref, "no such file or folder")
+    sources.open_source(_abs(str(data_ref)), 10 ** 9, 10 ** 9, training=True)
 
 
 class TrainingJob(Job):
     """A queued training run."""
+
+
+JOB_CLASSES = {"predict": PredictionJob, "train": TrainingJob}
 
 
 # ----------------------------------------------------------------------------- sweeps
@@ -285,8 +308,7 @@ def submit_sweep(data_ref, name, recipe, grid, *, app, settings, skip_bad=False,
     s = settings
     configs = sweep.configurations(grid)
     built = [make_config(recipe, **dict(overrides or {}, **c)) for c in configs]  # all checked first
-    if not storage.is_url(str(data_ref)) and not os.path.exists(data_ref):
-        raise DataError(data_ref, "no such file or folder")
+    check_training(data_ref)
     sweep_id = sweep.new_sweep_id()
     staged = stage_input(s, sweep_id, data_ref, "data")  # once for every run
     job_ids = [jobs.new_job_id("train") for _ in configs]
@@ -332,3 +354,4 @@ def cancel_sweep(s, sweep_id):
     for job_id in asked:
         jobs.request_cancel(s.storage, job_id)
     return asked
+

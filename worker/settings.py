@@ -32,9 +32,14 @@
                               before it cancels them back to the queue (default 10)
     DIGITS_RESTART_LIMIT      restarts of one service within a minute before `digits up`
                               gives up (default 5)
+    DIGITS_GC_CRON            when the scheduler removes old jobs' chunk files, uploaded
+                              inputs and training states (cron or "every N[s|m|h]"; default
+                              "0 4 * * *", daily at 04:00 UTC; "off" = never)
+    DIGITS_GC_OLDER_THAN      age past which an ended job's leftovers go (default "7d"; s, m, h, d)
 """
 import hashlib
 import os
+import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,6 +72,18 @@ def _str(name, default=None):
     return default if raw in (None, "") else raw
 
 
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$", re.I)
+_UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_duration(text, what="duration"):
+    """"90s", "30m", "2h", "7d", "1w" or plain seconds -> seconds (float); ConfigError otherwise."""
+    m = _DURATION.match(str(text))
+    if not m:
+        raise ConfigError(f"{what} {text!r}: expected a number and a unit s, m, h, d or w (such as 7d)")
+    return float(m.group(1)) * _UNIT_SECONDS[m.group(2).lower()]
+
+
 @dataclass(frozen=True)
 class Settings:
     home: Path  # DIGITS_HOME
@@ -97,6 +114,8 @@ class Settings:
     broker_outage: float
     stop_grace: float
     restart_limit: int
+    gc_cron: str | None  # None = no scheduled retention
+    gc_older_than: float  # seconds
 
     @property
     def redis_socket(self):
@@ -152,6 +171,9 @@ def load():
         broker_outage=_float("DIGITS_BROKER_OUTAGE", 120.0),
         stop_grace=_float("DIGITS_STOP_GRACE", 10.0),
         restart_limit=_int("DIGITS_RESTART_LIMIT", 5),
+        gc_cron=None if _str("DIGITS_GC_CRON", "0 4 * * *").strip().lower() == "off"
+        else _str("DIGITS_GC_CRON", "0 4 * * *"),
+        gc_older_than=parse_duration(_str("DIGITS_GC_OLDER_THAN", "7d"), "DIGITS_GC_OLDER_THAN"),
     )
     if s.chunk_rows < 1 or s.chunk_images < 1:
         raise ConfigError("DIGITS_CHUNK_ROWS and DIGITS_CHUNK_IMAGES must be >= 1")

@@ -10,8 +10,9 @@ from model.errors import ConfigError
 from model.samples import load_sample
 from model.augment import distort
 from model.train import (AUGMENT_BLOCK, RECIPES, TrainConfig, Trainer, batch_prefixes, block_rng,
-                         config_from_dict, fit_normalization, inked_prefix, make_config, normalize,
+                         config_from_dict, fit_normalization, inked_prefix, make_config,
                          pixel_order, split_indices)
+from model.inference import normalize
 
 
 @pytest.fixture(scope="module")

@@ -6,6 +6,7 @@ it instead of starting their own (the environment comes from the `stack_env` fix
 import csv
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -224,6 +225,10 @@ def test_train_local_writes_a_model(cli, sample, tmp_path):
     assert r.returncode == 0, r.stderr
     assert "Traceback" not in r.stderr
     assert "model written to m.npz" in r.stdout
+    # the bar's last frame shows the score the result line gives (it showed the epoch before)
+    trained = next(line for line in r.stdout.splitlines() if line.startswith("trained "))
+    final = re.search(r"val_accuracy (\d\.\d{4})$", trained).group(1)
+    assert re.findall(r"val_accuracy (\d\.\d{4})", r.stderr)[-1] == final
     m = checkpoint.load_model(tmp_path / "m.npz")
     labels, _ = m.predict(sample["test_x"])
     assert (labels == sample["test_y"]).mean() > 0.7  # 2 epochs on 2,500 digits already learn
@@ -337,3 +342,114 @@ def test_a_partial_job_exits_non_zero_with_one_line(cli, files, tmp_path):
     assert f"wrote {500 - len(lost)} predictions" in r.stdout
     ids, _ = read_submission(out)
     np.testing.assert_array_equal(ids, [i for i in range(1, 501) if i not in lost])
+
+
+# ----------------------------------------------------------------------------- jobs, gc and the rough edges of issue 12
+
+def test_jobs_lists_recent_jobs_also_with_the_broker_down(cli, files, tmp_path):
+    out = tmp_path / "sub.csv"
+    r = cli("predict", files["test"], "--model", files["model"], "--out", out, "--chunk-rows", 100, "--no-wait")
+    job_id = r.stdout.strip().splitlines()[-1]
+    assert cli("watch", job_id, "--interval", 0.1).returncode == 0
+    listed = json.loads(cli("jobs", "--json").stdout)
+    mine = next(e for e in listed if e["job_id"] == job_id)
+    assert listed[0]["job_id"] == job_id  # newest first
+    assert (mine["kind"], mine["state"], mine["rows_in"], mine["output"], mine["chunks"]) == \
+        ("predict", "SUCCESS", 500, str(out), 5)
+    assert mine["submitted_at"].endswith("+00:00") and mine["finished_at"].endswith("+00:00")  # ISO-8601 UTC
+    assert mine["duration_seconds"] >= 0
+    assert all(e["kind"] == "train" for e in json.loads(cli("jobs", "--json", "--kind", "train").stdout))
+    assert all(e["state"] == "CANCELLED" for e in json.loads(cli("jobs", "--json", "--state", "CANCELLED").stdout))
+    assert len(json.loads(cli("jobs", "--json", "--limit", 1).stdout)) == 1
+    assert json.loads(cli("jobs", "--json", "--since", "0s").stdout) == []
+    text = cli("jobs", "--limit", 3)
+    assert text.returncode == 0 and text.stdout.startswith("JOB ") and job_id in text.stdout
+    # the same storage with no broker anywhere: the listing reads storage only
+    env = dict(cli.env, DIGITS_HOME=str(tmp_path / "no-stack-here"))
+    r = subprocess.run([DIGITS, "jobs", "--json"], env=env, capture_output=True, text=True, timeout=WAIT)
+    assert r.returncode == 0 and job_id in {e["job_id"] for e in json.loads(r.stdout)}
+    assert not (tmp_path / "no-stack-here" / "logs").exists()  # and started nothing
+    assert cli("jobs", "--state", "RUNNING").returncode == 2  # not a state
+
+
+def test_gc_removes_what_old_jobs_leave_and_says_so(cli, files, tmp_path):
+    from tasks import jobs
+    out = tmp_path / "sub.csv"
+    r = cli("predict", files["test"], "--model", files["model"], "--out", out, "--chunk-rows", 100, "--no-wait")
+    job_id = r.stdout.strip().splitlines()[-1]
+    assert cli("watch", job_id, "--interval", 0.1).returncode == 0
+    root = cli.env["DIGITS_STORAGE"]
+    assert jobs.chunks_done(root, job_id) == 5
+    dry = json.loads(cli("gc", "--older-than", "0s", "--dry-run", "--json").stdout)
+    assert any(x["job_id"] == job_id and x["what"] == "chunk files" for x in dry["removed"])
+    assert jobs.chunks_done(root, job_id) == 5 and dry["redis_checked"]
+    r = cli("gc", "--older-than", "0s")
+    assert r.returncode == 0, r.stderr
+    assert f"removed chunk files of {job_id}" in r.stdout and "freed" in r.stdout.splitlines()[-1]
+    assert jobs.chunks_done(root, job_id) == 0 and out.exists()  # the user's --out stays
+    assert cli("status", job_id).returncode == 0  # and the job is still known
+    assert cli("models", "--json").returncode == 0 and "promoted" not in r.stdout
+
+
+def test_status_and_watch_of_a_training_job_say_whether_it_was_promoted(cli, sample, tmp_path):
+    data = tmp_path / "train.csv"
+    write_csv(data, TRAIN_COLUMNS, np.column_stack([sample["train_y"], sample["train_x"]]))
+    name = f"promo{os.getpid()}"
+    r = cli("train", data, "--name", name, "--recipe", "faithful", "--epochs", 2)
+    assert r.returncode == 0, r.stderr
+    assert f"model {name} version 1: val_accuracy" in r.stdout
+    assert "promoted to production (first version: no production model yet)" in r.stdout
+    job_id = next(e["job_id"] for e in json.loads(cli("jobs", "--json", "--kind", "train").stdout)
+                  if e["model"] == name)
+    st = cli("status", job_id)
+    assert "promoted to production" in st.stdout and "progress: epoch 2/2" in st.stdout
+    assert "promoted to production" in cli("watch", job_id).stdout
+    js = json.loads(cli("status", job_id, "--json").stdout)
+    assert js["submitted_at"].endswith("+00:00") and js["finished_at"].endswith("+00:00")
+    assert "Traceback" not in r.stderr and " eta " not in r.stderr.split("batches")[0]  # none on a first frame
+    assert not re.search(r"eta \d+h", r.stderr)  # and never hours for a run of seconds
+
+
+def test_rough_edges_of_the_command_line(cli, files, tmp_path):
+    # an unknown model name among registered ones is an error naming them
+    r = cli("models", "nosuch")
+    assert r.returncode == 1 and "no model named 'nosuch'" in r.stderr
+    assert json.loads(cli("models", "nosuch", "--json").stdout)["error"].startswith("no model named")
+    # retraining half configured is an error, not "retrain digits from None"
+    env = dict(cli.env, DIGITS_RETRAIN_CRON="0 3 * * *")
+    env.pop("DIGITS_RETRAIN_DATA", None)
+    r = subprocess.run([DIGITS, "schedule"], env=env, capture_output=True, text=True, timeout=WAIT)
+    assert r.returncode == 1 and "DIGITS_RETRAIN_DATA" in r.stderr and "None" not in r.stdout
+    # --json prints JSON, errors included
+    r = cli("status", "no-such-job", "--json")
+    assert r.returncode == 1 and "unknown job" in json.loads(r.stdout)["error"]
+    # an unknown job's watch fails before drawing any bar
+    r = cli("watch", "bogus-id")
+    assert r.returncode == 1 and "unknown job" in r.stderr and "%|" not in r.stderr
+    # quiet on a broken pipe, also mid-run (a broken pipe is a ConnectionError: it once read as the broker's)
+    for command in ("jobs --json", f"train {files['dir'] / 'nope.csv'} --help", "schedule --json"):
+        p = subprocess.Popen(f"{DIGITS} {command} | head -c 1", shell=True, env=cli.env, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+        out, err = p.communicate(timeout=WAIT)
+        assert len(out) == 1 and err == "", (command, err)
+
+
+def test_training_on_an_unlabeled_file_fails_before_any_stack_starts(cli, files, tmp_path):
+    home = tmp_path / "fresh-home"
+    env = dict(cli.env, DIGITS_HOME=str(home), DIGITS_STORAGE=str(tmp_path / "st"))
+    r = subprocess.run([DIGITS, "train", files["test"]], env=env, capture_output=True, text=True, timeout=WAIT)
+    line = assert_clean_failure(r)
+    assert "has no label column" in line and "DataError" not in line
+    assert not (home / "logs").exists() and not (tmp_path / "st" / "jobs").exists()
+
+
+def test_every_command_has_an_example_and_every_option_a_help(cli):
+    from worker.cli import build_parser
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction")
+    assert {"jobs", "gc"} <= set(sub.choices)
+    for name, sp in sub.choices.items():
+        assert "example:\n  digits" in sp.epilog or "example:\n  DIGITS_" in sp.epilog, name
+        for action in sp._actions:
+            assert action.help, (name, action.dest)
+        assert "(default: None)" not in sp.format_help() and "(default: False)" not in sp.format_help(), name

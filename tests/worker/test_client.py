@@ -41,3 +41,25 @@ def test_bad_predictions_fail_before_queueing(s, tmp_path, sample, trained_model
     with pytest.raises(expected) as e:
         check_prediction(s, **args)
     assert words in str(e.value)
+
+
+def test_training_data_is_checked_before_queueing(s, tmp_path, sample):
+    from worker.client import check_training
+    csv = write_test_csv(tmp_path / "test.csv", sample["test_x"][:5])  # no label column
+    with pytest.raises(DataError, match="has no label column"):
+        check_training(csv)
+    with pytest.raises(DataError, match="no such file"):
+        check_training(str(tmp_path / "nope.csv"))
+
+
+def test_each_kind_has_its_handle_class(s, tmp_path):
+    from tasks import jobs
+    from worker.client import PredictionJob, TrainingJob, open_job, status
+    jobs.PredictJob(job_id="predict-k", chunks=2, output="/o.csv", download_to="/o.csv", submitted_at=1.0).write(s.storage)
+    jobs.TrainJob.new("train-k", "digits", "/d.csv", {"recipe": "faithful"}).write(s.storage)
+    assert type(open_job(None, s, "predict-k")) is PredictionJob
+    assert type(open_job(None, s, "train-k")) is TrainingJob
+    # no broker (app None): the state from storage alone
+    assert status(None, s, "predict-k")["progress"] == {"chunks_done": 0, "chunks": 2, "fraction": 0.0}
+    jobs.request_cancel(s.storage, "train-k")
+    assert status(None, s, "train-k")["state"] == "CANCELLING"

@@ -86,6 +86,9 @@ def test_workers_are_listed(live):
     queues = {name: {q["name"] for q in info.get("active_queues", [])} for name, info in workers.items()}
     predict_name, train_name = live.stack.worker_names()
     assert queues[predict_name] == {"predict"} and queues[train_name] == {"train"}
+    for name, info in workers.items():  # each queue bound to its own exchange and routing key
+        for q in info.get("active_queues", []):
+            assert (q["exchange"]["name"], q["routing_key"]) == (q["name"], q["name"]), q
     assert "digits.train_job" in workers[train_name]["registered"]
 
 
@@ -131,7 +134,12 @@ def test_training_task_shows_its_job_and_progress(live, jobs_seen):
         return info if info["state"] == "SUCCESS" else None
 
     info = wait_for(finished, 30, "the train task's SUCCESS in Flower", poll=0.2)
-    assert "epoch" in info["result"] and jobs_seen["train_manifest"]["version"] in info["result"]
+    manifest = jobs_seen["train_manifest"]
+    result = ast.literal_eval(info["result"])  # a short summary a person reads, not the manifest
+    assert result == jobs.TrainJob.summary(manifest) and len(info["result"]) < 600
+    assert result["version"] == manifest["version"] and result["val_accuracy"] == manifest["val_accuracy"]
+    assert result["promoted"] is True and "first version" in result["promotion"]
+    assert result["report"].endswith("report.html") and "history" not in result
     assert job_id in get(live, "/api/tasks", taskname="digits.train_job").json()
 
 
@@ -146,3 +154,7 @@ def test_prometheus_metrics_need_no_auth(live, jobs_seen):
         or re.search(r'flower_events_total\{task="digits\.train_job",type="task-succeeded"', r.text), \
         [line for line in r.text.splitlines() if "train_job" in line][:5]
     assert f'flower_worker_online{{worker="{train_name}"}} 1.0' in r.text
+    # task-sent events carry one sender name per host, not a new label series per process
+    senders = set(re.findall(r'flower_events_total\{[^}]*type="task-sent"[^}]*\}', r.text))
+    assert senders and not any(re.search(r'worker="gen\d+@', line) for line in senders), senders
+    assert any('worker="digits-sender@' in line for line in senders), senders

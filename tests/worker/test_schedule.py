@@ -57,13 +57,15 @@ def test_describe_disabled():
     s = dataclasses.replace(settings.load(), retrain_cron=None, retrain_data=None)
     info = describe(s)
     assert info["enabled"] is False and info["next_run"] is None and info["cron"] is None
-    assert beat_schedule(s) == {}
+    assert set(beat_schedule(s)) == {"gc"}  # retention runs whatever the retraining settings
+    assert beat_schedule(dataclasses.replace(s, gc_cron=None)) == {}
 
 
 def test_describe_cron_next_run_counts_from_now():
     s = dataclasses.replace(with_cron("0 3 * * *"), retrain_recipe="faithful", retrain_model="m1")
     at = lambda *a: datetime(*a, tzinfo=timezone.utc)  # noqa: E731
     info = describe(s, now=at(2024, 1, 1, 1, 0))
+    assert info.pop("gc")["next_run"] == "2024-01-01T04:00:00+00:00"  # the default: daily at 04:00 UTC
     assert info == {"enabled": True, "cron": "0 3 * * *", "model": "m1", "data": "train.csv",
                     "recipe": "faithful", "next_run": "2024-01-01T03:00:00+00:00"}
     assert describe(s, now=at(2024, 1, 1, 3, 0))["next_run"] == "2024-01-02T03:00:00+00:00"
@@ -97,6 +99,27 @@ def test_beat_schedule_entry():
     assert entry["options"] == {"queue": "predict"}
     with pytest.raises(ConfigError, match="DIGITS_RETRAIN_DATA"):
         beat_schedule(with_cron("every 4s", data=None))
+    with pytest.raises(ConfigError, match="DIGITS_RETRAIN_DATA"):  # `digits schedule` says so too
+        describe(with_cron("every 4s", data=None))
+
+
+def test_gc_entry_and_settings(monkeypatch):
+    monkeypatch.setenv("DIGITS_GC_CRON", "every 2h")
+    monkeypatch.setenv("DIGITS_GC_OLDER_THAN", "3d")
+    s = settings.load()
+    entry = beat_schedule(s)["gc"]
+    assert entry["task"] == "digits.gc" and entry["args"] == (3 * 86400,)
+    assert entry["schedule"].run_every == timedelta(hours=2) and entry["options"] == {"queue": "predict"}
+    assert describe(s)["gc"]["older_than_seconds"] == 3 * 86400
+    monkeypatch.setenv("DIGITS_GC_CRON", "off")
+    assert "gc" not in beat_schedule(settings.load())
+    monkeypatch.setenv("DIGITS_GC_OLDER_THAN", "a week")
+    with pytest.raises(ConfigError, match="DIGITS_GC_OLDER_THAN"):
+        settings.load()
+    monkeypatch.setenv("DIGITS_GC_OLDER_THAN", "7d")
+    monkeypatch.setenv("DIGITS_GC_CRON", "0 25 * * *")
+    with pytest.raises(ConfigError, match="DIGITS_GC_CRON"):
+        beat_schedule(settings.load())
 
 
 def test_configure_rereads_the_schedule(monkeypatch):
@@ -111,7 +134,7 @@ def test_configure_rereads_the_schedule(monkeypatch):
     finally:
         monkeypatch.undo()
         configure(old)
-    assert app.conf.beat_schedule == {}
+    assert "retrain-m2" not in app.conf.beat_schedule
 
 
 # ----------------------------------------------------------------------------- integration

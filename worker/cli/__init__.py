@@ -17,11 +17,11 @@ from worker.cli.parser import build_parser
 def main(argv=None):
     """Run one command -> exit code (worker.exitcodes; README, "Exit codes")."""
     parser = build_parser()
-    a = parser.parse_args(argv)
-    if not getattr(a, "func", None):
-        parser.print_help()
-        return 2
     try:
+        a = parser.parse_args(argv)
+        if not getattr(a, "func", None):
+            parser.print_help()
+            return 2
         return _run(a)
     except BrokenPipeError:  # the reader went away (`digits status JOB --json | head -1`): quiet, as Unix tools
         devnull = os.open(os.devnull, os.O_WRONLY)
@@ -36,6 +36,8 @@ def _run(a):
     from worker.watchdog import BROKER_ERRORS
     try:
         return a.func(a, settings_mod.load()) or 0
+    except BrokenPipeError:  # first: it is a ConnectionError, which BROKER_ERRORS would take for the broker's
+        raise
     except BrokerUnreachable as e:
         return _fail(a, str(e), exitcodes.BROKER)
     except DigitsError as e:
@@ -44,8 +46,6 @@ def _run(a):
         s = settings_mod.load()
         reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
         return _fail(a, f"broker {s.broker_url or s.embedded_url} unreachable: {reason}", exitcodes.BROKER)
-    except BrokenPipeError:
-        raise
     except OSError as e:  # an unwritable --out, a full disk, ...: the user's to fix, in one line
         return _fail(a, str(e), exitcodes.FAILED)
     except KeyboardInterrupt:

@@ -1,8 +1,5 @@
-"""`digits status`, `watch` and `cancel`: following jobs by id."""
-import sys
+"""`digits status`, `watch`, `cancel`, `jobs` and `gc`: following, listing and cleaning up jobs."""
 import time
-
-from tqdm import tqdm
 
 from worker.cli.common import eprint, print_json
 
@@ -28,6 +25,7 @@ def _job_status(s, job_id, apps):
 
 
 def cmd_status(a, s):
+    from tasks.jobs import KINDS, STALLED, iso_times
     from worker import exitcodes
     from worker.client import status
     from worker.outage import BrokerDown
@@ -36,58 +34,55 @@ def cmd_status(a, s):
     except BrokerDown:
         # without a broker nothing runs the job: say so instead of its last known state
         st = status(None, s, a.job)
-        st.update(last_state=st["state"], state="STALLED", broker=s.broker_url or s.embedded_url,
+        st.update(last_state=st["state"], state=STALLED, broker=s.broker_url or s.embedded_url,
                   broker_reachable=False)
+    st = iso_times(st)
     if a.json:
         print_json(st)
         return exitcodes.for_state(st["state"])
+    kind = KINDS[st["kind"]]
     print(f"job {st['job_id']} ({st['kind']}): {st['state']}")
-    if st["state"] == "STALLED":
+    if st["state"] == STALLED:
         print(f"broker {st['broker']} is unreachable: nothing runs the job now; it goes on when its "
               f"stack is back (its queued work is kept)")
-    p = st.get("progress") or {}
-    if st["kind"] == "predict":
-        print(f"chunks {p.get('chunks_done', 0)}/{p.get('chunks', 0)}")
-    elif "epoch" in p:
-        print(f"epoch {p['epoch']}/{p['epochs']} batch {p['batch']}/{p['batches']} loss {p['loss']:.4f} "
-              f"val_accuracy {p.get('val_accuracy')}" + ("" if st["state"] == "STALLED" else
-                                                         f" eta {p.get('eta_seconds')}s"))
-    for key in ("rows_in", "rows_ok", "rows_bad", "version", "val_accuracy", "error"):
-        if st.get(key) is not None:
-            print(f"{key}: {st[key]}")
+    p = dict(st.get("progress") or {})
+    if st["state"] == STALLED:
+        p.pop("eta_seconds", None)
+    if kind.bar(p)[1]:
+        print(f"progress: {kind.progress_text(p)}")
+    for line in kind.result_lines(st):
+        print(line)
+    for key in ("submitted_at", "finished_at"):
+        if st.get(key):
+            print(f"{key.replace('_at', '')}: {st[key]}")
     print(f"output: {st.get('output')}")
     return exitcodes.for_state(st["state"])
 
 
 def cmd_watch(a, s):
+    from tasks.jobs import KINDS
     from worker import exitcodes
     from worker.client import FINAL_STATES
+    from worker.cli.progress import JobBar
     from worker.outage import Outage
     outage = Outage(s.broker_url or s.embedded_url, s.broker_outage, eprint)
     apps = {}
-    bar = tqdm(total=None, file=sys.stderr, dynamic_ncols=True, desc=a.job)
+    bar = JobBar(a.job)
     st = None
     try:
         while True:
             st = outage.call(lambda: _job_status(s, a.job, apps)) or st
-            p = (st or {}).get("progress") or {}
-            if st is None:
-                pass
-            elif st["kind"] == "predict":
-                bar.total, bar.n = p.get("chunks"), p.get("chunks_done", 0)
-            elif "epoch" in p:
-                from tasks.train import progress_text
-                bar.total, bar.n = p["epochs"] * p["batches"], (p["epoch"] - 1) * p["batches"] + p["batch"]
-                bar.set_postfix_str(progress_text(p))
             if st is not None:
-                bar.set_description(f"{a.job} {st['state'] if outage.since is None else 'reconnecting'}")
-                bar.refresh()
+                state = st["state"] if outage.since is None else "reconnecting"
+                bar.update(st["kind"], st.get("progress") or {}, state, force=st["state"] in FINAL_STATES)
                 if st["state"] in FINAL_STATES:
                     break
             time.sleep(a.interval)
     finally:
         bar.close()
     print(f"job {a.job}: {st['state']}")
+    for line in KINDS[st["kind"]].result_lines(st):
+        print(line)
     return exitcodes.for_state(st["state"])
 
 
@@ -99,4 +94,89 @@ def cmd_cancel(a, s):
         return 0
     jobs.request_cancel(s.storage, a.job)
     print(f"cancel requested for job {a.job}: remaining work is skipped, finished work kept")
+    return 0
+
+
+def list_jobs(s, state=None, kind=None, since=None, limit=None, now=None):
+    """Index entries of recent jobs, newest first, filtered; an unfinished job's state and
+    progress are read from storage (PENDING, PROGRESS or CANCELLING) -> list of dicts."""
+    from tasks import jobs
+    now = time.time() if now is None else now
+    out = []
+    for e in jobs.list_index(s.storage):
+        if kind and e.get("kind") != kind:
+            continue
+        if since is not None and (e.get("submitted_at") or 0) < now - since:
+            break  # newest first: the rest is older
+        if e.get("state") not in jobs.FINAL_STATES:
+            try:
+                record = jobs.load(s.storage, e["job_id"])
+            except Exception:  # removed meanwhile
+                continue
+            e["progress"] = record.progress(s.storage)
+            e["state"] = record.storage_state(s.storage, e["progress"])
+        if state and e["state"] != state:
+            continue
+        end = e.get("finished_at") or (None if e["state"] in jobs.FINAL_STATES else now)
+        e["duration_seconds"] = round(end - e["submitted_at"], 1) if end and e.get("submitted_at") else None
+        out.append(e)
+        if limit and len(out) >= limit:
+            break
+    return out
+
+
+def _row(e):
+    """One `digits jobs` line's cells."""
+    from tasks.jobs import KINDS, format_seconds, iso
+    kind = KINDS[e["kind"]]
+    if e.get("progress") is not None and kind.bar(e["progress"])[1]:
+        done, total = kind.bar(e["progress"])
+        progress = f"{done / total:.0%}"
+    else:
+        progress = "100%" if e["state"] == "SUCCESS" else "-"
+    amount = kind.amount_text(e)
+    model = f"{e.get('model')}:{e['version']}" if e.get("version") else str(e.get("model"))
+    duration = format_seconds(e["duration_seconds"]) if e.get("duration_seconds") is not None else "-"
+    return [e["job_id"], e["kind"], e["state"], progress, amount, model, iso(e.get("submitted_at")) or "-",
+            duration, str(e.get("output"))]
+
+
+HEADER = ["JOB", "KIND", "STATE", "PROGRESS", "ROWS/EPOCHS", "MODEL", "SUBMITTED (UTC)", "DURATION", "OUTPUT"]
+
+
+def cmd_jobs(a, s):
+    from tasks.jobs import iso_times
+    found = list_jobs(s, state=a.state, kind=a.kind, since=a.since, limit=a.limit)
+    if a.json:
+        print_json(iso_times(found))
+        return 0
+    if not found:
+        print(f"no jobs{' matching' if (a.state or a.kind or a.since) else ''} under {s.storage}")
+        return 0
+    rows = [HEADER] + [_row(e) for e in found]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(HEADER) - 1)]
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[-1])
+    return 0
+
+
+def cmd_gc(a, s):
+    from tasks.retention import collect, format_bytes, summary_line
+    from worker import stack
+    from worker.app import configure
+    url = stack.live_broker(s)  # the result backend's keys too, when a broker answers (none is started)
+    redis = configure(url).backend.client if url else None
+    report = collect(s.storage, a.older_than, dry_run=a.dry_run, redis=redis)
+    if a.json:
+        print_json(report)
+        return 0
+    verb = "would remove" if a.dry_run else "removed"
+    for r in report["removed"]:
+        print(f"{verb} {r['what']} of {r['job_id']}: {r['path']} ({r['files']} files, {format_bytes(r['bytes'])})")
+    for k in report["skipped"]:
+        print(f"kept {k['path']}: {k['reason']}")
+    if redis is None:
+        print(f"no broker answers at {s.broker_url or s.embedded_url}: result-backend keys not checked "
+              f"(they expire after DIGITS_RESULT_EXPIRES)")
+    print(summary_line(report))
     return 0

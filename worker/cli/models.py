@@ -3,8 +3,14 @@ from worker.cli.common import print_json
 
 
 def cmd_models(a, s):
+    from model.errors import RegistryError
     from model.registry import Registry
-    versions = Registry(s.storage).versions(a.name)
+    registry = Registry(s.storage)
+    names = registry.names()
+    if a.name is not None and a.name not in names:
+        raise RegistryError(f"no model named {a.name!r} in registry {s.storage}; known models: "
+                            f"{', '.join(names) or 'none registered'}")
+    versions = registry.versions(a.name)
     if a.json:
         print_json(versions)
         return 0
@@ -32,9 +38,17 @@ def cmd_schedule(a, s):
     info = describe(s)
     if a.json:
         print_json(info)
-    elif not info["enabled"]:
+        return 0
+    if not info["enabled"]:
         print("no retraining scheduled (set DIGITS_RETRAIN_CRON and DIGITS_RETRAIN_DATA)")
     else:
         print(f"retrain {info['model']} from {info['data']} (recipe {info['recipe']}) on "
               f"cron '{info['cron']}'; next run {info['next_run']}")
+    gc = info["gc"]
+    if gc["enabled"]:
+        from tasks.jobs import format_seconds
+        print(f"gc of jobs ended more than {format_seconds(gc['older_than_seconds'])} ago on cron "
+              f"'{gc['cron']}'; next run {gc['next_run']}")
+    else:
+        print("no scheduled gc (DIGITS_GC_CRON=off)")
     return 0

@@ -12,13 +12,27 @@ from model.recipes import OPTIMIZER_NAMES, RECIPES
 from worker.cli.common import EPILOG, positive_int
 
 
+STATES = ("PENDING", "PROGRESS", "CANCELLING", "SUCCESS", "PARTIAL", "CANCELLED", "FAILURE")  # tasks.jobs
+
+
+def duration(text):
+    """An AGE option ("90s", "30m", "2h", "7d") -> seconds."""
+    from model.errors import ConfigError
+    from worker.settings import parse_duration
+    try:
+        return parse_duration(text, "age")
+    except ConfigError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 class _Help(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    """Keeps the examples' line breaks and shows each option's default (when it has one:
-    flags and options without a default say so in their own help)."""
+    """Keeps the examples' line breaks and shows each option's default (unless its help
+    already says it, or there is none: a flag, an option that is off when not given)."""
 
     def _get_help_string(self, action):
-        if action.default in (None, False) or "(default" in (action.help or ""):
-            return action.help
+        text = action.help or ""
+        if "(default" in text or action.default in (None, False) or action.default is argparse.SUPPRESS:
+            return text
         return super()._get_help_string(action)
 
 
@@ -122,6 +136,26 @@ def build_parser():
              "Stop a job: remaining chunks or batches are skipped, finished work kept.",
              "digits cancel predict-3f2a9c1b7d6e5f40")
     sp.add_argument("job", help="the job id")
+
+    sp = add("jobs", "jobs", "cmd_jobs",
+             "List recent jobs, newest first: id, kind, state, progress, rows or epochs, model and version, "
+             "submitted at (UTC), duration, output. Reads storage only: works with the broker down.",
+             "digits jobs --state FAILURE --since 2h")
+    sp.add_argument("--state", choices=STATES, help="only jobs in this state (default: any)")
+    sp.add_argument("--kind", choices=("predict", "train"), help="only jobs of this kind (default: both)")
+    sp.add_argument("--since", type=duration, metavar="AGE",
+                    help="only jobs submitted within AGE, such as 90s, 30m, 2h, 7d (default: all)")
+    sp.add_argument("--limit", type=positive_int, metavar="N", help="at most N jobs (default: all)")
+    json_flag(sp)
+
+    sp = add("gc", "jobs", "cmd_gc",
+             "Remove what jobs ended long ago no longer need: chunk files, uploaded inputs, training states "
+             "and leftover result-backend keys. Never a registered model, an output, or a running job's files.",
+             "digits gc --older-than 3d --dry-run")
+    sp.add_argument("--older-than", type=duration, default="7d", metavar="AGE",
+                    help="jobs that ended more than AGE ago (s, m, h, d, w)")
+    sp.add_argument("--dry-run", action="store_true", help="say what would be removed, remove nothing")
+    json_flag(sp)
 
     sp = add("models", "models", "cmd_models", "List registered model versions, their metrics, aliases and reports.",
              "digits models digits --json")

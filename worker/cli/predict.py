@@ -1,11 +1,7 @@
 """`digits predict`: bulk prediction through the queue or in this process."""
-import sys
-
-from tqdm import tqdm
-
 from model import batch, checkpoint, sources
 from worker.cli.common import eprint, queue_app
-from worker.cli.progress import predict_wait
+from worker.cli.progress import JobBar, predict_wait
 
 
 def cmd_predict(a, s):
@@ -32,9 +28,17 @@ def _predict_local(a, s):
     path, _ = Registry(s.storage).resolve(a.model)
     model = checkpoint.load_model(path)
     source = sources.open_source(a.input, a.chunk_rows or s.chunk_rows, a.chunk_rows or s.chunk_images)
-    bar = tqdm(total=len(source.chunks), unit="chunk", desc="predict", file=sys.stderr)
-    counts = batch.run(source, model, a.out, on_chunk=lambda i: bar.update(1))
-    bar.close()
+    bar = JobBar("predict")
+    done = {"n": 0}
+
+    def on_chunk(i):
+        done["n"] += 1
+        bar.update("predict", {"chunks_done": done["n"], "chunks": len(source.chunks)})
+
+    try:
+        counts = batch.run(source, model, a.out, on_chunk=on_chunk)
+    finally:
+        bar.close()
     return report_predict(counts)
 
 

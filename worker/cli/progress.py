@@ -1,65 +1,77 @@
-"""Progress bars on stderr: one for prediction jobs (chunks), one for training (batches)."""
+"""Progress on stderr: one bar for every job kind, worded by the kind's own formatter.
+
+`predict`, `train`, `watch` (and `--local` runs) draw a JobBar; `status` and Flower print
+the same text (tasks.jobs PredictJob/TrainJob.progress_text). The bar counts what the job
+counts (chunks or batches), shows no rate, and an ETA only once enough work was measured
+(tasks.jobs.eta_seconds), so a first frame never says hours.
+"""
 import sys
 import time
 
 from tqdm import tqdm
 
+from tasks import jobs
 from worker.cli.common import eprint
+
+BAR_FORMAT = "{desc} {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} {unit} [{elapsed}]{postfix}"
+
+
+class JobBar:
+    """A bar drawn from a job's progress dicts: update(kind, progress). Nothing is drawn
+    before a progress with a known total arrives (a command failing first draws no bar).
+    Redrawn at most every `every` seconds, and always when forced or at an epoch's end."""
+
+    def __init__(self, label, every=0.1):
+        self.label, self.every = label, every
+        self.bar = None
+        self.last = float("-inf")
+        self.first = None  # (monotonic time, done) of the first frame, for the ETA
+
+    def update(self, kind, progress, state=None, force=False):
+        cls = jobs.KINDS[kind]
+        done, total = cls.bar(progress)
+        if not total:
+            return
+        now = time.monotonic()
+        epoch_end = progress.get("batch") is not None and progress.get("batch") == progress.get("batches")
+        if not (force or epoch_end or done == total) and now - self.last < self.every:
+            return
+        self.last = now
+        if self.bar is None:
+            self.bar = tqdm(total=total, initial=done, unit=cls.unit, desc=self.label, file=sys.stderr, dynamic_ncols=True,
+                            bar_format=BAR_FORMAT)
+            self.first = (now, done)
+        if progress.get("eta_seconds") is None:  # measured here (prediction, --local runs)
+            progress = dict(progress, eta_seconds=jobs.eta_seconds(done, total, now - self.first[0], self.first[1]))
+        self.bar.total, self.bar.n = total, done
+        text = cls.progress_text(progress)
+        if state and state not in (jobs.PROGRESS, jobs.SUCCESS):
+            text = f"{state.lower()} {text}"
+        self.bar.set_postfix_str(text, refresh=False)
+        self.bar.refresh()
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+
+
+def wait(job, label):
+    """Wait for a queued job with its bar -> the manifest."""
+    bar = JobBar(label)
+    try:
+        return job.wait(on_progress=lambda st: bar.update(st["kind"], st.get("progress") or {}, st["state"]))
+    finally:
+        bar.close()
 
 
 def predict_wait(job, label):
-    bar = tqdm(total=None, unit="chunk", desc=label, file=sys.stderr, dynamic_ncols=True)
+    """wait() for a prediction, then one line: rows and rows per second."""
     t0 = time.time()
-
-    def on_progress(st):
-        p = st.get("progress", {})
-        bar.total = p.get("chunks") or 0
-        bar.n = p.get("chunks_done", 0)
-        bar.set_postfix_str(st["state"].lower())
-        bar.refresh()
-
-    try:
-        manifest = job.wait(on_progress=on_progress)
-    finally:
-        bar.close()
+    manifest = wait(job, label)
     rows = manifest.get("rows_in", 0)
     secs = time.time() - t0
     eprint(f"{rows} rows in {secs:.2f}s ({rows / max(secs, 1e-9):,.0f} rows/s)")
     return manifest
 
 
-def train_bar(label, every=0.1):
-    """A progress bar and its update(...); the bar is redrawn at most every `every` seconds
-    and at the end of each epoch (a redraw costs as much as a few training batches)."""
-    bar = tqdm(total=None, unit="batch", desc=label, file=sys.stderr, dynamic_ncols=True)
-    last = {"t": float("-inf")}
-
-    def update(epoch, epochs, batch_no, batches, loss, val_acc):
-        now = time.monotonic()
-        if now - last["t"] < every and batch_no != batches:
-            return
-        last["t"] = now
-        bar.total = epochs * batches
-        bar.n = (epoch - 1) * batches + batch_no
-        post = f"epoch {epoch}/{epochs} loss {loss:.4f}"
-        if val_acc is not None:
-            post += f" val_acc {val_acc:.4f}"
-        bar.set_postfix_str(post, refresh=False)
-        bar.refresh()
-
-    return bar, update
-
-
-def train_wait(job, label):
-    """Wait for a training job with a progress bar (epoch, loss, val_accuracy) -> manifest."""
-    bar, update = train_bar(label)
-
-    def on_progress(st):
-        p = st.get("progress") or {}
-        if "epoch" in p:
-            update(p["epoch"], p["epochs"], p["batch"], p["batches"], p["loss"], p.get("val_accuracy"))
-
-    try:
-        return job.wait(on_progress=on_progress)
-    finally:
-        bar.close()
+train_wait = wait

@@ -1,10 +1,12 @@
 """`digits train`: a training job through the queue or in this process."""
 import time
 
+from tqdm import tqdm
+
 from model import checkpoint, sources, storage
 from model.errors import DigitsError
 from worker.cli.common import eprint, queue_app
-from worker.cli.progress import train_bar, train_wait
+from worker.cli.progress import JobBar, train_wait
 
 
 def _training_overrides(a):
@@ -17,8 +19,10 @@ def cmd_train(a, s):
     config = make_config(a.recipe, **_training_overrides(a))
     if a.local:
         return _train_local(a, s, config)
-    from worker.client import submit_training
+    from worker.client import check_training, submit_training
     name = a.name or "digits"
+    if not a.job_id:
+        check_training(a.data)  # a missing or unlabeled file fails here, before any stack starts
     with queue_app(s, keep_alive=a.no_wait) as app:
         job = submit_training(a.data, name, config, app=app, settings=s, skip_bad=a.skip_bad,
                               checkpoint_every=a.checkpoint_every, job_id=a.job_id)
@@ -31,14 +35,13 @@ def cmd_train(a, s):
 
 
 def report_train(manifest, out):
-    if manifest["state"] == "CANCELLED":
-        print(f"training cancelled after {manifest['epochs_done']} epochs; checkpoint kept at "
-              f"{manifest['checkpoint']}")
+    """Print what a training job ended with (version, val_accuracy, promoted or not and why,
+    report) -> exit code: 1 for a cancelled run."""
+    from tasks.jobs import CANCELLED, TrainJob
+    for line in TrainJob.result_lines(manifest):
+        print(line)
+    if manifest["state"] == CANCELLED:
         return 1
-    promo = manifest.get("promotion") or {}
-    print(f"model {manifest['name']} version {manifest['version']}: val_accuracy "
-          f"{manifest['val_accuracy']:.4f}; {promo.get('reason', '')}")
-    print(f"report: {manifest.get('report')}")
     if out:
         storage.write_bytes(out, storage.read_bytes(manifest["model"]))
         print(f"model file copied to {out}")
@@ -47,6 +50,7 @@ def report_train(manifest, out):
 
 def _train_local(a, s, config):
     from model.train import Trainer
+    from tasks.jobs import TrainJob
     if not a.out and not a.name:
         raise DigitsError("--local needs --out MODEL (a file) or --name NAME (the registry)")
     eprint(f"reading {a.data}")
@@ -54,18 +58,24 @@ def _train_local(a, s, config):
     if ds.skipped:
         eprint(f"skipped {len(ds.skipped)} bad records, first: {ds.skipped[0][0]}: {ds.skipped[0][1]}")
     trainer = Trainer(config, ds.pixels, ds.labels)
-    bar, update = train_bar(f"train {config.recipe}")
-    last = {"val": None}
+    bar = JobBar(f"train {config.recipe}")
+    last = {}
+
+    def on_batch(i):
+        last.update(epoch=i.epoch, epochs=i.epochs, batch=i.batch, batches=i.batches, loss=i.loss,
+                    val_accuracy=trainer.history[-1].val_accuracy if trainer.history else None)
+        bar.update("train", last)
 
     def on_epoch(m):
-        last["val"] = m.val_accuracy
-        bar.write(f"epoch {m.epoch}/{config.epochs}: loss {m.train_loss:.4f} val_loss {m.val_loss:.4f} "
-                  f"val_accuracy {m.val_accuracy:.4f} ({m.seconds:.2f}s)")
+        bar.update("train", dict(last, val_accuracy=m.val_accuracy), force=True)  # the epoch's own score
+        tqdm.write(f"epoch {m.epoch}/{config.epochs}: loss {m.train_loss:.4f} val_loss {m.val_loss:.4f} "
+                      f"val_accuracy {m.val_accuracy:.4f} ({m.seconds:.2f}s)")
 
     t0 = time.perf_counter()
-    trainer.run(on_batch=lambda i: update(i.epoch, i.epochs, i.batch, i.batches, i.loss, last["val"]),
-                on_epoch=on_epoch)
-    bar.close()
+    try:
+        trainer.run(on_batch=on_batch, on_epoch=on_epoch)
+    finally:
+        bar.close()
     model = checkpoint.trained_model(trainer, ds.fingerprint, str(a.data))
     print(f"trained {len(ds.labels)} images ({len(trainer.y_val)} held out) in "
           f"{time.perf_counter() - t0:.1f}s: val_accuracy {trainer.history[-1].val_accuracy:.4f}")
@@ -76,5 +86,5 @@ def _train_local(a, s, config):
         from model.registry import Registry
         meta = Registry(s.storage).register_trained(a.name, model, trainer, job_id=None,
                                                     tolerance=s.promote_tolerance)
-        print(f"registered {a.name} version {meta['version']}; {meta['promotion']['reason']}")
+        print(f"registered {a.name} version {meta['version']}; {TrainJob.promotion_text(meta['promotion'])}")
     return 0

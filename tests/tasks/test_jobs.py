@@ -1,0 +1,119 @@
+"""tasks.jobs: the typed records, their manifests and Flower summaries, and the jobs index
+(real storage in a temporary folder; no stack)."""
+import json
+import time
+
+import pytest
+
+from model import storage
+from model.errors import JobError
+from tasks import jobs
+
+
+def predict_record(job_id="predict-1", submitted_at=1000.0, **kw):
+    return jobs.PredictJob(job_id=job_id, input="/in/test.csv", output="/out/sub.csv", download_to="/out/sub.csv",
+                           model={"ref": "/m.npz", "version": "abc", "name": "digits", "registry_version": "3"},
+                           chunks=4, input_kind="csv", window=4, submitted_at=submitted_at, **kw)
+
+
+def test_records_round_trip_and_read_older_records(tmp_path):
+    root = str(tmp_path)
+    rec = predict_record()
+    rec.write(root)
+    assert jobs.load(root, "predict-1") == rec
+    assert jobs.read_job(root, "predict-1")["kind"] == "predict"
+    # a record written by an older version or by hand, with fields missing: defaults fill them
+    old = jobs.record_from_dict({"job_id": "predict-old", "kind": "predict", "chunks": 3, "output": "/x.csv"})
+    assert old.user_output == "/x.csv" and old.window is None
+    train = jobs.TrainJob.new("train-1", "digits", "/d.csv", {"recipe": "faithful", "epochs": 3})
+    assert train.output == "models/digits" and train.kind == "train"
+    with pytest.raises(JobError, match="unknown kind"):
+        jobs.record_from_dict({"job_id": "x", "kind": "nope"})
+    with pytest.raises(JobError, match="unknown job"):
+        jobs.load(root, "missing")
+
+
+def test_parser_states_are_the_records_states():
+    from worker.cli.parser import STATES
+    assert STATES == jobs.STATES
+
+
+def test_train_summary_is_short_and_says_the_outcome():
+    history = [{"epoch": i, "train_loss": 0.1, "val_accuracy": 0.9 + i / 1000, "val_loss": 0.2,
+                "train_accuracy": 0.95, "lr": 0.05, "seconds": 1.0} for i in range(1, 46)]
+    rec = jobs.TrainJob.new("train-1", "digits", "/d.csv", {"recipe": "default", "epochs": 45})
+    registered = {"version": "4", "path": "/s/models/digits/4", "model": "/s/models/digits/4/model.npz",
+                  "report": "/s/models/digits/4/report.html",
+                  "promotion": {"promoted": False, "reason": "val_accuracy 0.9450 < production version 3 0.9900"}}
+    manifest = rec.manifest(jobs.SUCCESS, history, skipped_records=0, seconds=12.5, registered=registered)
+    assert manifest["val_accuracy"] == history[-1]["val_accuracy"] and manifest["epochs_done"] == 45
+    summary = jobs.TrainJob.summary(manifest)
+    assert len(repr(summary)) < 400 < len(repr(manifest))  # Flower cuts a result at about 1,000 characters
+    assert summary["version"] == "4" and summary["promoted"] is False and "production version 3" in summary["promotion"]
+    assert summary["report"].endswith("report.html") and "history" not in summary
+    lines = jobs.TrainJob.result_lines(dict(manifest, name="digits"))
+    assert lines[0] == ("model digits version 4: val_accuracy 0.9450; not promoted (val_accuracy 0.9450 < "
+                        "production version 3 0.9900)")
+    promoted = jobs.TrainJob.promotion_text({"promoted": True, "reason": "first version: no production model yet"})
+    assert promoted == "promoted to production (first version: no production model yet)"
+
+
+def test_progress_text_is_one_format():
+    p = {"epoch": 3, "epochs": 10, "batch": 400, "batches": 844, "loss": 0.08123, "val_accuracy": 0.97414,
+         "eta_seconds": 125.0}
+    assert jobs.TrainJob.progress_text(p) == "epoch 3/10 batch 400/844 loss 0.0812 val_accuracy 0.9741 eta 2m05s"
+    assert jobs.TrainJob.bar(p) == (2 * 844 + 400, 8440)
+    assert jobs.PredictJob.progress_text({"chunks_done": 2, "chunks": 5}) == "chunks 2/5"
+    from tasks.train import progress_text
+    assert progress_text is jobs.TrainJob.progress_text  # what Flower's Result field shows
+
+
+def test_iso_times():
+    st = {"submitted_at": 0, "finished_at": 86400.5, "promotion": {"decided_at": "2024-01-01T00:00:00+00:00"},
+          "rows_at": "x", "flag_at": True}
+    out = jobs.iso_times(st)
+    assert out["submitted_at"] == "1970-01-01T00:00:00+00:00" and out["finished_at"] == "1970-01-02T00:00:00+00:00"
+    assert out["promotion"] == st["promotion"] and out["rows_at"] == "x" and out["flag_at"] is True
+
+
+def test_index_is_written_at_submit_and_end_newest_first(tmp_path):
+    root = str(tmp_path)
+    first, second = predict_record("predict-a", 1000.0), predict_record("predict-b", 2000.0)
+    first.write(root)
+    second.write(root)
+    assert [e["job_id"] for e in jobs.list_index(root)] == ["predict-b", "predict-a"]
+    assert jobs.list_index(root)[1]["state"] == jobs.PENDING
+    counts = {"rows_in": 10, "rows_ok": 9, "rows_bad": 1, "rows_failed": 0, "rows_skipped": 0,
+              "failed_chunks": [], "output": "/out/sub.csv", "errors": None}
+    jobs.write_manifest(root, "predict-a", first.manifest(counts, jobs.SUCCESS, 4, 1.0, 0.1))
+    entry = {e["job_id"]: e for e in jobs.list_index(root)}["predict-a"]
+    assert (entry["state"], entry["rows_in"], entry["rows_bad"], entry["model"], entry["version"]) == \
+        ("SUCCESS", 10, 1, "digits", "3")
+    jobs.reopen(root, "predict-a")
+    assert {e["job_id"]: e for e in jobs.list_index(root)}["predict-a"]["state"] == jobs.PENDING
+    jobs.clear(root, "predict-a")
+    assert [e["job_id"] for e in jobs.list_index(root)] == ["predict-b"]
+
+
+def test_a_job_without_an_index_entry_gets_one(tmp_path):
+    """Jobs written before the index existed (or whose entry was lost) are listed too."""
+    root = str(tmp_path)
+    rec = jobs.TrainJob.new("train-old", "digits", "/d.csv", {"recipe": "faithful", "epochs": 2})
+    jobs.write_json(jobs.ref(root, rec.job_id, "job.json"), rec.to_dict())  # no index entry
+    jobs.write_json(jobs.ref(root, rec.job_id, "manifest.json"), rec.failure_manifest("boom"))
+    storage.write_text(jobs.index_ref(root, "train-broken"), "{not json")  # a damaged entry is ignored
+    entries = jobs.list_index(root)
+    assert [(e["job_id"], e["state"], e["error"]) for e in entries] == [("train-old", "FAILURE", "boom")]
+    assert storage.exists(jobs.index_ref(root, "train-old"))
+
+
+def test_many_jobs_list_in_one_pass(tmp_path):
+    """1,000 entries come back complete and in order (bench/bench_jobs.py times this)."""
+    root = str(tmp_path)
+    now = time.time()
+    for i in range(1000):
+        jobs.write_json(jobs.index_ref(root, f"predict-{i:04d}"),
+                        predict_record(f"predict-{i:04d}", now - i).index_entry())
+    entries = jobs.list_index(root)
+    assert [e["job_id"] for e in entries] == [f"predict-{i:04d}" for i in range(1000)]
+    assert json.loads(json.dumps(entries)) == entries
