@@ -129,12 +129,12 @@ def test_configure_rereads_the_schedule(monkeypatch):
     monkeypatch.setenv("DIGITS_RETRAIN_DATA", "/data/train.csv")
     monkeypatch.setenv("DIGITS_RETRAIN_MODEL", "m2")
     try:
-        configure(old)
-        assert app.conf.beat_schedule["retrain-m2"]["schedule"].run_every == timedelta(seconds=7)
+        current = configure(old)  # the app the shared tasks follow (not always the module's first one)
+        assert current.conf.beat_schedule["retrain-m2"]["schedule"].run_every == timedelta(seconds=7)
     finally:
         monkeypatch.undo()
-        configure(old)
-    assert "retrain-m2" not in app.conf.beat_schedule
+        current = configure(old)
+    assert "retrain-m2" not in current.conf.beat_schedule
 
 
 # ----------------------------------------------------------------------------- integration
@@ -160,7 +160,7 @@ def _log_times(path, pattern):
 @pytest.fixture
 def schedule_env(tmp_path):
     """os.environ for a separate stack with a 4 s retraining schedule; restored afterwards."""
-    from worker.app import app
+    from celery import current_app
     paths = write_sample(str(tmp_path / "sample"), images=False)
     with open(paths["train"]) as f:
         header, body = f.readline(), f.readlines()
@@ -173,7 +173,7 @@ def schedule_env(tmp_path):
            "DIGITS_RETRAIN_DATA": str(data), "DIGITS_RETRAIN_RECIPE": "plain"}
     drop = ("DIGITS_BROKER_URL", "DIGITS_RESULT_BACKEND")
     old = {k: os.environ.get(k) for k in (*env, *drop)}
-    old_broker = app.conf.broker_url
+    old_broker = current_app.conf.broker_url  # the app the shared tasks follow now
     for k in drop:
         os.environ.pop(k, None)
     os.environ.update(env)
