@@ -150,11 +150,16 @@ def _background_predict(cluster, name, src, out, model, chunk_rows):
                                           "--out", out, "--chunk-rows", chunk_rows])
 
 
-def _wait_chunk_taken(cluster, host, timeout=60):
-    """Until host's predict worker has received a chunk and not finished it -> True."""
+def _log_end(cluster, host):
+    return len(cluster.log_text(f"{host}-predict"))
+
+
+def _wait_chunk_taken(cluster, host, since, timeout=60):
+    """Until host's predict worker has received a chunk and not finished it, in its log after
+    offset `since` (earlier lines may hold a chunk of a killed worker) -> True."""
     deadline = time.time() + timeout
     while time.time() < deadline:
-        text = cluster.log_text(f"{host}-predict")
+        text = cluster.log_text(f"{host}-predict")[since:]
         got = len(re.findall(r"Task digits\.predict_chunk\[\S+\] received", text))
         done = len(re.findall(r"Task digits\.predict_chunk\[\S+\] (succeeded|retry)", text))
         if got > done:
@@ -175,8 +180,9 @@ def test_sigkill_of_a_worker_host_mid_job(cluster, data):
     ensure_workers(cluster, cluster.shared)
     ref = local_reference(cluster, data["big"], data["model"], "big")
     out = cluster.home("client") / "big-kill.csv"
+    since = _log_end(cluster, "w2")
     proc = _background_predict(cluster, "client-kill", data["big"], out, data["model"], 1000)
-    _wait_chunk_taken(cluster, "w2")
+    _wait_chunk_taken(cluster, "w2", since)
     cluster.kill_host("w2")
     code, text = _finish(cluster, "client-kill", proc, 180)
     assert code == 0, text
@@ -193,8 +199,9 @@ def test_redis_restart_mid_job(cluster, data):
     ensure_workers(cluster, cluster.shared)
     ref = local_reference(cluster, data["big"], data["model"], "big")
     out = cluster.home("client") / "big-redis.csv"
+    since = _log_end(cluster, "w1")
     proc = _background_predict(cluster, "client-redis", data["big"], out, data["model"], 1000)
-    _wait_chunk_taken(cluster, "w1")
+    _wait_chunk_taken(cluster, "w1", since)
     cluster.restart_redis()
     code, text = _finish(cluster, "client-redis", proc, 180)
     assert code == 0, text
@@ -254,8 +261,9 @@ def test_s3_link_cut_for_30s_mid_chunk(cluster, data):
     ensure_workers(cluster, cluster.s3_storage("digits"))
     ref = local_reference(cluster, data["big"], data["model"], "big")
     out = cluster.home("client") / "s3-big-cut.csv"
+    since = _log_end(cluster, "w2")
     proc = _background_predict(cluster, "client-cut", data["big"], out, data["model"], 2000)
-    _wait_chunk_taken(cluster, "w2")
+    _wait_chunk_taken(cluster, "w2", since)
     cluster.cut("w2")
     try:
         time.sleep(30)
