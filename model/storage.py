@@ -3,13 +3,26 @@
 Plain paths and file:// URLs are local; writes are atomic everywhere: a local file is
 written beside its target and renamed over it, and object stores replace an object in
 one PUT. Readers never see a half-written file.
+
+Across hosts: URLs are opened without fsspec's listing cache, so a listing or an exists()
+always sees what another host wrote since; and every error names its path: an OSError
+without a file name gets the path, any other failure (a lost connection to the object
+store, say) becomes a StorageError naming it.
 """
+import contextlib
+import errno
 import functools
 import os
 import posixpath
 import tempfile
 
 from fsspec.core import url_to_fs
+
+from model.errors import StorageError, describe
+
+UPLOAD_PART = 16 << 20  # an upload to an object store of 2 parts or more is multipart, parts in parallel
+_ERRNO = {FileNotFoundError: errno.ENOENT, PermissionError: errno.EACCES, IsADirectoryError: errno.EISDIR,
+          NotADirectoryError: errno.ENOTDIR, FileExistsError: errno.EEXIST}
 
 
 def is_url(ref):
@@ -35,42 +48,73 @@ def join(base, *parts):
 
 
 def filesystem(ref):
-    """(fsspec filesystem, path within it) for a path or URL."""
-    return url_to_fs(str(ref))
+    """(fsspec filesystem, path within it) for a path or URL; URLs without a listing cache
+    (another host may have written since the last listing)."""
+    ref = str(ref)
+    return url_to_fs(ref, use_listings_cache=False) if is_url(ref) else url_to_fs(ref)
+
+
+def named_error(e, ref):
+    """The exception to raise for failure e on path ref: e itself when it names a file, the
+    same OSError class with ref as its file name, else a StorageError(ref, reason)."""
+    if isinstance(e, OSError) and (e.filename is not None or isinstance(e, StorageError)):
+        return e
+    code = getattr(e, "errno", None) or _ERRNO.get(type(e))
+    if isinstance(e, OSError) and code:
+        with contextlib.suppress(Exception):
+            return type(e)(code, e.strerror or os.strerror(code), str(ref))
+    return StorageError(ref, describe(e))
+
+
+@contextlib.contextmanager
+def naming(ref):
+    """Raise any failure inside the block as named_error(failure, ref)."""
+    try:
+        yield
+    except Exception as e:
+        new = named_error(e, ref)
+        if new is e:
+            raise
+        raise new from e
 
 
 def exists(ref):
-    fs, path = filesystem(ref)
-    return fs.exists(path)
+    with naming(ref):
+        fs, path = filesystem(ref)
+        return fs.exists(path)
 
 
 def isdir(ref):
-    fs, path = filesystem(ref)
-    return fs.isdir(path)
+    with naming(ref):
+        fs, path = filesystem(ref)
+        return fs.isdir(path)
 
 
 def size(ref):
-    fs, path = filesystem(ref)
-    return fs.size(path)
+    with naming(ref):
+        fs, path = filesystem(ref)
+        return fs.size(path)
 
 
 def listdir(ref):
     """Names (not paths) of the entries directly under a folder; [] if it does not exist."""
-    fs, path = filesystem(ref)
-    if not fs.exists(path):
-        return []
-    return sorted(posixpath.basename(p.rstrip("/")) for p in fs.ls(path, detail=False))
+    with naming(ref):
+        fs, path = filesystem(ref)
+        if not fs.exists(path):
+            return []
+        return sorted(posixpath.basename(p.rstrip("/")) for p in fs.ls(path, detail=False))
 
 
 def walk_files(ref):
     """Paths (relative to ref, "/"-separated) of every file under a folder, sorted."""
-    fs, root = filesystem(ref)
-    root = root.rstrip("/")
-    out = []
-    for p in fs.find(root):
-        rel = p[len(root):].lstrip("/")
-        out.append(rel.replace(os.sep, "/"))
-    return sorted(out)
+    with naming(ref):
+        fs, root = filesystem(ref)
+        root = root.rstrip("/")
+        out = []
+        for p in fs.find(root):
+            rel = p[len(root):].lstrip("/")
+            out.append(rel.replace(os.sep, "/"))
+        return sorted(out)
 
 
 
@@ -96,10 +140,11 @@ def file_mode():
 
 def read_bytes(ref, start=None, end=None):
     """The bytes of a file, or of its byte range [start, end)."""
-    fs, path = filesystem(ref)
-    if start is None and end is None:
-        return fs.cat_file(path)
-    return fs.cat_file(path, start=start, end=end)
+    with naming(ref):
+        fs, path = filesystem(ref)
+        if start is None and end is None:
+            return fs.cat_file(path)
+        return fs.cat_file(path, start=start, end=end)
 
 
 def read_many(refs, limit):
@@ -119,12 +164,22 @@ def read_ranges(ref, starts, ends):
     (concurrent on object stores) -> list of bytes."""
     if not starts:
         return []
-    fs, path = filesystem(ref)
-    return fs.cat_ranges([path] * len(starts), list(starts), list(ends))
+    with naming(ref):
+        fs, path = filesystem(ref)
+        out = fs.cat_ranges([path] * len(starts), list(starts), list(ends), on_error="return")
+    for part in out:  # cat_ranges hands back a failed range's exception in its place
+        if isinstance(part, BaseException):
+            raise named_error(part, ref) from part
+    return out
 
 
 def write_bytes(ref, data):
     """Write bytes atomically: the target holds either its old content or all of data."""
+    with naming(ref):
+        _write_bytes(ref, data)
+
+
+def _write_bytes(ref, data):
     path = local_path(ref)
     if path is None:
         fs, p = filesystem(ref)
@@ -156,12 +211,39 @@ def read_text(ref):
 
 
 def remove(ref, recursive=False):
-    fs, path = filesystem(ref)
-    if fs.exists(path):
-        fs.rm(path, recursive=recursive)
+    with naming(ref):
+        fs, path = filesystem(ref)
+        if fs.exists(path):
+            fs.rm(path, recursive=recursive)
 
 
 def upload(local, ref):
-    """Copy a local file or folder to a storage URL (recursively for folders)."""
-    fs, path = filesystem(ref)
-    fs.put(str(local), path, recursive=os.path.isdir(local))
+    """Copy a local file or folder to a storage path or URL (recursively for folders; to an
+    object store the files of a folder go up concurrently, and a file of 2 x UPLOAD_PART
+    bytes or more in parallel parts of a multipart upload)."""
+    with naming(local if not os.path.exists(local) else ref):
+        fs, path = filesystem(ref)
+        extra = {"chunksize": UPLOAD_PART} if "s3" in fs.protocol else {}
+        if os.path.isdir(local):
+            fs.makedirs(path, exist_ok=True)
+            fs.put(str(local).rstrip("/") + "/", path.rstrip("/") + "/", recursive=True, **extra)
+        else:
+            fs.makedirs(posixpath.dirname(path) if is_url(ref) else os.path.dirname(path), exist_ok=True)
+            fs.put_file(str(local), path, **extra)
+
+
+def download(ref, local):
+    """Copy a storage file to a local path atomically (written beside it, then renamed)."""
+    with naming(ref):
+        fs, path = filesystem(ref)
+        folder = os.path.dirname(os.path.abspath(local))
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix="-" + os.path.basename(local))
+        os.close(fd)
+        try:
+            fs.get_file(path, tmp)
+            os.chmod(tmp, file_mode())
+            os.replace(tmp, local)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise

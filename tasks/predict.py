@@ -97,14 +97,26 @@ def marks(task, job_id):
     return {int(k): json.loads(v) for k, v in raw.items()}
 
 
+def send(task, args, **options):
+    """task.apply_async(args, **options), keeping nothing: a client (Celery's Redis backend
+    subscribes it to each sent task's result channel) is unsubscribed at once and the
+    AsyncResult let go, so no AsyncResult.__del__ runs against a closed connection at exit.
+    Nobody here waits on a result: jobs are followed through storage and the backend."""
+    result = task.apply_async(args, **options)
+    backend, result.backend = result.backend, None
+    cancel = getattr(getattr(backend, "result_consumer", None), "cancel_for", None)
+    if cancel is not None:
+        cancel(result.id)
+
+
 def queue_chunk(job_id, index, source, **options):
     """Send predict_chunk for chunk `index` (its task id is fixed, so a copy is the same task)."""
     lo, hi = source.chunks[index]
-    predict_chunk.apply_async((job_id, index, lo, hi), task_id=keys.chunk_task_id(job_id, index), **options)
+    send(predict_chunk, (job_id, index, lo, hi), task_id=keys.chunk_task_id(job_id, index), **options)
 
 
 def queue_assemble(job_id, **options):
-    assemble.apply_async((job_id,), task_id=job_id, **options)
+    send(assemble, (job_id,), task_id=job_id, **options)
 
 
 def _after_mark(task, job, source, the_mark, repeated):

@@ -41,7 +41,13 @@ def celery_config(s, broker_url=None):
     broker = broker_url or s.broker_url or s.embedded_url
     backend = s.result_backend if (s.result_backend and not broker_url) else broker
     transport = {"visibility_timeout": s.visibility_timeout}
+    tls = {}  # rediss:// URLs: certificate checks on unless DIGITS_REDIS_VERIFY=none
+    if str(broker).startswith("rediss://"):
+        tls["broker_use_ssl"] = s.redis_tls()
+    if str(backend).startswith("rediss://"):
+        tls["redis_backend_use_ssl"] = s.redis_tls()
     return dict(
+        **tls,
         broker_url=broker,
         result_backend=backend,
         # JSON only: pickle over a broker is remote code execution

@@ -15,7 +15,7 @@ import time
 from model import batch, checkpoint, sources, storage
 from model.errors import DataError, JobError
 from tasks import jobs, keys
-from tasks.predict import queue_assemble, queue_chunk, release_output
+from tasks.predict import queue_assemble, queue_chunk, release_output, send
 
 FINAL_STATES = jobs.FINAL_STATES
 
@@ -24,11 +24,25 @@ def _abs(ref):
     return ref if storage.is_url(ref) else os.path.abspath(ref)
 
 
+def shared(s, ref):
+    """True when workers read or write local path or URL `ref` as it is: any ref on the
+    embedded stack (one host), a URL, or a path inside a shared-folder DIGITS_STORAGE.
+    Any other local path is the client's own: it goes through storage (see README,
+    "Running on a cluster": local paths)."""
+    if s.embedded or storage.is_url(ref):
+        return True
+    root = storage.local_path(s.storage)
+    if root is None:  # storage is an object store: only its URLs are shared
+        return False
+    root, path = os.path.realpath(root), os.path.realpath(ref)
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+
+
 def stage_input(s, job_id, ref, name="input"):
-    """Where workers read `ref`: as is on the embedded stack or for URLs; otherwise a local
-    file or folder is uploaded to storage first (workers are on other machines)."""
+    """Where workers read `ref`: as is when it is shared (see shared()); otherwise the
+    client's local file or folder is uploaded to storage `inputs/<job id>/` first."""
     ref = _abs(str(ref))
-    if s.embedded or storage.is_url(ref) or not storage.is_url(s.storage):
+    if shared(s, ref):
         return ref
     target = storage.join(s.storage, "inputs", job_id, name + ("" if os.path.isdir(ref) else
                                                                   os.path.splitext(ref)[1]))
@@ -60,9 +74,10 @@ def check_prediction(s, input_ref, model_ref, out):
 
 
 def output_ref(s, job_id, out):
-    """Where the workers write the output: --out itself when they can write there."""
+    """Where the workers write the output: --out itself when it is shared (see shared()),
+    else jobs/<id>/ on storage, from where the waiting client downloads it to --out."""
     out = _abs(str(out))
-    if s.embedded or storage.is_url(out) or not storage.is_url(s.storage):
+    if shared(s, out):
         return out
     return storage.join(s.storage, "jobs", job_id, os.path.basename(out))
 
@@ -231,25 +246,31 @@ class Job:
             time.sleep(poll)
         if st["state"] == "FAILURE":
             raise JobError(f"job {self.id} failed: {st.get('error')}")
-        self._download()
-        return self.result()
+        return self._download(self.result())
 
-    def _download(self):
-        """Bring the result to where the user asked for it (nothing to do by default)."""
+    def _download(self, manifest):
+        """Bring the result to where the user asked for it -> the manifest (nothing to do
+        by default)."""
+        return manifest
 
 
 class PredictionJob(Job):
     """A queued bulk prediction."""
 
-    def _download(self):
-        """Copy the output (and errors file) from storage to --out, when workers could not
-        write there."""
+    def _download(self, manifest):
+        """Copy a prediction's output (and errors file) from storage to the client's --out
+        when the workers wrote it elsewhere -> the manifest, naming the files the client has."""
         src, dst = self.record.output, self.record.download_to
-        if src and dst and src != dst and storage.exists(src):
-            storage.write_bytes(dst, storage.read_bytes(src))
-            err = batch.errors_ref(src)
-            if storage.exists(err):
-                storage.write_bytes(batch.errors_ref(dst), storage.read_bytes(err))
+        if not (src and dst) or src == dst or not manifest:
+            return manifest
+        storage.download(src, dst)
+        err = batch.errors_ref(src)
+        if manifest.get("errors"):
+            storage.download(err, batch.errors_ref(dst))
+        elif os.path.exists(batch.errors_ref(dst)):
+            os.unlink(batch.errors_ref(dst))  # a stale one from an earlier run
+        return dict(manifest, output=dst, errors=batch.errors_ref(dst) if manifest.get("errors") else None,
+                    stored_output=src)
 
 
 def submit_training(data_ref, name, config, *, app, settings, skip_bad=False, checkpoint_every=1,
@@ -278,7 +299,7 @@ def submit_training(data_ref, name, config, *, app, settings, skip_bad=False, ch
         # read as this delivery's by status()/wait()
         app.backend.forget(job_id)
     app.backend.client.set(active_key(record.name), job_id, ex=s.visibility_timeout)
-    train_job.apply_async((job_id, record.name, record.config["recipe"]), task_id=job_id)
+    send(train_job, (job_id, record.name, record.config["recipe"]), task_id=job_id)
     return TrainingJob(app, s, job_id, record)
 
 

@@ -25,7 +25,8 @@ class Outage:
     gives up after `limit` seconds of it."""
 
     def __init__(self, url, limit, say=say_stderr):
-        self.url, self.limit, self.say = url, limit, say
+        from worker.settings import redact
+        self.url, self.limit, self.say = redact(url), limit, say
         self.since = None  # monotonic time the current outage began
 
     def call(self, poll):

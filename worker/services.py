@@ -11,6 +11,14 @@ def celery_argv(*args):
     return [sys.executable, "-m", "celery", "-A", "worker.app", *args]
 
 
+def node_name(queues, host=None):
+    """The default node name of a worker consuming `queues`: predict@HOST, train@HOST, or
+    worker@HOST for several queues (each worker of a host gets its own name)."""
+    import socket
+    names = [q.strip() for q in str(queues).split(",") if q.strip()]
+    return f"{names[0] if len(names) == 1 else 'worker'}@{host or socket.gethostname()}"
+
+
 def worker_argv(queues, concurrency, name, max_tasks_per_child=None, loglevel="INFO"):
     """A Celery worker consuming `queues` ("predict", "train" or "predict,train")."""
     argv = celery_argv(

@@ -1,8 +1,16 @@
 """The one settings module: every knob comes from an environment variable with a safe default.
 
     DIGITS_HOME               folder of the embedded stack and default storage (./.digits)
-    DIGITS_BROKER_URL         Redis broker; unset = the embedded stack under DIGITS_HOME
+    DIGITS_BROKER_URL         Redis broker; unset = the embedded stack under DIGITS_HOME.
+                              redis://user:password@host:6379/0 (an ACL user), or rediss://
+                              for TLS
     DIGITS_RESULT_BACKEND     Redis result backend (default: the broker URL)
+    DIGITS_REDIS_CA           rediss://: CA certificate file that signed the server's
+                              certificate (default: the system's CAs)
+    DIGITS_REDIS_CERT / DIGITS_REDIS_KEY  rediss://: client certificate and key, for a Redis
+                              that requires them (tls-auth-clients)
+    DIGITS_REDIS_VERIFY       rediss://: "required" (default: the server's certificate and
+                              host name are checked) or "none" (not checked: testing only)
     DIGITS_STORAGE            shared storage for inputs, chunks, jobs and models: a folder or
                               any fsspec URL such as s3://bucket/prefix (default: DIGITS_HOME/storage)
     DIGITS_PREDICT_CONCURRENCY  worker processes for the predict queue (default: CPU count)
@@ -11,8 +19,9 @@
     DIGITS_CHUNK_IMAGES       image files per prediction chunk (default 1000)
     DIGITS_JOB_WINDOW         chunks of one job in the queue at once (default 2 x predict
                               concurrency): a later job waits behind at most this many
-    DIGITS_CHUNK_RETRIES      retries of a chunk that fails as a whole (default 3)
-    DIGITS_RETRY_BACKOFF      seconds before the first retry, doubled each time (default 1)
+    DIGITS_CHUNK_RETRIES      retries of a chunk that fails as a whole (default 5)
+    DIGITS_RETRY_BACKOFF      seconds before the first retry, doubled each time (default 2:
+                              with 5 retries, 62 s in all, so a minute's network cut is ridden out)
     DIGITS_VISIBILITY_TIMEOUT seconds before Redis redelivers an unacked task (default 12 h)
     DIGITS_RESULT_EXPIRES     seconds task results are kept (default 7 days)
     DIGITS_TRAIN_MAX_TASKS_PER_CHILD  recycle a training process after N jobs (default 1)
@@ -89,6 +98,10 @@ class Settings:
     home: Path  # DIGITS_HOME
     broker_url: str | None  # None = embedded stack
     result_backend: str | None
+    redis_ca: str | None  # CA file for rediss://
+    redis_cert: str | None  # client certificate for rediss://
+    redis_key: str | None  # its key
+    redis_verify: str  # "required" or "none"
     storage: str  # folder path or fsspec URL
     predict_concurrency: int
     train_concurrency: int
@@ -132,10 +145,30 @@ class Settings:
         """Broker and result-backend URL of the embedded Redis."""
         return f"redis+socket://{self.redis_socket}"
 
+    def redis_tls(self):
+        """redis-py's TLS options for rediss:// URLs (also Celery's broker_use_ssl and
+        redis_backend_use_ssl) -> dict."""
+        import ssl
+        verify = self.redis_verify == "required"
+        opts = {"ssl_cert_reqs": ssl.CERT_REQUIRED if verify else ssl.CERT_NONE}
+        if self.redis_ca:
+            opts["ssl_ca_certs"] = self.redis_ca
+        if self.redis_cert:
+            opts["ssl_certfile"] = self.redis_cert
+        if self.redis_key:
+            opts["ssl_keyfile"] = self.redis_key
+        return opts
+
     @property
     def embedded(self):
         """True when no broker is configured and the embedded stack is used."""
         return self.broker_url is None
+
+
+def redact(url):
+    """A Redis URL with its password replaced by ***, for messages and logs."""
+    import re
+    return re.sub(r"^([a-z+]+://[^:/@]*:)[^@/]*@", r"\1***@", str(url)) if url else url
 
 
 def load():
@@ -146,14 +179,18 @@ def load():
         home=home,
         broker_url=broker,
         result_backend=_str("DIGITS_RESULT_BACKEND", broker),
+        redis_ca=_str("DIGITS_REDIS_CA"),
+        redis_cert=_str("DIGITS_REDIS_CERT"),
+        redis_key=_str("DIGITS_REDIS_KEY"),
+        redis_verify=_str("DIGITS_REDIS_VERIFY", "required"),
         storage=_str("DIGITS_STORAGE", str(home / "storage")),
         predict_concurrency=_int("DIGITS_PREDICT_CONCURRENCY", os.cpu_count() or 2),
         train_concurrency=_int("DIGITS_TRAIN_CONCURRENCY", 1),
         chunk_rows=_int("DIGITS_CHUNK_ROWS", 10000),
         chunk_images=_int("DIGITS_CHUNK_IMAGES", 1000),
         job_window=_int("DIGITS_JOB_WINDOW", 2 * _int("DIGITS_PREDICT_CONCURRENCY", os.cpu_count() or 2)),
-        chunk_retries=_int("DIGITS_CHUNK_RETRIES", 3),
-        retry_backoff=_float("DIGITS_RETRY_BACKOFF", 1.0),
+        chunk_retries=_int("DIGITS_CHUNK_RETRIES", 5),
+        retry_backoff=_float("DIGITS_RETRY_BACKOFF", 2.0),
         visibility_timeout=_int("DIGITS_VISIBILITY_TIMEOUT", 12 * 3600),
         result_expires=_int("DIGITS_RESULT_EXPIRES", 7 * 24 * 3600),
         train_max_tasks_per_child=_int("DIGITS_TRAIN_MAX_TASKS_PER_CHILD", 1),
@@ -175,6 +212,12 @@ def load():
         else _str("DIGITS_GC_CRON", "0 4 * * *"),
         gc_older_than=parse_duration(_str("DIGITS_GC_OLDER_THAN", "7d"), "DIGITS_GC_OLDER_THAN"),
     )
+    if s.redis_verify not in ("required", "none"):
+        raise ConfigError(f"DIGITS_REDIS_VERIFY={s.redis_verify!r}: use 'required' or 'none'")
+    for name, path in (("DIGITS_REDIS_CA", s.redis_ca), ("DIGITS_REDIS_CERT", s.redis_cert),
+                       ("DIGITS_REDIS_KEY", s.redis_key)):
+        if path and not os.path.isfile(path):
+            raise ConfigError(f"{name}={path}: no such file")
     if s.chunk_rows < 1 or s.chunk_images < 1:
         raise ConfigError("DIGITS_CHUNK_ROWS and DIGITS_CHUNK_IMAGES must be >= 1")
     if s.job_window < 1 or s.chunk_retries < 0 or s.retry_backoff < 0:

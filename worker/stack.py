@@ -43,14 +43,16 @@ def _redis_ok(sock):
     return supervise.redis_ok(sock)
 
 
-def broker_reachable(url, timeout=0.5):
+def broker_reachable(url, timeout=0.5, tls=None):
     """True when the Redis at url (redis://, rediss:// or the embedded redis+socket://)
-    answers a PING within timeout, with no retries (a client's quick probe)."""
+    answers a PING within timeout, with no retries (a client's quick probe); tls: the
+    TLS options of a rediss:// URL (Settings.redis_tls())."""
     try:
         if url.startswith("redis+socket://"):
             return supervise.quick_redis(url[len("redis+socket://"):], timeout).ping()
+        extra = (tls or {}) if url.startswith("rediss://") else {}
         return redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout,
-                                    retry=None).ping()
+                                    retry=None, **extra).ping()
     except (redis.RedisError, OSError, ValueError):
         return False
 
@@ -84,7 +86,7 @@ def live_broker(s):
     """URL of a broker that answers now, for a client that must not start one: the
     configured broker, or the embedded stack running under DIGITS_HOME -> str, or None."""
     if s.broker_url:
-        return s.broker_url if broker_reachable(s.broker_url) else None
+        return s.broker_url if broker_reachable(s.broker_url, tls=s.redis_tls()) else None
     running = find_running(s, shared_only=False)
     return running["broker_url"] if running else None
 

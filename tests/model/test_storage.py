@@ -183,3 +183,30 @@ def test_written_files_follow_the_umask(tmp_path, umask, mode):
     subprocess.run([sys.executable, "-c", code, oct(umask), str(a), str(b)], check=True,
                    cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
     assert (a.stat().st_mode & 0o777, b.stat().st_mode & 0o777) == (mode, mode)
+
+
+def test_every_storage_error_names_its_path(tmp_path):
+    from model.errors import StorageError
+    missing = str(tmp_path / "nope" / "x.csv")
+    for call in (lambda: storage.read_bytes(missing), lambda: storage.size(missing),
+                 lambda: storage.read_ranges(missing, [0], [1]), lambda: storage.upload(missing, str(tmp_path / "u"))):
+        with pytest.raises(OSError) as e:
+            call()
+        assert "x.csv" in str(e.value), str(e.value)
+    with pytest.raises(OSError) as e:  # a failure that is no OSError at all becomes a StorageError naming it
+        storage.read_bytes("memory://" + "x" * 3 + "/../\0bad")
+    assert isinstance(e.value, OSError)
+    err = storage.named_error(RuntimeError("connection reset"), "s3://b/k")
+    assert isinstance(err, StorageError) and str(err) == "s3://b/k: RuntimeError: connection reset"
+    err = storage.named_error(FileNotFoundError(2, "No such file or directory"), "s3://b/k")
+    assert isinstance(err, FileNotFoundError) and err.filename == "s3://b/k"
+
+
+def test_upload_and_download_a_file(tmp_path):
+    src = tmp_path / "in.csv"
+    src.write_bytes(b"pixel0\n1\n")
+    storage.upload(str(src), str(tmp_path / "store" / "inputs" / "j" / "input.csv"))
+    assert (tmp_path / "store" / "inputs" / "j" / "input.csv").read_bytes() == b"pixel0\n1\n"
+    storage.download(str(tmp_path / "store" / "inputs" / "j" / "input.csv"), str(tmp_path / "back.csv"))
+    assert (tmp_path / "back.csv").read_bytes() == b"pixel0\n1\n"
+    assert leftovers(tmp_path) == []

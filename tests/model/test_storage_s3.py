@@ -69,3 +69,27 @@ def test_model_round_trip_and_registry(s3):
     assert info["version"] == "1" and path.startswith("s3://")
     assert checkpoint.load_model(path).version == model.version
     assert reg.aliases("digits") == {"latest": "1", "production": "1"}
+
+
+def test_listings_see_what_another_host_wrote_since(s3):
+    """A folder listed once, then written by another process (another s3fs instance, as on
+    another host): listdir, walk_files and exists see the new file at once."""
+    import s3fs
+    folder = storage.join(s3, "jobs", "j2", "chunks")
+    storage.write_bytes(storage.join(folder, "000000.npz"), b"a")
+    assert storage.listdir(folder) == ["000000.npz"]
+    assert not storage.exists(storage.join(folder, "000001.npz"))
+    other = s3fs.S3FileSystem(skip_instance_cache=True)  # its own cache, like another host's
+    other.pipe_file(storage.join(folder, "000001.npz")[len("s3://"):], b"b")
+    assert storage.listdir(folder) == ["000000.npz", "000001.npz"]
+    assert storage.walk_files(storage.join(s3, "jobs", "j2")) == ["chunks/000000.npz", "chunks/000001.npz"]
+    assert storage.exists(storage.join(folder, "000001.npz"))
+
+
+def test_storage_errors_name_their_path(s3):
+    missing = storage.join(s3, "no", "such.csv")
+    with pytest.raises(FileNotFoundError) as e:
+        storage.read_bytes(missing)
+    assert missing.split("://", 1)[1] in str(e.value) or missing in str(e.value)
+    with pytest.raises(FileNotFoundError, match="such.csv"):
+        storage.size(missing)

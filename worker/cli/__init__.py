@@ -45,12 +45,22 @@ def _run(a):
     except BROKER_ERRORS as e:  # the broker went away outside a waiting loop (say, mid-submission)
         s = settings_mod.load()
         reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        return _fail(a, f"broker {s.broker_url or s.embedded_url} unreachable: {reason}", exitcodes.BROKER)
+        url = settings_mod.redact(s.broker_url or s.embedded_url)
+        if _refused(reason):  # a wrong password or user, an untrusted certificate: waiting won't help
+            return _fail(a, f"broker {url} refused this client: {reason}", exitcodes.FAILED)
+        return _fail(a, f"broker {url} unreachable: {reason}", exitcodes.BROKER)
     except OSError as e:  # an unwritable --out, a full disk, ...: the user's to fix, in one line
         return _fail(a, str(e), exitcodes.FAILED)
     except KeyboardInterrupt:
         eprint("digits: interrupted")
         return exitcodes.INTERRUPTED
+
+
+def _refused(reason):
+    """True for a broker error that says who we are is wrong (credentials, certificates)."""
+    words = ("NOAUTH", "WRONGPASS", "authenticat", "invalid username-password", "NOPERM",
+             "certificate verify failed", "CERTIFICATE_VERIFY_FAILED", "SSL")
+    return any(w.lower() in reason.lower() for w in words)
 
 
 def _fail(a, message, code):

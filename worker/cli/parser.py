@@ -177,7 +177,7 @@ def build_parser():
     sp.add_argument("--concurrency", type=positive_int, default=os.cpu_count() or 2, help="worker processes")
     sp.add_argument("--max-tasks-per-child", type=positive_int,
                     help="recycle a process after N tasks (default: never)")
-    sp.add_argument("--name", help="node name (default celery@HOSTNAME, what the healthcheck pings)")
+    sp.add_argument("--name", help="node name (default: QUEUE@HOSTNAME, e.g. predict@HOSTNAME and train@HOSTNAME, so that a host's workers never share one; worker@HOSTNAME for several queues; %%h is the host name)")
     sp.add_argument("--loglevel", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
 
     sp = add("scheduler", "services", "cmd_scheduler",

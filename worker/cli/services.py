@@ -115,8 +115,7 @@ def cmd_demo(a, s):
 
 def cmd_worker(a, s):
     from worker import services
-    import socket
-    name = a.name or f"celery@{socket.gethostname()}"
+    name = a.name or services.node_name(a.queues)
     argv = services.worker_argv(a.queues, a.concurrency, name, a.max_tasks_per_child, a.loglevel)
     os.execv(argv[0], argv)
 

@@ -1,0 +1,91 @@
+"""1 worker host vs 2: a 1,000,000-row CSV predicted through the queue on shared-folder storage.
+
+Builds the multi-host cluster of tests/cluster/hosts.py (network namespaces; Redis with TLS
+and an ACL user; each worker host pinned to its own core, one predict process each), puts
+the CSV and the model in the shared folder (the NFS stand-in), and times
+`digits predict` from the client host end to end (plan, chunks, assemble, exit), first with
+one worker host, then with two. Prints both times and the ratio. Needs root (see hosts.py).
+
+    python bench/bench_cluster.py [--rows 1000000] [--rounds 1]
+"""
+import os
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from bench.common import mnist_csv, parser, repeated_csv  # noqa: E402
+from tests.cluster.hosts import Cluster, remove_stale  # noqa: E402
+
+
+def small_model(path):
+    from model import checkpoint
+    from model.samples import load_sample
+    from model.train import Trainer, make_config
+    s = load_sample()
+    t = Trainer(make_config("faithful", epochs=1), s["train_x"], s["train_y"])
+    t.run()
+    checkpoint.save_model(checkpoint.make_model(t.params, t.mean, t.std, recipe="faithful"), path)
+
+
+def timed_predict(cluster, src, model, out):
+    """Wall seconds of `digits predict` on the client -> (seconds, the job's manifest timings)."""
+    import json
+    import re
+    t0 = time.perf_counter()
+    r = cluster.run("client", ["predict", src, "--model", model, "--out", out], timeout=1800)
+    seconds = time.perf_counter() - t0
+    if r.returncode:
+        raise SystemExit(f"predict failed: {r.stderr[-2000:]}")
+    job_id = re.search(r"prediction job (\S+)", r.stderr).group(1)
+    manifest = json.loads((cluster.shared / "jobs" / job_id / "manifest.json").read_text())
+    return seconds, manifest["timings"]
+
+
+def main():
+    p = parser(__doc__)
+    p.add_argument("--rows", type=int, default=1_000_000)
+    p.add_argument("--rounds", type=int, default=3, help="rounds of (1 host, 2 hosts); the best time of each counts")
+    a = p.parse_args()
+    reason = Cluster.unavailable()
+    if reason:
+        raise SystemExit(f"cannot build the cluster: {reason}")
+    _, test_csv = mnist_csv(a.data)
+    copies = max(1, a.rows // 10_000)
+    big = repeated_csv(test_csv, os.path.join(a.data, f"test-x{copies}.csv"), copies)
+    remove_stale()
+    base = tempfile.mkdtemp(prefix="digits-bench-cluster-", dir=os.path.dirname(os.path.abspath(big)))
+    cluster = Cluster.create(base)
+    try:
+        src = cluster.shared / "in" / "big.csv"
+        src.parent.mkdir(parents=True)
+        os.link(big, src)  # same file system: the shared folder holds it without a copy
+        model = cluster.shared / "model.npz"
+        small_model(str(model))
+        (cluster.shared / "out").mkdir()
+        print(f"{copies * 10_000:,} rows ({os.path.getsize(src) / 1e9:.2f} GB) on shared-folder storage, "
+              f"chunks of 10,000 rows, one predict process per host, each host on its own core")
+        times = {1: [], 2: []}
+        for r in range(a.rounds):
+            for hosts in (("w1",), ("w1", "w2")):
+                # the watchdog's census (inspect every second in the tests) would cost both hosts CPU
+                cluster.start_workers(cluster.shared, hosts=hosts, train=False, DIGITS_WATCHDOG_INTERVAL=0)
+                secs, t = timed_predict(cluster, src, model, cluster.shared / "out" / f"out-{len(hosts)}-{r}.csv")
+                times[len(hosts)].append(secs)
+                print(f"round {r + 1}: {len(hosts)} host(s): {secs:.1f} s ({copies * 10_000 / secs:,.0f} rows/s); "
+                      f"chunks {t['chunk_seconds']:.1f} s of work, assemble {t['assemble_seconds']:.1f} s, "
+                      f"submit to manifest {t['wall_seconds']:.1f} s", flush=True)
+        one, two = min(times[1]), min(times[2])
+        same = all(open(cluster.shared / "out" / f"out-1-{r}.csv", "rb").read()
+                   == open(cluster.shared / "out" / f"out-2-{r}.csv", "rb").read() for r in range(a.rounds))
+        print(f"1 host: {one:.1f} s   2 hosts: {two:.1f} s   speed-up: {one / two:.2f}x   "
+              f"outputs identical: {same}")
+    finally:
+        cluster.destroy()
+        import shutil
+        shutil.rmtree(base, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
