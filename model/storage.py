@@ -147,6 +147,68 @@ def write_bytes(ref, data):
         raise
 
 
+class AtomicFile:
+    """A binary file that appears at `ref` all at once, streamed to a temporary file first
+    (so memory stays flat however much is written): beside the target for a local path,
+    renamed over it by commit(); for a URL, in the local temp folder, then put to the
+    object store in one upload. discard() (or leaving a `with` block by an exception)
+    drops it; the target keeps its old content either way.
+
+        with storage.AtomicFile(ref) as f:
+            f.write(b"...")
+    """
+
+    def __init__(self, ref):
+        self.ref = str(ref)
+        self.path = local_path(self.ref)
+        if self.path is None:
+            fd, self.tmp = tempfile.mkstemp(prefix=".tmp-digits-")
+        else:
+            folder = os.path.dirname(os.path.abspath(self.path))
+            os.makedirs(folder, exist_ok=True)
+            fd, self.tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-",
+                                            suffix="-" + os.path.basename(self.path))
+        try:
+            os.fchmod(fd, file_mode())
+            self.file = os.fdopen(fd, "wb", buffering=1 << 20)
+        except BaseException:
+            os.close(fd)
+            os.unlink(self.tmp)
+            raise
+
+    def write(self, data):
+        return self.file.write(data)
+
+    def commit(self):
+        """Put the written bytes in place (fsynced first)."""
+        try:
+            self.file.flush()
+            os.fsync(self.file.fileno())
+            self.file.close()
+            if self.path is not None:
+                os.replace(self.tmp, self.path)
+            else:
+                fs, p = filesystem(self.ref)
+                fs.makedirs(posixpath.dirname(p), exist_ok=True)
+                fs.put_file(self.tmp, p)
+        finally:
+            self.discard()
+
+    def discard(self):
+        self.file.close()
+        if os.path.exists(self.tmp):
+            os.unlink(self.tmp)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, value, tb):
+        if kind is None:
+            self.commit()
+        else:
+            self.discard()
+
+
 def write_text(ref, text):
     write_bytes(ref, text.encode("utf-8"))
 

@@ -79,6 +79,18 @@ def load_source(root, job):
         jobs.read_json(jobs.ref(root, job["job_id"], "plan.json"))))
 
 
+_BLAS = {"limited": False}
+
+
+def one_blas_thread():
+    """One BLAS thread in a predict worker process (once per process): the embedded stack
+    runs one process per core, so more threads per process only oversubscribe the cores."""
+    if not _BLAS["limited"]:
+        from threadpoolctl import threadpool_limits
+        threadpool_limits(1, user_api="blas")
+        _BLAS["limited"] = True
+
+
 def redis_client(task):
     return task.app.backend.client
 
@@ -143,14 +155,24 @@ def predict_chunk(self, job_id, index, lo=None, hi=None):
         _after_mark(self, job, source, the_mark, repeated=not first)
         return {"chunk": index, "state": "skipped"}
     target = jobs.chunk_ref(root, job_id, index)
-    t0 = time.perf_counter()
+    started, t0 = time.time(), time.perf_counter()
+    stages = {}  # seconds spent reading+parsing, predicting, writing the result
     try:
         if storage.exists(target):  # written by a delivery that died before marking
             result = batch.ChunkResult.from_bytes(storage.read_bytes(target))
         else:
+            one_blas_thread()
             model = load_model_cached(job["model"]["ref"], job["model"]["version"])
-            result = batch.predict_chunk(source, index, model)
+            t = time.perf_counter()
+            block = source.read(index)
+            stages["read"] = time.perf_counter() - t
+            t = time.perf_counter()
+            result = batch.predict_block(block, model)
+            del block
+            stages["predict"] = time.perf_counter() - t
+            t = time.perf_counter()
             storage.write_bytes(target, result.to_bytes())
+            stages["write"] = time.perf_counter() - t
     except Exception as e:
         retries, limit = self.request.retries, self.app.conf.digits_chunk_retries
         if retries < limit:
@@ -164,7 +186,8 @@ def predict_chunk(self, job_id, index, lo=None, hi=None):
         return {"chunk": index, "state": "failed", "reason": the_mark.get("reason")}
     seconds = round(time.perf_counter() - t0, 4)
     first, the_mark = mark(self, job_id, index, "done", rows=len(result), bad=len(result.errors),
-                           seconds=seconds)
+                           seconds=seconds, started=started, finished=time.time(),
+                           **{k: round(v, 4) for k, v in stages.items()})
     _after_mark(self, job, source, the_mark, repeated=not first)
     return {"chunk": index, "rows": len(result), "bad": len(result.errors), "seconds": seconds}
 
@@ -216,7 +239,7 @@ def _assemble(task, root, job_id):
     if len(chunk_marks) < len(source.chunks) and not cancelled:
         # queued early (a resubmission, a repeated last chunk): wait for the stragglers
         raise task.retry(countdown=1, max_retries=ASSEMBLE_WAIT_RETRIES)
-    t0 = time.perf_counter()
+    assemble_started, t0 = time.time(), time.perf_counter()
     try:
         counts = batch.assemble(source, _outcomes(root, job_id, source, chunk_marks), job["output"])
     except Exception as e:  # the output cannot be written: retry, then fail naming the path
@@ -230,9 +253,7 @@ def _assemble(task, root, job_id):
     manifest = dict(counts, job_id=job_id, kind="predict", state=state, input=job["input"],
                     model=job["model"], chunks=len(source.chunks), chunks_done=len(done),
                     submitted_at=job["submitted_at"], finished_at=time.time(),
-                    timings={"chunk_seconds": round(sum(m.get("seconds", 0) for m in done), 3),
-                             "assemble_seconds": round(time.perf_counter() - t0, 3),
-                             "wall_seconds": round(time.time() - job["submitted_at"], 3)})
+                    timings=_timings(job, done, assemble_started, time.perf_counter() - t0))
     if state == "PARTIAL":
         manifest["error"] = f"job {job_id}: {batch.failure_line(counts)}"
     jobs.write_manifest(root, job_id, manifest)
@@ -241,6 +262,22 @@ def _assemble(task, root, job_id):
     r.expire(keys.assemble_runs(job_id), int(task.app.conf.result_expires or 7 * 86400))
     release_output(r, job, job_id)
     return manifest
+
+
+def _timings(job, done, assemble_started, assemble_seconds):
+    """The manifest's timings: chunk seconds in all (and per stage: read and parse, predict,
+    write the result), assemble seconds, wall seconds from submission, and the times
+    (time.time()) at which the first chunk started, the last one finished and assemble began."""
+    out = {"chunk_seconds": round(sum(m.get("seconds", 0) for m in done), 3),
+           "assemble_seconds": round(assemble_seconds, 3),
+           "wall_seconds": round(time.time() - job["submitted_at"], 3)}
+    for stage in ("read", "predict", "write"):
+        out[f"{stage}_seconds"] = round(sum(m.get(stage, 0) for m in done), 3)
+    if done and all("started" in m for m in done):
+        out["first_chunk_started_at"] = min(m["started"] for m in done)
+        out["last_chunk_finished_at"] = max(m["finished"] for m in done)
+    out["assemble_started_at"] = assemble_started
+    return out
 
 
 def release_output(r, job, job_id):
