@@ -111,6 +111,10 @@ def read_csv_layout(ref):
                     f"({expected[0]},...,{expected[-1]})")
 
 
+PLAN_WINDOW = 1 << 13  # bytes read at each planned chunk boundary (a good row is <= ~3.2 KB;
+# a longer line is read on until its end), so a plan of 100 or 10,000 chunks costs little memory
+
+
 def plan_csv(layout, rows_per_chunk):
     """Split the data rows into byte ranges [(start, end), ...]: ceil(rows / rows_per_chunk)
     ranges of about equal size, the row count estimated from the first MB (exact when the
@@ -136,8 +140,8 @@ def plan_csv(layout, rows_per_chunk):
         x = (size - start) / row_bytes / rows_per_chunk  # chunks, estimated
         n = max(1, math.floor(x) if x - math.floor(x) < PLAN_SLACK else math.ceil(x))
         guesses = [start + (size - start) * k // n for k in range(1, n)]
-        windows = storage.read_ranges(layout.ref, [g - 1 for g in guesses],
-                                      [min(size, g - 1 + (1 << 16)) for g in guesses])
+        windows = storage.read_ranges(layout.ref, [g - 1 for g in guesses],  # 8 KB each: memory flat
+                                      [min(size, g - 1 + PLAN_WINDOW) for g in guesses])
         cuts = [_next_line_start(layout.ref, g, w, size) for g, w in zip(guesses, windows)]
     ranges, lo = [], start
     for cut in cuts + [size]:
@@ -332,7 +336,8 @@ def _gray8(img):
             return _composite(gray, alpha)
         return gray.astype(np.uint8)
     gray = img if img.mode == "L" else img.convert("L")
-    return np.asarray(gray, dtype=np.uint8)
+    w, h = gray.size
+    return np.frombuffer(gray.tobytes(), np.uint8).reshape(h, w)  # (H, W), read-only
 
 
 def _composite(gray, alpha):

@@ -108,10 +108,23 @@ def read_many(refs, limit):
     reading that file raised."""
     if not refs:
         return []
+    local = [local_path(r) for r in refs]
+    if all(p is not None for p in local):  # plain reads: a tenth of fsspec's cost per small file
+        return [_read_head(p, limit) for p in local]
     fs, _ = filesystem(refs[0])
     paths = [filesystem(r)[1] for r in refs]
     got = fs.cat_ranges(paths, [0] * len(paths), [limit] * len(paths), on_error="return")
     return [g if isinstance(g, (bytes, BaseException)) else bytes(g) for g in got]
+
+
+def _read_head(path, limit):
+    """The first `limit` bytes of a local file, or the exception reading it raised."""
+    try:
+        with open(path, "rb", buffering=0) as f:
+            # read what the file holds (a limit of 32 MB would allocate 32 MB for each small file)
+            return f.read(min(limit, os.fstat(f.fileno()).st_size + 1))
+    except Exception as e:  # returned, as fsspec's cat_ranges(on_error="return") does
+        return e
 
 
 def read_ranges(ref, starts, ends):
