@@ -13,14 +13,19 @@ Starts `digits up --no-flower` (a subprocess, 2 predict worker processes) and th
 It prints the medians and their ratio, then the breakdown of the jobs into stages (medians
 over the rounds), from the job's own records (job.json, the chunk marks' timings in the
 manifest) and the subprocess's start and end:
-  CLI start      interpreter and the imports of `digits predict` (a subprocess doing only those)
+  interpreter    the command's start until its first line runs
+  imports        the modules `digits predict` imports (NumPy, Celery, Redis, fsspec, ours)
   submission     the rest until the job record is written: model check, plan, output claim
   queue latency  sending the first window of chunks until a worker starts the first
   chunks         first chunk started to last chunk finished (2 processes); inside it, the
                  CPU seconds of reading+parsing, the forward pass and writing the chunk results
   assemble       last chunk finished to the output written (the workers write --out itself)
   to the exit    the client hearing the end, reporting, exiting
-A warm-up job runs first (bytecode written, the workers' model cache filled). The labels
+(The breakdown comes from one more run per round of the same command with its imports
+done first and timed: the same work in an order that can be timed from outside.)
+It also prints the floor this machine sets: interpreter + imports + submission, plus the
+chunks' parse and forward-pass CPU seconds spread over the 2 cores, and the best ratio
+that floor allows. A warm-up job runs first (bytecode written, the workers' model cache filled). The labels
 are checked against --local's output (byte for byte) and against the seed style's.
 """
 import json
@@ -60,13 +65,25 @@ def latest_job(home):
         return job, json.load(f)
 
 
-def stages(started, ended, job, manifest, cli_start):
-    """One job's stages in seconds (see the module doc); started/ended: time.time() around the CLI."""
+# `digits predict` with its imports done first and the times between written to stderr, for
+# the breakdown: the same work as the plain command, in an order that can be timed.
+TRACED = ("import time, sys; t_code = time.time(); "
+          "import worker.cli, worker.cli.predict, worker.cli.progress, worker.client, worker.app, "
+          "worker.stack, model.checkpoint, model.sources, model.registry, tasks.predict, kombu.transport.redis; "
+          "t_imports = time.time(); from worker.cli import main, _exit_now; rc = main(sys.argv[1:]); "
+          "print('TRACE', t_code, t_imports, file=sys.stderr, flush=True); _exit_now(rc)")
+
+
+def stages(started, ended, job, manifest, trace):
+    """One job's stages in seconds (see the module doc); started/ended: time.time() around the
+    traced command; trace: its (t_code, t_imports)."""
     t = manifest["timings"]
     sub = job["submitted_at"]
     asm_end = t["assemble_started_at"] + t["assemble_seconds"]
-    return {"CLI start (interpreter, imports)": cli_start,
-            "submission (model check, plan, records)": sub - started - cli_start,
+    t_code, t_imports = trace
+    return {"interpreter start": t_code - started,
+            "imports (NumPy, Celery, Redis, fsspec, ours)": t_imports - t_code,
+            "submission (model check, plan, records)": sub - t_imports,
             "queue latency (to the first chunk's start)": t["first_chunk_started_at"] - sub,
             "chunks, wall (2 processes)": t["last_chunk_finished_at"] - t["first_chunk_started_at"],
             "  read + parse, CPU s": t["read_seconds"],
@@ -89,11 +106,9 @@ def main():
     home = os.path.join(work, "home")
     out = os.path.join(work, "out.csv")
     argv = digits_argv("predict", csv, "--model", model_path, "--out", out)
-    imports = ("import worker.cli, worker.cli.predict, worker.client, worker.app, worker.stack, "
-               "model.checkpoint, model.sources, model.registry, tasks.predict")
     seed_argv = seed_script_argv(csv, os.path.join(work, "seed-script.csv"),
                                  save_seed_weights(weights, os.path.join(work, "seed-weights.npz")))
-    seed_s, seed_in_s, ours_s, cli_start_s, rows = [], [], [], [], []
+    seed_s, seed_in_s, ours_s, rows = [], [], [], []
     with Up(home, DIGITS_PREDICT_CONCURRENCY=2) as up:
         env = up.env
         wall, _, code, _, err = run_child(argv, env)  # warm-up: bytecode, the workers' model cache
@@ -104,13 +119,15 @@ def main():
             s, _, code, _, err = run_child(seed_argv, env)
             assert code == 0, err
             seed_s.append(s)
-            started = time.time()
             wall, _, code, _, err = run_child(argv, env)
-            ended = time.time()
             assert code == 0, err
             ours_s.append(wall)
-            cli_start_s.append(run_child([sys.executable, "-c", imports], env)[0])
-            rows.append(stages(started, ended, *latest_job(home), cli_start_s[-1]))
+            started = time.time()
+            _, _, code, _, err = run_child([sys.executable, "-c", TRACED, *argv[3:]], env)
+            ended = time.time()
+            assert code == 0, err
+            trace = [ln for ln in err.splitlines() if ln.startswith("TRACE")][-1].split()[1:]
+            rows.append(stages(started, ended, *latest_job(home), [float(x) for x in trace]))
             print(f"round {r + 1}: seed style {s:.3f} s (in-process {s_in:.3f} s), digits predict {wall:.3f} s, "
                   f"ratio {s / wall:.2f}x ({s_in / wall:.2f}x)", flush=True)
     local = os.path.join(work, "local.csv")
@@ -136,12 +153,17 @@ def main():
     print(f"output == --local output byte for byte: {identical}; labels agree with the float64 "
           f"seed style on {agree:.5f}")
     print("\nstages of a job (medians over the rounds, seconds):")
-    for k in rows[0]:
-        print(f"  {k:<46} {median([r[k] for r in rows]):7.3f}")
+    st = {k: median([r[k] for r in rows]) for k in rows[0]}
+    for k, v in st.items():
+        print(f"  {k:<48} {v:7.3f}")
+    keys = list(st)
+    floor = st[keys[0]] + st[keys[1]] + st[keys[2]] + (st["  read + parse, CPU s"] + st["  forward pass, CPU s"]) / 2
+    print(f"floor: interpreter + imports + submission + (parse + forward CPU) / 2 cores = {floor:.3f} s: "
+          f"at best {seed_m / floor:.2f}x against the script, {seed_in_m / floor:.2f}x in-process")
     figures("predict", rows=a.rows, mb=round(size_mb), seed_s=seed_m, seed_inprocess_s=seed_in_m, ours_s=ours_m,
             ratio=seed_m / ours_m, ratio_inprocess=seed_in_m / ours_m,
-            identical=identical, agreement=agree,
-            stages={k: median([r[k] for r in rows]) for k in rows[0]})
+            identical=identical, agreement=agree, stages=st, floor_s=floor, best_ratio=seed_m / floor,
+            best_ratio_inprocess=seed_in_m / floor)
 
 
 if __name__ == "__main__":

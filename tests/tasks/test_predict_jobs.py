@@ -464,3 +464,13 @@ def test_a_big_job_keeps_only_its_window_in_the_queue(live, csv_20000, test_csv,
     assert jobs.read_manifest(live.settings.storage, big.id) is None, "the small job waited for the big one"
     m_big = big.wait(timeout=WAIT)
     assert m_big["state"] == "SUCCESS" and m_big["rows_ok"] == 20000 and m_big["chunks"] >= 95
+
+
+def test_wait_hears_the_end_instead_of_waiting_for_its_next_poll(live, test_csv, model_path, tmp_path):
+    """Job.wait is woken by the job's result being published: with a poll interval far longer
+    than the job, it still returns as soon as the output is written."""
+    job = submit(live, test_csv, model_path, tmp_path / "sub.csv")
+    t0 = time.monotonic()
+    manifest = job.wait(timeout=WAIT, poll=60)
+    assert manifest["state"] == "SUCCESS" and manifest["rows_ok"] == 500
+    assert time.monotonic() - t0 < 30  # a poll of 60 s would have slept through the end
