@@ -15,12 +15,16 @@ def _job_status(s, job_id, apps):
     if st["state"] in FINAL_STATES:
         return st
     from worker import stack
-    from worker.app import configure
-    from worker.outage import BrokerDown
     url = stack.live_broker(s)
     if url is None:
+        from worker.outage import BrokerDown
         raise BrokerDown(f"no broker answers at {s.broker_url or s.embedded_url}")
+    if url.startswith("redis+socket://"):  # the embedded stack: its Redis read without Celery
+        st = status(stack.TaskMeta(url), s, job_id)
+        if st["state"] != "FAILURE":  # a failure's exception is rebuilt by Celery, below
+            return st
     if url not in apps:
+        from worker.app import configure
         apps.clear()
         apps[url] = configure(url)
     return status(apps[url], s, job_id)
