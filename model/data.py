@@ -289,24 +289,29 @@ def decode_image(raw, path):
     (the steps MNIST itself used); a large one is first reduced to at most REDUCE_TO pixels
     a side while decoding.
     """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a decoder's warnings about a damaged file
+        return _decode(raw, path)
+
+
+def _decode(raw, path):
+    """decode_image without its warnings filter (read_images sets it once for a whole batch)."""
     try:
         if len(raw) > MAX_IMAGE_BYTES:
             raise DataError(path, f"file is over the limit of {MAX_IMAGE_BYTES >> 20} MB")
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # a decoder's warnings about a damaged file
-            with Image.open(io.BytesIO(raw), formats=IMAGE_FORMATS) as img:
-                w, h = img.size
-                if w * h > MAX_IMAGE_PIXELS or w < 1 or h < 1:
-                    raise DataError(path, f"image is {w}x{h}, over the limit of {MAX_IMAGE_PIXELS:,} pixels")
-                frames = getattr(img, "n_frames", 1)
-                if frames > 1:
-                    raise DataError(path, f"animated image of {frames} frames; give one frame")
-                factor = -(-max(w, h) // REDUCE_TO)
-                if factor > 1 and img.format == "JPEG":
-                    img.draft(img.mode, (w // factor, h // factor))  # decode at a reduced scale
-                img.load()
-                factor = -(-max(img.size) // REDUCE_TO)
-                gray = _gray8(img if factor <= 1 else img.reduce(factor))  # (H, W)
+        with Image.open(io.BytesIO(raw), formats=IMAGE_FORMATS) as img:
+            w, h = img.size
+            if w * h > MAX_IMAGE_PIXELS or w < 1 or h < 1:
+                raise DataError(path, f"image is {w}x{h}, over the limit of {MAX_IMAGE_PIXELS:,} pixels")
+            frames = getattr(img, "n_frames", 1)
+            if frames > 1:
+                raise DataError(path, f"animated image of {frames} frames; give one frame")
+            factor = -(-max(w, h) // REDUCE_TO)
+            if factor > 1 and img.format == "JPEG":
+                img.draft(img.mode, (w // factor, h // factor))  # decode at a reduced scale
+            img.load()
+            factor = -(-max(img.size) // REDUCE_TO)
+            gray = _gray8(img if factor <= 1 else img.reduce(factor))  # (H, W)
     except DataError:
         raise
     except UnidentifiedImageError:
@@ -370,17 +375,19 @@ def read_images(folder, rels, labels=None):
         raws = storage.read_many([paths[i] for i in wanted], MAX_IMAGE_BYTES + 1)
     except Exception as e:  # the batch itself failed: each file is tried alone below
         raws = [e] * len(wanted)
-    for i, raw in zip(wanted, raws):
-        try:
-            if isinstance(raw, BaseException):
-                raw = storage.read_bytes(paths[i], 0, MAX_IMAGE_BYTES + 1)  # once more, alone
-            pixels[i], note = decode_image(raw, paths[i])
-            if note:
-                notes[i] = note
-        except DataError as e:
-            errors[i] = e.reason
-        except Exception as e:  # whatever else goes wrong with this file is its own error
-            errors[i] = f"unreadable ({describe(e, 200)})"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # decoders' warnings about damaged files (set once a batch)
+        for i, raw in zip(wanted, raws):
+            try:
+                if isinstance(raw, BaseException):
+                    raw = storage.read_bytes(paths[i], 0, MAX_IMAGE_BYTES + 1)  # once more, alone
+                pixels[i], note = _decode(raw, paths[i])
+                if note:
+                    notes[i] = note
+            except DataError as e:
+                errors[i] = e.reason
+            except Exception as e:  # whatever else goes wrong with this file is its own error
+                errors[i] = f"unreadable ({describe(e, 200)})"
     lab = None if labels is None else np.asarray(labels, np.int64)
     return Block(pixels, lab, errors, notes)
 
