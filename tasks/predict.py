@@ -143,7 +143,11 @@ def predict_chunk(self, job_id, index, lo=None, hi=None):
     times with backoff, then marks the chunk failed: the job ends PARTIAL, not lost.
     """
     root = storage_root(self)
-    job = dict(jobs.read_job(root, job_id), root=root)
+    record = jobs.read_json(jobs.ref(root, job_id, "job.json"))
+    if record is None:  # a late copy of a job whose record was cleared (resubmitted afresh)
+        log.warning("job %s has no record (cleared for a resubmission?): chunk %s not run", job_id, index)
+        return {"chunk": index, "state": "no job record"}
+    job = dict(record, root=root)
     source = load_source(root, job)
     existing = redis_client(self).hget(keys.chunk_marks(job_id), index)
     if existing:  # an earlier delivery marked it
@@ -232,7 +236,13 @@ def assemble(self, job_id):
 
 
 def _assemble(task, root, job_id):
-    job = jobs.read_job(root, job_id)
+    job = jobs.read_json(jobs.ref(root, job_id, "job.json"))
+    if job is None:
+        # a late copy (say, a retry waiting for the lock) of a job that ended and was cleared
+        # for a resubmission, run before the new record was written: nothing to assemble, and
+        # no FAILURE stored under the job id, where the resubmitted job's status would find it
+        log.warning("job %s has no record (cleared for a resubmission?): assemble not run", job_id)
+        return {"job_id": job_id, "state": "NO RECORD"}
     source = load_source(root, job)
     chunk_marks = marks(task, job_id)
     cancelled = jobs.is_cancelled(root, job_id)
