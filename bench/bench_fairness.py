@@ -17,7 +17,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from bench.common import mnist_csv, parser, repeated_csv  # noqa: E402
+from bench.common import figures, mnist_csv, parser, repeated_csv  # noqa: E402
 
 
 def main():
@@ -83,6 +83,8 @@ def main():
           f"-> {med / idle:.2f}x idle (target <= 2x: {'holds' if med <= 2 * idle else 'misses'})")
     print(f"big job alone {alone:.2f} s, with the small jobs {shared:.2f} s "
           f"-> {shared / alone:.2f}x (target <= 1.10x: {'holds' if shared <= 1.1 * alone else 'misses'})")
+    figures("fairness", idle_s=idle, behind_s=med, small_ratio=med / idle, alone_s=alone, shared_s=shared,
+            big_ratio=shared / alone)
 
 
 if __name__ == "__main__":

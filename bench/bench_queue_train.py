@@ -12,7 +12,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from bench.common import parser, mnist_csv  # noqa: E402
+from bench.common import figures, parser, mnist_csv  # noqa: E402
 
 
 def main():
@@ -50,6 +50,7 @@ def main():
     print(f"through the queue (checkpoint every epoch): {queue_s:.2f} s  val_accuracy "
           f"{manifest['val_accuracy']:.4f}")
     print(f"queue overhead: {100 * (queue_s / local_s - 1):+.1f}%  (target <= +10%)")
+    figures("queue_train", local_s=local_s, queue_s=queue_s, overhead=queue_s / local_s - 1)
 
 
 if __name__ == "__main__":

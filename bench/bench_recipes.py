@@ -19,7 +19,7 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from bench.common import SHARED  # noqa: E402
+from bench.common import SHARED, figures  # noqa: E402
 from model.train import Trainer, make_config  # noqa: E402
 
 AFFINE = dict(shift=2.0, rotate=10.0, scale=0.1)
@@ -79,6 +79,7 @@ def main():
     print(f"{len(y)} images, validation split {make_config().val_fraction:.0%}, seeds {a.seeds}, one BLAS thread")
     print("| variant | what | epochs | validation accuracy | training s | s per epoch |")
     print("|---|---|---|---|---|---|")
+    found = {}
     for name, what, recipe, over in variants:
         runs = [run(recipe, over, seed, X, y) for seed in a.seeds]
         accs = [r[0] for r in runs]
@@ -88,6 +89,8 @@ def main():
         secs = statistics.median(r[1] for r in runs)
         per_epoch = statistics.median(r[2] for r in runs)
         print(f"| `{name}` | {what} | {runs[0][3]} | {acc} | {secs:.1f} | {per_epoch:.2f} |", flush=True)
+        found[name] = {"accuracy": statistics.mean(accs), "seconds": secs}
+    figures("recipes", variants=found)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from bench.common import SeedStyle, mnist_csv, parser, seed_load, timed  # noqa: E402
+from bench.common import SeedStyle, figures, mnist_csv, parser, seed_load, timed  # noqa: E402
 from model import sources  # noqa: E402
 from model.train import Trainer, make_config, split_indices  # noqa: E402
 
@@ -69,6 +69,10 @@ def main():
     paired = [f"{statistics.median(b / o for b, o in zip(epochs[base], epochs[n])):21.2f}x" for n in names[1:]]
     print(f"{'per-epoch ratio (median of rounds)':34}{'':22}" + "".join(paired))
     print(f"{'validation accuracy':34}" + "".join(f"{acc[n]:22.4f}" for n in names))
+    ratios = [statistics.median(b / o for b, o in zip(epochs[base], epochs[n])) for n in names[1:]]
+    figures("train", epoch_ratio=ratios[0], epoch_ratio_2threads=ratios[1],
+            seed_epoch_s=statistics.median(epochs[base]), ours_epoch_s=statistics.median(epochs[names[1]]),
+            end_to_end_ratio=total[base] / total[names[1]], accuracy=acc[names[1]], seed_accuracy=acc[base])
 
 
 if __name__ == "__main__":

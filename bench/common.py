@@ -115,3 +115,135 @@ def seed_predict(test_csv, out_csv, weights):
     labels = (W2 @ np.maximum(W1 @ X + b1, 0) + b2).argmax(axis=0)
     pd.DataFrame({"ImageId": np.arange(1, len(labels) + 1), "Label": labels}).to_csv(out_csv, index=False)
     return labels
+
+
+# ----------------------------------------------------------------------------- the real stack
+
+REPO = os.path.dirname(HERE)
+
+
+def user_env(home, **extra):
+    """The environment a user's `digits` runs in: this checkout first on the path, no broker
+    configured (the embedded stack under `home`), and bytecode caching on (a user's Python
+    writes __pycache__; this sandbox sets PYTHONDONTWRITEBYTECODE, which makes every start
+    recompile the project's modules)."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("DIGITS_") and k != "PYTHONDONTWRITEBYTECODE"}
+    env.update(PYTHONPATH=REPO + os.pathsep + env.get("PYTHONPATH", ""), DIGITS_HOME=str(home),
+               **{k: str(v) for k, v in extra.items()})
+    return env
+
+
+def digits_argv(*args):
+    """`digits ARGS` as the console script runs it (python -m worker.cli, without a shim)."""
+    return [sys.executable, "-m", "worker.cli", *map(str, args)]
+
+
+class Up:
+    """`digits up --no-flower` in a subprocess (as a user runs it), stopped by SIGTERM.
+
+        with Up(home, DIGITS_PREDICT_CONCURRENCY=2) as up:
+            up.env, up.worker_pids("worker-predict")
+    """
+
+    def __init__(self, home, **extra):
+        self.home = str(home)
+        self.env = user_env(home, **extra)
+        self.proc = None
+
+    def __enter__(self):
+        import json
+        os.makedirs(self.home, exist_ok=True)
+        self.log = open(os.path.join(self.home, "up.out"), "wb")
+        self.proc = subprocess.Popen(digits_argv("up", "--no-flower"), env=self.env, stdout=self.log,
+                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        record = os.path.join(self.home, "stack.json")
+        deadline = time.time() + 120
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"digits up exited; see {self.log.name}")
+            if os.path.exists(record):
+                with open(self.log.name, "rb") as f:
+                    if b"ready:" in f.read():
+                        break
+            if time.time() > deadline:
+                raise RuntimeError(f"digits up did not get ready; see {self.log.name}")
+            time.sleep(0.1)
+        with open(record) as f:
+            self.record = json.load(f)
+        return self
+
+    def worker_pids(self, name="worker-predict"):
+        """PIDs of a worker service's process and its pool processes."""
+        import psutil
+        pid = self.record["children"][name][0]  # [pid, start time]
+        proc = psutil.Process(pid)
+        return [pid] + [c.pid for c in proc.children(recursive=True)]
+
+    def __exit__(self, *exc):
+        import signal
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+
+
+def run_child(argv, env):
+    """Run a command to its end -> (wall seconds, the child's own peak RSS in MB, returncode,
+    stdout, stderr). The peak is this child's (os.wait4), not the largest of all children."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(argv, env=env, stdout=out, stderr=err, stdin=subprocess.DEVNULL)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - t0
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        return wall, usage.ru_maxrss / 1024, proc.returncode, out.read().decode(), err.read().decode()
+
+
+def vm_hwm_mb(pids):
+    """The largest peak RSS (VmHWM) among processes -> MB."""
+    peaks = []
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/status") as f:
+                for line in f:
+                    if line.startswith("VmHWM:"):
+                        peaks.append(int(line.split()[1]) / 1024)
+        except OSError:
+            pass
+    return max(peaks) if peaks else float("nan")
+
+
+def figures(name, **values):
+    """Print one machine-readable line of a benchmark's figures (bench/run_all.py reads it)."""
+    import json
+    print(f"FIGURES {name} {json.dumps(values, sort_keys=True)}", flush=True)
+
+
+def median(xs):
+    xs = sorted(xs)
+    n = len(xs)
+    return (xs[n // 2] + xs[(n - 1) // 2]) / 2
+
+
+def save_seed_weights(weights, path):
+    """seed_predict's weights tuple -> an .npz for the seed-style script (seed_script_argv)."""
+    W1, b1, W2, b2, mean, std = weights
+    np.savez(path, W1=W1, b1=b1, W2=W2, b2=b2, mean=mean, std=std)
+    return path
+
+
+def seed_script_argv(csv, out, weights_npz):
+    """The seed style as the command a seed-project user runs (`python predict.py`): a fresh
+    interpreter that imports pandas and NumPy, then seed_predict."""
+    code = ("import sys; sys.path.insert(0, sys.argv[4]); import numpy as np; "
+            "from bench.common import seed_predict; w = np.load(sys.argv[3]); "
+            "seed_predict(sys.argv[1], sys.argv[2], (w['W1'], w['b1'], w['W2'], w['b2'], "
+            "float(w['mean']), float(w['std'])))")
+    return [sys.executable, "-c", code, str(csv), str(out), str(weights_npz), REPO]

@@ -107,8 +107,42 @@ def assemble(source, outcomes, out_ref):
     the row numbers after it are unknown: later chunks' records are then reported as
     failed too, one errors line per chunk, instead of being written under wrong numbers.
     """
-    out = io.StringIO()
-    bad = io.StringIO()
+    out_file = storage.AtomicFile(out_ref)  # streamed: memory stays flat however many rows
+    err_ref = errors_ref(out_ref)
+    try:
+        bad_file = storage.AtomicFile(err_ref)
+    except BaseException:
+        out_file.discard()
+        raise
+    try:
+        counts = _assemble(source, outcomes, out_file, bad_file)
+        out_file.commit()
+        if counts["rows_bad"] or counts["failed_chunks"]:
+            bad_file.commit()
+        else:
+            bad_file.discard()
+            storage.remove(err_ref)
+            err_ref = None
+    finally:
+        out_file.discard()
+        bad_file.discard()
+    return dict(counts, output=str(out_ref), errors=err_ref)
+
+
+def _assemble(source, outcomes, out_file, bad_file):
+    """assemble's loop: writes the output's and the errors' lines -> counts."""
+    out = io.TextIOWrapper(out_file.file, encoding="utf-8", newline="", write_through=True)
+    bad = io.TextIOWrapper(bad_file.file, encoding="utf-8", newline="", write_through=True)
+    try:
+        return _write_outcomes(source, outcomes, out, bad)
+    finally:  # the AtomicFiles own the files: flush the wrappers and let go of them
+        out.flush()
+        bad.flush()
+        out.detach()
+        bad.detach()
+
+
+def _write_outcomes(source, outcomes, out, bad):
     bad_writer = csv.writer(bad, lineterminator="\n")
     out.write(",".join(source.output_header) + "\n")
     bad_writer.writerow(source.error_header)
@@ -156,16 +190,8 @@ def assemble(source, outcomes, out_ref):
         ok += len(idx)
         rows_bad += len(r.errors)
         first += n
-    storage.write_text(out_ref, out.getvalue())
-    err_ref = errors_ref(out_ref)
-    if rows_bad or failed_chunks:
-        storage.write_text(err_ref, bad.getvalue())
-    else:
-        storage.remove(err_ref)
-        err_ref = None
     return {"rows_in": ok + rows_bad + failed, "rows_ok": ok, "rows_bad": rows_bad, "rows_failed": failed,
-            "rows_skipped": skipped, "failed_chunks": failed_chunks, "output": str(out_ref),
-            "errors": err_ref}
+            "rows_skipped": skipped, "failed_chunks": failed_chunks}
 
 
 def final_state(counts, cancelled=False):

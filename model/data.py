@@ -111,6 +111,10 @@ def read_csv_layout(ref):
                     f"({expected[0]},...,{expected[-1]})")
 
 
+PLAN_WINDOW = 1 << 13  # bytes read at each planned chunk boundary (a good row is <= ~3.2 KB;
+# a longer line is read on until its end), so a plan of 100 or 10,000 chunks costs little memory
+
+
 def plan_csv(layout, rows_per_chunk):
     """Split the data rows into byte ranges [(start, end), ...]: ceil(rows / rows_per_chunk)
     ranges of about equal size, the row count estimated from the first MB (exact when the
@@ -136,8 +140,8 @@ def plan_csv(layout, rows_per_chunk):
         x = (size - start) / row_bytes / rows_per_chunk  # chunks, estimated
         n = max(1, math.floor(x) if x - math.floor(x) < PLAN_SLACK else math.ceil(x))
         guesses = [start + (size - start) * k // n for k in range(1, n)]
-        windows = storage.read_ranges(layout.ref, [g - 1 for g in guesses],
-                                      [min(size, g - 1 + (1 << 16)) for g in guesses])
+        windows = storage.read_ranges(layout.ref, [g - 1 for g in guesses],  # 8 KB each: memory flat
+                                      [min(size, g - 1 + PLAN_WINDOW) for g in guesses])
         cuts = [_next_line_start(layout.ref, g, w, size) for g, w in zip(guesses, windows)]
     ranges, lo = [], start
     for cut in cuts + [size]:
@@ -285,24 +289,29 @@ def decode_image(raw, path):
     (the steps MNIST itself used); a large one is first reduced to at most REDUCE_TO pixels
     a side while decoding.
     """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a decoder's warnings about a damaged file
+        return _decode(raw, path)
+
+
+def _decode(raw, path):
+    """decode_image without its warnings filter (read_images sets it once for a whole batch)."""
     try:
         if len(raw) > MAX_IMAGE_BYTES:
             raise DataError(path, f"file is over the limit of {MAX_IMAGE_BYTES >> 20} MB")
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # a decoder's warnings about a damaged file
-            with Image.open(io.BytesIO(raw), formats=IMAGE_FORMATS) as img:
-                w, h = img.size
-                if w * h > MAX_IMAGE_PIXELS or w < 1 or h < 1:
-                    raise DataError(path, f"image is {w}x{h}, over the limit of {MAX_IMAGE_PIXELS:,} pixels")
-                frames = getattr(img, "n_frames", 1)
-                if frames > 1:
-                    raise DataError(path, f"animated image of {frames} frames; give one frame")
-                factor = -(-max(w, h) // REDUCE_TO)
-                if factor > 1 and img.format == "JPEG":
-                    img.draft(img.mode, (w // factor, h // factor))  # decode at a reduced scale
-                img.load()
-                factor = -(-max(img.size) // REDUCE_TO)
-                gray = _gray8(img if factor <= 1 else img.reduce(factor))  # (H, W)
+        with Image.open(io.BytesIO(raw), formats=IMAGE_FORMATS) as img:
+            w, h = img.size
+            if w * h > MAX_IMAGE_PIXELS or w < 1 or h < 1:
+                raise DataError(path, f"image is {w}x{h}, over the limit of {MAX_IMAGE_PIXELS:,} pixels")
+            frames = getattr(img, "n_frames", 1)
+            if frames > 1:
+                raise DataError(path, f"animated image of {frames} frames; give one frame")
+            factor = -(-max(w, h) // REDUCE_TO)
+            if factor > 1 and img.format == "JPEG":
+                img.draft(img.mode, (w // factor, h // factor))  # decode at a reduced scale
+            img.load()
+            factor = -(-max(img.size) // REDUCE_TO)
+            gray = _gray8(img if factor <= 1 else img.reduce(factor))  # (H, W)
     except DataError:
         raise
     except UnidentifiedImageError:
@@ -332,7 +341,8 @@ def _gray8(img):
             return _composite(gray, alpha)
         return gray.astype(np.uint8)
     gray = img if img.mode == "L" else img.convert("L")
-    return np.asarray(gray, dtype=np.uint8)
+    w, h = gray.size
+    return np.frombuffer(gray.tobytes(), np.uint8).reshape(h, w)  # (H, W), read-only
 
 
 def _composite(gray, alpha):
@@ -365,17 +375,19 @@ def read_images(folder, rels, labels=None):
         raws = storage.read_many([paths[i] for i in wanted], MAX_IMAGE_BYTES + 1)
     except Exception as e:  # the batch itself failed: each file is tried alone below
         raws = [e] * len(wanted)
-    for i, raw in zip(wanted, raws):
-        try:
-            if isinstance(raw, BaseException):
-                raw = storage.read_bytes(paths[i], 0, MAX_IMAGE_BYTES + 1)  # once more, alone
-            pixels[i], note = decode_image(raw, paths[i])
-            if note:
-                notes[i] = note
-        except DataError as e:
-            errors[i] = e.reason
-        except Exception as e:  # whatever else goes wrong with this file is its own error
-            errors[i] = f"unreadable ({describe(e, 200)})"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # decoders' warnings about damaged files (set once a batch)
+        for i, raw in zip(wanted, raws):
+            try:
+                if isinstance(raw, BaseException):
+                    raw = storage.read_bytes(paths[i], 0, MAX_IMAGE_BYTES + 1)  # once more, alone
+                pixels[i], note = _decode(raw, paths[i])
+                if note:
+                    notes[i] = note
+            except DataError as e:
+                errors[i] = e.reason
+            except Exception as e:  # whatever else goes wrong with this file is its own error
+                errors[i] = f"unreadable ({describe(e, 200)})"
     lab = None if labels is None else np.asarray(labels, np.int64)
     return Block(pixels, lab, errors, notes)
 

@@ -153,10 +153,23 @@ def read_many(refs, limit):
     reading that file raised."""
     if not refs:
         return []
+    local = [local_path(r) for r in refs]
+    if all(p is not None for p in local):  # plain reads: a tenth of fsspec's cost per small file
+        return [_read_head(p, limit) for p in local]
     fs, _ = filesystem(refs[0])
     paths = [filesystem(r)[1] for r in refs]
     got = fs.cat_ranges(paths, [0] * len(paths), [limit] * len(paths), on_error="return")
     return [g if isinstance(g, (bytes, BaseException)) else bytes(g) for g in got]
+
+
+def _read_head(path, limit):
+    """The first `limit` bytes of a local file, or the exception reading it raised."""
+    try:
+        with open(path, "rb", buffering=0) as f:
+            # read what the file holds (a limit of 32 MB would allocate 32 MB for each small file)
+            return f.read(min(limit, os.fstat(f.fileno()).st_size + 1))
+    except Exception as e:  # returned, as fsspec's cat_ranges(on_error="return") does
+        return e
 
 
 def read_ranges(ref, starts, ends):
@@ -200,6 +213,68 @@ def _write_bytes(ref, data):
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+class AtomicFile:
+    """A binary file that appears at `ref` all at once, streamed to a temporary file first
+    (so memory stays flat however much is written): beside the target for a local path,
+    renamed over it by commit(); for a URL, in the local temp folder, then put to the
+    object store in one upload. discard() (or leaving a `with` block by an exception)
+    drops it; the target keeps its old content either way.
+
+        with storage.AtomicFile(ref) as f:
+            f.write(b"...")
+    """
+
+    def __init__(self, ref):
+        self.ref = str(ref)
+        self.path = local_path(self.ref)
+        if self.path is None:
+            fd, self.tmp = tempfile.mkstemp(prefix=".tmp-digits-")
+        else:
+            folder = os.path.dirname(os.path.abspath(self.path))
+            os.makedirs(folder, exist_ok=True)
+            fd, self.tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-",
+                                            suffix="-" + os.path.basename(self.path))
+        try:
+            os.fchmod(fd, file_mode())
+            self.file = os.fdopen(fd, "wb", buffering=1 << 20)
+        except BaseException:
+            os.close(fd)
+            os.unlink(self.tmp)
+            raise
+
+    def write(self, data):
+        return self.file.write(data)
+
+    def commit(self):
+        """Put the written bytes in place (fsynced first)."""
+        try:
+            self.file.flush()
+            os.fsync(self.file.fileno())
+            self.file.close()
+            if self.path is not None:
+                os.replace(self.tmp, self.path)
+            else:
+                fs, p = filesystem(self.ref)
+                fs.makedirs(posixpath.dirname(p), exist_ok=True)
+                fs.put_file(self.tmp, p)
+        finally:
+            self.discard()
+
+    def discard(self):
+        self.file.close()
+        if os.path.exists(self.tmp):
+            os.unlink(self.tmp)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, value, tb):
+        if kind is None:
+            self.commit()
+        else:
+            self.discard()
 
 
 def write_text(ref, text):

@@ -79,6 +79,18 @@ def load_source(root, job):
         jobs.read_json(jobs.ref(root, job["job_id"], "plan.json"))))
 
 
+_BLAS = {"limited": False}
+
+
+def one_blas_thread():
+    """One BLAS thread in a predict worker process (once per process): the embedded stack
+    runs one process per core, so more threads per process only oversubscribe the cores."""
+    if not _BLAS["limited"]:
+        from threadpoolctl import threadpool_limits
+        threadpool_limits(1, user_api="blas")
+        _BLAS["limited"] = True
+
+
 def redis_client(task):
     return task.app.backend.client
 
@@ -143,7 +155,11 @@ def predict_chunk(self, job_id, index, lo=None, hi=None):
     times with backoff, then marks the chunk failed: the job ends PARTIAL, not lost.
     """
     root = storage_root(self)
-    job = dict(jobs.read_job(root, job_id), root=root)
+    record = jobs.read_json(jobs.ref(root, job_id, "job.json"))
+    if record is None:  # a late copy of a job whose record was cleared (resubmitted afresh)
+        log.warning("job %s has no record (cleared for a resubmission?): chunk %s not run", job_id, index)
+        return {"chunk": index, "state": "no job record"}
+    job = dict(record, root=root)
     source = load_source(root, job)
     existing = redis_client(self).hget(keys.chunk_marks(job_id), index)
     if existing:  # an earlier delivery marked it
@@ -155,14 +171,24 @@ def predict_chunk(self, job_id, index, lo=None, hi=None):
         _after_mark(self, job, source, the_mark, repeated=not first)
         return {"chunk": index, "state": "skipped"}
     target = jobs.chunk_ref(root, job_id, index)
-    t0 = time.perf_counter()
+    started, t0 = time.time(), time.perf_counter()
+    stages = {}  # seconds spent reading+parsing, predicting, writing the result
     try:
         if storage.exists(target):  # written by a delivery that died before marking
             result = batch.ChunkResult.from_bytes(storage.read_bytes(target))
         else:
+            one_blas_thread()
             model = load_model_cached(job["model"]["ref"], job["model"]["version"])
-            result = batch.predict_chunk(source, index, model)
+            t = time.perf_counter()
+            block = source.read(index)
+            stages["read"] = time.perf_counter() - t
+            t = time.perf_counter()
+            result = batch.predict_block(block, model)
+            del block
+            stages["predict"] = time.perf_counter() - t
+            t = time.perf_counter()
             storage.write_bytes(target, result.to_bytes())
+            stages["write"] = time.perf_counter() - t
     except Exception as e:
         retries, limit = self.request.retries, self.app.conf.digits_chunk_retries
         if retries < limit:
@@ -176,7 +202,8 @@ def predict_chunk(self, job_id, index, lo=None, hi=None):
         return {"chunk": index, "state": "failed", "reason": the_mark.get("reason")}
     seconds = round(time.perf_counter() - t0, 4)
     first, the_mark = mark(self, job_id, index, "done", rows=len(result), bad=len(result.errors),
-                           seconds=seconds)
+                           seconds=seconds, started=started, finished=time.time(),
+                           **{k: round(v, 4) for k, v in stages.items()})
     _after_mark(self, job, source, the_mark, repeated=not first)
     return {"chunk": index, "rows": len(result), "bad": len(result.errors), "seconds": seconds}
 
@@ -221,7 +248,13 @@ def assemble(self, job_id):
 
 
 def _assemble(task, root, job_id):
-    job = jobs.read_job(root, job_id)
+    job = jobs.read_json(jobs.ref(root, job_id, "job.json"))
+    if job is None:
+        # a late copy (say, a retry waiting for the lock) of a job that ended and was cleared
+        # for a resubmission, run before the new record was written: nothing to assemble, and
+        # no FAILURE stored under the job id, where the resubmitted job's status would find it
+        log.warning("job %s has no record (cleared for a resubmission?): assemble not run", job_id)
+        return {"job_id": job_id, "state": "NO RECORD"}
     record = jobs.PredictJob.from_dict(job)
     source = load_source(root, job)
     chunk_marks = marks(task, job_id)
@@ -229,7 +262,7 @@ def _assemble(task, root, job_id):
     if len(chunk_marks) < len(source.chunks) and not cancelled:
         # queued early (a resubmission, a repeated last chunk): wait for the stragglers
         raise task.retry(countdown=1, max_retries=ASSEMBLE_WAIT_RETRIES)
-    t0 = time.perf_counter()
+    assemble_started, t0 = time.time(), time.perf_counter()
     r = redis_client(task)
     try:
         counts = batch.assemble(source, _outcomes(root, job_id, source, chunk_marks), job["output"])
@@ -248,11 +281,28 @@ def _assemble(task, root, job_id):
                                chunk_seconds=sum(m.get("seconds", 0) for m in done),
                                assemble_seconds=time.perf_counter() - t0,
                                error=f"job {job_id}: {batch.failure_line(counts)}" if state == "PARTIAL" else None)
+    manifest["timings"] = _timings(job, done, assemble_started, time.perf_counter() - t0)  # and per stage
     jobs.write_manifest(root, job_id, manifest)
     r.incr(keys.assemble_runs(job_id))
     r.expire(keys.assemble_runs(job_id), int(task.app.conf.result_expires or 7 * 86400))
     release_output(r, job, job_id)
     return manifest
+
+
+def _timings(job, done, assemble_started, assemble_seconds):
+    """The manifest's timings: chunk seconds in all (and per stage: read and parse, predict,
+    write the result), assemble seconds, wall seconds from submission, and the times
+    (time.time()) at which the first chunk started, the last one finished and assemble began."""
+    out = {"chunk_seconds": round(sum(m.get("seconds", 0) for m in done), 3),
+           "assemble_seconds": round(assemble_seconds, 3),
+           "wall_seconds": round(time.time() - job["submitted_at"], 3)}
+    for stage in ("read", "predict", "write"):
+        out[f"{stage}_seconds"] = round(sum(m.get(stage, 0) for m in done), 3)
+    if done and all("started" in m for m in done):
+        out["first_chunk_started_at"] = min(m["started"] for m in done)
+        out["last_chunk_finished_at"] = max(m["finished"] for m in done)
+    out["assemble_started_at"] = assemble_started
+    return out
 
 
 def release_output(r, job, job_id):

@@ -9,13 +9,16 @@ Jobs are recorded on shared storage (tasks.jobs), so status() works from any cli
 that sees the same DIGITS_STORAGE and broker. Each kind of job has its handle class here
 (PredictionJob, TrainingJob; JOB_CLASSES) over its record class in tasks.jobs.
 """
+import json
 import os
 import time
 
-from model import batch, checkpoint, sources, storage
+from model import storage
 from model.errors import DataError, JobError
 from tasks import jobs, keys
-from tasks.predict import queue_assemble, queue_chunk, release_output, send
+
+# NumPy, the model code and Celery's task modules are imported where they are used, so
+# that `digits status` (status() below on an ended job) imports none of them.
 
 FINAL_STATES = jobs.FINAL_STATES
 
@@ -68,6 +71,7 @@ def check_prediction(s, input_ref, model_ref, out):
     reference resolves to a readable model file -> (model path, registry info, Model), which
     submit_prediction(checked=...) takes instead of checking again."""
     check_paths(input_ref, out)
+    from model import checkpoint
     from model.registry import Registry
     path, info = Registry(s.storage).resolve(str(model_ref))
     return path, info, checkpoint.load_model(path)
@@ -123,6 +127,8 @@ def submit_prediction(input_ref, model_ref, out, *, app, settings, job_id=None, 
     the ones already done are reused, so no row is doubled or lost. A job id that has
     ended is started afresh with these arguments (its earlier result is cleared).
     """
+    from model import sources
+    from tasks.predict import queue_assemble, queue_chunk, release_output
     s = settings
     job_id = jobs.check_id(job_id or jobs.new_job_id("predict"))
     root = s.storage
@@ -234,6 +240,7 @@ class Job:
         from worker.outage import Outage, say_stderr
         outage = Outage(self.app.conf.broker_url, self.s.broker_outage, on_outage or say_stderr)
         deadline = None if timeout is None else time.time() + timeout
+        wake = _Wake(self.app, self.id)
         st = None
         while True:
             st = outage.call(self.progress) or st
@@ -243,7 +250,8 @@ class Job:
                 break
             if deadline and time.time() > deadline:
                 raise JobError(f"job {self.id} still {st and st['state']} after {timeout}s")
-            time.sleep(poll)
+            wake.pause(poll)
+        wake.close()
         if st["state"] == "FAILURE":
             raise JobError(f"job {self.id} failed: {st.get('error')}")
         return self._download(self.result())
@@ -254,12 +262,63 @@ class Job:
         return manifest
 
 
+class _Wake:
+    """Job.wait's pause between polls, cut short when the job's task (assemble for a
+    prediction, train_job for training: task id = job id) stores a final result. Celery's
+    Redis backend publishes every result it stores on the channel named by the result's key,
+    so the waiting client hears the end at once instead of at its next poll. Anything that
+    goes wrong here (no Redis backend, an outage) leaves a plain sleep: polls still decide."""
+
+    READY = ("SUCCESS", "FAILURE", "REVOKED")
+
+    def __init__(self, app, job_id):
+        self.pubsub = None
+        try:
+            backend = app.backend
+            self.channel = backend.get_key_for_task(job_id)
+            self.pubsub = backend.client.pubsub(ignore_subscribe_messages=True)
+            self.pubsub.subscribe(self.channel)
+        except Exception:  # no pub/sub here: plain polling
+            self.close()
+
+    def pause(self, seconds):
+        end = time.monotonic() + seconds
+        while self.pubsub is not None:
+            left = end - time.monotonic()
+            if left <= 0:
+                return
+            try:
+                msg = self.pubsub.get_message(timeout=left)
+            except Exception:  # the broker went away: the polls ride the outage out
+                self.close()
+                break
+            if msg and msg.get("type") == "message" and _status_of(msg.get("data")) in self.READY:
+                return
+        time.sleep(max(0.0, end - time.monotonic()))
+
+    def close(self):
+        if self.pubsub is not None:
+            try:
+                self.pubsub.close()
+            except Exception:  # closing a dead connection
+                pass
+        self.pubsub = None
+
+
+def _status_of(data):
+    try:
+        return json.loads(data).get("status")
+    except (TypeError, ValueError, AttributeError):
+        return None
+
+
 class PredictionJob(Job):
     """A queued bulk prediction."""
 
     def _download(self, manifest):
         """Copy a prediction's output (and errors file) from storage to the client's --out
         when the workers wrote it elsewhere -> the manifest, naming the files the client has."""
+        from model import batch
         src, dst = self.record.output, self.record.download_to
         if not (src and dst) or src == dst or not manifest:
             return manifest
@@ -279,6 +338,7 @@ def submit_training(data_ref, name, config, *, app, settings, skip_bad=False, ch
 
     Resubmitting an existing job id sends it again: it resumes from its last checkpoint.
     """
+    from tasks.predict import send
     from tasks.train import active_key, train_job
     s = settings
     job_id = jobs.check_id(job_id or jobs.new_job_id("train"))
@@ -308,6 +368,7 @@ def check_training(data_ref):
     and has labels (a labeled CSV header, or digit sub-folders) -> DataError naming it."""
     if not storage.is_url(str(data_ref)) and not os.path.exists(data_ref):
         raise DataError(data_ref, "no such file or folder")
+    from model import sources
     sources.open_source(_abs(str(data_ref)), 10 ** 9, 10 ** 9, training=True)
 
 

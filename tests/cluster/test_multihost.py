@@ -8,7 +8,6 @@ Every job is submitted from the client with the client's own local input and --o
 byte for byte, with exactly one assemble.
 """
 import json
-import os
 import re
 import shutil
 import time

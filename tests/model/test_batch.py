@@ -366,3 +366,25 @@ def test_run_contains_a_chunk_that_raises(test_csv, model, tmp_path, monkeypatch
     assert batch.final_state(counts) == "PARTIAL"
     assert counts["failed_chunks"][0]["reason"] == "Permission denied: /store/in.csv"
     assert counts["rows_in"] == N_ROWS and counts["rows_failed"] == p.length(2)
+
+
+def test_assemble_streams_and_a_failed_assemble_keeps_the_old_output(test_csv, model, tmp_path, monkeypatch):
+    """The output and errors files are streamed to temporary files and renamed into place:
+    an assemble that fails mid-way leaves the previous files as they were, and no temporary
+    file behind."""
+    out = tmp_path / "sub.csv"
+    p, counts = run(test_csv, 37, model, str(out))
+    good, errors = out.read_bytes(), (tmp_path / "sub.errors.csv").read_bytes()
+    assert counts["rows_ok"] == N_ROWS - len(BROKEN) and counts["errors"] == str(tmp_path / "sub.errors.csv")
+    results = [batch.predict_chunk(p, i, model) for i in range(len(p.chunks))]
+
+    def outcomes():
+        yield from results[:3]
+        raise OSError("disk full (simulated) after three chunks")
+
+    with pytest.raises(OSError, match="disk full"):
+        batch.assemble(p, outcomes(), str(out))
+    assert out.read_bytes() == good and (tmp_path / "sub.errors.csv").read_bytes() == errors
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["sub.csv", "sub.errors.csv"]
+    again = batch.assemble(p, iter(results), str(out))  # and a whole one writes the same bytes
+    assert again == counts and out.read_bytes() == good

@@ -71,7 +71,33 @@ def test_predict_returns_labels_and_confidence():
     labels, conf = m.predict(X)
     P = m.predict_proba(X)
     assert labels.tolist() == P.argmax(axis=1).tolist()
-    assert np.allclose(conf, P.max(axis=1)) and ((0 < conf) & (conf <= 1)).all()
+    # predict folds the z-score into W1 and b1, so it rounds differently from the plain
+    # path; random pixels give logits in the hundreds, hence float32 rounding near 1e-4
+    assert np.allclose(conf, P.max(axis=1), rtol=0, atol=2e-4) and ((0 < conf) & (conf <= 1)).all()
+
+
+def test_folded_predict_equals_the_plain_path_on_real_digits():
+    """The fast path (z-score folded into W1/b1, float32, blocks of PREDICT_BATCH rows)
+    against the plain one (normalize, then the network) on the bundled MNIST sample:
+    the same labels, probabilities equal up to float rounding, also across block edges."""
+    from model.samples import load_sample
+    s = load_sample()
+    t = Trainer(make_config("faithful", epochs=1), s["train_x"], s["train_y"])
+    t.run()
+    m = checkpoint.make_model(t.params, t.mean, t.std)
+    X = np.concatenate([s["test_x"], s["train_x"]])[:checkpoint.PREDICT_BATCH * 2 + 37]  # a partial last block
+    P = m.predict_proba(X)
+    labels, conf = m.predict(X)
+    assert labels.tolist() == P.argmax(axis=1).tolist()
+    assert np.allclose(conf, P.max(axis=1), rtol=1e-5, atol=1e-6)
+    for bs in (1, 100):  # the block size changes nothing but speed
+        lab_b, conf_b = m.predict(X[:300], batch=bs)
+        assert lab_b.tolist() == labels[:300].tolist() and np.allclose(conf_b, conf[:300], rtol=1e-6)
+    W1f, b1f = m.folded()
+    z = (X[:50] - m.mean.astype(np.float64)) / m.std.astype(np.float64)  # (50, 784) z-scored
+    Z = z @ t.params["W1"] + t.params["b1"]  # (50, H) the unfolded first layer
+    assert np.allclose(X[:50].astype(np.float64) @ W1f + b1f, Z, rtol=1e-4, atol=1e-3)
+    assert m.predict(X[:0])[0].shape == (0,)
 
 
 def test_memory_url_round_trip():

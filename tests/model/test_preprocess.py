@@ -153,3 +153,16 @@ def test_border_and_predicates():
     assert needs_preprocessing(np.full((28, 28), 255, np.uint8))  # dark-on-light 28x28
     assert needs_preprocessing(np.zeros((28, 29), np.uint8))
     assert needs_preprocessing(np.zeros((28, 28, 3), np.uint8))
+
+
+def test_dark_on_light_shortcut_agrees_with_the_border_median():
+    """is_dark_on_light skips the median when no border pixel is light: the same answer as
+    the median itself, on borders with none, a few and many light pixels."""
+    rng = np.random.default_rng(3)
+    for trial in range(300):
+        h, w = rng.integers(3, 40, 2)
+        g = rng.integers(0, 128, (h, w)).astype(np.uint8)  # no light pixel anywhere
+        frame = border(np.arange(h * w).reshape(h, w))  # flat indices of the border
+        k = int(rng.integers(0, len(frame) + 1)) if trial % 3 else 0
+        g.reshape(-1)[rng.choice(frame, size=k, replace=False)] = rng.integers(128, 256, k)  # k light ones
+        assert is_dark_on_light(g) == (float(np.median(border(g))) > 127), (h, w, k)

@@ -210,3 +210,52 @@ def test_upload_and_download_a_file(tmp_path):
     storage.download(str(tmp_path / "store" / "inputs" / "j" / "input.csv"), str(tmp_path / "back.csv"))
     assert (tmp_path / "back.csv").read_bytes() == b"pixel0\n1\n"
     assert leftovers(tmp_path) == []
+
+
+# ----------------------------------------------------------------------------- streamed atomic writes
+
+def test_atomic_file_appears_whole_or_not_at_all(tmp_path):
+    target = tmp_path / "out.csv"
+    target.write_bytes(b"old")
+    f = storage.AtomicFile(str(target))
+    for _ in range(1000):
+        f.write(b"new,")
+    assert target.read_bytes() == b"old"  # nothing shows before commit
+    f.commit()
+    assert target.read_bytes() == b"new," * 1000
+    assert (target.stat().st_mode & 0o777) == storage.file_mode()
+    with pytest.raises(RuntimeError):
+        with storage.AtomicFile(str(target)) as g:
+            g.write(b"half")
+            raise RuntimeError("the writer failed mid-way")
+    assert target.read_bytes() == b"new," * 1000  # the old content stays
+    g = storage.AtomicFile(str(target))
+    g.write(b"dropped")
+    g.discard()
+    assert target.read_bytes() == b"new," * 1000
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.csv"]  # no temporary file left
+
+
+def test_atomic_file_to_a_url_is_one_upload():
+    ref = f"memory://atomic-{uuid.uuid4().hex}/sub/out.csv"
+    with storage.AtomicFile(ref) as f:
+        f.write(b"a" * 100_000)
+        assert not storage.exists(ref)
+    assert storage.read_bytes(ref) == b"a" * 100_000
+
+
+def test_read_many_of_local_files_matches_fsspec(tmp_path):
+    from fsspec.implementations.local import LocalFileSystem
+    sizes = [0, 1, 254, 5000]
+    paths = []
+    for n in sizes:
+        p = tmp_path / f"f{n}"
+        p.write_bytes(bytes(range(256)) * (n // 256) + bytes(range(n % 256)))
+        paths.append(str(p))
+    refs = paths + [str(tmp_path / "missing"), str(tmp_path)]
+    for limit in (1, 254, 300, 32 << 20):
+        got = storage.read_many(refs, limit)
+        want = LocalFileSystem().cat_ranges(refs, [0] * len(refs), [limit] * len(refs), on_error="return")
+        assert got[:len(paths)] == [bytes(w) for w in want[:len(paths)]]
+        assert [len(g) for g in got[:len(paths)]] == [min(n, limit) for n in sizes]
+        assert isinstance(got[-2], FileNotFoundError) and isinstance(got[-1], IsADirectoryError)

@@ -464,3 +464,27 @@ def test_a_big_job_keeps_only_its_window_in_the_queue(live, csv_20000, test_csv,
     assert jobs.read_manifest(live.settings.storage, big.id) is None, "the small job waited for the big one"
     m_big = big.wait(timeout=WAIT)
     assert m_big["state"] == "SUCCESS" and m_big["rows_ok"] == 20000 and m_big["chunks"] >= 95
+
+
+def test_wait_hears_the_end_instead_of_waiting_for_its_next_poll(live, test_csv, model_path, tmp_path):
+    """Job.wait is woken by the job's result being published: with a poll interval far longer
+    than the job, it still returns as soon as the output is written."""
+    job = submit(live, test_csv, model_path, tmp_path / "sub.csv")
+    t0 = time.monotonic()
+    manifest = job.wait(timeout=WAIT, poll=60)
+    assert manifest["state"] == "SUCCESS" and manifest["rows_ok"] == 500
+    assert time.monotonic() - t0 < 30  # a poll of 60 s would have slept through the end
+
+
+def test_a_late_copy_of_a_cleared_job_s_tasks_stores_no_failure(live):
+    """A chunk or an assemble of a job whose record is gone (cleared for a resubmission, with
+    the new record not written yet) does nothing and stores no FAILURE under the job id, where
+    the resubmitted job's status would read it."""
+    from tasks.predict import assemble, predict_chunk
+    job_id = f"gone-{uuid.uuid4().hex[:8]}"
+    r = assemble.apply_async((job_id,), task_id=job_id)
+    assert r.get(timeout=WAIT) == {"job_id": job_id, "state": "NO RECORD"}
+    assert live.app.backend.get_task_meta(job_id)["status"] == "SUCCESS"
+    c = predict_chunk.apply_async((job_id, 0, 0, 10), task_id=f"{job_id}-chunk-0")
+    assert c.get(timeout=WAIT)["state"] == "no job record"
+    assert not live.app.backend.client.exists(keys.chunk_marks(job_id))

@@ -453,3 +453,32 @@ def test_every_command_has_an_example_and_every_option_a_help(cli):
         for action in sp._actions:
             assert action.help, (name, action.dest)
         assert "(default: None)" not in sp.format_help() and "(default: False)" not in sp.format_help(), name
+
+
+def test_status_of_an_ended_job_imports_no_numpy_celery_or_redis(cli, files, tmp_path):
+    """`digits status` of an ended job answers from storage alone (fast start: no NumPy,
+    Celery, Redis, pandas or PIL imported); a running job's status still asks the broker."""
+    r = cli("predict", files["test"], "--model", files["model"], "--out", tmp_path / "sub.csv", "--no-wait")
+    assert r.returncode == 0, r.stderr
+    job = r.stdout.split()[-1]
+    assert cli("watch", job, "--interval", "0.1").returncode == 0
+    script = ("import sys; from worker.cli import main; rc = main(sys.argv[1:]); "
+              "print('HEAVY', [m for m in ('numpy', 'celery', 'redis', 'kombu', 'pandas', 'PIL') if m in sys.modules]); "
+              "sys.exit(rc)")
+    r = subprocess.run([sys.executable, "-c", script, "status", job], env=cli.env, capture_output=True, text=True,
+                       timeout=WAIT)
+    assert r.returncode == 0, r.stderr
+    assert "SUCCESS" in r.stdout and "HEAVY []" in r.stdout, r.stdout
+
+
+def test_the_program_exits_with_the_command_s_code_and_its_output_flushed(cli, files, tmp_path):
+    """`digits` ends its process without the interpreter's teardown: stdout, stderr and the
+    exit code must all still be there, also when stdout is a pipe."""
+    out = tmp_path / "sub.csv"
+    r = cli("predict", files["test"], "--model", files["model"], "--out", out)
+    assert r.returncode == 0 and r.stdout.strip().endswith(f"wrote 500 predictions to {out}"), (r.stdout, r.stderr)
+    assert "rows in" in r.stderr
+    r = cli("status", "no-such-job")
+    assert r.returncode == 1 and "unknown job" in r.stderr
+    r = cli("status", "no-such-job", "--json")
+    assert r.returncode == 1 and json.loads(r.stdout)["exit_code"] == 1

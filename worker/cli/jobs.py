@@ -7,18 +7,23 @@ from worker.cli.common import eprint, print_json
 def _job_status(s, job_id, apps):
     """status() of a job, calm about the broker: storage first (it has the final state of
     an ended job and its progress); an unfinished job's state from the broker when one
-    answers; BrokerDown when none does. apps caches the Celery app per broker URL."""
-    from worker import stack
-    from worker.app import configure
+    answers; BrokerDown when none does. apps caches the Celery app per broker URL.
+    An ended job's status imports neither Celery nor Redis nor NumPy."""
     from worker.client import FINAL_STATES, status
-    from worker.outage import BrokerDown
     st = status(None, s, job_id)
     if st["state"] in FINAL_STATES:
         return st
+    from worker import stack
     url = stack.live_broker(s)
     if url is None:
+        from worker.outage import BrokerDown
         raise BrokerDown(f"no broker answers at {s.broker_url or s.embedded_url}")
+    if url.startswith("redis+socket://"):  # the embedded stack: its Redis read without Celery
+        st = status(stack.TaskMeta(url), s, job_id)
+        if st["state"] != "FAILURE":  # a failure's exception is rebuilt by Celery, below
+            return st
     if url not in apps:
+        from worker.app import configure
         apps.clear()
         apps[url] = configure(url)
     return status(apps[url], s, job_id)
@@ -27,11 +32,15 @@ def _job_status(s, job_id, apps):
 def cmd_status(a, s):
     from tasks.jobs import KINDS, STALLED, iso_times
     from worker import exitcodes
-    from worker.client import status
-    from worker.outage import BrokerDown
+    from worker.client import FINAL_STATES, status
+    st = status(None, s, a.job)  # storage alone has an ended job's state
     try:
-        st = _job_status(s, a.job, {})
-    except BrokerDown:
+        if st["state"] not in FINAL_STATES:
+            st = _job_status(s, a.job, {})
+    except ConnectionError as e:
+        from worker.outage import BrokerDown  # imported only here: the ended-job path stays light
+        if not isinstance(e, BrokerDown):
+            raise
         # without a broker nothing runs the job: say so instead of its last known state
         st = status(None, s, a.job)
         st.update(last_state=st["state"], state=STALLED, broker=s.broker_url or s.embedded_url,

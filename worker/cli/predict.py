@@ -1,7 +1,5 @@
 """`digits predict`: bulk prediction through the queue or in this process."""
-from model import batch, checkpoint, sources
 from worker.cli.common import eprint, queue_app
-from worker.cli.progress import JobBar, predict_wait
 
 
 def cmd_predict(a, s):
@@ -17,12 +15,15 @@ def cmd_predict(a, s):
             print(job.id)
             return 0
         eprint(f"prediction job {job.id}")
+        from worker.cli.progress import predict_wait  # imported once the job is queued
         manifest = predict_wait(job, "predict")
     return report_predict(manifest)
 
 
 def _predict_local(a, s):
+    from model import batch, checkpoint, sources
     from model.registry import Registry
+    from worker.cli.progress import JobBar
     from worker.client import check_paths
     check_paths(a.input, a.out)
     path, _ = Registry(s.storage).resolve(a.model)
@@ -44,6 +45,7 @@ def _predict_local(a, s):
 
 def report_predict(manifest):
     """Print what a prediction wrote -> exit code (worker.exitcodes): 1 for PARTIAL or CANCELLED."""
+    from model import batch
     from worker import exitcodes
     print(f"wrote {manifest['rows_ok']} predictions to {manifest['output']}")
     if manifest.get("rows_bad"):

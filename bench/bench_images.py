@@ -1,0 +1,157 @@
+"""Image folders: 10,000 PNGs with 1 and with 2 predict worker processes, and a seed-style loop.
+
+    python bench/bench_images.py [--data DIR] [--images 10000] [--rounds 5]
+
+Writes the MNIST test images as 28x28 PNGs (../shared/data/mnist.py images), starts two
+`digits up --no-flower` stacks (DIGITS_PREDICT_CONCURRENCY=1 and =2) and interleaves, for
+--rounds rounds:
+  - seed-style loop, in this process: for each file, PIL open, convert("L"), a float64
+    (784, 1) column z-scored and put through the float64 forward pass, argmax and softmax;
+    then the `path,label,confidence` CSV (the image-folder counterpart of the seed's CSV path);
+  - the same with the forward pass batched: the loop only loads, then one float64 product;
+  - `digits predict FOLDER` as a subprocess against each stack (chunks of DIGITS_CHUNK_IMAGES,
+    1000): the job's own time, from its submission to its output written (job.json,
+    manifest.json), and the command's, from its start to its exit.
+Targets: 2 processes at least 1.8x faster than 1 (job time), and at least 3x ahead of the
+seed-style loop (the loop's time against the job's). The outputs of both stacks are compared
+byte for byte, and their labels with the seed loop's.
+"""
+import csv
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from bench.bench_predict import bench_model, latest_job  # noqa: E402
+from bench.common import SHARED, Up, digits_argv, figures, median, parser, run_child  # noqa: E402
+
+
+def mnist_images(folder, n):
+    """Write (once) the MNIST PNGs under folder; -> the folder of the first n test images."""
+    test = os.path.join(folder, "test")
+    if not os.path.isdir(test) or len(os.listdir(test)) < n:
+        subprocess.run([sys.executable, os.path.join(SHARED, "mnist.py"), "images", folder, "--limit", str(n)],
+                       check=True)
+    return test
+
+
+def seed_loop(folder, out, weights, batched=False):
+    """The seed style over an image folder (see the module doc) -> labels in sorted-path order."""
+    from PIL import Image
+    W1, b1, W2, b2, mean, std = weights
+    names = sorted(os.listdir(folder))
+    labels, conf = [], []
+    if batched:
+        X = np.empty((784, len(names)))  # (784, N) float64
+        for j, name in enumerate(names):
+            X[:, j] = np.asarray(Image.open(os.path.join(folder, name)).convert("L"), np.float64).reshape(784)
+        Z = W2 @ np.maximum(W1 @ ((X - mean) / std) + b1, 0) + b2  # (10, N)
+        E = np.exp(Z - Z.max(axis=0))
+        P = E / E.sum(axis=0)
+        labels, conf = P.argmax(axis=0).tolist(), P.max(axis=0).tolist()
+    else:
+        for name in names:
+            x = np.asarray(Image.open(os.path.join(folder, name)).convert("L"), np.float64).reshape(784, 1)
+            z = W2 @ np.maximum(W1 @ ((x - mean) / std) + b1, 0) + b2  # (10, 1)
+            e = np.exp(z - z.max())
+            p = e / e.sum()
+            k = int(p.argmax())
+            labels.append(k)
+            conf.append(float(p[k, 0]))
+    with open(out, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["path", "label", "confidence"])
+        w.writerows((n, lab, f"{c:.4f}") for n, lab, c in zip(names, labels, conf))
+    return np.array(labels)
+
+
+def pil_floor(folder):
+    """Seconds to read every file and decode it with PIL alone (open, load, tobytes), in this
+    process: what any PIL-based reader pays at least, on one core."""
+    import io
+    from PIL import Image
+    t0 = time.perf_counter()
+    for name in sorted(os.listdir(folder)):
+        with open(os.path.join(folder, name), "rb") as f:
+            raw = f.read()
+        with Image.open(io.BytesIO(raw), formats=["PNG"]) as img:
+            img.tobytes()
+    return time.perf_counter() - t0
+
+
+def ours(up, home, folder, model_path, out):
+    started = time.time()
+    wall, _, code, _, err = run_child(digits_argv("predict", folder, "--model", model_path, "--out", out), up.env)
+    assert code == 0, err
+    job, manifest = latest_job(home)
+    assert manifest["submitted_at"] >= started - 1
+    return manifest["finished_at"] - job["submitted_at"], wall
+
+
+def main():
+    p = parser(__doc__)
+    p.add_argument("--images", type=int, default=10000)
+    p.add_argument("--rounds", type=int, default=5)
+    a = p.parse_args()
+    folder = mnist_images(os.path.join(a.data, "images"), a.images)
+    assert len(os.listdir(folder)) == a.images, f"{folder} holds {len(os.listdir(folder))} files"
+    work = tempfile.mkdtemp(prefix="digits-bench-images-")
+    model_path, weights = bench_model(work)
+    t = {k: [] for k in ("loop", "batched", "job1", "job2", "cli1", "cli2", "pil")}
+    homes = {n: os.path.join(work, f"home-{n}") for n in (1, 2)}
+    outs = {n: os.path.join(work, f"out-{n}.csv") for n in (1, 2)}
+    with Up(homes[1], DIGITS_PREDICT_CONCURRENCY=1) as up1, Up(homes[2], DIGITS_PREDICT_CONCURRENCY=2) as up2:
+        ups = {1: up1, 2: up2}
+        for n in (1, 2):  # warm-up: bytecode, model caches, the page cache
+            ours(ups[n], homes[n], folder, model_path, outs[n])
+        for r in range(a.rounds):
+            t0 = time.perf_counter()
+            seed_labels = seed_loop(folder, os.path.join(work, "seed.csv"), weights)
+            t["loop"].append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            seed_loop(folder, os.path.join(work, "seed-batched.csv"), weights, batched=True)
+            t["batched"].append(time.perf_counter() - t0)
+            t["pil"].append(pil_floor(folder))
+            for n in (1, 2) if r % 2 == 0 else (2, 1):
+                job_s, cli_s = ours(ups[n], homes[n], folder, model_path, outs[n])
+                t[f"job{n}"].append(job_s)
+                t[f"cli{n}"].append(cli_s)
+            print("round {}: loop {:.3f} s, batched {:.3f} s, 1 process: job {:.3f} s (command {:.3f} s), "
+                  "2 processes: job {:.3f} s (command {:.3f} s)".format(
+                      r + 1, *(t[k][-1] for k in ("loop", "batched", "job1", "cli1", "job2", "cli2"))), flush=True)
+    with open(outs[1], "rb") as f1, open(outs[2], "rb") as f2:
+        identical = f1.read() == f2.read()
+    with open(outs[2], newline="") as f:
+        rows = list(csv.DictReader(f))
+    got = {r["path"]: int(r["label"]) for r in rows}
+    names = sorted(os.listdir(folder))
+    agree = float(np.mean([got[n] == lab for n, lab in zip(names, seed_labels)]))
+    m = {k: median(v) for k, v in t.items()}
+    n = a.images
+    print(f"\n{n} PNGs (28x28), {a.rounds} interleaved rounds, medians:")
+    print(f"seed-style loop (PIL open, float64 forward per image, one process): {m['loop']:.3f} s")
+    print(f"seed style, loop loading + one batched float64 product:            {m['batched']:.3f} s")
+    for k in (1, 2):
+        print(f"digits predict, {k} worker process(es): job {m[f'job{k}']:.3f} s = {n / m[f'job{k}']:,.0f} images/s, "
+              f"command {m[f'cli{k}']:.3f} s")
+    print(f"2 processes vs 1: {m['job1'] / m['job2']:.2f}x by job time (target 1.8x), "
+          f"{m['cli1'] / m['cli2']:.2f}x by command time")
+    print(f"vs the seed-style loop: {m['loop'] / m['job2']:.2f}x by job time (target 3x), "
+          f"{m['loop'] / m['cli2']:.2f}x by command time; vs the batched seed style "
+          f"{m['batched'] / m['job2']:.2f}x")
+    floor = m["pil"] / 2
+    print(f"floor: PIL's own decode and the file reads, {m['pil']:.3f} s on one core, {floor:.3f} s on 2: "
+          f"at best {m['loop'] / floor:.2f}x against the loop with nothing else in the job")
+    print(f"outputs of 1 and 2 processes identical: {identical}; labels agree with the seed loop on {agree:.5f}")
+    figures("images", images=n, identical=identical, agreement=agree, scaling=m["job1"] / m["job2"],
+            scaling_cli=m["cli1"] / m["cli2"], vs_loop=m["loop"] / m["job2"], vs_loop_cli=m["loop"] / m["cli2"],
+            vs_batched=m["batched"] / m["job2"], floor_s=floor, best_vs_loop=m["loop"] / floor,
+            **{f"{k}_s": v for k, v in m.items()})
+
+
+if __name__ == "__main__":
+    main()
