@@ -15,6 +15,15 @@ def chunk_marks(job_id):
     return f"{PREFIX}job:{job_id}:chunks"
 
 
+ACTIVE_PREDICTIONS = f"{PREFIX}predictions:active"  # set of prediction job ids not yet assembled
+
+
+def job_touched(job_id):
+    """When a prediction job last moved (submitted, a chunk marked), in epoch seconds; the
+    watchdog re-sends the missing work of a job that stopped moving (see tasks.predict.resume)."""
+    return f"{PREFIX}job:{job_id}:touched"
+
+
 def assemble_lock(job_id):
     """Lock held while a job's output is written, so two deliveries never write it at once."""
     return f"{PREFIX}job:{job_id}:assemble-lock"
@@ -63,4 +72,4 @@ def task_meta(task_id):
 
 def job_keys(job_id):
     """The keys of one job, for a resubmission to clear."""
-    return [chunk_marks(job_id), assemble_lock(job_id), assemble_runs(job_id)]
+    return [chunk_marks(job_id), assemble_lock(job_id), assemble_runs(job_id), job_touched(job_id)]

@@ -100,7 +100,38 @@ def mark(task, job_id, index, state, **info):
     r = redis_client(task)
     ttl = int(task.app.conf.result_expires or 7 * 86400)
     first, text = r.eval(_MARK, 1, keys.chunk_marks(job_id), index, json.dumps(dict(info, state=state)), ttl)
+    touch(r, job_id, ttl)
     return bool(first), json.loads(text)
+
+
+def touch(r, job_id, ttl=7 * 86400):
+    """Record that a prediction job moved now (keys.job_touched), and that it is active."""
+    r.set(keys.job_touched(job_id), time.time(), ex=ttl)
+    r.sadd(keys.ACTIVE_PREDICTIONS, job_id)
+
+
+def resume(app, job_id):
+    """Send again the work of a prediction job that stopped moving (its queued messages
+    lost with a Redis that died before writing them to disk, say): the first `window` chunks
+    without a mark, or assemble once every chunk is marked -> what was sent. Every task is
+    idempotent, so a copy of work that was only slow costs time, never a row."""
+    root = app.conf.digits_storage
+    job = jobs.read_json(jobs.ref(root, job_id, "job.json"))
+    r = app.backend.client
+    if job is None or jobs.read_manifest(root, job_id):
+        r.srem(keys.ACTIVE_PREDICTIONS, job_id)
+        return []
+    source = load_source(root, job)
+    marked = {int(k) for k in r.hkeys(keys.chunk_marks(job_id))}
+    missing = [i for i in range(len(source.chunks)) if i not in marked]
+    touch(r, job_id)
+    if not missing or jobs.is_cancelled(root, job_id) and len(marked) == len(source.chunks):
+        queue_assemble(job_id)
+        return ["assemble"]
+    sent = missing[:job.get("window") or len(missing)]
+    for index in sent:
+        queue_chunk(job_id, index, source)
+    return sent
 
 
 def marks(task, job_id):
@@ -283,6 +314,7 @@ def _assemble(task, root, job_id):
                                error=f"job {job_id}: {batch.failure_line(counts)}" if state == "PARTIAL" else None)
     manifest["timings"] = _timings(job, done, assemble_started, time.perf_counter() - t0)  # and per stage
     jobs.write_manifest(root, job_id, manifest)
+    r.srem(keys.ACTIVE_PREDICTIONS, job_id)
     r.incr(keys.assemble_runs(job_id))
     r.expire(keys.assemble_runs(job_id), int(task.app.conf.result_expires or 7 * 86400))
     release_output(r, job, job_id)

@@ -160,6 +160,8 @@ def submit_prediction(input_ref, model_ref, out, *, app, settings, job_id=None, 
         marked = {int(k) for k in app.backend.client.hkeys(keys.chunk_marks(job_id))}
         missing = [i for i in range(len(source.chunks)) if i not in marked]
     window = job.get("window") or len(source.chunks)
+    from tasks.predict import touch
+    touch(app.backend.client, job_id)
     with app.connection_for_write() as conn:
         for index in list(missing)[:window]:
             queue_chunk(job_id, index, source, connection=conn)

@@ -56,6 +56,14 @@ def task_id(raw):
         return None
 
 
+def _queued_task_id(raw):
+    """The task id of a message waiting in a queue's list (kombu's JSON envelope)."""
+    try:
+        return json.loads(raw)["headers"]["id"]
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
 class Watchdog:
     """Scans for unacked messages no live worker holds and requeues them (see module doc).
 
@@ -69,8 +77,50 @@ class Watchdog:
         self.requeued = 0  # how many messages this watchdog put back, in all
 
     def scan(self):
-        """One scan -> [(delivery tag, task id)] requeued now. Raises BROKER_ERRORS when the
-        broker is unreachable (the caller tries again at the next interval)."""
+        """One scan -> [(delivery tag, task id)] requeued now, then stalled prediction jobs
+        resumed (resume_stalled). Raises BROKER_ERRORS when the broker is unreachable (the
+        caller tries again at the next interval)."""
+        requeued = self.restore_unheld()
+        self.resume_stalled()
+        return requeued
+
+    def resume_stalled(self):
+        """Send again the missing work of prediction jobs that have not moved for the grace
+        period while no live worker holds, and no queue holds, any task of theirs: their
+        messages were lost (a Redis killed before it wrote them to disk) -> [job ids].
+
+        The unacked entries above cover work a dead worker had taken; this covers work that
+        no longer exists anywhere, which kombu would never redeliver."""
+        from tasks import keys
+        from tasks.predict import resume
+        client = self.app.backend.client
+        active = [j.decode() if isinstance(j, bytes) else j for j in client.smembers(keys.ACTIVE_PREDICTIONS)]
+        now = time.time()
+        quiet = [j for j in active if now - float(client.get(keys.job_touched(j)) or 0) > self.grace]
+        if not quiet:
+            return []
+        held = held_task_ids(self.app, self.census_timeout, self.workers)
+        if held is None:
+            return []
+        with self.app.connection_for_write() as conn:  # the broker's Redis (maybe not the backend's)
+            channel = conn.default_channel
+            broker = channel.client
+            busy = set(held) | {task_id(raw) for raw in broker.hvals(channel.unacked_key)}
+            for q in self.app.conf.task_queues:
+                busy.update(_queued_task_id(m) for m in broker.lrange(q.name, 0, -1))
+        resumed = []
+        for job_id in quiet:
+            if any(t and (t == job_id or t.startswith(job_id + "-")) for t in busy):
+                continue
+            sent = resume(self.app, job_id)
+            if sent:
+                log.info("watchdog: job %s had not moved for %ss and no worker or queue held its work: "
+                         "sent again %s", job_id, self.grace, sent)
+                resumed.append(job_id)
+        return resumed
+
+    def restore_unheld(self):
+        """Requeue unacked messages that no live worker held in two scans -> [(tag, task id)]."""
         with self.app.connection_for_write() as conn:
             channel = conn.default_channel
             client = channel.client

@@ -191,6 +191,24 @@ def test_redis_sigkill_mid_prediction(drill, up, inputs, tmp_path):
     assert up.proc.poll() is None and "redis exited" in up.stderr()
 
 
+def test_queued_messages_lost_with_redis_are_sent_again(drill, up, inputs, tmp_path):
+    """What a Redis killed before it wrote its last second to disk loses: the queued chunk
+    messages of a job (deleted here for real). Nobody holds them any more, so kombu would
+    never redeliver them; the watchdog sees the job stop moving and sends its missing work."""
+    import redis
+    out = tmp_path / "sub.csv"
+    client = start(drill, *predict_args(inputs, out, "predict-lost"))
+    wait_for(lambda: chunks_done(drill, "predict-lost") >= 5, 60, "5 chunks done")
+    r = redis.Redis(unix_socket_path=up.record()["socket"])
+    lost = r.llen("predict")
+    r.delete("predict")  # the queued window of the job is gone
+    assert lost > 0 and not ended(drill, "predict-lost"), "nothing was queued to lose: make the job bigger"
+    back = time.monotonic()
+    finish(client, RECOVERY + 60)
+    assert time.monotonic() - back < RECOVERY
+    assert_exact_output(out, inputs)  # the deleted chunks ran: only the watchdog could send them again
+
+
 def test_redis_sigkill_mid_training(drill, up, inputs, tmp_path):
     out = tmp_path / "model.npz"
     client = start(drill, *train_args(inputs, out, "train-redis-kill"))
