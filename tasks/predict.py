@@ -125,7 +125,7 @@ def resume(app, job_id):
     marked = {int(k) for k in r.hkeys(keys.chunk_marks(job_id))}
     missing = [i for i in range(len(source.chunks)) if i not in marked]
     touch(r, job_id)
-    if not missing or jobs.is_cancelled(root, job_id) and len(marked) == len(source.chunks):
+    if not missing:  # every chunk marked (done, failed or skipped): only assemble is left
         queue_assemble(job_id)
         return ["assemble"]
     sent = missing[:job.get("window") or len(missing)]
