@@ -215,7 +215,7 @@ def vm_hwm_mb(pids):
                 for line in f:
                     if line.startswith("VmHWM:"):
                         peaks.append(int(line.split()[1]) / 1024)
-        except OSError:
+        except OSError:  # the process ended meanwhile: it has no peak to report
             pass
     return max(peaks) if peaks else float("nan")
 

@@ -131,7 +131,7 @@ def file_mode():
             for line in f:
                 if line.startswith("Umask:"):
                     return 0o666 & ~int(line.split()[1], 8)
-    except (OSError, ValueError):
+    except (OSError, ValueError):  # no /proc (not Linux): read it the other way, below
         pass
     mask = os.umask(0o022)
     os.umask(mask)
