@@ -29,12 +29,13 @@ def small_model(path):
     checkpoint.save_model(checkpoint.make_model(t.params, t.mean, t.std, recipe="faithful"), path)
 
 
-def timed_predict(cluster, src, model, out):
+def timed_predict(cluster, src, model, out, chunk_rows):
     """Wall seconds of `digits predict` on the client -> (seconds, the job's manifest timings)."""
     import json
     import re
     t0 = time.perf_counter()
-    r = cluster.run("client", ["predict", src, "--model", model, "--out", out], timeout=1800)
+    r = cluster.run("client", ["predict", src, "--model", model, "--out", out, "--chunk-rows", chunk_rows],
+                    timeout=1800)
     seconds = time.perf_counter() - t0
     if r.returncode:
         raise SystemExit(f"predict failed: {r.stderr[-2000:]}")
@@ -47,6 +48,7 @@ def main():
     p = parser(__doc__)
     p.add_argument("--rows", type=int, default=1_000_000)
     p.add_argument("--rounds", type=int, default=3, help="rounds of (1 host, 2 hosts); the best time of each counts")
+    p.add_argument("--chunk-rows", type=int, default=10_000, help="rows per chunk (DIGITS_CHUNK_ROWS's default)")
     a = p.parse_args()
     reason = Cluster.unavailable()
     if reason:
@@ -65,13 +67,14 @@ def main():
         small_model(str(model))
         (cluster.shared / "out").mkdir()
         print(f"{copies * 10_000:,} rows ({os.path.getsize(src) / 1e9:.2f} GB) on shared-folder storage, "
-              f"chunks of 10,000 rows, one predict process per host, each host on its own core")
+              f"chunks of {a.chunk_rows:,} rows, one predict process per host, each host on its own core")
         times = {1: [], 2: []}
         for r in range(a.rounds):
             for hosts in (("w1",), ("w1", "w2")):
                 # the watchdog's census (inspect every second in the tests) would cost both hosts CPU
                 cluster.start_workers(cluster.shared, hosts=hosts, train=False, DIGITS_WATCHDOG_INTERVAL=0)
-                secs, t = timed_predict(cluster, src, model, cluster.shared / "out" / f"out-{len(hosts)}-{r}.csv")
+                secs, t = timed_predict(cluster, src, model, cluster.shared / "out" / f"out-{len(hosts)}-{r}.csv",
+                                        a.chunk_rows)
                 times[len(hosts)].append(secs)
                 print(f"round {r + 1}: {len(hosts)} host(s): {secs:.1f} s ({copies * 10_000 / secs:,.0f} rows/s); "
                       f"chunks {t['chunk_seconds']:.1f} s of work, assemble {t['assemble_seconds']:.1f} s, "
