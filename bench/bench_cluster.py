@@ -15,18 +15,8 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from bench.common import mnist_csv, parser, repeated_csv  # noqa: E402
+from bench.common import mnist_csv, parser, repeated_csv, sample_model  # noqa: E402
 from tests.cluster.hosts import Cluster, remove_stale  # noqa: E402
-
-
-def small_model(path):
-    from model import checkpoint
-    from model.samples import load_sample
-    from model.train import Trainer, make_config
-    s = load_sample()
-    t = Trainer(make_config("faithful", epochs=1), s["train_x"], s["train_y"])
-    t.run()
-    checkpoint.save_model(checkpoint.make_model(t.params, t.mean, t.std, recipe="faithful"), path)
 
 
 def timed_predict(cluster, src, model, out, chunk_rows):
@@ -64,7 +54,7 @@ def main():
         src.parent.mkdir(parents=True)
         os.link(big, src)  # same file system: the shared folder holds it without a copy
         model = cluster.shared / "model.npz"
-        small_model(str(model))
+        sample_model(str(model))
         (cluster.shared / "out").mkdir()
         print(f"{copies * 10_000:,} rows ({os.path.getsize(src) / 1e9:.2f} GB) on shared-folder storage, "
               f"chunks of {a.chunk_rows:,} rows, one predict process per host, each host on its own core")

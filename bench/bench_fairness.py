@@ -17,7 +17,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from bench.common import figures, mnist_csv, parser, repeated_csv  # noqa: E402
+from bench.common import figures, mnist_csv, parser, repeated_csv, sample_model  # noqa: E402
 
 
 def main():
@@ -38,19 +38,12 @@ def main():
     os.environ.update(DIGITS_HOME=os.path.join(work, "home"), DIGITS_STORAGE=os.path.join(work, "storage"),
                       DIGITS_PREDICT_CONCURRENCY="2", DIGITS_CHUNK_ROWS=str(a.chunk_rows))
     os.environ.pop("DIGITS_BROKER_URL", None)
-    from model import checkpoint
-    from model.samples import load_sample
-    from model.train import Trainer, make_config
     from worker import settings
     from worker.app import configure
     from worker.client import submit_prediction
     from worker.stack import Stack
 
-    sample = load_sample()
-    t = Trainer(make_config("faithful", epochs=1), sample["train_x"], sample["train_y"])
-    t.run()
-    model_path = os.path.join(work, "model.npz")
-    checkpoint.save_model(checkpoint.make_model(t.params, t.mean, t.std), model_path)
+    model_path = sample_model(os.path.join(work, "model.npz"))
     s = settings.load()
     stack = Stack(s, record=False, log=lambda *x: None).start()
     try:

@@ -247,3 +247,16 @@ def seed_script_argv(csv, out, weights_npz):
             "seed_predict(sys.argv[1], sys.argv[2], (w['W1'], w['b1'], w['W2'], w['b2'], "
             "float(w['mean']), float(w['std'])))")
     return [sys.executable, "-c", code, str(csv), str(out), str(weights_npz), REPO]
+
+
+def sample_model(path, epochs=1):
+    """A real model for the queue benchmarks: the faithful recipe for `epochs` epochs on the
+    bundled sample, written to `path` -> path."""
+    from model import checkpoint
+    from model.samples import load_sample
+    from model.train import Trainer, make_config
+    s = load_sample()
+    t = Trainer(make_config("faithful", epochs=epochs), s["train_x"], s["train_y"])
+    t.run()
+    checkpoint.save_model(checkpoint.make_model(t.params, t.mean, t.std, recipe="faithful"), path)
+    return path
