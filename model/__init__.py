@@ -1,7 +1,19 @@
 """Pure NumPy digit model and its file formats: no Celery, no Redis."""
-from importlib.metadata import PackageNotFoundError, version
+import functools
 
-try:
-    __version__ = version("digits-queue")
-except PackageNotFoundError:  # running from a source tree that is not installed
-    __version__ = "0.0.0"
+
+@functools.cache
+def version():
+    """The installed package's version ("0.0.0" from a source tree that is not installed);
+    read on first use, since importlib.metadata costs ~15 ms to import."""
+    from importlib.metadata import PackageNotFoundError, version as installed
+    try:
+        return installed("digits-queue")
+    except PackageNotFoundError:
+        return "0.0.0"
+
+
+def __getattr__(name):
+    if name == "__version__":
+        return version()
+    raise AttributeError(f"module 'model' has no attribute {name!r}")

@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 
 import numpy as np
 
-from model import __version__, network, storage
+from model import network, storage, version
 from model.errors import CheckpointError, describe
 from model.inference import normalize, predict_proba
 
@@ -171,7 +171,7 @@ def make_model(params, mean, std, **meta):
         "architecture": {"n_in": params["W1"].shape[0], "n_hidden": params["W1"].shape[1],
                          "n_out": params["W2"].shape[1], "activation": "relu", "output": "softmax"},
         "created_at": now(),
-        "package_version": __version__,
+        "package_version": version(),
         "version": weights_version(arrays),
     }
     full.update(meta)

@@ -4,7 +4,8 @@ Plain paths and file:// URLs are local; writes are atomic everywhere: a local fi
 written beside its target and renamed over it, and object stores replace an object in
 one PUT. Readers never see a half-written file.
 
-Across hosts: URLs are opened without fsspec's listing cache, so a listing or an exists()
+Local paths are served by os calls directly (fsspec, about 50 ms to import, is imported
+only for URLs). Across hosts: URLs are opened without fsspec's listing cache, so a listing or an exists()
 always sees what another host wrote since; and every error names its path: an OSError
 without a file name gets the path, any other failure (a lost connection to the object
 store, say) becomes a StorageError naming it.
@@ -14,9 +15,8 @@ import errno
 import functools
 import os
 import posixpath
+import shutil
 import tempfile
-
-from fsspec.core import url_to_fs
 
 from model.errors import StorageError, describe
 
@@ -50,6 +50,7 @@ def join(base, *parts):
 def filesystem(ref):
     """(fsspec filesystem, path within it) for a path or URL; URLs without a listing cache
     (another host may have written since the last listing)."""
+    from fsspec.core import url_to_fs
     ref = str(ref)
     return url_to_fs(ref, use_listings_cache=False) if is_url(ref) else url_to_fs(ref)
 
@@ -80,18 +81,27 @@ def naming(ref):
 
 def exists(ref):
     with naming(ref):
+        path = local_path(ref)
+        if path is not None:
+            return os.path.exists(path)
         fs, path = filesystem(ref)
         return fs.exists(path)
 
 
 def isdir(ref):
     with naming(ref):
+        path = local_path(ref)
+        if path is not None:
+            return os.path.isdir(path)
         fs, path = filesystem(ref)
         return fs.isdir(path)
 
 
 def size(ref):
     with naming(ref):
+        path = local_path(ref)
+        if path is not None:
+            return os.stat(path).st_size
         fs, path = filesystem(ref)
         return fs.size(path)
 
@@ -99,6 +109,9 @@ def size(ref):
 def listdir(ref):
     """Names (not paths) of the entries directly under a folder; [] if it does not exist."""
     with naming(ref):
+        path = local_path(ref)
+        if path is not None:
+            return sorted(os.listdir(path)) if os.path.isdir(path) else []
         fs, path = filesystem(ref)
         if not fs.exists(path):
             return []
@@ -106,8 +119,12 @@ def listdir(ref):
 
 
 def walk_files(ref):
-    """Paths (relative to ref, "/"-separated) of every file under a folder, sorted."""
+    """Paths (relative to ref, "/"-separated) of every file under a folder, sorted
+    (symlinked folders are followed, each real folder once)."""
     with naming(ref):
+        path = local_path(ref)
+        if path is not None:
+            return _walk_local(path)
         fs, root = filesystem(ref)
         root = root.rstrip("/")
         out = []
@@ -116,6 +133,20 @@ def walk_files(ref):
             out.append(rel.replace(os.sep, "/"))
         return sorted(out)
 
+
+def _walk_local(root):
+    out, seen = [], set()
+    for folder, dirs, files in os.walk(root, followlinks=True):
+        st = os.stat(folder)
+        if (st.st_dev, st.st_ino) in seen:  # a symlink loop, or a folder reached twice
+            dirs[:] = []
+            continue
+        seen.add((st.st_dev, st.st_ino))
+        dirs.sort()  # the first name of a folder reached twice is kept, whatever the listing order
+        rel = os.path.relpath(folder, root)
+        prefix = "" if rel == "." else rel.replace(os.sep, "/") + "/"
+        out += [prefix + f for f in files]
+    return sorted(out)
 
 
 @functools.cache
@@ -141,16 +172,31 @@ def file_mode():
 def read_bytes(ref, start=None, end=None):
     """The bytes of a file, or of its byte range [start, end)."""
     with naming(ref):
+        path = local_path(ref)
+        if path is not None:
+            return _read_range(path, start, end)
         fs, path = filesystem(ref)
         if start is None and end is None:
             return fs.cat_file(path)
         return fs.cat_file(path, start=start, end=end)
 
 
-def read_many(refs, limit):
-    """The first `limit` bytes of each of several files of one filesystem, in one batch of
-    requests (concurrent on object stores) -> list of bytes, or of the exception that
-    reading that file raised."""
+def _read_range(path, start=None, end=None):
+    """Bytes [start, end) of a local file (None: its start, its end; negative: from the end)."""
+    with open(path, "rb") as f:
+        if start is None and end is None:
+            return f.read()
+        n = os.fstat(f.fileno()).st_size
+        start = 0 if start is None else (max(n + start, 0) if start < 0 else start)
+        end = n if end is None else (max(n + end, 0) if end < 0 else min(end, n))
+        f.seek(start)
+        return f.read(max(end - start, 0))
+
+
+def read_many(refs, limit=None):
+    """The first `limit` bytes (None: all) of each of several files of one filesystem, in one
+    batch of requests (concurrent on object stores) -> list of bytes, or of the exception
+    that reading that file raised."""
     if not refs:
         return []
     local = [local_path(r) for r in refs]
@@ -158,7 +204,11 @@ def read_many(refs, limit):
         return [_read_head(p, limit) for p in local]
     fs, _ = filesystem(refs[0])
     paths = [filesystem(r)[1] for r in refs]
-    got = fs.cat_ranges(paths, [0] * len(paths), [limit] * len(paths), on_error="return")
+    if limit is None:
+        got = fs.cat(paths, on_error="return")
+        got = [got.get(p, FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), p)) for p in paths]
+    else:
+        got = fs.cat_ranges(paths, [0] * len(paths), [limit] * len(paths), on_error="return")
     return [g if isinstance(g, (bytes, BaseException)) else bytes(g) for g in got]
 
 
@@ -167,7 +217,8 @@ def _read_head(path, limit):
     try:
         with open(path, "rb", buffering=0) as f:
             # read what the file holds (a limit of 32 MB would allocate 32 MB for each small file)
-            return f.read(min(limit, os.fstat(f.fileno()).st_size + 1))
+            n = os.fstat(f.fileno()).st_size + 1
+            return f.read(n if limit is None else min(limit, n))
     except Exception as e:  # returned, as fsspec's cat_ranges(on_error="return") does
         return e
 
@@ -177,6 +228,10 @@ def read_ranges(ref, starts, ends):
     (concurrent on object stores) -> list of bytes."""
     if not starts:
         return []
+    path = local_path(ref)
+    if path is not None:
+        with naming(ref):
+            return [_read_range(path, a, b) for a, b in zip(starts, ends)]
     with naming(ref):
         fs, path = filesystem(ref)
         out = fs.cat_ranges([path] * len(starts), list(starts), list(ends), on_error="return")
@@ -287,6 +342,15 @@ def read_text(ref):
 
 def remove(ref, recursive=False):
     with naming(ref):
+        path = local_path(ref)
+        if path is not None:
+            if os.path.isdir(path) and not os.path.islink(path):
+                if not recursive:
+                    raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), path)
+                shutil.rmtree(path)
+            elif os.path.lexists(path):
+                os.unlink(path)
+            return
         fs, path = filesystem(ref)
         if fs.exists(path):
             fs.rm(path, recursive=recursive)

@@ -489,17 +489,12 @@ def write_index(root, record, manifest=None, **extra):
 
 def _read_many(refs):
     """{ref: parsed JSON or None} of several small files, in one batch of requests."""
-    if not refs:
-        return {}
-    fs, _ = storage.filesystem(refs[0])
-    paths = {storage.filesystem(r)[1]: r for r in refs}
-    raw = fs.cat(list(paths), on_error="return")
     out = {}
-    for path, value in raw.items():
+    for ref_, value in zip(refs, storage.read_many(refs)):
         try:
-            out[paths[path]] = json.loads(value) if isinstance(value, bytes) else None
+            out[ref_] = json.loads(value) if isinstance(value, bytes) else None
         except ValueError:  # a damaged entry: rebuilt below
-            out[paths[path]] = None
+            out[ref_] = None
     return out
 
 

@@ -56,6 +56,17 @@ def live(stack_env):
         stack.stop()
 
 
+@pytest.fixture(autouse=True)
+def _live_app_is_current(request):
+    """Before each test that uses the live stack, its app is made the current one again (the
+    shared tasks follow the current app, and a test that started a stack of its own made
+    that stack's app current)."""
+    if "live" in request.fixturenames:
+        app = request.getfixturevalue("live").app
+        app.set_current()
+        app.set_default()
+
+
 @pytest.fixture(scope="session")
 def sample():
     """The bundled real sample: train_x (2500, 784), train_y, test_x (500, 784), test_y."""

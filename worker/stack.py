@@ -18,10 +18,9 @@ import sys
 import time
 from pathlib import Path
 
-import redis
-
 from model.errors import StackError
 from worker import services, supervise
+from worker.lightredis import LightRedis
 
 
 def redis_server_binary():
@@ -47,9 +46,10 @@ def broker_reachable(url, timeout=0.5, tls=None):
     """True when the Redis at url (redis://, rediss:// or the embedded redis+socket://)
     answers a PING within timeout, with no retries (a client's quick probe); tls: the
     TLS options of a rediss:// URL (Settings.redis_tls())."""
+    if url.startswith("redis+socket://"):
+        return supervise.redis_ok(url[len("redis+socket://"):], timeout)
+    import redis
     try:
-        if url.startswith("redis+socket://"):
-            return supervise.quick_redis(url[len("redis+socket://"):], timeout).ping()
         extra = (tls or {}) if url.startswith("rediss://") else {}
         return redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout,
                                     retry=None, **extra).ping()
@@ -102,11 +102,12 @@ class TaskMeta:
     def __init__(self, url, timeout=2.0):
         if not url.startswith("redis+socket://"):
             raise ValueError(f"not the embedded stack's broker: {url}")
-        self.client = supervise.quick_redis(url[len("redis+socket://"):], timeout)
+        self.sock, self.timeout = url[len("redis+socket://"):], timeout
         self.backend = self
 
     def get_task_meta(self, task_id):
-        raw = self.client.get(self.KEY_PREFIX + task_id)
+        with LightRedis(self.sock, self.timeout) as r:
+            raw = r.get(self.KEY_PREFIX + task_id)
         return json.loads(raw) if raw else {"status": "PENDING", "result": None}
 
 

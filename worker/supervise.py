@@ -19,7 +19,8 @@ import time
 from pathlib import Path
 
 import psutil
-import redis
+
+from worker.lightredis import LightRedis, ReplyError
 
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 RECORD = "stack.json"
@@ -120,16 +121,19 @@ class HomeLock:
 
 
 def quick_redis(sock, timeout=1.0):
-    """A client of the Redis on unix socket sock that fails at once instead of retrying
-    (redis-py retries a refused connection for seconds by default)."""
+    """A redis-py client of the Redis on unix socket sock that fails at once instead of
+    retrying (redis-py retries a refused connection for seconds by default)."""
+    import redis
     return redis.Redis(unix_socket_path=str(sock), socket_timeout=timeout, socket_connect_timeout=timeout,
                        retry=None)
 
 
 def redis_ok(sock, timeout=1.0):
+    """True when the Redis on unix socket sock answers a PING within timeout."""
     try:
-        return quick_redis(sock, timeout).ping()
-    except (redis.RedisError, OSError):
+        with LightRedis(sock, timeout) as r:
+            return r.ping()
+    except (OSError, ReplyError):
         return False
 
 
@@ -152,8 +156,8 @@ def cleanup_stale(home, sock, log=print):
             os.killpg(pid, signal.SIGKILL) if name != "redis" else os.kill(pid, signal.SIGTERM)
     if redis_ok(sock):
         log(f"shutting down an orphaned Redis on {sock}")
-        with contextlib.suppress(redis.RedisError, OSError):
-            quick_redis(sock, 10).shutdown()  # SHUTDOWN fsyncs the AOF; its reply is a dropped connection
+        with contextlib.suppress(OSError, ReplyError), LightRedis(sock, 10) as r:
+            r.execute("SHUTDOWN")  # SHUTDOWN fsyncs the AOF; its reply is a dropped connection
     deadline = time.time() + 20
     while (redis_ok(sock) or any(alive(i) for _, i in stale)) and time.time() < deadline:
         time.sleep(0.05)

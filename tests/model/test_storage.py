@@ -259,3 +259,46 @@ def test_read_many_of_local_files_matches_fsspec(tmp_path):
         assert got[:len(paths)] == [bytes(w) for w in want[:len(paths)]]
         assert [len(g) for g in got[:len(paths)]] == [min(n, limit) for n in sizes]
         assert isinstance(got[-2], FileNotFoundError) and isinstance(got[-1], IsADirectoryError)
+
+
+def test_local_calls_match_fsspec_on_the_same_tree(tmp_path):
+    """Local paths are served by os calls, not fsspec: the answers must be the same."""
+    from fsspec.implementations.local import LocalFileSystem
+    fs = LocalFileSystem()
+    (tmp_path / "d" / "sub" / "deeper").mkdir(parents=True)
+    (tmp_path / "d" / ".hidden").write_bytes(b"h")
+    (tmp_path / "d" / "b.txt").write_bytes(b"0123456789")
+    (tmp_path / "d" / "sub" / "deeper" / "a.txt").write_bytes(b"a")
+    (tmp_path / "d" / "empty").mkdir()
+    d = str(tmp_path / "d")
+    assert storage.walk_files(d) == sorted(os.path.relpath(p, d) for p in fs.find(d))
+    assert storage.listdir(d) == sorted(os.path.basename(p) for p in fs.ls(d, detail=False))
+    for ref in (d, d + "/b.txt", d + "/missing"):
+        assert storage.exists(ref) == fs.exists(ref) and storage.isdir(ref) == fs.isdir(ref)
+    for start, end in ((None, None), (2, 5), (-3, None), (8, 100), (20, 30), (None, -4)):
+        assert storage.read_bytes(d + "/b.txt", start, end) == fs.cat_file(d + "/b.txt", start=start, end=end)
+    assert storage.read_ranges(d + "/b.txt", [0, 4], [2, 6]) == [b"01", b"45"]
+    assert [bytes(x) for x in storage.read_many([d + "/b.txt", d + "/.hidden"])] == [b"0123456789", b"h"]
+    with pytest.raises(FileNotFoundError) as e:
+        storage.size(d + "/missing")
+    assert e.value.filename == d + "/missing"
+    with pytest.raises(IsADirectoryError):
+        storage.remove(d + "/sub")  # a folder goes only with recursive=True
+    storage.remove(d + "/sub", recursive=True)
+    storage.remove(d + "/b.txt")
+    assert storage.walk_files(d) == [".hidden"]
+
+
+def test_walk_follows_symlinked_folders_once(tmp_path):
+    (tmp_path / "d" / "7").mkdir(parents=True)
+    (tmp_path / "d" / "7" / "x.png").write_bytes(b"x")
+    os.symlink(tmp_path / "d" / "7", tmp_path / "d" / "seven")  # the same folder under a second name
+    os.symlink(tmp_path / "d", tmp_path / "d" / "7" / "loop")  # and a loop
+    assert storage.walk_files(str(tmp_path / "d")) == ["7/x.png"]
+
+
+def test_read_many_whole_files_on_a_url():
+    storage.write_bytes("memory://many/a", b"a" * 5)
+    storage.write_bytes("memory://many/b", b"")
+    got = storage.read_many(["memory://many/a", "memory://many/b", "memory://many/missing"])
+    assert got[:2] == [b"aaaaa", b""] and isinstance(got[2], FileNotFoundError)

@@ -7,7 +7,6 @@ import argparse
 import importlib
 import os
 
-from model import __version__
 from model.recipes import OPTIMIZER_NAMES, RECIPES
 from worker.cli.common import EPILOG, positive_int
 
@@ -43,11 +42,19 @@ def _command(module, name):
     return run
 
 
+class _Version(argparse.Action):
+    """--version, reading the package version only when asked."""
+    def __call__(self, parser, namespace, values, option_string=None):
+        from model import version
+        print(f"digits {version()}")
+        parser.exit()
+
+
 def build_parser():
     p = argparse.ArgumentParser(
         prog="digits", epilog=EPILOG, formatter_class=_Help,
         description="A NumPy digit recognizer (784-128-10) that trains and bulk-predicts as Celery jobs.")
-    p.add_argument("--version", action="version", version=f"digits {__version__}")
+    p.add_argument("--version", action=_Version, nargs=0, help="show the version and exit")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
     def add(name, module, func, help_, example):
