@@ -110,7 +110,7 @@ def main():
             for proc in procs:
                 proc.wait(30)
     # memory per queued chunk message: 5,000 predict_chunk messages, no worker
-    from tasks.predict import queue_chunk
+    from tasks.queueing import queue_chunk
     from model import sources
     app = configure(url)
     source = sources.open_source(csv, 10)
@@ -119,7 +119,7 @@ def main():
     k = 5000
     with app.connection_for_write() as conn:
         for i in range(k):
-            queue_chunk("predict-membench", i % len(source.chunks), source, connection=conn)
+            queue_chunk(app, "predict-membench", i % len(source.chunks), source, connection=conn)
     used = r.info("memory")["used_memory"] - before
     size = len(r.lindex("predict", 0) or b"")
     print(f"Redis memory per queued chunk message: {used / k:,.0f} bytes (message body {size} bytes)")

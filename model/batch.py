@@ -131,20 +131,18 @@ def assemble(source, outcomes, out_ref):
 
 def _assemble(source, outcomes, out_file, bad_file):
     """assemble's loop: writes the output's and the errors' lines -> counts."""
-    out = io.TextIOWrapper(out_file.file, encoding="utf-8", newline="", write_through=True)
     bad = io.TextIOWrapper(bad_file.file, encoding="utf-8", newline="", write_through=True)
     try:
-        return _write_outcomes(source, outcomes, out, bad)
-    finally:  # the AtomicFiles own the files: flush the wrappers and let go of them
-        out.flush()
+        return _write_outcomes(source, outcomes, out_file, bad)
+    finally:  # the AtomicFile owns the file: flush the wrapper and let go of it
         bad.flush()
-        out.detach()
         bad.detach()
 
 
 def _write_outcomes(source, outcomes, out, bad):
+    """out: the output's binary file; bad: the errors' text file."""
     bad_writer = csv.writer(bad, lineterminator="\n")
-    out.write(",".join(source.output_header) + "\n")
+    out.write((",".join(source.output_header) + "\n").encode())
     bad_writer.writerow(source.error_header)
     ok = rows_bad = failed = skipped = 0
     failed_chunks = []
@@ -184,8 +182,7 @@ def _write_outcomes(source, outcomes, out, bad):
         good = r.labels >= 0  # (n,)
         names = source.names(index, first, n)
         idx = np.flatnonzero(good)  # (n_ok,)
-        out.write(source.output_text([names[i] for i in idx.tolist()], r.labels[idx], r.confidence[idx],
-                                     [r.notes.get(i, "") for i in idx.tolist()]))
+        out.write(source.output_lines(names, idx, r.labels[idx], r.confidence[idx], r.notes))
         bad_writer.writerows([names[i], r.errors[i]] for i in sorted(r.errors))
         ok += len(idx)
         rows_bad += len(r.errors)

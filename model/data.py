@@ -11,6 +11,7 @@ converted to 8-bit grayscale; an image must be 28x28 (others are rejected, not r
 Every reader returns a Block: pixels (n, 784) uint8 with bad records zero-filled,
 labels (n,) or None, and errors {record index: reason}. Nothing is dropped silently.
 """
+import functools
 import io
 import math
 import posixpath
@@ -19,12 +20,10 @@ import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
 from model import network, storage
 from model.csvparse import MAX_LINE, parse_rows, too_long
 from model.errors import DataError, describe
-from model.preprocess import needs_preprocessing, to_mnist
 
 N_PIXELS = network.N_IN
 SIDE = 28
@@ -38,9 +37,6 @@ REDUCE_TO = 1024  # a larger image is reduced to this many pixels a side as it i
 HEADER_LIMIT = 1 << 20  # bytes searched for the end of the header line
 READ_WINDOW = 4 << 20  # bytes of a CSV range read at a time
 PLAN_SLACK = 0.03  # share of one chunk by which a row estimate may overshoot without adding a chunk
-# decode_image checks an image's size from its header against its own limits before any
-# pixel is decoded; PIL's own check would raise first, with a message about attacks
-Image.MAX_IMAGE_PIXELS = None
 _LABEL_RANGE = re.compile(r"^value (\S+) in label is outside 0\.\.255$")
 
 
@@ -294,8 +290,21 @@ def decode_image(raw, path):
         return _decode(raw, path)
 
 
+@functools.cache
+def _pil():
+    """PIL's Image module, imported at the first image (a CSV job never loads it), with PIL's
+    own size check off: decode_image checks an image's size from its header against its own
+    limits before any pixel is decoded; PIL's check would raise first, about attacks."""
+    from PIL import Image
+    Image.MAX_IMAGE_PIXELS = None
+    return Image
+
+
 def _decode(raw, path):
     """decode_image without its warnings filter (read_images sets it once for a whole batch)."""
+    Image = _pil()
+    from PIL import UnidentifiedImageError
+    from model.preprocess import needs_preprocessing, to_mnist
     try:
         if len(raw) > MAX_IMAGE_BYTES:
             raise DataError(path, f"file is over the limit of {MAX_IMAGE_BYTES >> 20} MB")

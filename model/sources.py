@@ -73,9 +73,12 @@ class CsvSource:
         """(done, total) once chunk `index` is read: bytes of the file."""
         return self.chunks[index][1], self.layout.size
 
-    def output_text(self, names, labels, confidence, notes):
-        """Output lines "ImageId,Label" of good records (names and labels of equal length)."""
-        return "".join(f"{i},{lab}\n" for i, lab in zip(names, labels.tolist()))
+    def output_lines(self, names, good, labels, confidence, notes):
+        """Output lines "ImageId,Label" (bytes) of a chunk's good records: names is the
+        chunk's range of ImageIds, good (k,) the indices of its good records, labels (k,)
+        their digits; confidence and notes are not written for a CSV."""
+        ids = np.arange(names.start, names.stop, dtype=np.int64)[good]  # (k,)
+        return submission_lines(ids, labels)
 
 
 class ImageFolderSource:
@@ -127,14 +130,51 @@ class ImageFolderSource:
     def progress(self, index):
         return self.chunks[index][1], len(self.paths)
 
-    def output_text(self, names, labels, confidence, notes):
-        """Output lines "path,label,confidence,preprocessing" (what was done to the image;
-        empty for an MNIST-style 28x28 image) of good records."""
+    def output_lines(self, names, good, labels, confidence, notes):
+        """Output lines "path,label,confidence,preprocessing" (bytes; preprocessing says what
+        was done to the image, empty for an MNIST-style 28x28 image) of a chunk's good
+        records: names are the chunk's paths, good (k,) the indices of its good records,
+        labels and confidence (k,) theirs, notes {index in chunk: note}."""
         buf = io.StringIO()
         w = csv.writer(buf, lineterminator="\n")
-        w.writerows((p, lab, f"{c:.4f}", note)
-                    for p, lab, c, note in zip(names, labels.tolist(), confidence.tolist(), notes))
-        return buf.getvalue()
+        w.writerows((names[i], lab, f"{c:.4f}", notes.get(i, ""))
+                    for i, lab, c in zip(good.tolist(), labels.tolist(), confidence.tolist()))
+        return buf.getvalue().encode("utf-8")
+
+
+_POW10 = 10 ** np.arange(19, dtype=np.int64)  # (19,) 1, 10, ..., 10**18
+
+
+def submission_lines(ids, labels):
+    """b"ImageId,Label\n" lines of ids (k,) non-negative integers and labels (k,) digits
+    0..9 -> bytes, built with array arithmetic (a Python f-string per row costs 5x more)."""
+    ids, labels = np.asarray(ids, np.int64), np.asarray(labels)  # (k,), (k,)
+    if len(ids) == 0:
+        return b""
+    if ids.min() < 0 or labels.min() < 0 or labels.max() > 9:
+        return "".join(f"{i},{lab}\n" for i, lab in zip(ids.tolist(), labels.tolist())).encode()
+    digits = np.searchsorted(_POW10, ids, side="right")  # (k,) decimal digits of each id (0 has 1)
+    digits = np.maximum(digits, 1)
+    d = int(digits[0])
+    if (digits == d).all():  # the usual chunk: every id as long, lines of one width
+        out = np.empty((len(ids), d + 3), np.uint8)  # (k, d + 3)
+        for k in range(d):
+            out[:, k] = (ids // _POW10[d - 1 - k]) % 10 + 48
+        out[:, d] = ord(",")
+        out[:, d + 1] = labels.astype(np.uint8) + 48
+        out[:, d + 2] = ord("\n")
+        return out.tobytes()
+    ends = np.cumsum(digits + 3)  # (k,) one past each line's b"\n"
+    starts = ends - (digits + 3)  # (k,)
+    out = np.empty(int(ends[-1]), np.uint8)  # (total bytes,)
+    for k in range(int(digits.max())):  # the k-th digit of every id that has one
+        has = digits > k  # (k,)
+        place = _POW10[digits[has] - 1 - k]
+        out[starts[has] + k] = (ids[has] // place) % 10 + 48
+    out[starts + digits] = ord(",")
+    out[starts + digits + 1] = labels.astype(np.uint8) + 48
+    out[ends - 1] = ord("\n")
+    return out.tobytes()
 
 
 KINDS = {cls.kind: cls for cls in (CsvSource, ImageFolderSource)}

@@ -30,6 +30,7 @@ from model import batch, checkpoint, sources, storage
 from model.errors import JobError, describe
 from tasks import jobs, keys
 from tasks.jobs import storage_root
+from tasks.queueing import ASSEMBLE, PREDICT_CHUNK, queue_assemble, queue_chunk, release_output, touch
 
 log = get_task_logger(__name__)
 _MODELS = OrderedDict()  # model version -> Model, per worker process
@@ -104,12 +105,6 @@ def mark(task, job_id, index, state, **info):
     return bool(first), json.loads(text)
 
 
-def touch(r, job_id, ttl=7 * 86400):
-    """Record that a prediction job moved now (keys.job_touched), and that it is active."""
-    r.set(keys.job_touched(job_id), time.time(), ex=ttl)
-    r.sadd(keys.ACTIVE_PREDICTIONS, job_id)
-
-
 def resume(app, job_id):
     """Send again the work of a prediction job that stopped moving (its queued messages
     lost with a Redis that died before writing them to disk, say): the first `window` chunks
@@ -126,11 +121,11 @@ def resume(app, job_id):
     missing = [i for i in range(len(source.chunks)) if i not in marked]
     touch(r, job_id)
     if not missing:  # every chunk marked (done, failed or skipped): only assemble is left
-        queue_assemble(job_id)
+        queue_assemble(app, job_id)
         return ["assemble"]
     sent = missing[:job.get("window") or len(missing)]
     for index in sent:
-        queue_chunk(job_id, index, source)
+        queue_chunk(app, job_id, index, source)
     return sent
 
 
@@ -138,28 +133,6 @@ def marks(task, job_id):
     """{chunk index: mark} of a job."""
     raw = redis_client(task).hgetall(keys.chunk_marks(job_id))
     return {int(k): json.loads(v) for k, v in raw.items()}
-
-
-def send(task, args, **options):
-    """task.apply_async(args, **options), keeping nothing: a client (Celery's Redis backend
-    subscribes it to each sent task's result channel) is unsubscribed at once and the
-    AsyncResult let go, so no AsyncResult.__del__ runs against a closed connection at exit.
-    Nobody here waits on a result: jobs are followed through storage and the backend."""
-    result = task.apply_async(args, **options)
-    backend, result.backend = result.backend, None
-    cancel = getattr(getattr(backend, "result_consumer", None), "cancel_for", None)
-    if cancel is not None:
-        cancel(result.id)
-
-
-def queue_chunk(job_id, index, source, **options):
-    """Send predict_chunk for chunk `index` (its task id is fixed, so a copy is the same task)."""
-    lo, hi = source.chunks[index]
-    send(predict_chunk, (job_id, index, lo, hi), task_id=keys.chunk_task_id(job_id, index), **options)
-
-
-def queue_assemble(job_id, **options):
-    send(assemble, (job_id,), task_id=job_id, **options)
 
 
 def _after_mark(task, job, source, the_mark, repeated):
@@ -171,13 +144,13 @@ def _after_mark(task, job, source, the_mark, repeated):
     order = the_mark["order"]
     nxt = order + window - 1  # 0-based index released by the order-th mark
     if nxt < total and not (repeated and redis_client(task).hexists(keys.chunk_marks(job_id), nxt)):
-        queue_chunk(job_id, nxt, source)
+        queue_chunk(task.app, job_id, nxt, source)
     if order == total or (repeated and redis_client(task).hlen(keys.chunk_marks(job_id)) >= total):
         if not (repeated and jobs.read_manifest(job["root"], job_id)):
-            queue_assemble(job_id)
+            queue_assemble(task.app, job_id)
 
 
-@shared_task(bind=True, name="digits.predict_chunk")
+@shared_task(bind=True, name=PREDICT_CHUNK)
 def predict_chunk(self, job_id, index, lo=None, hi=None):
     """Predict chunk `index` of job `job_id` -> small summary {chunk, rows, bad} for Flower.
 
@@ -254,7 +227,7 @@ def _outcomes(root, job_id, source, chunk_marks):
                 yield batch.ChunkFailure(f"its result cannot be read ({describe(e)})", m.get("rows"))
 
 
-@shared_task(bind=True, name="digits.assemble")
+@shared_task(bind=True, name=ASSEMBLE)
 def assemble(self, job_id):
     """Write the job's output in input order, its errors file and its manifest -> a short
     summary for Flower (the manifest itself is on storage)."""
@@ -335,13 +308,6 @@ def _timings(job, done, assemble_started, assemble_seconds):
         out["last_chunk_finished_at"] = max(m["finished"] for m in done)
     out["assemble_started_at"] = assemble_started
     return out
-
-
-def release_output(r, job, job_id):
-    """Free the job's claim on its output path (see worker.client.claim_output)."""
-    key = keys.output_owner(job.get("download_to") or job["output"])
-    if (r.get(key) or b"").decode() == job_id:
-        r.delete(key)
 
 
 summary = jobs.PredictJob.summary  # what Flower shows as an assemble's result

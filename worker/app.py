@@ -9,6 +9,7 @@ from celery import Celery
 from celery.signals import beat_init, worker_init, worker_process_init
 from kombu import Exchange, Queue
 
+from tasks.queueing import DEFAULT_QUEUE, QUEUES, ROUTES
 from worker import settings as settings_mod
 from worker import watchdog
 from worker.schedule import beat_schedule
@@ -70,10 +71,10 @@ def celery_config(s, broker_url=None):
         # each queue with its own direct exchange and routing key (a bare Queue("train") was
         # bound to the default exchange "predict" with key "predict": it routed by accident)
         task_queues=[Queue(q, Exchange(q, type="direct"), routing_key=q) for q in QUEUES],
-        task_default_queue="predict",
-        task_default_exchange="predict",
-        task_default_routing_key="predict",
-        task_routes={"digits.train_job": {"queue": "train"}, "digits.sweep_finish": {"queue": "train"}},
+        task_default_queue=DEFAULT_QUEUE,
+        task_default_exchange=DEFAULT_QUEUE,
+        task_default_routing_key=DEFAULT_QUEUE,
+        task_routes={name: {"queue": q} for name, q in ROUTES.items()},
         broker_connection_retry_on_startup=True,
         # a message sent while Redis restarts (a chunk queueing the next, a retry) waits for it
         task_publish_retry_policy={"max_retries": max(3, int(s.broker_outage)), "interval_start": 0,
@@ -86,8 +87,6 @@ def celery_config(s, broker_url=None):
         digits_retry_backoff=s.retry_backoff,
     )
 
-
-QUEUES = ("predict", "train")
 
 
 def make_app(s=None, broker_url=None):

@@ -128,7 +128,7 @@ def submit_prediction(input_ref, model_ref, out, *, app, settings, job_id=None, 
     ended is started afresh with these arguments (its earlier result is cleared).
     """
     from model import sources
-    from tasks.predict import queue_assemble, queue_chunk, release_output
+    from tasks.queueing import queue_assemble, queue_chunk, release_output, touch
     s = settings
     job_id = jobs.check_id(job_id or jobs.new_job_id("predict"))
     root = s.storage
@@ -160,13 +160,12 @@ def submit_prediction(input_ref, model_ref, out, *, app, settings, job_id=None, 
         marked = {int(k) for k in app.backend.client.hkeys(keys.chunk_marks(job_id))}
         missing = [i for i in range(len(source.chunks)) if i not in marked]
     window = job.get("window") or len(source.chunks)
-    from tasks.predict import touch
     touch(app.backend.client, job_id)
     with app.connection_for_write() as conn:
         for index in list(missing)[:window]:
-            queue_chunk(job_id, index, source, connection=conn)
+            queue_chunk(app, job_id, index, source, connection=conn)
         if not source.chunks or not missing:
-            queue_assemble(job_id, connection=conn)
+            queue_assemble(app, job_id, connection=conn)
     return PredictionJob(app, s, job_id)
 
 
@@ -340,8 +339,8 @@ def submit_training(data_ref, name, config, *, app, settings, skip_bad=False, ch
 
     Resubmitting an existing job id sends it again: it resumes from its last checkpoint.
     """
-    from tasks.predict import send
-    from tasks.train import active_key, train_job
+    from tasks.queueing import TRAIN_JOB, send
+    from tasks.train import active_key
     s = settings
     job_id = jobs.check_id(job_id or jobs.new_job_id("train"))
     record = jobs.read_json(jobs.ref(s.storage, job_id, "job.json"))
@@ -361,7 +360,7 @@ def submit_training(data_ref, name, config, *, app, settings, skip_bad=False, ch
         # read as this delivery's by status()/wait()
         app.backend.forget(job_id)
     app.backend.client.set(active_key(record.name), job_id, ex=s.visibility_timeout)
-    send(train_job, (job_id, record.name, record.config["recipe"]), task_id=job_id)
+    send(app, TRAIN_JOB, (job_id, record.name, record.config["recipe"]), job_id)
     return TrainingJob(app, s, job_id, record)
 
 

@@ -9,7 +9,18 @@ import sys
 import time
 
 from model.errors import BrokerUnreachable
-from worker.watchdog import BROKER_ERRORS
+
+
+def broker_errors():
+    """The exceptions that mean "the broker is unreachable": ConnectionError (also
+    worker.lightredis's), and redis-py's and kombu's once a client has loaded them (a light
+    client never imports either)."""
+    errors = [ConnectionError]
+    if "redis" in sys.modules:
+        errors.append(sys.modules["redis"].RedisError)
+    if "kombu.exceptions" in sys.modules:
+        errors.append(sys.modules["kombu.exceptions"].OperationalError)
+    return tuple(errors)
 
 
 def say_stderr(line):
@@ -32,7 +43,7 @@ class Outage:
     def call(self, poll):
         try:
             result = poll()
-        except BROKER_ERRORS as e:
+        except broker_errors() as e:
             self.failed(e)
             return None
         self.since = None

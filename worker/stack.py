@@ -20,7 +20,6 @@ from pathlib import Path
 
 from model.errors import StackError
 from worker import services, supervise
-from worker.lightredis import LightRedis
 
 
 def redis_server_binary():
@@ -89,26 +88,6 @@ def live_broker(s):
         return s.broker_url if broker_reachable(s.broker_url, tls=s.redis_tls()) else None
     running = find_running(s, shared_only=False)
     return running["broker_url"] if running else None
-
-
-class TaskMeta:
-    """Just enough of a Celery app for worker.client.status() on the embedded stack: its
-    backend.get_task_meta(task_id), read straight from the stack's Redis (Celery's result key
-    "celery-task-meta-<id>", JSON), so that `digits status` of a running job imports no Celery.
-    A FAILURE's result is a plain dict here: callers ask Celery itself for those."""
-
-    KEY_PREFIX = "celery-task-meta-"  # celery.backends.base.KeyValueStoreBackend.task_keyprefix
-
-    def __init__(self, url, timeout=2.0):
-        if not url.startswith("redis+socket://"):
-            raise ValueError(f"not the embedded stack's broker: {url}")
-        self.sock, self.timeout = url[len("redis+socket://"):], timeout
-        self.backend = self
-
-    def get_task_meta(self, task_id):
-        with LightRedis(self.sock, self.timeout) as r:
-            raw = r.get(self.KEY_PREFIX + task_id)
-        return json.loads(raw) if raw else {"status": "PENDING", "result": None}
 
 
 WORKERS = ("worker-predict", "worker-train")

@@ -592,8 +592,9 @@ def test_a_large_photo_is_reduced_while_decoding(tmp_path, sample, monkeypatch):
     big = _render(sample["test_x"][3], 100, invert=True)  # 2800x2800, dark on light
     Image.fromarray(big, "L").save(tmp_path / "photo.jpg", quality=90)
     sizes = []
-    real = data.to_mnist
-    monkeypatch.setattr(data, "to_mnist", lambda g: sizes.append(g.shape) or real(g))
+    from model import preprocess
+    real = preprocess.to_mnist
+    monkeypatch.setattr(preprocess, "to_mnist", lambda g: sizes.append(g.shape) or real(g))
     block = data.read_images(str(tmp_path), ["photo.jpg"])
     assert block.errors == {} and block.notes[0].startswith("2800x2800: inverted dark-on-light")
     assert max(sizes[0]) <= data.REDUCE_TO

@@ -160,3 +160,24 @@ def test_oversized_file_is_refused_unread(tmp_path, monkeypatch):
     (tmp_path / "big.png").write_bytes(b"\x89PNG" + os.urandom(2000))
     with pytest.raises(DataError, match="over the limit"):
         data.load_image(str(tmp_path), "big.png")
+
+
+@given(st.lists(st.integers(0, 10 ** 12), max_size=60), st.data())
+@settings(max_examples=200, deadline=None)
+def test_submission_lines_are_the_f_string_lines(ids, data_):
+    labels = data_.draw(st.lists(st.integers(0, 9), min_size=len(ids), max_size=len(ids)))
+    want = "".join(f"{i},{lab}\n" for i, lab in zip(ids, labels)).encode()
+    assert sources.submission_lines(np.array(ids, np.int64), np.array(labels, np.int16)) == want
+
+
+def test_submission_lines_around_powers_of_ten():
+    ids = np.array([0, 1, 9, 10, 11, 99, 100, 999, 1000, 9999, 10000, 999999, 1000000, 10 ** 18 - 1])
+    labels = np.arange(len(ids)) % 10
+    want = "".join(f"{i},{lab}\n" for i, lab in zip(ids.tolist(), labels.tolist())).encode()
+    assert sources.submission_lines(ids, labels) == want
+
+
+def test_submission_lines_of_a_chunk_of_equally_long_ids():
+    ids, labels = np.arange(990001, 1000001), np.arange(10000) % 10  # one width: the fast path
+    want = "".join(f"{i},{lab}\n" for i, lab in zip(ids.tolist(), labels.tolist())).encode()
+    assert sources.submission_lines(ids, labels) == want

@@ -91,10 +91,9 @@ def _refused(reason):
 
 
 def _broker_errors():
-    """worker.watchdog.BROKER_ERRORS, imported (with Redis and kombu) only when an exception
-    is being matched against it, so that commands that need no broker do not load them."""
-    from worker.watchdog import BROKER_ERRORS
-    return BROKER_ERRORS
+    """worker.outage.broker_errors(), looked up only when an exception is being matched."""
+    from worker.outage import broker_errors
+    return broker_errors()
 
 
 def _fail(a, message, code):

@@ -18,10 +18,9 @@ def _job_status(s, job_id, apps):
     if url is None:
         from worker.outage import BrokerDown
         raise BrokerDown(f"no broker answers at {s.broker_url or s.embedded_url}")
-    if url.startswith("redis+socket://"):  # the embedded stack: its Redis read without Celery
-        st = status(stack.TaskMeta(url), s, job_id)
-        if st["state"] != "FAILURE":  # a failure's exception is rebuilt by Celery, below
-            return st
+    from worker import lightapp
+    if lightapp.supports(url):  # the embedded stack: its Redis read without Celery
+        return status(lightapp.LightApp(url, s), s, job_id)
     if url not in apps:
         from worker.app import configure
         apps.clear()

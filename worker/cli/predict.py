@@ -8,7 +8,7 @@ def cmd_predict(a, s):
     from worker.client import check_prediction, submit_prediction
     # fail fast before any stack starts; a resubmitted job id reuses its own record
     checked = None if a.job_id else check_prediction(s, a.input, a.model, a.out)
-    with queue_app(s, keep_alive=a.no_wait) as app:
+    with queue_app(s, keep_alive=a.no_wait, light=True) as app:
         job = submit_prediction(a.input, a.model, a.out, app=app, settings=s, job_id=a.job_id,
                                 chunk_rows=a.chunk_rows, checked=checked)
         if a.no_wait:

@@ -1,0 +1,50 @@
+"""tasks.queueing: the light client's messages are the ones Celery sends; routing."""
+import base64
+import json
+
+import pytest
+
+from tasks import queueing
+
+VARYING = {("headers", "origin"), ("properties", "reply_to"), ("properties", "delivery_tag")}
+
+
+def celery_message(name, args, task_id):
+    """The message the project's Celery app puts in the queue for send_task(name, args)."""
+    from worker import settings
+    from worker.app import make_app
+    app = make_app(settings.load(), "memory://")
+    app.conf.result_backend = "cache+memory://"
+    app.send_task(name, args, task_id=task_id)
+    with app.connection() as conn:
+        return conn.default_channel._get(queueing.queue_of(name))
+
+
+@pytest.mark.parametrize("name, args, task_id", [
+    (queueing.PREDICT_CHUNK, ("predict-0123", 3, 1000, 2000), "predict-0123:3"),
+    (queueing.ASSEMBLE, ("predict-0123",), "predict-0123"),
+    (queueing.TRAIN_JOB, ("train-77", "digits", "default"), "train-77"),
+])
+def test_light_message_is_the_one_celery_sends(name, args, task_id):
+    want = celery_message(name, args, task_id)
+    got = json.loads(queueing.task_message(name, args, task_id, queueing.queue_of(name), "me@host"))
+    assert got.keys() == want.keys()
+    for part in ("headers", "properties"):
+        assert got[part].keys() == want[part].keys()
+        for k in got[part]:
+            if (part, k) not in VARYING:
+                assert got[part][k] == want[part][k], (part, k)
+    assert base64.b64decode(got["body"]) == base64.b64decode(want["body"])
+    assert {k: got[k] for k in got if k not in ("headers", "properties", "body")} == \
+        {k: want[k] for k in want if k not in ("headers", "properties", "body")}
+    assert got["headers"]["origin"] == "me@host"
+
+
+def test_routes_match_the_celery_app():
+    from worker import settings
+    from worker.app import celery_config
+    conf = celery_config(settings.load(), "memory://")
+    assert [q.name for q in conf["task_queues"]] == list(queueing.QUEUES)
+    for name in (queueing.PREDICT_CHUNK, queueing.ASSEMBLE, queueing.TRAIN_JOB, queueing.SWEEP_FINISH):
+        route = conf["task_routes"].get(name, {}).get("queue", conf["task_default_queue"])
+        assert route == queueing.queue_of(name)
