@@ -14,7 +14,8 @@ It prints the medians and their ratio, then the breakdown of the jobs into stage
 over the rounds), from the job's own records (job.json, the chunk marks' timings in the
 manifest) and the subprocess's start and end:
   interpreter    the command's start until its first line runs
-  imports        the modules `digits predict` imports (NumPy, Celery, Redis, fsspec, ours)
+  imports        the modules `digits predict` imports (NumPy and ours: on the embedded
+                 stack it sends through worker.lightapp, without Celery, kombu or redis-py)
   submission     the rest until the job record is written: model check, plan, output claim
   queue latency  sending the first window of chunks until a worker starts the first
   chunks         first chunk started to last chunk finished (2 processes); inside it, the
@@ -67,11 +68,14 @@ def latest_job(home):
 
 # `digits predict` with its imports done first and the times between written to stderr, for
 # the breakdown: the same work as the plain command, in an order that can be timed.
+# The imports are those the command makes (on the embedded stack it sends through
+# worker.lightapp: no Celery, kombu or redis-py); any heavy module it loads besides is named.
 TRACED = ("import time, sys; t_code = time.time(); "
-          "import worker.cli, worker.cli.predict, worker.cli.progress, worker.client, worker.app, "
-          "worker.stack, model.checkpoint, model.sources, model.registry, tasks.predict, kombu.transport.redis; "
+          "import worker.cli, worker.cli.predict, worker.cli.progress, worker.client, worker.lightapp, "
+          "worker.stack, model.checkpoint, model.sources, model.registry, tasks.queueing; "
           "t_imports = time.time(); from worker.cli import main, _exit_now; rc = main(sys.argv[1:]); "
-          "print('TRACE', t_code, t_imports, file=sys.stderr, flush=True); _exit_now(rc)")
+          "heavy = [m for m in ('celery', 'kombu', 'redis', 'fsspec', 'pandas', 'PIL') if m in sys.modules]; "
+          "print('TRACE', t_code, t_imports, ','.join(heavy) or '-', file=sys.stderr, flush=True); _exit_now(rc)")
 
 
 def stages(started, ended, job, manifest, trace):
@@ -82,7 +86,7 @@ def stages(started, ended, job, manifest, trace):
     asm_end = t["assemble_started_at"] + t["assemble_seconds"]
     t_code, t_imports = trace
     return {"interpreter start": t_code - started,
-            "imports (NumPy, Celery, Redis, fsspec, ours)": t_imports - t_code,
+            "imports (NumPy and ours)": t_imports - t_code,
             "submission (model check, plan, records)": sub - t_imports,
             "queue latency (to the first chunk's start)": t["first_chunk_started_at"] - sub,
             "chunks, wall (2 processes)": t["last_chunk_finished_at"] - t["first_chunk_started_at"],
@@ -108,7 +112,7 @@ def main():
     argv = digits_argv("predict", csv, "--model", model_path, "--out", out)
     seed_argv = seed_script_argv(csv, os.path.join(work, "seed-script.csv"),
                                  save_seed_weights(weights, os.path.join(work, "seed-weights.npz")))
-    seed_s, seed_in_s, ours_s, rows = [], [], [], []
+    seed_s, seed_in_s, ours_s, rows, heavy = [], [], [], [], set()
     with Up(home, DIGITS_PREDICT_CONCURRENCY=2) as up:
         env = up.env
         wall, _, code, _, err = run_child(argv, env)  # warm-up: bytecode, the workers' model cache
@@ -127,6 +131,7 @@ def main():
             ended = time.time()
             assert code == 0, err
             trace = [ln for ln in err.splitlines() if ln.startswith("TRACE")][-1].split()[1:]
+            heavy.add(trace.pop())
             rows.append(stages(started, ended, *latest_job(home), [float(x) for x in trace]))
             print(f"round {r + 1}: seed style {s:.3f} s (in-process {s_in:.3f} s), digits predict {wall:.3f} s, "
                   f"ratio {s / wall:.2f}x ({s_in / wall:.2f}x)", flush=True)
@@ -152,7 +157,8 @@ def main():
           f"{seed_in_m / ours_m:.2f}x against the in-process seed style")
     print(f"output == --local output byte for byte: {identical}; labels agree with the float64 "
           f"seed style on {agree:.5f}")
-    print("\nstages of a job (medians over the rounds, seconds):")
+    print(f"\nheavy modules the command loaded besides NumPy: {', '.join(sorted(heavy))}")
+    print("stages of a job (medians over the rounds, seconds):")
     st = {k: median([r[k] for r in rows]) for k in rows[0]}
     for k, v in st.items():
         print(f"  {k:<48} {v:7.3f}")

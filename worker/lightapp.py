@@ -1,12 +1,14 @@
-"""Just enough of the Celery app for `digits predict` on the embedded stack: submit a job,
-follow it and fetch its output with no Celery, kombu or redis-py imported (they cost a
-fresh client ~200 ms). Tasks are sent by name (tasks.queueing.send) as the same messages
-Celery sends; results are read as Celery's Redis backend stores them.
+"""Just enough of the Celery app for `digits predict`: submit a job, follow it and fetch
+its output with no Celery, kombu or redis-py imported (they cost a fresh client ~200 ms).
+Tasks are sent by name (tasks.queueing.send) as the same messages Celery sends, LPUSHed
+to the queue's list as kombu's Redis transport does; results are read as Celery's Redis
+backend stores them. It serves Redis brokers and backends (the embedded stack's socket,
+redis://, rediss:// with the DIGITS_REDIS_* TLS settings and ACL users).
 
-    app = LightApp("redis+socket:///path/redis.sock", settings)
+    app = LightApp(broker_url, settings)
     job = worker.client.submit_prediction(..., app=app, settings=settings)
 
-Workers, training, sweeps and any configured broker use the real Celery app.
+Workers, training, sweeps and any other broker (Sentinel, say) use the real Celery app.
 """
 import contextlib
 import json
@@ -17,28 +19,40 @@ from types import SimpleNamespace
 from tasks.queueing import task_message
 from worker.lightredis import LightRedis
 
-PREFIX = "redis+socket://"
+SCHEMES = ("redis+socket://", "redis://", "rediss://")
 TASK_KEY = "celery-task-meta-"  # celery.backends.base.KeyValueStoreBackend.task_keyprefix
 
 
-def supports(url):
-    """True when a LightApp can serve broker url (the embedded stack's unix socket)."""
-    return str(url).startswith(PREFIX)
+def supports(url, settings=None):
+    """True when a LightApp can serve broker url (and settings' result backend)."""
+    backend = _backend_url(url, settings)
+    return str(url).startswith(SCHEMES) and str(backend).startswith(SCHEMES)
+
+
+def _backend_url(url, settings):
+    """The result backend that goes with broker url (as worker.app.celery_config chooses it)."""
+    if settings is not None and settings.result_backend and url == settings.broker_url:
+        return settings.result_backend
+    return url
 
 
 class LightApp:
     is_light = True
 
-    def __init__(self, url, settings, timeout=2.0):
-        if not supports(url):
-            raise ValueError(f"not the embedded stack's broker: {url}")
+    def __init__(self, url, settings, timeout=5.0):
+        if not supports(url, settings):
+            raise ValueError(f"not a Redis broker and backend: {url}")
+        tls = settings.redis_tls() if settings is not None and "rediss://" in (url + _backend_url(url, settings)) \
+            else None
         self.conf = SimpleNamespace(broker_url=url, digits_storage=settings.storage if settings else None)
-        self.backend = Backend(LightRedis(url[len(PREFIX):], timeout, connect=False))
+        self.broker = LightRedis.from_url(url, timeout, tls)
+        backend_url = _backend_url(url, settings)
+        self.backend = Backend(self.broker if backend_url == url else LightRedis.from_url(backend_url, timeout, tls))
         self.origin = f"digits-client-{os.getpid()}@{socket.gethostname()}"
 
     def push(self, queue, name, args, task_id):
         """Put task `name`(*args) in `queue`, as kombu's Redis transport does (LPUSH)."""
-        self.backend.client.lpush(queue, task_message(name, args, task_id, queue, self.origin))
+        self.broker.lpush(queue, task_message(name, args, task_id, queue, self.origin))
 
     def connection_for_write(self):
         return contextlib.nullcontext()

@@ -1,10 +1,12 @@
-"""A minimal Redis client for the embedded stack's unix socket: RESP2, no retries. It
-serves the commands that must start fast (`digits status` PINGs the stack and reads one
-key; `digits predict` submits and follows a job through worker.lightapp): redis-py costs
-40 to 90 ms to import, this nothing. Workers and everything else use redis-py or Celery.
+"""A minimal Redis client: RESP2 over a unix socket or TCP (TLS for rediss://, an ACL user
+or password, a database number), no retries. It serves the commands that must start
+fast (`digits status` PINGs the stack and reads one key; `digits predict` submits and
+follows a job through worker.lightapp): redis-py costs 40 to 90 ms to import, this nothing.
+Workers and everything else use redis-py or Celery.
 
     with LightRedis("/path/redis.sock", timeout=1.0) as r:
         r.ping(); r.get("key"); r.set("key", "value", nx=True, ex=60)
+    r = LightRedis.from_url("rediss://user:password@host:6379/1", tls=settings.redis_tls())
 
 The methods used here of redis-py's client have its names and replies. Failures raise
 ConnectionError (the server is gone, slower than the timeout, or answers nonsense); an
@@ -27,24 +29,62 @@ def _arg(a):
 
 
 class LightRedis:
-    def __init__(self, path, timeout=1.0, connect=True):
-        self.path, self.timeout = str(path), timeout
+    """address: a unix socket's path, or (host, port); tls: redis-py's ssl_* options
+    (worker.settings.Settings.redis_tls()) to speak TLS; auth: (user or None, password)."""
+
+    def __init__(self, address, timeout=1.0, connect=True, tls=None, auth=None, db=0):
+        address = address if isinstance(address, tuple) else str(address)
+        self.address, self.timeout, self.tls, self.auth, self.db = address, timeout, tls, auth, int(db)
+        self.path = address if isinstance(address, str) else "%s:%s" % tuple(address)  # for messages
         self.sock, self.buf = None, b""
         if connect:
             self._connect()
 
+    @classmethod
+    def from_url(cls, url, timeout=1.0, tls=None, connect=False):
+        """A client for redis+socket:///path, unix:///path, redis:// or rediss://[user:password@]host[:port][/db]."""
+        from urllib.parse import unquote, urlsplit
+        url = str(url)
+        for prefix in ("redis+socket://", "unix://"):
+            if url.startswith(prefix):
+                return cls(url[len(prefix):].split("?")[0], timeout, connect)
+        u = urlsplit(url)
+        if u.scheme not in ("redis", "rediss") or not u.hostname:
+            raise ValueError(f"not a Redis URL: {url}")
+        auth = (unquote(u.username) if u.username else None, unquote(u.password)) if u.password else None
+        db = (u.path or "/0").strip("/") or 0
+        return cls((u.hostname, u.port or 6379), timeout, connect, (tls or {}) if u.scheme == "rediss" else None,
+                   auth, int(db))
+
     def _connect(self):
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
         try:
-            sock.connect(self.path)
+            if isinstance(self.address, str):
+                sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                sock.settimeout(self.timeout)
+                try:
+                    sock.connect(self.address)
+                except BaseException:
+                    sock.close()
+                    raise
+            else:
+                sock = socket.create_connection(self.address, self.timeout)
+                sock.settimeout(self.timeout)
+            if self.tls is not None:
+                sock = _tls_context(self.tls).wrap_socket(sock, server_hostname=self.address[0])
         except OSError as e:
-            sock.close()
             raise ConnectionError(f"cannot connect to Redis at {self.path}: {e.strerror or e}") from None
-        except BaseException:
-            sock.close()
-            raise
         self.sock, self.buf = sock, b""
+        try:
+            if self.auth:
+                self.execute("AUTH", *([self.auth[0]] if self.auth[0] else []), self.auth[1])
+            if self.db:
+                self.execute("SELECT", self.db)
+        except ReplyError as e:  # a wrong user or password: said like redis-py says it
+            self.close()
+            raise ConnectionError(f"Redis at {self.path} refused this client: {e}") from None
+        except BaseException:
+            self.close()
+            raise
 
     def execute(self, *args):
         """Send one command (str, bytes or number arguments) -> its reply: bytes, int, None, list."""
@@ -59,9 +99,12 @@ class LightRedis:
         except TimeoutError:
             self.close()  # a later command connects anew
             raise ConnectionError(f"Redis at {self.path} did not answer within {self.timeout:g}s") from None
-        except OSError:
+        except ConnectionError:
             self.close()
             raise
+        except OSError as e:  # a TLS alert (no client certificate, say), a reset
+            self.close()
+            raise ConnectionError(f"Redis at {self.path}: {e}") from None
 
     def ping(self):
         return self.execute("PING") == b"PONG"
@@ -114,7 +157,7 @@ class LightRedis:
 
     def pubsub(self, ignore_subscribe_messages=True):
         """A subscriber on a connection of its own (redis-py's pubsub(), for what Job.wait uses)."""
-        return PubSub(self.path, self.timeout)
+        return PubSub(LightRedis(self.address, self.timeout, False, self.tls, self.auth, self.db))
 
     def close(self):
         if self.sock is not None:
@@ -170,8 +213,8 @@ class LightRedis:
 class PubSub:
     """subscribe(channel), get_message(timeout) -> {"type": "message", "data": bytes} or None, close()."""
 
-    def __init__(self, path, timeout):
-        self.conn = LightRedis(path, timeout, connect=False)
+    def __init__(self, conn):
+        self.conn = conn
 
     def subscribe(self, channel):
         self.conn.subscribe(channel)
@@ -182,3 +225,20 @@ class PubSub:
 
     def close(self):
         self.conn.close()
+
+
+def _tls_context(opts):
+    """An ssl context from redis-py's options: the server's certificate and host name checked
+    unless ssl_cert_reqs is CERT_NONE; ssl_ca_certs, ssl_certfile and ssl_keyfile files."""
+    import ssl
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    if opts.get("ssl_cert_reqs", ssl.CERT_REQUIRED) == ssl.CERT_NONE:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    elif opts.get("ssl_ca_certs"):
+        ctx.load_verify_locations(opts["ssl_ca_certs"])
+    else:
+        ctx.load_default_certs()
+    if opts.get("ssl_certfile"):
+        ctx.load_cert_chain(opts["ssl_certfile"], opts.get("ssl_keyfile"))
+    return ctx

@@ -47,12 +47,14 @@ def broker_reachable(url, timeout=0.5, tls=None):
     TLS options of a rediss:// URL (Settings.redis_tls())."""
     if url.startswith("redis+socket://"):
         return supervise.redis_ok(url[len("redis+socket://"):], timeout)
-    import redis
+    from worker.lightredis import LightRedis, ReplyError
     try:
-        extra = (tls or {}) if url.startswith("rediss://") else {}
-        return redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout,
-                                    retry=None, **extra).ping()
-    except (redis.RedisError, OSError, ValueError):
+        r = LightRedis.from_url(url, timeout, tls)
+        try:
+            return r.ping()
+        finally:
+            r.close()
+    except (OSError, ReplyError, ValueError):
         return False
 
 

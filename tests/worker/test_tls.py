@@ -95,3 +95,36 @@ def test_tls_settings_are_checked(tls_redis, monkeypatch):
     monkeypatch.setenv("DIGITS_REDIS_CA", "/nonexistent/ca.crt")
     with pytest.raises(ConfigError, match="/nonexistent/ca.crt"):
         settings.load()
+
+
+def test_the_light_client_speaks_tls_and_acl_and_is_refused_alike(tls_redis, monkeypatch):
+    """worker.lightapp (what `digits predict` sends through) with the same settings: it
+    reaches broker and backend, its message lands in the broker's queue, and the clients
+    the checks above refuse are refused by it too, in words the CLI knows as a refusal."""
+    from worker.cli import _refused
+    from worker.lightapp import LightApp
+    from worker.lightredis import LightRedis
+    url, certs = tls_redis
+    s = _env(monkeypatch, url, DIGITS_REDIS_CA=certs["ca"], DIGITS_REDIS_CERT=certs["client_cert"],
+             DIGITS_REDIS_KEY=certs["client_key"])
+    app = LightApp(url, s)
+    assert app.broker.ping() and app.backend.client.ping() and app.backend.client is not app.broker
+    app.backend.client.set("light-key", "v")
+    full = make_app(s).backend.client
+    assert full.get("light-key") == b"v"  # the backend is db 1, as Celery's
+    app.push("predict", "digits.assemble", ("job-tls",), "job-tls")
+    broker = redis.Redis.from_url(url, **s.redis_tls())
+    assert b"job-tls" in broker.lpop("predict")
+    for kind, files in (("certificate verify failed", dict(DIGITS_REDIS_CA=certs["other_ca"],
+                                                           DIGITS_REDIS_CERT=certs["client_cert"],
+                                                           DIGITS_REDIS_KEY=certs["client_key"])),
+                        ("", dict(DIGITS_REDIS_CA=certs["ca"]))):  # no client certificate
+        bad = _env(monkeypatch, url, **files)
+        with pytest.raises(ConnectionError, match=kind) as e:
+            LightApp(url, bad).broker.ping()
+        if kind:
+            assert _refused(str(e.value))
+    wrong = url.replace("tls-test-pw", "wrong-pw")
+    with pytest.raises(ConnectionError, match="refused this client: WRONGPASS") as e:
+        LightRedis.from_url(wrong, tls=s.redis_tls()).ping()
+    assert _refused(str(e.value))

@@ -21,14 +21,14 @@ def print_json(obj):
 def queue_app(s, keep_alive=False, light=False):
     """Yield a Celery app bound to a reachable broker, starting a stack for the block if
     none runs (keep_alive: a background stack that outlives the command, for --no-wait).
-    light: a worker.lightapp.LightApp instead when the broker is the embedded stack's
-    (enough to submit and follow a prediction, and ~200 ms faster to start)."""
+    light: a worker.lightapp.LightApp instead when broker and backend are Redis (enough to
+    submit and follow a prediction, and ~200 ms faster to start)."""
     from worker import stack
     if keep_alive:
         stack.start_background(s, log=eprint)
     with stack.broker_for(s, log=eprint) as url:
         from worker import lightapp
-        if light and lightapp.supports(url):
+        if light and lightapp.supports(url, s):
             yield lightapp.LightApp(url, s)
         else:
             from worker.app import configure

@@ -19,7 +19,7 @@ def _job_status(s, job_id, apps):
         from worker.outage import BrokerDown
         raise BrokerDown(f"no broker answers at {s.broker_url or s.embedded_url}")
     from worker import lightapp
-    if lightapp.supports(url):  # the embedded stack: its Redis read without Celery
+    if lightapp.supports(url, s):  # a Redis backend: read without Celery
         return status(lightapp.LightApp(url, s), s, job_id)
     if url not in apps:
         from worker.app import configure
