@@ -291,49 +291,62 @@ def decode_image(raw, path):
 
 
 @functools.cache
-def _pil():
-    """PIL's Image module, imported at the first image (a CSV job never loads it), with PIL's
-    own size check off: decode_image checks an image's size from its header against its own
-    limits before any pixel is decoded; PIL's check would raise first, about attacks."""
+def _decoders():
+    """(PIL.Image, model.preprocess), imported at the first image (a CSV job never loads
+    PIL), with PIL's own size check off: decode_image checks an image's size from its
+    header against its own limits before any pixel is decoded; PIL's check would raise
+    first, about attacks."""
     from PIL import Image
+    from model import preprocess
     Image.MAX_IMAGE_PIXELS = None
-    return Image
+    return Image, preprocess
 
 
 def _decode(raw, path):
     """decode_image without its warnings filter (read_images sets it once for a whole batch)."""
-    Image = _pil()
-    from PIL import UnidentifiedImageError
-    from model.preprocess import needs_preprocessing, to_mnist
+    Image, pre = _decoders()
     try:
         if len(raw) > MAX_IMAGE_BYTES:
             raise DataError(path, f"file is over the limit of {MAX_IMAGE_BYTES >> 20} MB")
         with Image.open(io.BytesIO(raw), formats=IMAGE_FORMATS) as img:
             w, h = img.size
-            if w * h > MAX_IMAGE_PIXELS or w < 1 or h < 1:
-                raise DataError(path, f"image is {w}x{h}, over the limit of {MAX_IMAGE_PIXELS:,} pixels")
-            frames = getattr(img, "n_frames", 1)
-            if frames > 1:
-                raise DataError(path, f"animated image of {frames} frames; give one frame")
-            factor = -(-max(w, h) // REDUCE_TO)
-            if factor > 1 and img.format == "JPEG":
-                img.draft(img.mode, (w // factor, h // factor))  # decode at a reduced scale
-            img.load()
-            factor = -(-max(img.size) // REDUCE_TO)
-            gray = _gray8(img if factor <= 1 else img.reduce(factor))  # (H, W)
+            if (w, h) == (SIDE, SIDE) and img.mode == "L" and "transparency" not in img.info \
+                    and getattr(img, "n_frames", 1) == 1:  # MNIST-style: the common case, short
+                img.load()
+                gray = np.frombuffer(img.tobytes(), np.uint8).reshape(SIDE, SIDE)  # (28, 28)
+                if not pre.is_dark_on_light(gray):
+                    return gray.reshape(N_PIXELS), ""
+            else:
+                gray = _load_gray(img, path, w, h)  # (H, W)
     except DataError:
         raise
-    except UnidentifiedImageError:
+    except Image.UnidentifiedImageError:
         raise DataError(path, "corrupt or unreadable image (not a PNG, JPEG, BMP or GIF image)") from None
     except Exception as e:  # a decoder's failure, whatever it is, is this image's error
         raise DataError(path, f"corrupt or unreadable image ({describe(e, 200)})") from None
-    if not needs_preprocessing(gray):
+    if not pre.needs_preprocessing(gray):
         return gray.reshape(N_PIXELS), ""
-    pixels, steps = to_mnist(gray)  # (28, 28)
+    pixels, steps = pre.to_mnist(gray)  # (28, 28)
     if steps and steps[-1].startswith("no ink"):
         raise DataError(path, f"{steps[-1]} (an image {w}x{h} with no digit found)")
     note = (f"{w}x{h}: " if (w, h) != (SIDE, SIDE) else "") + "; ".join(steps)
     return pixels.reshape(N_PIXELS), note
+
+
+def _load_gray(img, path, w, h):
+    """An opened image of any size and mode -> (H, W) uint8 grayscale: its size checked
+    from the header, animations refused, a large one reduced while decoded."""
+    if w * h > MAX_IMAGE_PIXELS or w < 1 or h < 1:
+        raise DataError(path, f"image is {w}x{h}, over the limit of {MAX_IMAGE_PIXELS:,} pixels")
+    frames = getattr(img, "n_frames", 1)
+    if frames > 1:
+        raise DataError(path, f"animated image of {frames} frames; give one frame")
+    factor = -(-max(w, h) // REDUCE_TO)
+    if factor > 1 and img.format == "JPEG":
+        img.draft(img.mode, (w // factor, h // factor))  # decode at a reduced scale
+    img.load()
+    factor = -(-max(img.size) // REDUCE_TO)
+    return _gray8(img if factor <= 1 else img.reduce(factor))  # (H, W)
 
 
 def _gray8(img):

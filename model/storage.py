@@ -213,14 +213,24 @@ def read_many(refs, limit=None):
 
 
 def _read_head(path, limit):
-    """The first `limit` bytes of a local file, or the exception reading it raised."""
+    """The first `limit` bytes (None: all) of a local file, or the exception reading it
+    raised. Plain os calls: a small file costs two thirds of what a file object costs."""
     try:
-        with open(path, "rb", buffering=0) as f:
-            # read what the file holds (a limit of 32 MB would allocate 32 MB for each small file)
-            n = os.fstat(f.fileno()).st_size + 1
-            return f.read(n if limit is None else min(limit, n))
+        fd = os.open(path, os.O_RDONLY)
     except Exception as e:  # returned, as fsspec's cat_ranges(on_error="return") does
         return e
+    try:
+        # read what the file holds (a limit of 32 MB would allocate 32 MB for each small file)
+        want = os.fstat(fd).st_size + 1
+        want = want if limit is None else min(limit, want)
+        parts = [os.read(fd, want)]
+        while parts[-1] and sum(map(len, parts)) < want:  # a short read: the rest, if any
+            parts.append(os.read(fd, want - sum(map(len, parts))))
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+    except Exception as e:
+        return e
+    finally:
+        os.close(fd)
 
 
 def read_ranges(ref, starts, ends):
