@@ -36,7 +36,7 @@ MAX_IMAGE_PIXELS = 4096 * 4096  # a larger image is refused from its header, und
 REDUCE_TO = 1024  # a larger image is reduced to this many pixels a side as it is decoded
 HEADER_LIMIT = 1 << 20  # bytes searched for the end of the header line
 READ_WINDOW = 4 << 20  # bytes of a CSV range read at a time
-PLAN_SLACK = 0.03  # share of one chunk by which a row estimate may overshoot without adding a chunk
+PLAN_SLACK = 0.03  # chunks may be this much larger than asked rather than one more chunk be added
 _LABEL_RANGE = re.compile(r"^value (\S+) in label is outside 0\.\.255$")
 
 
@@ -114,8 +114,10 @@ PLAN_WINDOW = 1 << 13  # bytes read at each planned chunk boundary (a good row i
 def plan_csv(layout, rows_per_chunk):
     """Split the data rows into byte ranges [(start, end), ...]: ceil(rows / rows_per_chunk)
     ranges of about equal size, the row count estimated from the first MB (exact when the
-    data fits in it; an estimate at most PLAN_SLACK of a chunk over a whole number of chunks
-    adds no chunk, as the estimate is that rough).
+    data fits in it). The estimate is as rough as the sample is typical: a 1 MB sample of the
+    MNIST test rows is off by about 0.5%, which at 100 chunks is half a chunk. So chunks are
+    allowed to be up to PLAN_SLACK larger than rows_per_chunk instead of one more being
+    added: 100,000 rows in chunks of 10,000 make 10 chunks, not 10 and a sliver or 11.
 
     Range ends are moved forward to the next line break, so every range holds whole lines
     and a worker reads only its own bytes. Reads the sample, then one small window per
@@ -134,7 +136,7 @@ def plan_csv(layout, rows_per_chunk):
     else:
         row_bytes = max(1.0, len(sample) / max(1, sample.count(b"\n")))
         x = (size - start) / row_bytes / rows_per_chunk  # chunks, estimated
-        n = max(1, math.floor(x) if x - math.floor(x) < PLAN_SLACK else math.ceil(x))
+        n = max(1, math.floor(x) if x <= math.floor(x) * (1 + PLAN_SLACK) else math.ceil(x))
         guesses = [start + (size - start) * k // n for k in range(1, n)]
         windows = storage.read_ranges(layout.ref, [g - 1 for g in guesses],  # 8 KB each: memory flat
                                       [min(size, g - 1 + PLAN_WINDOW) for g in guesses])
