@@ -37,6 +37,16 @@ worker_init.connect(ride_out_outages, weak=False)
 worker_process_init.connect(ride_out_outages, weak=False)
 
 
+def keep_freed_memory(**_):
+    """In worker processes: large temporaries reused instead of mapped anew (worker.malloc)."""
+    from worker.malloc import keep_freed_memory
+    keep_freed_memory()
+
+
+worker_init.connect(keep_freed_memory, weak=False)
+worker_process_init.connect(keep_freed_memory, weak=False)
+
+
 def celery_config(s, broker_url=None):
     """The Celery settings dict for Settings s (broker_url overrides s.broker_url)."""
     broker = broker_url or s.broker_url or s.embedded_url

@@ -22,6 +22,8 @@ def cmd_predict(a, s):
 
 def _predict_local(a, s):
     from model import batch, checkpoint, sources
+    from worker.malloc import keep_freed_memory
+    keep_freed_memory()  # as in a worker process: the parser's temporaries reused
     from model.registry import Registry
     from worker.cli.progress import JobBar
     from worker.client import check_paths
