@@ -125,13 +125,15 @@ class Watchdog:
             channel = conn.default_channel
             client = channel.client
             index = client.zrange(channel.unacked_index_key, 0, -1, withscores=True)
-            if not index:
+            now = time.time()
+            if all(now - taken_at < self.grace for _, taken_at in index):
+                # nothing taken longer ago than the grace (nothing at all, or short tasks of a
+                # running job): nothing could be requeued, so no census costs the workers CPU
                 self.suspects = set()
                 return []
             held = held_task_ids(self.app, self.census_timeout, self.workers)
             if held is None:  # no census, no verdict: a worker may be starting or slow
                 return []
-            now = time.time()
             unheld, due = set(), []
             for tag, taken_at in index:
                 tag = tag.decode() if isinstance(tag, bytes) else tag
