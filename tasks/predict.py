@@ -150,9 +150,13 @@ def _after_mark(task, job, source, the_mark, repeated):
             queue_assemble(task.app, job_id)
 
 
-@shared_task(bind=True, name=PREDICT_CHUNK)
+@shared_task(bind=True, name=PREDICT_CHUNK, ignore_result=True, track_started=False)
 def predict_chunk(self, job_id, index, lo=None, hi=None):
     """Predict chunk `index` of job `job_id` -> small summary {chunk, rows, bad} for Flower.
+
+    Its state lives in the job's marks: the result backend keeps nothing of a chunk (Flower
+    shows the summary from the task-succeeded event), which saves two writes and two
+    publishes per chunk.
 
     lo/hi (the chunk's byte or list range) are shown in Flower only; the plan decides.
     A failure not tied to one record (storage, a bug) is retried DIGITS_CHUNK_RETRIES

@@ -485,6 +485,20 @@ def test_a_late_copy_of_a_cleared_job_s_tasks_stores_no_failure(live):
     r = assemble.apply_async((job_id,), task_id=job_id)
     assert r.get(timeout=WAIT) == {"job_id": job_id, "state": "NO RECORD"}
     assert live.app.backend.get_task_meta(job_id)["status"] == "SUCCESS"
-    c = predict_chunk.apply_async((job_id, 0, 0, 10), task_id=f"{job_id}-chunk-0")
-    assert c.get(timeout=WAIT)["state"] == "no job record"
+    chunk_id = keys.chunk_task_id(job_id, 0)
+    predict_chunk.apply_async((job_id, 0, 0, 10), task_id=chunk_id)
+    # a chunk stores no result (its state is its mark): wait until its message was taken and
+    # acknowledged, i.e. is neither in the queue nor among the unacked deliveries
+    with live.app.connection_for_write() as conn:
+        channel = conn.default_channel
+        broker = channel.client
+
+        def gone():
+            raws = broker.lrange("predict", 0, -1) + broker.hvals(channel.unacked_key)
+            return not any(chunk_id.encode() in raw for raw in raws)
+        deadline = time.time() + WAIT
+        while not gone():
+            assert time.time() < deadline, "the late chunk was never run"
+            time.sleep(0.05)
     assert not live.app.backend.client.exists(keys.chunk_marks(job_id))
+    assert live.app.backend.get_task_meta(chunk_id)["status"] == "PENDING"  # nothing stored, no FAILURE

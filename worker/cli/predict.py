@@ -8,6 +8,11 @@ def cmd_predict(a, s):
     from worker.client import check_prediction, submit_prediction
     # fail fast before any stack starts; a resubmitted job id reuses its own record
     checked = None if a.job_id else check_prediction(s, a.input, a.model, a.out)
+    if not a.no_wait:  # imported now, not while the job runs: the workers have the cores then
+        import importlib
+        for name in ("model.batch", "worker.outage"):  # report_predict's, Job.wait's
+            importlib.import_module(name)
+        from worker.cli.progress import predict_wait
     with queue_app(s, keep_alive=a.no_wait, light=True) as app:
         job = submit_prediction(a.input, a.model, a.out, app=app, settings=s, job_id=a.job_id,
                                 chunk_rows=a.chunk_rows, checked=checked)
@@ -15,7 +20,8 @@ def cmd_predict(a, s):
             print(job.id)
             return 0
         eprint(f"prediction job {job.id}")
-        from worker.cli.progress import predict_wait  # imported once the job is queued
+        import gc
+        gc.freeze()  # what the command holds by now is never garbage: no collection walks it during the job
         manifest = predict_wait(job, "predict")
     return report_predict(manifest)
 
