@@ -382,9 +382,11 @@ def _composite(gray, alpha):
     return ((ink * alpha + 127) // 255).astype(np.uint8)
 
 
-def read_images(folder, rels, labels=None):
+def read_images(folder, rels, labels=None, fetch=None):
     """Load images -> Block; a bad image becomes a zero row plus its reason, a preprocessed
-    one gets a note. The files are fetched in one batch (concurrent on object stores)."""
+    one gets a note. The files are fetched in one batch (concurrent on object stores);
+    fetch(indices) -> [bytes or exception] instead fetches the images of rels[i] for i in
+    indices (a packed folder's: model.imagepack), whose failures are then final."""
     pixels = np.zeros((len(rels), N_PIXELS), np.uint8)  # (n, 784)
     errors, notes = {}, {}
     paths = [storage.join(str(folder), rel) for rel in rels]
@@ -396,7 +398,7 @@ def read_images(folder, rels, labels=None):
         except DataError as e:
             errors[i] = e.reason
     try:
-        raws = storage.read_many([paths[i] for i in wanted], MAX_IMAGE_BYTES + 1)
+        raws = fetch(wanted) if fetch else storage.read_many([paths[i] for i in wanted], MAX_IMAGE_BYTES + 1)
     except Exception as e:  # the batch itself failed: each file is tried alone below
         raws = [e] * len(wanted)
     with warnings.catch_warnings():
@@ -404,6 +406,8 @@ def read_images(folder, rels, labels=None):
         for i, raw in zip(wanted, raws):
             try:
                 if isinstance(raw, BaseException):
+                    if fetch or isinstance(raw, DataError):
+                        raise raw
                     raw = storage.read_bytes(paths[i], 0, MAX_IMAGE_BYTES + 1)  # once more, alone
                 pixels[i], note = _decode(raw, paths[i])
                 if note:
@@ -416,13 +420,14 @@ def read_images(folder, rels, labels=None):
     return Block(pixels, lab, errors, notes)
 
 
-def list_training_images(folder):
+def list_training_images(folder, listed=None):
     """Labeled files of a training folder -> (sorted relative paths, labels, errors).
 
+    listed: the folder's files when already known (a packed folder's index), else listed.
     errors is [(path, reason)] for files outside the digit sub-folders 0..9.
     """
     rels, labels, errors = [], [], []
-    for rel in list_images(folder):
+    for rel in list_images(folder) if listed is None else listed:
         top = rel.split("/", 1)[0]
         if "/" in rel and top in tuple("0123456789"):
             rels.append(rel)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from model import data, storage
+from model import data, imagepack, storage
 from model.errors import ConfigError, DataError
 
 
@@ -90,30 +90,41 @@ class ImageFolderSource:
     output_header = ("path", "label", "confidence", "preprocessing")
     error_header = ("path", "reason")
 
-    def __init__(self, input, chunks, paths, labels=None, unplaced=()):
+    def __init__(self, input, chunks, paths, labels=None, unplaced=(), pack=None):
         self.input, self.chunks, self.paths = str(input), [list(c) for c in chunks], list(paths)
         self.labels = None if labels is None else list(labels)
         self.unplaced = [tuple(u) for u in unplaced]  # [(path, reason)] left out of training
+        self.pack = None if pack is None else [list(e) for e in pack]  # [offset, length, error] per path
 
     @classmethod
     def plan(cls, ref, chunk_rows, chunk_images=None, training=False):
+        """The folder's files in sorted order, in slices of chunk_images; a packed folder
+        (model.imagepack: what a client uploads) is planned from its index."""
         step = _check_step("chunk_images", chunk_images or chunk_rows)
-        labels, unplaced = None, []
+        labels, unplaced, pack, listed = None, [], None, None
+        if imagepack.is_packed(ref):
+            entries = {e[0]: e[1:] for e in imagepack.read_index(ref)}
+            listed = sorted(entries)
         if training:
-            paths, labels, unplaced = data.list_training_images(ref)
+            paths, labels, unplaced = data.list_training_images(ref, listed)
         else:
-            paths = data.list_images(ref)
+            paths = data.list_images(ref) if listed is None else listed
+        if listed is not None:
+            pack = [entries[p] for p in paths]
         chunks = [[lo, min(lo + step, len(paths))] for lo in range(0, len(paths), step)]
-        return cls(ref, chunks, paths, labels, unplaced)
+        return cls(ref, chunks, paths, labels, unplaced, pack)
 
     def to_dict(self):
         return {"kind": self.kind, "input": self.input, "chunks": self.chunks, "paths": self.paths,
-                "labels": self.labels, "unplaced": self.unplaced}
+                "labels": self.labels, "unplaced": self.unplaced, "pack": self.pack}
 
     def read(self, index, labels=False):
         lo, hi = self.chunks[index]
+        fetch = None if self.pack is None else (  # one range request for the chunk, not one per file
+            lambda wanted: imagepack.read_entries(self.input, [[self.paths[lo + i]] + self.pack[lo + i]
+                                                               for i in wanted]))
         return data.read_images(self.input, self.paths[lo:hi],
-                                self.labels[lo:hi] if labels and self.labels is not None else None)
+                                self.labels[lo:hi] if labels and self.labels is not None else None, fetch)
 
     def length(self, index):
         lo, hi = self.chunks[index]

@@ -43,13 +43,18 @@ def shared(s, ref):
 
 def stage_input(s, job_id, ref, name="input"):
     """Where workers read `ref`: as is when it is shared (see shared()); otherwise the
-    client's local file or folder is uploaded to storage `inputs/<job id>/` first."""
+    client's local file is uploaded to storage `inputs/<job id>/` first, and a local image
+    folder is packed there (model.imagepack: two objects instead of one per file)."""
     ref = _abs(str(ref))
     if shared(s, ref):
         return ref
-    target = storage.join(s.storage, "inputs", job_id, name + ("" if os.path.isdir(ref) else
-                                                                  os.path.splitext(ref)[1]))
-    storage.upload(ref, target)
+    folder = os.path.isdir(ref)
+    target = storage.join(s.storage, "inputs", job_id, name + ("" if folder else os.path.splitext(ref)[1]))
+    if folder:
+        from model import data, imagepack
+        imagepack.pack(ref, target, data.IMAGE_TYPES, data.MAX_IMAGE_BYTES)
+    else:
+        storage.upload(ref, target)
     return target
 
 

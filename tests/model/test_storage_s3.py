@@ -93,3 +93,18 @@ def test_storage_errors_name_their_path(s3):
     assert missing.split("://", 1)[1] in str(e.value) or missing in str(e.value)
     with pytest.raises(FileNotFoundError, match="such.csv"):
         storage.size(missing)
+
+
+def test_an_image_folder_packed_on_s3_reads_as_the_folder(s3, sample, tmp_path):
+    """What a client uploads for a local image folder (model.imagepack), read back from S3."""
+    from model import data, imagepack, sources
+    from model.samples import write_sample
+    write_sample(str(tmp_path), images=True)
+    folder = str(tmp_path / "images" / "test")
+    target = storage.join(s3, "inputs", "job-1", "input")
+    imagepack.pack(folder, target, data.IMAGE_TYPES, data.MAX_IMAGE_BYTES)
+    assert sorted(storage.listdir(target)) == sorted([imagepack.INDEX, imagepack.PACK])
+    plain, packed = sources.open_source(folder, 200, 200), sources.open_source(target, 200, 200)
+    assert packed.paths == plain.paths and packed.pack is not None
+    for i in range(len(plain.chunks)):
+        assert np.array_equal(plain.read(i).pixels, packed.read(i).pixels)
