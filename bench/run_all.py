@@ -33,6 +33,7 @@ BENCHMARKS = {
     "fairness": ("bench_fairness.py", [], []),
     "recovery": ("bench_recovery.py", [], None),
     "cluster": ("bench_cluster.py", ["--rounds", "5"], None),
+    "storage": ("bench_storage.py", [], None),
     "recipes": ("bench_recipes.py", ["--only", "faithful", "plain", "default"], None),
 }
 
@@ -145,6 +146,14 @@ def rows(f):
         row("the same, best rounds; outputs of 1 and 2 hosts identical", f"1 host {cl['best1_s']:.1f} s",
             f"2 hosts {cl['best2_s']:.1f} s", f"{cl['best_ratio']:.2f}x", ">= 1.8x, equal",
             cl["best_ratio"] >= 1.8 and cl["identical"])
+    st = f.get("storage")
+    if st:
+        row(f"{st['images']:,} PNGs on the S3 stand-in, packed by the client: read vs the local folder",
+            f"local folder {st['local_read_s']:.2f} s", f"{st['s3_read_s']:.2f} s", f"{st['read_ratio']:.1f}x",
+            "<= 3x", st["read_ratio"] <= 3)
+        row("the same with the upload and the plan", f"local folder {st['local_plan_s'] + st['local_read_s']:.2f} s",
+            f"{st['s3_upload_s'] + st['s3_plan_s'] + st['s3_read_s']:.2f} s", f"{st['whole_ratio']:.1f}x",
+            "(info)", True)
     rc = f.get("recipes")
     if rc:
         for name, v in rc["variants"].items():

@@ -173,8 +173,7 @@ def line_blocks(ref, start, end, window=None):
     """
     window = window or READ_WINDOW
     carry, skipped, pos = b"", None, start  # skipped: length so far of an overlong line
-    while pos < end:
-        raw = storage.read_bytes(ref, pos, min(end, pos + window))
+    for raw in _windows(ref, start, end, window):
         if not raw:
             raise DataError(ref, f"file ended at byte {pos}, expected {end} (changed while read?)")
         pos += len(raw)
@@ -194,6 +193,42 @@ def line_blocks(ref, start, end, window=None):
             skipped, carry = len(carry), b""
     if skipped is not None:
         yield skipped
+
+
+AHEAD = 3  # windows of an object store's file fetched ahead of the one being parsed
+
+
+def _windows(ref, start, end, window):
+    """The bytes of [start, end), `window` at a time (b"" where the file ends early). On an
+    object store the next AHEAD windows are fetched, concurrently, while the current one is
+    parsed (memory: AHEAD + 1 windows), so a chunk costs about its parsing or its transfer,
+    not the sum of one round trip per window."""
+    if not storage.is_url(ref):
+        pos = start
+        while pos < end:
+            raw = storage.read_bytes(ref, pos, min(end, pos + window))
+            yield raw
+            if not raw:
+                return
+            pos += len(raw)
+        return
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+    starts = deque(range(start, end, window))
+    with ThreadPoolExecutor(AHEAD, thread_name_prefix="digits-read") as pool:
+        pending = deque()
+        while starts or pending:
+            while starts and len(pending) <= AHEAD:
+                at = starts.popleft()
+                pending.append((min(end, at + window) - at,
+                                pool.submit(storage.read_bytes, ref, at, min(end, at + window))))
+            want, future = pending.popleft()
+            raw = future.result()
+            yield raw
+            if len(raw) < want:  # the file ended early (it changed): what follows is b""
+                if raw:
+                    yield b""
+                return
 
 
 def count_lines(ref, start, end):

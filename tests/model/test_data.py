@@ -490,13 +490,15 @@ def test_labels_of_a_labeled_file_are_ignored_in_prediction(tmp_path, sample):
     assert sorted(trained.errors) == [0, 1, 2]
 
 
-def test_csv_range_is_read_in_windows_with_long_lines_skipped(tmp_path, sample, monkeypatch):
+@pytest.mark.parametrize("url", [False, True])  # a URL's next window is fetched ahead, in a thread
+def test_csv_range_is_read_in_windows_with_long_lines_skipped(tmp_path, sample, monkeypatch, url):
     monkeypatch.setattr(data, "READ_WINDOW", 4096)
     x = sample["test_x"][:20]
     lines = [",".join(map(str, r)) for r in x.tolist()]
     lines.insert(7, "9" * 200_000)
-    ref = tmp_path / "long.csv"
-    ref.write_text(",".join(data.PIXEL_COLUMNS) + "\n" + "\n".join(lines) + "\n")
+    text = ",".join(data.PIXEL_COLUMNS) + "\n" + "\n".join(lines) + "\n"
+    ref = f"memory://windows/{tmp_path.name}/long.csv" if url else tmp_path / "long.csv"
+    data.storage.write_text(ref, text)
     layout = data.read_csv_layout(ref)
     reads = []
     real = data.storage.read_bytes
