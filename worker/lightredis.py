@@ -22,6 +22,14 @@ class ReplyError(Exception):
     """An error reply from Redis ("-ERR ...")."""
 
 
+class BusyError(ConnectionError):
+    """Redis is up but cannot answer yet ("-LOADING" while it reads its append-only file
+    after a restart, and the like): counted as an outage, as redis-py counts it."""
+
+
+BUSY = (b"LOADING", b"BUSY", b"MASTERDOWN", b"TRYAGAIN", b"CLUSTERDOWN")
+
+
 def _arg(a):
     if isinstance(a, bytes):
         return a
@@ -193,7 +201,10 @@ class LightRedis:
         if kind == b"+":
             return rest
         if kind == b"-":
-            raise ReplyError(rest.decode("utf-8", "replace"))
+            text = rest.decode("utf-8", "replace")
+            if rest.startswith(BUSY):
+                raise BusyError(f"Redis at {self.path}: {text}")
+            raise ReplyError(text)
         if kind == b":":
             return int(rest)
         if kind == b"$":

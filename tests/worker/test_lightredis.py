@@ -101,3 +101,37 @@ def test_light_app_reads_celery_results_as_stored(server):
     app.push("predict", "digits.assemble", ("job-9",), "job-9")
     message = json.loads(full.lindex("predict", 0))
     assert message["headers"]["task"] == "digits.assemble" and message["headers"]["id"] == "job-9"
+
+
+def test_a_loading_redis_is_an_outage_not_an_error(tmp_path):
+    """A Redis restarted on its append-only file answers -LOADING until it has read it:
+    that is an outage (a ConnectionError the calm clients wait out), as redis-py has it.
+    The server here is a socket that gives that one answer (Redis cannot be held in it)."""
+    import socket
+    import threading
+    from worker.lightredis import BusyError
+    from worker.outage import broker_errors
+    path = str(tmp_path / "loading.sock")
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    srv.bind(path)
+    srv.listen(4)
+
+    def serve():
+        while True:
+            try:
+                conn, _ = srv.accept()
+            except OSError:
+                return
+            with conn:
+                while conn.recv(4096):
+                    conn.sendall(b"-LOADING Redis is loading the dataset in memory\r\n")
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        r = LightRedis(path)
+        with pytest.raises(BusyError, match="LOADING") as e:
+            r.get("k")
+        assert isinstance(e.value, broker_errors())
+        with pytest.raises(BusyError):  # also when it comes at the connection's AUTH
+            LightRedis((path), auth=(None, "pw")).ping()
+    finally:
+        srv.close()
