@@ -44,7 +44,7 @@ class LightRedis:
         address = address if isinstance(address, tuple) else str(address)
         self.address, self.timeout, self.tls, self.auth, self.db = address, timeout, tls, auth, int(db)
         self.path = address if isinstance(address, str) else "%s:%s" % tuple(address)  # for messages
-        self.sock, self.buf = None, b""
+        self.sock, self.buf, self.answered = None, b"", False
         if connect:
             self._connect()
 
@@ -81,7 +81,7 @@ class LightRedis:
                 sock = _tls_context(self.tls).wrap_socket(sock, server_hostname=self.address[0])
         except OSError as e:
             raise ConnectionError(f"cannot connect to Redis at {self.path}: {e.strerror or e}") from None
-        self.sock, self.buf = sock, b""
+        self.sock, self.buf, self.answered = sock, b"", False
         try:
             if self.auth:
                 self.execute("AUTH", *([self.auth[0]] if self.auth[0] else []), self.auth[1])
@@ -103,16 +103,21 @@ class LightRedis:
             self._connect()
         try:
             self.sock.sendall(b"".join(parts))
-            return self._reply()
+            reply = self._reply()
         except TimeoutError:
             self.close()  # a later command connects anew
             raise ConnectionError(f"Redis at {self.path} did not answer within {self.timeout:g}s") from None
-        except ConnectionError:
+        except (ConnectionError, OSError) as e:  # gone, reset, or a TLS alert
+            fresh = self.tls is not None and not self.answered
             self.close()
-            raise
-        except OSError as e:  # a TLS alert (no client certificate, say), a reset
-            self.close()
+            if fresh and not isinstance(e, BusyError):  # hung up on before its first answer
+                raise ConnectionError(f"Redis at {self.path} refused the TLS connection ({e}): "
+                                      f"a client certificate it wants, or one it does not trust?") from None
+            if isinstance(e, ConnectionError):
+                raise
             raise ConnectionError(f"Redis at {self.path}: {e}") from None
+        self.answered = True
+        return reply
 
     def ping(self):
         return self.execute("PING") == b"PONG"
@@ -187,7 +192,7 @@ class LightRedis:
     def _fill(self):
         got = self.sock.recv(65536)
         if not got:
-            raise ConnectionError("Redis closed the connection")
+            raise ConnectionError(f"Redis at {self.path} closed the connection")
         self.buf += got
 
     def _reply(self):
