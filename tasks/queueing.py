@@ -1,8 +1,8 @@
 """Sending the project's tasks by name, and the Redis records a job's client keeps, with no
-Celery import: `digits predict` on the embedded stack sends through worker.lightapp.LightApp
-(a fresh client saves the ~200 ms that Celery, kombu and redis-py take to import);
-workers and other clients send through their Celery app. Both put the same message in the
-same queue (tasks.messages).
+Celery import: `digits predict` sends through worker.lightapp.LightApp when broker and
+backend are Redis (a fresh client saves the ~200 ms that Celery, kombu and redis-py take to
+import); workers and other clients send through their Celery app. Both put the same
+message in the same queue (task_message below; the routes are the Celery app's too).
 
     send(app, PREDICT_CHUNK, (job_id, index, lo, hi), task_id)
 """

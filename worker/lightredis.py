@@ -104,6 +104,9 @@ class LightRedis:
         try:
             self.sock.sendall(b"".join(parts))
             reply = self._reply()
+        except ReplyError:  # an answer, if not the hoped-for one
+            self.answered = True
+            raise
         except TimeoutError:
             self.close()  # a later command connects anew
             raise ConnectionError(f"Redis at {self.path} did not answer within {self.timeout:g}s") from None
