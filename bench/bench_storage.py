@@ -6,7 +6,7 @@ file in parts, an image folder packed by model.imagepack into two objects), the 
 (sources.open_source) with the number of S3 requests it made, and reading every chunk as
 the workers do (source.read). S3 requests are counted from the stand-in's access log. moto
 is slower than a real S3 per request and has no network latency: read the ratios, not the
-seconds. Target (issue 11): the image folder on S3 within 3x of the local folder.
+seconds. Target: the image folder on S3 within 3x of the local folder.
 
     python bench/bench_storage.py [--rows 60000] [--images 10000]
 """

@@ -344,7 +344,7 @@ def test_a_partial_job_exits_non_zero_with_one_line(cli, files, tmp_path):
     np.testing.assert_array_equal(ids, [i for i in range(1, 501) if i not in lost])
 
 
-# ----------------------------------------------------------------------------- jobs, gc and the rough edges of issue 12
+# ----------------------------------------------------------------------------- jobs, gc and the command line's rough edges
 
 def test_jobs_lists_recent_jobs_also_with_the_broker_down(cli, files, tmp_path):
     out = tmp_path / "sub.csv"
