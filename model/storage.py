@@ -79,31 +79,26 @@ def naming(ref):
         raise new from e
 
 
-def exists(ref):
+def _ask(ref, local, remote):
+    """local(path) for a local path, else the filesystem's method `remote`(path); failures named."""
     with naming(ref):
         path = local_path(ref)
         if path is not None:
-            return os.path.exists(path)
+            return local(path)
         fs, path = filesystem(ref)
-        return fs.exists(path)
+        return getattr(fs, remote)(path)
+
+
+def exists(ref):
+    return _ask(ref, os.path.exists, "exists")
 
 
 def isdir(ref):
-    with naming(ref):
-        path = local_path(ref)
-        if path is not None:
-            return os.path.isdir(path)
-        fs, path = filesystem(ref)
-        return fs.isdir(path)
+    return _ask(ref, os.path.isdir, "isdir")
 
 
 def size(ref):
-    with naming(ref):
-        path = local_path(ref)
-        if path is not None:
-            return os.stat(path).st_size
-        fs, path = filesystem(ref)
-        return fs.size(path)
+    return _ask(ref, lambda path: os.stat(path).st_size, "size")
 
 
 def listdir(ref):
