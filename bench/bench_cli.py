@@ -20,7 +20,7 @@ import tempfile
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from bench.bench_predict import bench_model  # noqa: E402
-from bench.common import Up, digits_argv, figures, median, mnist_csv, parser, repeated_csv, run_child  # noqa: E402
+from bench.common import Up, digits_argv, figures, median, mnist_csv, parser, mnist_rows, run_child  # noqa: E402
 
 HEAVY = ("numpy", "celery", "redis", "pandas", "PIL")
 
@@ -39,7 +39,7 @@ def main():
     p.add_argument("--rounds", type=int, default=11)
     a = p.parse_args()
     _, test_csv = mnist_csv(a.data)
-    big = repeated_csv(test_csv, os.path.join(a.data, "test-1000000.csv"), 100)
+    big = mnist_rows(a.data, 1_000_000)
     work = tempfile.mkdtemp(prefix="digits-bench-cli-")
     model_path, _ = bench_model(work)
     home = os.path.join(work, "home")

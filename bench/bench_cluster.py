@@ -17,7 +17,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from bench.common import figures, mnist_csv, parser, repeated_csv, sample_model  # noqa: E402
+from bench.common import figures, mnist_csv, parser, mnist_rows, sample_model  # noqa: E402
 from tests.cluster.hosts import Cluster, remove_stale  # noqa: E402
 
 
@@ -48,7 +48,7 @@ def main():
         raise SystemExit(f"cannot build the cluster: {reason}")
     _, test_csv = mnist_csv(a.data)
     copies = max(1, a.rows // 10_000)
-    big = repeated_csv(test_csv, os.path.join(a.data, f"test-x{copies}.csv"), copies)
+    big = mnist_rows(a.data, a.rows)
     remove_stale()
     base = tempfile.mkdtemp(prefix="digits-bench-cluster-", dir=os.path.dirname(os.path.abspath(big)))
     cluster = Cluster.create(base)

@@ -17,7 +17,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from bench.common import figures, mnist_csv, parser, repeated_csv, sample_model  # noqa: E402
+from bench.common import figures, mnist_csv, parser, mnist_rows, sample_model  # noqa: E402
 
 
 def main():
@@ -27,7 +27,7 @@ def main():
     p.add_argument("--chunk-rows", type=int, default=2000)
     a = p.parse_args()
     _, test_csv = mnist_csv(a.data)
-    big = repeated_csv(test_csv, os.path.join(a.data, f"test-{a.rows}.csv"), a.rows // 10000)
+    big = mnist_rows(a.data, a.rows)
     work = tempfile.mkdtemp(prefix="digits-fair-")
     small = os.path.join(work, "small.csv")
     with open(test_csv, "rb") as f:

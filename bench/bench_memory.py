@@ -19,7 +19,7 @@ import tempfile
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from bench.bench_predict import bench_model, latest_job  # noqa: E402
-from bench.common import Up, digits_argv, figures, mnist_csv, parser, repeated_csv, run_child, vm_hwm_mb  # noqa: E402
+from bench.common import Up, digits_argv, figures, mnist_rows, parser, run_child, vm_hwm_mb  # noqa: E402
 
 
 def one_size(work, csv, model_path, rows):
@@ -42,9 +42,8 @@ def main():
     p.add_argument("--rows", type=int, default=100000)
     p.add_argument("--big-rows", type=int, default=1000000)
     a = p.parse_args()
-    _, test_csv = mnist_csv(a.data)
-    small = repeated_csv(test_csv, os.path.join(a.data, f"test-{a.rows}.csv"), a.rows // 10000)
-    big = repeated_csv(test_csv, os.path.join(a.data, f"test-{a.big_rows}.csv"), a.big_rows // 10000)
+    small = mnist_rows(a.data, a.rows)
+    big = mnist_rows(a.data, a.big_rows)
     work = tempfile.mkdtemp(prefix="digits-bench-memory-")
     model_path, _ = bench_model(work)
     r_small = one_size(work, small, model_path, a.rows)

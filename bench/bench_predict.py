@@ -37,7 +37,7 @@ import tempfile
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from bench.common import (Up, digits_argv, figures, median, mnist_csv, parser, repeated_csv,  # noqa: E402
+from bench.common import (Up, digits_argv, figures, median, mnist_rows, parser,  # noqa: E402
                           run_child, save_seed_weights, seed_predict, seed_script_argv, timed, user_env)
 
 
@@ -103,8 +103,7 @@ def main():
     p.add_argument("--rounds", type=int, default=5)
     a = p.parse_args()
     import time
-    _, test_csv = mnist_csv(a.data)
-    csv = repeated_csv(test_csv, os.path.join(a.data, f"test-{a.rows}.csv"), a.rows // 10000)
+    csv = mnist_rows(a.data, a.rows)
     work = tempfile.mkdtemp(prefix="digits-bench-predict-")
     model_path, weights = bench_model(work)
     home = os.path.join(work, "home")

@@ -20,7 +20,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from bench.common import figures, mnist_csv, parser, repeated_csv  # noqa: E402
+from bench.common import figures, mnist_rows, parser  # noqa: E402
 
 
 def start_moto():
@@ -82,8 +82,7 @@ def main():
     p.add_argument("--rows", type=int, default=60_000)
     p.add_argument("--images", type=int, default=10000, help="PNG files (MNIST test images, as bench_images writes them)")
     a = p.parse_args()
-    _, test_csv = mnist_csv(a.data)
-    csv = repeated_csv(test_csv, os.path.join(a.data, f"test-x{max(1, a.rows // 10000)}.csv"), max(1, a.rows // 10000))
+    csv = mnist_rows(a.data, a.rows)
     from bench.bench_images import mnist_images
     images = mnist_images(os.path.join(a.data, "images"), a.images)
     if len(os.listdir(images)) != a.images:  # exactly --images files: a folder of their links

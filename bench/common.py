@@ -35,16 +35,27 @@ def mnist_csv(folder):
 
 
 def repeated_csv(test_csv, path, copies):
-    """A test CSV whose rows are test_csv's rows repeated `copies` times."""
+    """A test CSV whose rows are test_csv's rows repeated `copies` times (written once, beside
+    its path first, so an interrupted write is never taken for the file)."""
     if not os.path.exists(path):
         with open(test_csv, "rb") as f:
             header = f.readline()
             body = f.read()
-        with open(path, "wb") as f:
+        tmp = f"{path}.tmp-{os.getpid()}"
+        with open(tmp, "wb") as f:
             f.write(header)
             for _ in range(copies):
                 f.write(body)
+        os.replace(tmp, path)
     return path
+
+
+def mnist_rows(folder, rows):
+    """A test CSV of about `rows` rows (the 10,000 MNIST test rows repeated, at least once),
+    one file per row count under folder, shared by every benchmark -> its path."""
+    _, test_csv = mnist_csv(folder)
+    copies = max(1, rows // 10000)
+    return repeated_csv(test_csv, os.path.join(folder, f"test-{copies * 10000}.csv"), copies)
 
 
 def timed(fn, *a, **kw):
