@@ -167,6 +167,22 @@ def _wait_chunk_taken(cluster, host, since, timeout=60):
     raise AssertionError(f"{host} took no chunk within {timeout}s")
 
 
+def _requeued_and_assembled_once(cluster, text, out, ref):
+    """After a job whose worker host was lost holding a chunk: the watchdog requeues that
+    delivery (grace 3 s, two scans), also when the chunk had been marked just before the
+    loss and the job could end without it; the requeued copy, a repeat, assembles nothing
+    more and changes no byte of the output -> the job id."""
+    job_id = job_id_of(text)
+    deadline = time.time() + 30
+    while not re.search(rf"watchdog: requeued task {job_id}-chunk-", cluster.log_text("scheduler")):
+        assert time.time() < deadline, "the watchdog never requeued the lost host's delivery"
+        time.sleep(0.2)
+    time.sleep(1)  # time for the requeued copy to run
+    assert assembles(cluster, job_id) == 1
+    assert open(out, "rb").read() == ref
+    return job_id
+
+
 def _finish(cluster, name, proc, timeout):
     proc.wait(timeout)
     text = cluster.log_text(name)
@@ -187,16 +203,7 @@ def test_sigkill_of_a_worker_host_mid_job(cluster, data):
     assert code == 0, text
     assert open(out, "rb").read() == ref
     assert f"predictions to {out}" in text and "Traceback" not in text
-    job_id = job_id_of(text)
-    # the dead host's delivery is requeued by the watchdog (grace 3 s, two scans), also when
-    # its chunk had been marked just before the kill and the job could end without it
-    deadline = time.time() + 30
-    while not re.search(rf"watchdog: requeued task {job_id}-chunk-", cluster.log_text("scheduler")):
-        assert time.time() < deadline, "the watchdog never requeued the dead host's delivery"
-        time.sleep(0.2)
-    time.sleep(1)  # a requeued copy of a marked chunk runs as a repeat: it must not assemble again
-    assert assembles(cluster, job_id) == 1
-    assert open(out, "rb").read() == ref
+    _requeued_and_assembled_once(cluster, text, out, ref)
 
 
 def test_redis_restart_mid_job(cluster, data):
@@ -278,15 +285,6 @@ def test_s3_link_cut_for_30s_mid_chunk(cluster, data):
     code, text = _finish(cluster, "client-cut", proc, 180)
     assert code == 0, text
     assert open(out, "rb").read() == ref
-    job_id = job_id_of(text)
-    # the dead host's delivery is requeued by the watchdog (grace 3 s, two scans), also when
-    # its chunk had been marked just before the kill and the job could end without it
-    deadline = time.time() + 30
-    while not re.search(rf"watchdog: requeued task {job_id}-chunk-", cluster.log_text("scheduler")):
-        assert time.time() < deadline, "the watchdog never requeued the dead host's delivery"
-        time.sleep(0.2)
-    time.sleep(1)  # a requeued copy of a marked chunk runs as a repeat: it must not assemble again
-    assert assembles(cluster, job_id) == 1
-    assert open(out, "rb").read() == ref
+    job_id = _requeued_and_assembled_once(cluster, text, out, ref)
     cluster.wait_workers({"predict@w2"}, timeout=120)  # the cut host is back in the cluster
     assert assembles(cluster, job_id) == 1

@@ -175,15 +175,21 @@ def finish(client, timeout):
 
 # ----------------------------------------------------------------------------- Redis dies
 
+def kill_redis(drill, up, job):
+    """SIGKILL the stack's Redis while `job` runs; wait for `digits up` to start it again ->
+    the monotonic time it was back."""
+    redis_pid = up.child("redis")
+    os.kill(redis_pid, signal.SIGKILL)
+    assert not ended(drill, job), "the job ended before Redis was killed"
+    wait_for(lambda: up.record()["children"]["redis"][0] != redis_pid, 30, "Redis restarted")
+    return time.monotonic()
+
+
 def test_redis_sigkill_mid_prediction(drill, up, inputs, tmp_path):
     out = tmp_path / "sub.csv"
     client = start(drill, *predict_args(inputs, out, "predict-redis-kill"))
     wait_for(lambda: chunks_done(drill, "predict-redis-kill") >= 5, 60, "5 chunks done")
-    redis_pid = up.child("redis")
-    os.kill(redis_pid, signal.SIGKILL)
-    assert not ended(drill, "predict-redis-kill"), "the job ended before Redis was killed"
-    wait_for(lambda: up.record()["children"]["redis"][0] != redis_pid, 30, "Redis restarted")
-    back = time.monotonic()
+    back = kill_redis(drill, up, "predict-redis-kill")
     _, err = finish(client, RECOVERY + 60)
     assert time.monotonic() - back < RECOVERY
     assert len([ln for ln in err.splitlines() if "unreachable" in ln]) <= 1, err  # at most one line
@@ -213,11 +219,7 @@ def test_redis_sigkill_mid_training(drill, up, inputs, tmp_path):
     out = tmp_path / "model.npz"
     client = start(drill, *train_args(inputs, out, "train-redis-kill"))
     wait_for(lambda: epoch(drill, "train-redis-kill") >= 2, 90, "epoch 2")
-    redis_pid = up.child("redis")
-    os.kill(redis_pid, signal.SIGKILL)
-    assert not ended(drill, "train-redis-kill"), "the job ended before Redis was killed"
-    wait_for(lambda: up.record()["children"]["redis"][0] != redis_pid, 30, "Redis restarted")
-    back = time.monotonic()
+    back = kill_redis(drill, up, "train-redis-kill")
     finish(client, RECOVERY + 60)
     assert time.monotonic() - back < RECOVERY
     assert_exact_weights(out, inputs)
