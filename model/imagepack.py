@@ -9,13 +9,15 @@ uploads and 10,000 reads. Packed, it is two objects under the folder's storage p
 paths are those data.list_images gives for the local folder ("/"-separated, relative);
 error is null, or why the file's bytes are not in the pack (unreadable, over the size
 limit), which the reader reports as that file's error, as it would for the folder itself.
-A worker reads a chunk's images with one range request (data.read_images with raws).
+A worker reads a chunk's images with one range request (read_entries, as data.read_images'
+fetch).
 Outputs are the same, byte for byte, as for the folder read file by file.
 """
+import json
 import os
 
 from model import storage
-from model.errors import describe
+from model.errors import DataError, describe
 
 PACK = ".digits-images.pack"
 INDEX = ".digits-images.index.json"
@@ -35,7 +37,6 @@ def pack(folder, target, image_types, max_bytes):
     reader refuses them by name); files over max_bytes, or unreadable, with their reason.
     The pack is streamed (memory stays flat) and uploaded in one piece; the index last, so
     a pack without its index is never read."""
-    import json
     rels = storage.walk_files(folder)
     entries, offset = [], 0
     with storage.AtomicFile(storage.join(str(target), PACK)) as out:
@@ -61,8 +62,6 @@ def pack(folder, target, image_types, max_bytes):
 
 def read_index(ref):
     """The entries [[path, offset, length, error], ...] of the pack at storage path ref."""
-    import json
-    from model.errors import DataError
     index = json.loads(storage.read_text(storage.join(str(ref), INDEX)))
     if not isinstance(index, dict) or index.get("format") != FORMAT or not isinstance(index.get("files"), list):
         raise DataError(storage.join(str(ref), INDEX), f"not an image pack index of format {FORMAT}")
@@ -73,7 +72,6 @@ def read_entries(ref, entries):
     """The bytes of each entry (in order) -> list of bytes, or of the DataError that stands
     for an entry packed without its bytes. Neighbouring entries are fetched together: one
     range request per run of up to MAX_RUN bytes (one batch of concurrent requests)."""
-    from model.errors import DataError
     runs, out = [], [None] * len(entries)  # runs: [start, end, [entry indices]]
     for i, (rel, offset, length, error) in enumerate(entries):
         if error is not None:
