@@ -4,13 +4,14 @@ import time
 from worker.cli.common import eprint, print_json
 
 
-def _job_status(s, job_id, apps):
+def _job_status(s, job_id, apps, stored=None):
     """status() of a job, calm about the broker: storage first (it has the final state of
-    an ended job and its progress); an unfinished job's state from the broker when one
-    answers; BrokerDown when none does. apps caches the Celery app per broker URL.
+    an ended job and its progress; `stored` when the caller has just read it); an unfinished
+    job's state from the broker when one answers; BrokerDown when none does. apps caches the
+    app per broker URL (a LightApp for Redis, read without Celery; else Celery's).
     An ended job's status imports neither Celery nor Redis nor NumPy."""
     from worker.client import FINAL_STATES, status
-    st = status(None, s, job_id)
+    st = stored or status(None, s, job_id)
     if st["state"] in FINAL_STATES:
         return st
     from worker import stack
@@ -18,13 +19,14 @@ def _job_status(s, job_id, apps):
     if url is None:
         from worker.outage import BrokerDown
         raise BrokerDown(f"no broker answers at {s.broker_url or s.embedded_url}")
-    from worker import lightapp
-    if lightapp.supports(url, s):  # a Redis backend: read without Celery
-        return status(lightapp.LightApp(url, s), s, job_id)
     if url not in apps:
-        from worker.app import configure
+        from worker import lightapp
         apps.clear()
-        apps[url] = configure(url)
+        if lightapp.supports(url, s):
+            apps[url] = lightapp.LightApp(url, s)
+        else:
+            from worker.app import configure
+            apps[url] = configure(url)
     return status(apps[url], s, job_id)
 
 
@@ -32,17 +34,16 @@ def cmd_status(a, s):
     from tasks.jobs import KINDS, STALLED, iso_times
     from worker import exitcodes
     from worker.client import FINAL_STATES, status
-    st = status(None, s, a.job)  # storage alone has an ended job's state
+    st = stored = status(None, s, a.job)  # storage alone has an ended job's state
     try:
         if st["state"] not in FINAL_STATES:
-            st = _job_status(s, a.job, {})
+            st = _job_status(s, a.job, {}, stored)
     except ConnectionError as e:
         from worker.outage import BrokerDown  # imported only here: the ended-job path stays light
         if not isinstance(e, BrokerDown):
             raise
         # without a broker nothing runs the job: say so instead of its last known state
-        st = status(None, s, a.job)
-        st.update(last_state=st["state"], state=STALLED, broker=s.broker_url or s.embedded_url,
+        st = dict(stored, last_state=stored["state"], state=STALLED, broker=s.broker_url or s.embedded_url,
                   broker_reachable=False)
     st = iso_times(st)
     if a.json:
