@@ -61,11 +61,24 @@ def pack(folder, target, image_types, max_bytes):
 
 
 def read_index(ref):
-    """The entries [[path, offset, length, error], ...] of the pack at storage path ref."""
-    index = json.loads(storage.read_text(storage.join(str(ref), INDEX)))
-    if not isinstance(index, dict) or index.get("format") != FORMAT or not isinstance(index.get("files"), list):
-        raise DataError(storage.join(str(ref), INDEX), f"not an image pack index of format {FORMAT}")
-    return [list(e) for e in index["files"]]
+    """The entries [[path, offset, length, error], ...] of the pack at storage path ref;
+    DataError naming the index for anything else its bytes hold."""
+    where = storage.join(str(ref), INDEX)
+    try:
+        index = json.loads(storage.read_bytes(where).decode("utf-8"))
+    except ValueError as e:  # not UTF-8, not JSON
+        raise DataError(where, f"not an image pack index ({describe(e, 200)})") from None
+    files = index.get("files") if isinstance(index, dict) and index.get("format") == FORMAT else None
+    if not isinstance(files, list) or not all(_entry(e) for e in files):
+        raise DataError(where, f"not an image pack index of format {FORMAT}")
+    return [list(e) for e in files]
+
+
+def _entry(e):
+    """True for [path, offset, length, error] as pack() writes it."""
+    return (isinstance(e, list) and len(e) == 4 and isinstance(e[0], str)
+            and all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in e[1:3])
+            and (e[3] is None or isinstance(e[3], str)))
 
 
 def read_entries(ref, entries):

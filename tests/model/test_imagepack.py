@@ -1,8 +1,10 @@
 """model.imagepack: a packed folder reads exactly as the folder itself, file by file."""
+import json
 import os
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
 from PIL import Image
 
 from model import data, imagepack, sources, storage
@@ -90,3 +92,30 @@ def test_a_damaged_index_is_a_data_error(tmp_path):
     (target / imagepack.INDEX).write_text('{"format": 99}')
     with pytest.raises(data.DataError, match="not an image pack index"):
         sources.open_source(str(target), 10, 10)
+
+
+@given(st.binary(max_size=200) | st.builds(lambda o: json.dumps(o).encode(), st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=5),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.sampled_from(["format", "files", "x"]), inner,
+                                                                max_size=3), max_leaves=12)))
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_an_index_of_arbitrary_bytes_is_a_data_error_or_an_index(tmp_path, raw):
+    target = tmp_path / "packed"
+    target.mkdir(exist_ok=True)
+    (target / imagepack.INDEX).write_bytes(raw)
+    try:
+        entries = imagepack.read_index(str(target))
+    except data.DataError as e:
+        assert imagepack.INDEX in str(e)
+    else:  # only what pack() writes gets through
+        assert all(isinstance(e[0], str) and e[1] >= 0 and e[2] >= 0 for e in entries)
+
+
+def test_a_pack_that_cannot_be_written_names_its_path_and_leaves_no_index(odd_folder, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("in the way")
+    target = str(blocker / "packed")  # its folder would have to be inside a file
+    with pytest.raises(OSError) as e:
+        imagepack.pack(odd_folder, target, data.IMAGE_TYPES, data.MAX_IMAGE_BYTES)
+    assert str(blocker) in str(e.value)
+    assert not imagepack.is_packed(target)
