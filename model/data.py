@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from model import network, storage
+from model import network, png28, storage
 from model.csvparse import MAX_LINE, parse_rows, too_long
 from model.errors import DataError, describe
 
@@ -292,6 +292,16 @@ def display_name(rel):
     return rel.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
+def display_names(rels):
+    """display_name of each path in a list -> list; a list of valid UTF-8 names (nearly
+    always) is checked in one encode and returned as it is."""
+    try:
+        "\0".join(rels).encode("utf-8")
+        return list(rels)
+    except UnicodeEncodeError:  # some name holds surrogate escapes: each is converted
+        return [display_name(r) for r in rels]
+
+
 def check_image_type(path):
     """DataError unless the file name ends in a known image extension."""
     ext = posixpath.splitext(str(path))[1].lower()
@@ -339,9 +349,28 @@ def _decoders():
     return Image, preprocess
 
 
-def _decode(raw, path):
-    """decode_image without its warnings filter (read_images sets it once for a whole batch)."""
+def _decode(raw, path, short=True):
+    """decode_image without its warnings filter (read_images sets it once for a whole batch);
+    short=False: png28 was already tried on raw and gave None."""
     Image, pre = _decoders()
+    gray = png28.decode(raw) if short else None  # (28, 28) for an MNIST-style PNG, else None: PIL
+    if gray is not None:
+        if not pre.is_dark_on_light(gray):
+            return gray.reshape(N_PIXELS), ""
+        w = h = SIDE
+    else:
+        gray, w, h = _decode_pil(Image, raw, path)
+    if not pre.needs_preprocessing(gray):
+        return gray.reshape(N_PIXELS), ""
+    pixels, steps = pre.to_mnist(gray)  # (28, 28)
+    if steps and steps[-1].startswith("no ink"):
+        raise DataError(path, f"{steps[-1]} (an image {w}x{h} with no digit found)")
+    note = (f"{w}x{h}: " if (w, h) != (SIDE, SIDE) else "") + "; ".join(steps)
+    return pixels.reshape(N_PIXELS), note
+
+
+def _decode_pil(Image, raw, path):
+    """Any image file's bytes -> ((H, W) uint8 grayscale, W, H) through PIL, or DataError."""
     try:
         if len(raw) > MAX_IMAGE_BYTES:
             raise DataError(path, f"file is over the limit of {MAX_IMAGE_BYTES >> 20} MB")
@@ -350,24 +379,14 @@ def _decode(raw, path):
             if (w, h) == (SIDE, SIDE) and img.mode == "L" and "transparency" not in img.info \
                     and getattr(img, "n_frames", 1) == 1:  # MNIST-style: the common case, short
                 img.load()
-                gray = np.frombuffer(img.tobytes(), np.uint8).reshape(SIDE, SIDE)  # (28, 28)
-                if not pre.is_dark_on_light(gray):
-                    return gray.reshape(N_PIXELS), ""
-            else:
-                gray = _load_gray(img, path, w, h)  # (H, W)
+                return np.frombuffer(img.tobytes(), np.uint8).reshape(SIDE, SIDE), w, h  # (28, 28)
+            return _load_gray(img, path, w, h), w, h  # (H, W)
     except DataError:
         raise
     except Image.UnidentifiedImageError:
         raise DataError(path, "corrupt or unreadable image (not a PNG, JPEG, BMP or GIF image)") from None
     except Exception as e:  # a decoder's failure, whatever it is, is this image's error
         raise DataError(path, f"corrupt or unreadable image ({describe(e, 200)})") from None
-    if not pre.needs_preprocessing(gray):
-        return gray.reshape(N_PIXELS), ""
-    pixels, steps = pre.to_mnist(gray)  # (28, 28)
-    if steps and steps[-1].startswith("no ink"):
-        raise DataError(path, f"{steps[-1]} (an image {w}x{h} with no digit found)")
-    note = (f"{w}x{h}: " if (w, h) != (SIDE, SIDE) else "") + "; ".join(steps)
-    return pixels.reshape(N_PIXELS), note
 
 
 def _load_gray(img, path, w, h):
@@ -436,6 +455,7 @@ def read_images(folder, rels, labels=None, fetch=None):
         raws = fetch(wanted) if fetch else storage.read_many([paths[i] for i in wanted], MAX_IMAGE_BYTES + 1)
     except Exception as e:  # the batch itself failed: each file is tried alone below
         raws = [e] * len(wanted)
+    quick = {}  # index -> bytes of the MNIST-style PNGs (png28), their polarity checked at once below
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # decoders' warnings about damaged files (set once a batch)
         for i, raw in zip(wanted, raws):
@@ -444,13 +464,28 @@ def read_images(folder, rels, labels=None, fetch=None):
                     if fetch or isinstance(raw, DataError):
                         raise raw
                     raw = storage.read_bytes(paths[i], 0, MAX_IMAGE_BYTES + 1)  # once more, alone
-                pixels[i], note = _decode(raw, paths[i])
+                gray = png28.decode(raw)  # (28, 28) or None
+                if gray is not None:
+                    pixels[i] = gray.reshape(N_PIXELS)
+                    quick[i] = raw
+                    continue
+                pixels[i], note = _decode(raw, paths[i], short=False)
                 if note:
                     notes[i] = note
             except DataError as e:
                 errors[i] = e.reason
             except Exception as e:  # whatever else goes wrong with this file is its own error
                 errors[i] = f"unreadable ({describe(e, 200)})"
+        if quick:  # the few that may be dark ink on light paper go the whole way (preprocessing)
+            index = np.fromiter(quick, np.int64, len(quick))
+            for i in index[_decoders()[1].may_be_dark_on_light(pixels[index])].tolist():
+                try:
+                    pixels[i], note = _decode(quick[i], paths[i])
+                    if note:
+                        notes[i] = note
+                except DataError as e:
+                    pixels[i] = 0
+                    errors[i] = e.reason
     lab = None if labels is None else np.asarray(labels, np.int64)
     return Block(pixels, lab, errors, notes)
 

@@ -59,6 +59,13 @@ def is_dark_on_light(gray):
     return bool(frame.size) and float(np.median(frame)) > LIGHT
 
 
+def may_be_dark_on_light(pixels):
+    """A batch of MNIST-size images (n, 784) uint8 -> (n,) bool, False where is_dark_on_light
+    is surely False (no border pixel above LIGHT); is_dark_on_light decides the others."""
+    index = _border_index((SIDE, SIDE))
+    return np.asarray(pixels)[:, index].max(axis=1, initial=0) > LIGHT  # (n,)
+
+
 def needs_preprocessing(gray):
     """True if an image (H, W) or (H, W, C) is not an MNIST-ready digit: not 28x28 grayscale,
     or dark ink on a light background."""

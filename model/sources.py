@@ -10,9 +10,8 @@
 Prediction (model.batch) and training (load_training, below) both read through a
 source, so a third input format is one more class here and one more entry in KINDS.
 """
-import csv
 import hashlib
-import io
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -132,7 +131,7 @@ class ImageFolderSource:
 
     def names(self, index, first, n):
         lo = self.chunks[index][0]
-        return [data.display_name(p) for p in self.paths[lo:lo + n]]
+        return data.display_names(self.paths[lo:lo + n])
 
     def where(self, index):
         lo, hi = self.chunks[index]
@@ -146,11 +145,27 @@ class ImageFolderSource:
         was done to the image, empty for an MNIST-style 28x28 image) of a chunk's good
         records: names are the chunk's paths, good (k,) the indices of its good records,
         labels and confidence (k,) theirs, notes {index in chunk: note}."""
-        buf = io.StringIO()
-        w = csv.writer(buf, lineterminator="\n")
-        w.writerows((names[i], lab, f"{c:.4f}", notes.get(i, ""))
-                    for i, lab, c in zip(good.tolist(), labels.tolist(), confidence.tolist()))
-        return buf.getvalue().encode("utf-8")
+        rows = zip(good.tolist(), labels.tolist(), confidence.tolist())
+        if notes or _SPECIAL_RE.search("".join(names)):  # a cell to quote, or notes: cell by cell
+            cell = csv_cell
+            lines = [f"{cell(names[i])},{lab},{c:.4f},{cell(notes[i]) if i in notes else ''}\n"
+                     for i, lab, c in rows]
+        else:  # MNIST-style files with plain names (nearly always): no cell needs a look
+            lines = [f"{names[i]},{lab},{c:.4f},\n" for i, lab, c in rows]
+        return "".join(lines).encode("utf-8")
+
+
+_SPECIAL = frozenset(',"\r\n')
+_SPECIAL_RE = re.compile('[,"\r\n]')
+
+
+def csv_cell(text):
+    """One CSV field: quoted, its quotes doubled, when it holds a comma, a quote or a line
+    break (\\r or \\n), else as it is; csv.reader reads it back as it was. csv.writer
+    writes the same, except that it leaves a lone \\r unquoted."""
+    if _SPECIAL.isdisjoint(text):
+        return text
+    return '"' + text.replace('"', '""') + '"'
 
 
 _POW10 = 10 ** np.arange(19, dtype=np.int64)  # (19,) 1, 10, ..., 10**18

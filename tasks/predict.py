@@ -20,6 +20,8 @@ first `window`, and the n-th chunk to finish queues chunk n + window - 1. Anothe
 chunks queued meanwhile wait behind at most `window` chunks, not behind the whole job.
 """
 import json
+import os
+import socket
 import time
 from collections import OrderedDict
 
@@ -30,7 +32,8 @@ from model import batch, checkpoint, sources, storage
 from model.errors import JobError, describe
 from tasks import jobs, keys
 from tasks.jobs import storage_root
-from tasks.queueing import ASSEMBLE, PREDICT_CHUNK, queue_assemble, queue_chunk, release_output, touch
+from tasks.queueing import (ASSEMBLE, PREDICT_CHUNK, DirectSender, queue_assemble, queue_chunk, release_output,
+                            touch)
 
 log = get_task_logger(__name__)
 _MODELS = OrderedDict()  # model version -> Model, per worker process
@@ -38,11 +41,16 @@ _SOURCES = OrderedDict()  # job id -> source (the plan), per worker process
 _CACHE_SIZE = 4
 ASSEMBLE_WAIT_RETRIES = 600  # 1 s apart: an assemble that finds chunks unmarked waits this long
 LOCK_SECONDS = 600  # an assemble lock left by a killed process frees itself after this
+_REDIS_URLS = ("redis://", "rediss://", "redis+socket://", "unix://")  # brokers a DirectSender can serve
 
-# KEYS[1] the marks hash; ARGV[1] chunk index, ARGV[2] mark (JSON), ARGV[3] ttl in seconds.
-# A first mark gets the next order number and returns {1, mark}; a repeated one changes
-# nothing and returns {0, the first mark}.
+# KEYS[1] the marks hash, KEYS[2] the job's touched key, KEYS[3] the set of active jobs;
+# ARGV[1] chunk index, ARGV[2] mark (JSON), ARGV[3] ttl in seconds, ARGV[4] job id, ARGV[5]
+# the time now. A first mark gets the next order number and returns {1, mark}; a repeated
+# one changes no mark and returns {0, the first mark}. Either way the job is touched
+# (queueing.touch: when it last moved, and that it is active), all in one round trip.
 _MARK = """
+redis.call('SET', KEYS[2], ARGV[5], 'EX', tonumber(ARGV[3]))
+redis.call('SADD', KEYS[3], ARGV[4])
 local old = redis.call('HGET', KEYS[1], ARGV[1])
 if old then return {0, old} end
 local mark = cjson.decode(ARGV[2])
@@ -96,12 +104,28 @@ def redis_client(task):
     return task.app.backend.client
 
 
+_ORIGIN = {}  # pid -> the origin this process's messages carry
+
+
+def sender(task):
+    """What a predict task queues more work through: the backend's Redis client when the
+    backend is the broker (queueing.DirectSender), else the Celery app."""
+    conf = task.app.conf
+    if conf.result_backend != conf.broker_url or not str(conf.broker_url).startswith(_REDIS_URLS):
+        return task.app
+    pid = os.getpid()
+    if pid not in _ORIGIN:
+        _ORIGIN.clear()
+        _ORIGIN[pid] = f"digits-worker-{pid}@{socket.gethostname()}"
+    return DirectSender(redis_client(task), _ORIGIN[pid])
+
+
 def mark(task, job_id, index, state, **info):
     """Mark chunk `index` of a job as done, failed or skipped -> (first time?, the mark)."""
     r = redis_client(task)
     ttl = int(task.app.conf.result_expires or 7 * 86400)
-    first, text = r.eval(_MARK, 1, keys.chunk_marks(job_id), index, json.dumps(dict(info, state=state)), ttl)
-    touch(r, job_id, ttl)
+    first, text = r.eval(_MARK, 3, keys.chunk_marks(job_id), keys.job_touched(job_id), keys.ACTIVE_PREDICTIONS,
+                         index, json.dumps(dict(info, state=state)), ttl, job_id, repr(time.time()))
     return bool(first), json.loads(text)
 
 
@@ -144,10 +168,10 @@ def _after_mark(task, job, source, the_mark, repeated):
     order = the_mark["order"]
     nxt = order + window - 1  # 0-based index released by the order-th mark
     if nxt < total and not (repeated and redis_client(task).hexists(keys.chunk_marks(job_id), nxt)):
-        queue_chunk(task.app, job_id, nxt, source)
+        queue_chunk(sender(task), job_id, nxt, source)
     if order == total or (repeated and redis_client(task).hlen(keys.chunk_marks(job_id)) >= total):
         if not (repeated and jobs.read_manifest(job["root"], job_id)):
-            queue_assemble(task.app, job_id)
+            queue_assemble(sender(task), job_id)
 
 
 @shared_task(bind=True, name=PREDICT_CHUNK, ignore_result=True, track_started=False)

@@ -41,6 +41,22 @@ def send(app, name, args, task_id, **options):
         cancel(result.id)
 
 
+class DirectSender:
+    """Sends through a redis-py client of the broker's own Redis: what a predict task queues
+    its job's next chunk and assemble with when the result backend is the broker (one LPUSH
+    of the message Celery would send, no task-sent event: about 0.1 ms against 0.7 ms
+    through Celery). In worker processes that client rides out a Redis restart
+    (worker.app.ride_out_outages); a push repeated after a lost reply only queues a copy,
+    and every task is idempotent."""
+    is_light = True
+
+    def __init__(self, client, origin):
+        self.client, self.origin = client, origin
+
+    def push(self, queue, name, args, task_id):
+        self.client.lpush(queue, task_message(name, args, task_id, queue, self.origin))
+
+
 def queue_chunk(app, job_id, index, source, **options):
     """Send predict_chunk for chunk `index` (its task id is fixed, so a copy is the same task)."""
     lo, hi = source.chunks[index]

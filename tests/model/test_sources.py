@@ -181,3 +181,30 @@ def test_submission_lines_of_a_chunk_of_equally_long_ids():
     ids, labels = np.arange(990001, 1000001), np.arange(10000) % 10  # one width: the fast path
     want = "".join(f"{i},{lab}\n" for i, lab in zip(ids.tolist(), labels.tolist())).encode()
     assert sources.submission_lines(ids, labels) == want
+
+
+CELL = st.text(st.sampled_from(list('ab,"\r\n é\\\t\x00;')), max_size=8)
+
+
+@given(st.lists(st.tuples(CELL, st.integers(0, 9), st.floats(0, 1), st.one_of(st.none(), CELL)), min_size=1,
+                max_size=12), st.data())
+@settings(max_examples=300, deadline=None)
+def test_image_output_lines_read_back_as_their_cells(rows, data_):
+    """Paths and notes holding commas, quotes, line breaks: csv.reader gets each cell back,
+    on the quick path (plain names, no notes) and the cell-by-cell one."""
+    import csv
+    names = [r[0] for r in rows]
+    good = np.array(sorted(data_.draw(st.sets(st.integers(0, len(rows) - 1), min_size=1))))
+    notes = {i: r[3] for i, r in enumerate(rows) if r[3] is not None}
+    labels = np.array([rows[i][1] for i in good])
+    conf = np.array([rows[i][2] for i in good])
+    src = sources.ImageFolderSource("f", [[0, len(rows)]], names)
+    text = src.output_lines(names, good, labels, conf, notes).decode("utf-8")
+    want = [[names[i], str(rows[i][1]), f"{rows[i][2]:.4f}", notes.get(i, "")] for i in good.tolist()]
+    assert list(csv.reader(io.StringIO(text, newline=""))) == want
+
+
+@given(st.lists(st.text(st.sampled_from(list("ab/é\udc80\udcff")), max_size=6), max_size=8))
+@settings(max_examples=200, deadline=None)
+def test_display_names_are_display_name_of_each(rels):
+    assert data.display_names(rels) == [data.display_name(r) for r in rels]
