@@ -48,3 +48,37 @@ def test_routes_match_the_celery_app():
     for name in (queueing.PREDICT_CHUNK, queueing.ASSEMBLE, queueing.TRAIN_JOB, queueing.SWEEP_FINISH):
         route = conf["task_routes"].get(name, {}).get("queue", conf["task_default_queue"])
         assert route == queueing.queue_of(name)
+
+
+class _Recorder:
+    def __init__(self):
+        self.pushed = []
+
+    def lpush(self, key, value):
+        self.pushed.append((key, value))
+
+
+@pytest.mark.parametrize("broker, backend, direct", [
+    ("redis+socket:///tmp/x/redis.sock", "redis+socket:///tmp/x/redis.sock", True),
+    ("rediss://h:6380/0", "rediss://h:6380/0", True),
+    ("redis://h:6379/0", "redis://h:6379/1", False),  # results in another database: through Celery
+    ("sentinel://h:26379", "sentinel://h:26379", False),
+    ("memory://", "memory://", False),
+])
+def test_predict_tasks_push_directly_only_when_the_backend_is_the_broker(broker, backend, direct):
+    from types import SimpleNamespace
+    from tasks import predict
+    client = _Recorder()
+    app = SimpleNamespace(conf=SimpleNamespace(broker_url=broker, result_backend=backend),
+                          backend=SimpleNamespace(client=client))
+    chosen = predict.sender(SimpleNamespace(app=app))
+    assert isinstance(chosen, queueing.DirectSender) == direct
+    if direct:
+        queueing.send(chosen, queueing.PREDICT_CHUNK, ("predict-1", 2, 0, 10), "predict-1:2")
+        (key, raw), = client.pushed
+        message = json.loads(raw)
+        assert key == "predict" and message["headers"]["id"] == "predict-1:2"
+        assert json.loads(base64.b64decode(message["body"]))[0] == ["predict-1", 2, 0, 10]
+        assert message["headers"]["origin"].startswith("digits-worker-")
+    else:
+        assert chosen is app
