@@ -12,6 +12,10 @@ Writes the MNIST test images as 28x28 PNGs (../shared/data/mnist.py images), sta
   - `digits predict FOLDER` as a subprocess against each stack (chunks of DIGITS_CHUNK_IMAGES,
     1000): the job's own time, from its submission to its output written (job.json,
     manifest.json), and the command's, from its start to its exit.
+  - the work alone: the same chunks read and predicted by the project's reader and model code
+    in 1 and in 2 forked processes, with no queue, storage or output (work_floor): the most
+    that two processes can give this work on the machine, measured in the same round;
+  - PIL's own decode of every file, on one core: the floor of any PIL-based reader.
 Targets: 2 processes at least 1.8x faster than 1 (job time), and at least 3x ahead of the
 seed-style loop (the loop's time against the job's). The outputs of both stacks are compared
 byte for byte, and their labels with the seed loop's.
@@ -28,6 +32,8 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from bench.bench_predict import bench_model, latest_job  # noqa: E402
 from bench.common import SHARED, Up, digits_argv, figures, median, parser, run_child  # noqa: E402
+
+CHUNK = 1000  # images per chunk: DIGITS_CHUNK_IMAGES's default, as the stacks here use it
 
 
 def mnist_images(folder, n):
@@ -83,6 +89,43 @@ def pil_floor(folder):
     return time.perf_counter() - t0
 
 
+def _work(folder, rels, model_path, start, done):
+    """One process's share of work_floor: wait for start, read and predict rels, say done."""
+    from threadpoolctl import threadpool_limits
+    from model import batch, checkpoint, data
+    threadpool_limits(1, user_api="blas")  # as in a predict worker process (tasks.predict.one_blas_thread)
+    model = checkpoint.load_model(model_path)
+    batch.predict_block(data.read_images(folder, rels[:100]), model)  # imports and caches, untimed
+    start.wait()
+    for lo in range(0, len(rels), CHUNK):
+        batch.predict_block(data.read_images(folder, rels[lo:lo + CHUNK]), model)
+    done.put(time.perf_counter())
+
+
+def work_floor(folder, model_path, procs):
+    """Seconds for `procs` forked processes to read and predict the folder's files in chunks of
+    CHUNK with the project's own reader and model code (model.data, model.batch), and nothing
+    else: no queue, no storage, no output. procs=2 against procs=1 is the most the machine's
+    two cores give this very work; the job's 2-vs-1 ratio is that, less the queue's share."""
+    import multiprocessing as mp
+    from model import data
+    rels = data.list_images(folder)
+    ctx = mp.get_context("fork")
+    start, done = ctx.Event(), ctx.Queue()
+    share = -(-len(rels) // CHUNK // procs) * CHUNK  # whole chunks per process
+    workers = [ctx.Process(target=_work, args=(folder, rels[k * share:(k + 1) * share], model_path, start, done))
+               for k in range(procs)]
+    for w in workers:
+        w.start()
+    time.sleep(1.0)  # every worker loaded and waiting
+    t0 = time.perf_counter()
+    start.set()
+    ends = [done.get() for _ in workers]
+    for w in workers:
+        w.join()
+    return max(ends) - t0
+
+
 def ours(up, home, folder, model_path, out):
     started = time.time()
     wall, _, code, _, err = run_child(digits_argv("predict", folder, "--model", model_path, "--out", out), up.env)
@@ -101,7 +144,7 @@ def main():
     assert len(os.listdir(folder)) == a.images, f"{folder} holds {len(os.listdir(folder))} files"
     work = tempfile.mkdtemp(prefix="digits-bench-images-")
     model_path, weights = bench_model(work)
-    t = {k: [] for k in ("loop", "batched", "job1", "job2", "cli1", "cli2", "pil")}
+    t = {k: [] for k in ("loop", "batched", "job1", "job2", "cli1", "cli2", "pil", "work1", "work2")}
     homes = {n: os.path.join(work, f"home-{n}") for n in (1, 2)}
     outs = {n: os.path.join(work, f"out-{n}.csv") for n in (1, 2)}
     with Up(homes[1], DIGITS_PREDICT_CONCURRENCY=1) as up1, Up(homes[2], DIGITS_PREDICT_CONCURRENCY=2) as up2:
@@ -116,6 +159,8 @@ def main():
             seed_loop(folder, os.path.join(work, "seed-batched.csv"), weights, batched=True)
             t["batched"].append(time.perf_counter() - t0)
             t["pil"].append(pil_floor(folder))
+            for n in (1, 2) if r % 2 == 0 else (2, 1):
+                t[f"work{n}"].append(work_floor(folder, model_path, n))
             for n in (1, 2) if r % 2 == 0 else (2, 1):
                 job_s, cli_s = ours(ups[n], homes[n], folder, model_path, outs[n])
                 t[f"job{n}"].append(job_s)
@@ -144,12 +189,18 @@ def main():
           f"{m['loop'] / m['cli2']:.2f}x by command time; vs the batched seed style "
           f"{m['batched'] / m['job2']:.2f}x")
     floor = m["pil"] / 2
-    print(f"floor: PIL's own decode and the file reads, {m['pil']:.3f} s on one core, {floor:.3f} s on 2: "
-          f"at best {m['loop'] / floor:.2f}x against the loop with nothing else in the job")
+    print(f"PIL's own decode and the file reads, {m['pil']:.3f} s on one core, {floor:.3f} s on 2: "
+          f"a PIL-based reader is at best {m['loop'] / floor:.2f}x the loop")
+    work_scaling = m["work1"] / m["work2"]
+    print(f"the work alone (read, decode, predict; no queue, storage or output): {m['work1']:.3f} s in 1 process, "
+          f"{m['work2']:.3f} s in 2: {work_scaling:.2f}x is the most 2 processes give on this machine; "
+          f"the jobs take {m['job1'] - m['work1']:+.3f} s (1 process) and {m['job2'] - m['work2']:+.3f} s "
+          f"(2 processes) more than the work")
     print(f"outputs of 1 and 2 processes identical: {identical}; labels agree with the seed loop on {agree:.5f}")
     figures("images", images=n, identical=identical, agreement=agree, scaling=m["job1"] / m["job2"],
             scaling_cli=m["cli1"] / m["cli2"], vs_loop=m["loop"] / m["job2"], vs_loop_cli=m["loop"] / m["cli2"],
             vs_batched=m["batched"] / m["job2"], floor_s=floor, best_vs_loop=m["loop"] / floor,
+            work_scaling=work_scaling, work_vs_loop=m["loop"] / m["work2"],
             **{f"{k}_s": v for k, v in m.items()})
 
 
