@@ -145,14 +145,30 @@ class ImageFolderSource:
         was done to the image, empty for an MNIST-style 28x28 image) of a chunk's good
         records: names are the chunk's paths, good (k,) the indices of its good records,
         labels and confidence (k,) theirs, notes {index in chunk: note}."""
-        rows = zip(good.tolist(), labels.tolist(), confidence.tolist())
+        rows = zip(good.tolist(), labels.tolist(), confidence_texts(confidence))
         if notes or _SPECIAL_RE.search("".join(names)):  # a cell to quote, or notes: cell by cell
             cell = csv_cell
-            lines = [f"{cell(names[i])},{lab},{c:.4f},{cell(notes[i]) if i in notes else ''}\n"
+            lines = [f"{cell(names[i])},{lab},{c},{cell(notes[i]) if i in notes else ''}\n"
                      for i, lab, c in rows]
         else:  # MNIST-style files with plain names (nearly always): no cell needs a look
-            lines = [f"{names[i]},{lab},{c:.4f},\n" for i, lab, c in rows]
+            lines = [f"{names[i]},{lab},{c},\n" for i, lab, c in rows]
         return "".join(lines).encode("utf-8")
+
+
+_FOUR_PLACES = []  # "0.0000" .. "1.0000", made at the first use
+
+
+def confidence_texts(confidence):
+    """Confidences (k,) float32 in 0..1 -> [f"{c:.4f}"] for each, looked up, not formatted:
+    a float32 times 10,000 is exact in float64, so rounding it half to even is what the
+    f-string's correctly rounded formatting does. Other values are formatted one by one."""
+    c = np.asarray(confidence)
+    if c.dtype != np.float32 or not ((c >= 0) & (c <= 1)).all():  # NaN fails both tests
+        return [f"{x:.4f}" for x in c.tolist()]
+    if not _FOUR_PLACES:
+        _FOUR_PLACES.extend(f"{k // 10000}.{k % 10000:04d}" for k in range(10001))
+    table = _FOUR_PLACES
+    return [table[k] for k in np.rint(c.astype(np.float64) * 10000).astype(np.int64).tolist()]
 
 
 _SPECIAL = frozenset(',"\r\n')

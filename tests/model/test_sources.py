@@ -208,3 +208,20 @@ def test_image_output_lines_read_back_as_their_cells(rows, data_):
 @settings(max_examples=200, deadline=None)
 def test_display_names_are_display_name_of_each(rels):
     assert data.display_names(rels) == [data.display_name(r) for r in rels]
+
+
+@given(st.lists(st.floats(0, 1, width=32), max_size=40))
+@settings(max_examples=300, deadline=None)
+def test_confidence_texts_are_the_f_string_texts(values):
+    c = np.array(values, np.float32)
+    assert sources.confidence_texts(c) == [f"{x:.4f}" for x in c.tolist()]
+
+
+def test_confidence_texts_at_ties_and_edges():
+    ties = np.array([k / 10000 + d for k in range(0, 10001, 7) for d in (0, 0.00005)], np.float32)
+    ties = np.concatenate([ties, np.nextafter(ties, 0), np.nextafter(ties, 1), [0.03125, 0.00005, 1.0, 0.0]])
+    c = np.clip(ties, 0, 1).astype(np.float32)
+    assert sources.confidence_texts(c) == [f"{x:.4f}" for x in c.tolist()]
+    odd = np.array([np.nan, 1.5, -0.0], np.float32)  # out of range, NaN: formatted one by one
+    assert sources.confidence_texts(odd) == [f"{x:.4f}" for x in odd.tolist()]
+    assert sources.confidence_texts(np.array([0.25, 0.5])) == ["0.2500", "0.5000"]  # float64: one by one
