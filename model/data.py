@@ -6,7 +6,9 @@ with the file; data row numbers are 1-based (for a test file, row n is ImageId n
 
 Image folders: for training, one sub-folder per digit `0`..`9`; for prediction, every
 file under the folder, sorted by relative path. PNG, JPEG, BMP and GIF are read and
-converted to 8-bit grayscale; an image must be 28x28 (others are rejected, not resized).
+converted to 8-bit grayscale; an MNIST-style PNG (28x28, 8-bit gray) is decoded by
+model.png28, any other file by PIL, and an image that is not 28x28 light ink on black goes
+through model.preprocess (see decode_image).
 
 Every reader returns a Block: pixels (n, 784) uint8 with bad records zero-filled,
 labels (n,) or None, and errors {record index: reason}. Nothing is dropped silently.
@@ -469,25 +471,28 @@ def read_images(folder, rels, labels=None, fetch=None):
                     pixels[i] = gray.reshape(N_PIXELS)
                     quick[i] = raw
                     continue
-                pixels[i], note = _decode(raw, paths[i], short=False)
-                if note:
-                    notes[i] = note
-            except DataError as e:
-                errors[i] = e.reason
-            except Exception as e:  # whatever else goes wrong with this file is its own error
-                errors[i] = f"unreadable ({describe(e, 200)})"
+            except Exception as e:  # a failed read: this file's own error
+                errors[i] = e.reason if isinstance(e, DataError) else f"unreadable ({describe(e, 200)})"
+                continue
+            _decode_into(pixels, notes, errors, i, raw, paths[i], short=False)
         if quick:  # the few that may be dark ink on light paper go the whole way (preprocessing)
             index = np.fromiter(quick, np.int64, len(quick))
             for i in index[_decoders()[1].may_be_dark_on_light(pixels[index])].tolist():
-                try:
-                    pixels[i], note = _decode(quick[i], paths[i])
-                    if note:
-                        notes[i] = note
-                except DataError as e:
-                    pixels[i] = 0
-                    errors[i] = e.reason
+                _decode_into(pixels, notes, errors, i, quick[i], paths[i])
     lab = None if labels is None else np.asarray(labels, np.int64)
     return Block(pixels, lab, errors, notes)
+
+
+def _decode_into(pixels, notes, errors, i, raw, path, short=True):
+    """Decode one file's bytes into row i of pixels (n, 784) and notes[i], or errors[i]
+    (the row zeroed) for whatever goes wrong with it."""
+    try:
+        pixels[i], note = _decode(raw, path, short)
+        if note:
+            notes[i] = note
+    except Exception as e:  # a DataError names the reason; anything else is still this file's
+        pixels[i] = 0
+        errors[i] = e.reason if isinstance(e, DataError) else f"unreadable ({describe(e, 200)})"
 
 
 def list_training_images(folder, listed=None):
