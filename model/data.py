@@ -35,6 +35,8 @@ IMAGE_TYPES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 IMAGE_FORMATS = ("PNG", "JPEG", "BMP", "GIF")  # the only decoders PIL may use
 MAX_IMAGE_BYTES = 32 << 20  # a larger image file is refused unread
 MAX_IMAGE_PIXELS = 4096 * 4096  # a larger image is refused from its header, undecoded
+READ_GROUP_BYTES = 64 << 20  # a chunk's files are fetched in groups of about this many bytes
+READ_GROUP_FILES = 32  # ... or of this many files when their sizes are not known
 REDUCE_TO = 1024  # a larger image is reduced to this many pixels a side as it is decoded
 HEADER_LIMIT = 1 << 20  # bytes searched for the end of the header line
 READ_WINDOW = 4 << 20  # bytes of a CSV range read at a time
@@ -438,11 +440,39 @@ def _composite(gray, alpha):
     return ((ink * alpha + 127) // 255).astype(np.uint8)
 
 
-def read_images(folder, rels, labels=None, fetch=None):
+def _groups(wanted, sizes):
+    """wanted indices in fetch groups: runs of up to READ_GROUP_BYTES of known sizes
+    (sizes[i], a packed folder's lengths), or of READ_GROUP_FILES files of unknown size, so
+    that a chunk of large photos never holds all of its files' bytes at once."""
+    group, budget = [], 0
+    for i in wanted:
+        size = sizes[i] if sizes is not None and sizes[i] is not None else None
+        budget += READ_GROUP_BYTES // READ_GROUP_FILES if size is None else size
+        if group and budget > READ_GROUP_BYTES:
+            yield group
+            group, budget = [], (READ_GROUP_BYTES // READ_GROUP_FILES if size is None else size)
+        group.append(i)
+    if group:
+        yield group
+
+
+def _fetched(wanted, paths, fetch, sizes):
+    """(index, bytes or the exception reading it) for each wanted file, fetched a group at a
+    time (concurrent within a group on object stores)."""
+    for group in _groups(wanted, sizes):
+        try:
+            raws = fetch(group) if fetch else storage.read_many([paths[i] for i in group], MAX_IMAGE_BYTES + 1)
+        except Exception as e:  # the batch itself failed: each file is tried alone
+            raws = [e] * len(group)
+        yield from zip(group, raws)
+
+
+def read_images(folder, rels, labels=None, fetch=None, sizes=None):
     """Load images -> Block; a bad image becomes a zero row plus its reason, a preprocessed
-    one gets a note. The files are fetched in one batch (concurrent on object stores);
-    fetch(indices) -> [bytes or exception] instead fetches the images of rels[i] for i in
-    indices (a packed folder's: model.imagepack), whose failures are then final."""
+    one gets a note. The files are fetched in groups (concurrent on object stores, see
+    _groups); fetch(indices) -> [bytes or exception] instead fetches the images of rels[i]
+    for i in indices (a packed folder's: model.imagepack), whose failures are then final,
+    and sizes[i] is then the byte length of rels[i] when known."""
     pixels = np.zeros((len(rels), N_PIXELS), np.uint8)  # (n, 784)
     errors, notes = {}, {}
     paths = [storage.join(str(folder), rel) for rel in rels]
@@ -453,14 +483,10 @@ def read_images(folder, rels, labels=None, fetch=None):
             wanted.append(i)
         except DataError as e:
             errors[i] = e.reason
-    try:
-        raws = fetch(wanted) if fetch else storage.read_many([paths[i] for i in wanted], MAX_IMAGE_BYTES + 1)
-    except Exception as e:  # the batch itself failed: each file is tried alone below
-        raws = [e] * len(wanted)
     quick = {}  # index -> bytes of the MNIST-style PNGs (png28), their polarity checked at once below
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # decoders' warnings about damaged files (set once a batch)
-        for i, raw in zip(wanted, raws):
+        for i, raw in _fetched(wanted, paths, fetch, sizes):
             try:
                 if isinstance(raw, BaseException):
                     if fetch or isinstance(raw, DataError):

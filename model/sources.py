@@ -122,8 +122,9 @@ class ImageFolderSource:
         fetch = None if self.pack is None else (  # one range request for the chunk, not one per file
             lambda wanted: imagepack.read_entries(self.input, [[self.paths[lo + i]] + self.pack[lo + i]
                                                                for i in wanted]))
+        sizes = None if self.pack is None else [e[1] for e in self.pack[lo:hi]]
         return data.read_images(self.input, self.paths[lo:hi],
-                                self.labels[lo:hi] if labels and self.labels is not None else None, fetch)
+                                self.labels[lo:hi] if labels and self.labels is not None else None, fetch, sizes)
 
     def length(self, index):
         lo, hi = self.chunks[index]

@@ -619,3 +619,27 @@ def test_training_folders_get_the_same_preprocessing(tmp_path, sample):
     mass = img.sum(axis=(1, 2))
     centre = np.stack([(img * rows).sum(axis=(1, 2)) / mass, (img * cols).sum(axis=(1, 2)) / mass], 1)
     assert np.abs(centre - 14).max() <= 1.0, centre  # centred by mass in the field, MNIST-style
+
+
+def test_files_are_fetched_in_groups_bounded_by_bytes_or_count(monkeypatch):
+    monkeypatch.setattr(data, "READ_GROUP_BYTES", 100)
+    monkeypatch.setattr(data, "READ_GROUP_FILES", 4)  # unknown sizes count 25 bytes each
+    assert list(data._groups(list(range(10)), None)) == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
+    sizes = [60, 30, 20, 500, 0, 0, 99, 2]
+    assert list(data._groups(list(range(8)), sizes)) == [[0, 1], [2], [3], [4, 5, 6], [7]]
+    assert list(data._groups([1, 3, 5], [None, 10, None, 95, None, 2])) == [[1], [3, 5]]
+    assert list(data._groups([], None)) == []
+
+
+def test_a_chunk_of_large_images_never_holds_all_their_bytes(tmp_path, sample, monkeypatch):
+    """A chunk of big photos is read a group at a time: each read_many call gets at most
+    READ_GROUP_FILES files, and every file is still read and decoded."""
+    monkeypatch.setattr(data, "READ_GROUP_FILES", 3)
+    img = np.kron(digit(sample, 4), np.ones((40, 40), np.uint8))  # 1120x1120
+    for k in range(8):
+        save(tmp_path / f"{k}.png", img)
+    calls = []
+    real = data.storage.read_many
+    monkeypatch.setattr(data.storage, "read_many", lambda refs, limit=None: calls.append(len(refs)) or real(refs, limit))
+    block = data.read_images(str(tmp_path), [f"{k}.png" for k in range(8)])
+    assert calls == [3, 3, 2] and not block.errors and len(block.notes) == 8
