@@ -237,16 +237,20 @@ class Job:
         """Ask the job to stop: remaining chunks (or batches) are skipped, finished work kept."""
         jobs.request_cancel(self.s.storage, self.id)
 
-    def wait(self, timeout=None, on_progress=None, poll=0.25, on_outage=None):
+    def wait(self, timeout=None, on_progress=None, poll=0.25, on_outage=None, settle=0.0):
         """Block until the job ends -> its manifest; JobError if it failed or timed out.
 
         A broker outage is ridden out for DIGITS_BROKER_OUTAGE seconds (on_outage(line) is
-        told once, default: a line on stderr), then BrokerUnreachable.
+        told once, default: a line on stderr), then BrokerUnreachable. settle: seconds to
+        wait before the first poll, cut short by the job's end (a job just submitted has
+        nothing to show yet, and its workers then have the cores to themselves).
         """
         from worker.outage import Outage, say_stderr
         outage = Outage(self.app.conf.broker_url, self.s.broker_outage, on_outage or say_stderr)
         deadline = None if timeout is None else time.time() + timeout
         wake = _Wake(self.app, self.id)
+        if settle > 0:
+            wake.pause(settle)
         st = None
         while True:
             st = outage.call(self.progress) or st

@@ -502,3 +502,18 @@ def test_a_late_copy_of_a_cleared_job_s_tasks_stores_no_failure(live):
             time.sleep(0.05)
     assert not live.app.backend.client.exists(keys.chunk_marks(job_id))
     assert live.app.backend.get_task_meta(chunk_id)["status"] == "PENDING"  # nothing stored, no FAILURE
+
+
+def test_a_settling_wait_is_cut_short_by_the_jobs_end(live, test_csv, model_path, expected_500, tmp_path):
+    """Job.wait(settle=...) polls nothing until then, but hears the assemble's result: a
+    short job ends the wait long before a 60 s settle would (the light client's and the
+    Celery app's wake alike)."""
+    from worker.lightapp import LightApp
+    for app in (live.app, LightApp(live.app.conf.broker_url, live.settings)):
+        job = submit_prediction(str(test_csv), model_path, str(tmp_path / "settled.csv"), app=app,
+                                settings=live.settings)
+        t0 = time.monotonic()
+        manifest = job.wait(timeout=WAIT, settle=60)
+        assert manifest["state"] == "SUCCESS" and time.monotonic() - t0 < 30
+        _, labels = read_submission(tmp_path / "settled.csv")
+        np.testing.assert_array_equal(labels, expected_500[0])

@@ -66,19 +66,21 @@ class JobBar:
             self.bar.close()
 
 
-def wait(job, label):
-    """Wait for a queued job with its bar -> the manifest."""
+def wait(job, label, settle=0.0):
+    """Wait for a queued job with its bar -> the manifest (settle: see Job.wait)."""
     bar = JobBar(label)
     try:
-        return job.wait(on_progress=lambda st: bar.update(st["kind"], st.get("progress") or {}, st["state"]))
+        return job.wait(on_progress=lambda st: bar.update(st["kind"], st.get("progress") or {}, st["state"]),
+                        settle=settle)
     finally:
         bar.close()
 
 
 def predict_wait(job, label):
-    """wait() for a prediction, then one line: rows and rows per second."""
+    """wait() for a prediction just submitted (its first poll after 0.25 s or its end, so
+    that a short job runs with the client idle), then one line: rows and rows per second."""
     t0 = time.time()
-    manifest = wait(job, label)
+    manifest = wait(job, label, settle=0.25)
     rows = manifest.get("rows_in", 0)
     secs = time.time() - t0
     eprint(f"{rows} rows in {secs:.2f}s ({rows / max(secs, 1e-9):,.0f} rows/s)")
