@@ -8,7 +8,8 @@ checked with plain byte arithmetic and the pixels are decoded by libspng (pyspng
 4x faster. The check is strict on purpose: the file must start with a 28x28 8-bit
 grayscale non-interlaced header, every chunk's CRC must hold, only IDAT, IEND and a few
 ancillary chunks that cannot change a gray pixel may follow, in the order PNG requires,
-and nothing may trail IEND. Anything else (transparency, animation, a damaged byte, an
+nothing may trail IEND, and the pixel stream must inflate whole to 28 rows with its
+checksum verified (libspng alone decodes a stream whose checksum fails). Anything else (transparency, animation, a damaged byte, an
 unknown chunk, pyspng missing or failing) returns None, and the caller's PIL path gives
 the answer it always gave: this module never raises, never rejects and never decodes
 differently from PIL (tests/model/test_png28.py compares the two on valid and damaged

@@ -225,7 +225,7 @@ def _read_head(path, limit):
             if not parts[-1]:
                 break
             got += len(parts[-1])
-        return parts[0] if len(parts) == 1 else b"".join(parts)
+        return b"".join(parts)  # one part: that same bytes object, not a copy
     except Exception as e:
         return e
     finally:
