@@ -23,10 +23,10 @@ REPO = os.path.dirname(HERE)
 
 # name -> (script, full-mode args, quick-mode args or None to skip in --quick)
 BENCHMARKS = {
-    "predict": ("bench_predict.py", ["--rounds", "7"], ["--rounds", "3"]),
+    "predict": ("bench_predict.py", ["--rounds", "9"], ["--rounds", "3"]),
     "cli": ("bench_cli.py", ["--rounds", "11"], ["--rounds", "5"]),
     "memory": ("bench_memory.py", [], []),
-    "images": ("bench_images.py", ["--rounds", "5"], ["--rounds", "3"]),
+    "images": ("bench_images.py", ["--rounds", "7"], ["--rounds", "3", "--big-rounds", "1"]),
     "train": ("bench_train.py", [], []),
     "csvparse": ("bench_csvparse.py", [], ["--mb", "50", "--repeat", "3"]),
     "queue_train": ("bench_queue_train.py", [], []),
