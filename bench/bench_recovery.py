@@ -1,6 +1,6 @@
 """Recovery times of the embedded stack after real failures, with the default settings.
 
-    python bench/bench_recovery.py [--rows 100000] [--chunk-rows 2000] [--train-rows 20000]
+    python bench/bench_recovery.py [--rows 300000] [--chunk-rows 2000] [--train-rows 20000]
 
 Runs `digits up --no-flower` as a subprocess under a temporary DIGITS_HOME, and measures,
 for jobs cut short by a real signal, the seconds from the failure (and from the stack
@@ -90,7 +90,7 @@ class Bench:
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--rows", type=int, default=100000)
+    p.add_argument("--rows", type=int, default=300000)
     p.add_argument("--chunk-rows", type=int, default=2000)
     p.add_argument("--train-rows", type=int, default=20000)
     a = p.parse_args()
@@ -130,8 +130,8 @@ def main():
         x, y = (checkpoint.load_model(os.path.join(root, j + ".npz")) for j in (job, ref_job))
         return all(np.array_equal(x.params[k], y.params[k]) for k in x.params)
 
-    def record(what, t_fail, t_back, t_done, exact, plain):
-        results.append((what, t_done - t_fail, t_done - t_back, plain, exact))
+    def record(what, t_fail, t_back, t_done, exact, plain, mid_job):
+        results.append((what, t_done - t_fail, t_done - t_back, plain, exact, mid_job))
 
     b.start_up()
     t0 = time.monotonic()
@@ -148,11 +148,13 @@ def main():
         pid = b.child("redis")
         os.kill(pid, signal.SIGKILL)
         t_fail = time.monotonic()
+        mid_job = not b.ended(job)
         wait(lambda: b.child("redis") != pid, 60, "Redis back")
         t_back = time.monotonic()
         client.wait()
         exact = same_output(job) if target == "predict" else same_weights(job)
-        record(what, t_fail, t_back, time.monotonic(), exact, plain_predict if target == "predict" else plain_train)
+        record(what, t_fail, t_back, time.monotonic(), exact, plain_predict if target == "predict" else plain_train,
+               mid_job)
 
     job = "predict-worker"
     client = predict(job)
@@ -160,10 +162,12 @@ def main():
     pid = b.child("worker-predict")
     os.kill(pid, signal.SIGKILL)
     t_fail = time.monotonic()
+    mid_job = not b.ended(job)
     wait(lambda: b.child("worker-predict") != pid, 60, "worker replaced")
     t_back = time.monotonic()
     client.wait()
-    record("SIGKILL predict worker mid-prediction", t_fail, t_back, time.monotonic(), same_output(job), plain_predict)
+    record("SIGKILL predict worker mid-prediction", t_fail, t_back, time.monotonic(), same_output(job), plain_predict,
+           mid_job)
 
     for what, sig, target in (("SIGTERM digits up mid-prediction, up again", signal.SIGTERM, "predict"),
                               ("SIGKILL digits up mid-training, up again", signal.SIGKILL, "train")):
@@ -172,24 +176,27 @@ def main():
         wait((lambda: b.chunks(job) >= 10) if target == "predict" else (lambda: b.epoch(job) >= 3), 120, what)
         b.up.send_signal(sig)
         t_fail = time.monotonic()
+        mid_job = not b.ended(job)
         b.up.wait()
         t_back = b.start_up()
         wait(lambda: b.ended(job), 300, f"{job} to end")
         if target == "train":
             shutil.copy(json.load(open(b.job_file(job, "manifest.json")))["model"], os.path.join(root, job + ".npz"))
         exact = same_output(job) if target == "predict" else same_weights(job)
-        record(what, t_fail, t_back, time.monotonic(), exact, plain_predict if target == "predict" else plain_train)
+        record(what, t_fail, t_back, time.monotonic(), exact, plain_predict if target == "predict" else plain_train,
+               mid_job)
 
     b.up.send_signal(signal.SIGTERM)
     b.up.wait()
     print(f"{a.rows:,} rows in chunks of {a.chunk_rows:,}; training {a.train_rows:,} rows x 10 epochs; "
           f"watchdog defaults (interval 5 s, grace 10 s)")
-    print(f"{'failure':46} {'failure->done':>13} {'back->done':>10} {'uninterrupted':>13}  exact")
-    for what, from_fail, from_back, plain, exact in results:
-        print(f"{what:46} {from_fail:12.1f}s {from_back:9.1f}s {plain:12.1f}s  {exact}")
+    print(f"{'failure':46} {'failure->done':>13} {'back->done':>10} {'uninterrupted':>13}  exact  mid-job")
+    for what, from_fail, from_back, plain, exact, mid_job in results:
+        print(f"{what:46} {from_fail:12.1f}s {from_back:9.1f}s {plain:12.1f}s  {str(exact):5}  "
+              f"{mid_job if mid_job else 'no: the job had ended, nothing was drilled'}")
     print("FIGURES recovery " + json.dumps({"cases": [
-        {"what": w, "from_fail_s": f, "from_back_s": b, "plain_s": p, "exact": bool(e)} for w, f, b, p, e in results]}),
-        flush=True)
+        {"what": w, "from_fail_s": f, "from_back_s": b, "plain_s": p, "exact": bool(e), "mid_job": bool(m)}
+        for w, f, b, p, e, m in results]}), flush=True)
     shutil.rmtree(root, ignore_errors=True)
 
 

@@ -143,8 +143,9 @@ def rows(f):
     r = f.get("recovery")
     if r:
         for case in r["cases"]:
+            mid = case.get("mid_job", True)
             row(f"recovery: {case['what']}", f"uninterrupted {case['plain_s']:.1f} s", f"{case['from_fail_s']:.1f} s",
-                "", "exact output", case["exact"])
+                "" if mid else "the job had ended first", "exact output, hit mid-job", case["exact"] and mid)
     cl = f.get("cluster")
     if cl:
         row(f"1 worker host vs 2 (network namespaces, a core each), {cl['rows']:,}-row CSV on a shared folder, "
