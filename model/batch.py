@@ -12,7 +12,6 @@ preprocessing says what was done to an image that was not MNIST-style). Bad reco
 go to `<out without .csv>.errors.csv` with columns `row,reason` or `path,reason`, and so
 do the records of a chunk that failed as a whole (reason "chunk N failed: ...").
 """
-import csv
 import io
 import json
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ import numpy as np
 
 from model import storage
 from model.errors import describe
+from model.sources import csv_cell
 
 @dataclass
 class ChunkResult:
@@ -141,9 +141,11 @@ def _assemble(source, outcomes, out_file, bad_file):
 
 def _write_outcomes(source, outcomes, out, bad):
     """out: the output's binary file; bad: the errors' text file."""
-    bad_writer = csv.writer(bad, lineterminator="\n")
+    def bad_rows(rows):  # CSV lines, quoted as the output's cells are (sources.csv_cell)
+        bad.write("".join(f"{csv_cell(str(a))},{csv_cell(str(b))}\n" for a, b in rows))
+
     out.write((",".join(source.output_header) + "\n").encode())
-    bad_writer.writerow(source.error_header)
+    bad_rows([source.error_header])
     ok = rows_bad = failed = skipped = 0
     failed_chunks = []
     first = 0  # records of the input before the current chunk
@@ -153,10 +155,9 @@ def _write_outcomes(source, outcomes, out, bad):
         nonlocal failed, first
         failed_chunks.append({"chunk": index, "where": source.where(index), "reason": reason, "rows": rows})
         if rows is None or lost:
-            bad_writer.writerow([source.where(index), f"chunk {index} failed: {reason}"])
+            bad_rows([(source.where(index), f"chunk {index} failed: {reason}")])
         else:
-            bad_writer.writerows([name, f"chunk {index} failed: {reason}"]
-                                 for name in source.names(index, first, rows))
+            bad_rows((name, f"chunk {index} failed: {reason}") for name in source.names(index, first, rows))
             first += rows
         failed += rows or 0
 
@@ -183,7 +184,7 @@ def _write_outcomes(source, outcomes, out, bad):
         names = source.names(index, first, n)
         idx = np.flatnonzero(good)  # (n_ok,)
         out.write(source.output_lines(names, idx, r.labels[idx], r.confidence[idx], r.notes))
-        bad_writer.writerows([names[i], r.errors[i]] for i in sorted(r.errors))
+        bad_rows((names[i], r.errors[i]) for i in sorted(r.errors))
         ok += len(idx)
         rows_bad += len(r.errors)
         first += n

@@ -388,3 +388,20 @@ def test_assemble_streams_and_a_failed_assemble_keeps_the_old_output(test_csv, m
     assert sorted(f.name for f in tmp_path.iterdir()) == ["sub.csv", "sub.errors.csv"]
     again = batch.assemble(p, iter(results), str(out))  # and a whole one writes the same bytes
     assert again == counts and out.read_bytes() == good
+
+
+def test_names_with_commas_quotes_and_line_breaks_read_back_from_both_files(sample, model, tmp_path):
+    """A path holding a comma, a quote, a \\r or a \\n is one cell in the output and in the
+    errors file alike (csv.writer would have left a lone \\r bare in the errors file)."""
+    root = tmp_path / "odd"
+    root.mkdir()
+    names = ['a,b.png', 'say "hi".png', 'cr\rname.png', 'nl\nname.png']
+    for k, name in enumerate(names):
+        Image.fromarray(sample["test_x"][k].reshape(28, 28), "L").save(root / name, format="PNG")
+        (root / ("bad" + name)).write_bytes(b"not an image")
+    out = str(tmp_path / "odd.csv")
+    run(str(root), 1000, model, out)
+    assert sorted(r[0] for r in read_csv(out)[1:]) == sorted(names)
+    errors = read_csv(batch.errors_ref(out))
+    assert sorted(r[0] for r in errors[1:]) == sorted("bad" + n for n in names)
+    assert all(len(r) == 2 and "corrupt" in r[1] for r in errors[1:])
