@@ -353,14 +353,16 @@ def _decoders():
     return Image, preprocess
 
 
-def _decode(raw, path, short=True):
+_UNTRIED = object()  # _decode's gray when png28 has not looked at the bytes yet
+
+
+def _decode(raw, path, gray=_UNTRIED):
     """decode_image without its warnings filter (read_images sets it once for a whole batch);
-    short=False: png28 was already tried on raw and gave None."""
+    gray: png28.decode(raw) when the caller already has it ((28, 28) pixels, or None)."""
     Image, pre = _decoders()
-    gray = png28.decode(raw) if short else None  # (28, 28) for an MNIST-style PNG, else None: PIL
+    if gray is _UNTRIED:
+        gray = png28.decode(raw)  # (28, 28) for an MNIST-style PNG, else None: PIL decides
     if gray is not None:
-        if not pre.is_dark_on_light(gray):
-            return gray.reshape(N_PIXELS), ""
         w = h = SIDE
     else:
         gray, w, h = _decode_pil(Image, raw, path)
@@ -446,12 +448,13 @@ def _groups(wanted, sizes):
     that a chunk of large photos never holds all of its files' bytes at once."""
     group, budget = [], 0
     for i in wanted:
-        size = sizes[i] if sizes is not None and sizes[i] is not None else None
-        budget += READ_GROUP_BYTES // READ_GROUP_FILES if size is None else size
-        if group and budget > READ_GROUP_BYTES:
+        size = sizes[i] if sizes is not None else None
+        cost = READ_GROUP_BYTES // READ_GROUP_FILES if size is None else size
+        if group and budget + cost > READ_GROUP_BYTES:
             yield group
-            group, budget = [], (READ_GROUP_BYTES // READ_GROUP_FILES if size is None else size)
+            group, budget = [], 0
         group.append(i)
+        budget += cost
     if group:
         yield group
 
@@ -483,7 +486,7 @@ def read_images(folder, rels, labels=None, fetch=None, sizes=None):
             wanted.append(i)
         except DataError as e:
             errors[i] = e.reason
-    quick = {}  # index -> bytes of the MNIST-style PNGs (png28), their polarity checked at once below
+    quick = []  # indices of the MNIST-style PNGs (png28), their polarity checked at once below
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # decoders' warnings about damaged files (set once a batch)
         for i, raw in _fetched(wanted, paths, fetch, sizes):
@@ -495,25 +498,25 @@ def read_images(folder, rels, labels=None, fetch=None, sizes=None):
                 gray = png28.decode(raw)  # (28, 28) or None
                 if gray is not None:
                     pixels[i] = gray.reshape(N_PIXELS)
-                    quick[i] = raw
+                    quick.append(i)
                     continue
             except Exception as e:  # a failed read: this file's own error
                 errors[i] = e.reason if isinstance(e, DataError) else f"unreadable ({describe(e, 200)})"
                 continue
-            _decode_into(pixels, notes, errors, i, raw, paths[i], short=False)
-        if quick:  # the few that may be dark ink on light paper go the whole way (preprocessing)
-            index = np.fromiter(quick, np.int64, len(quick))
+            _decode_into(pixels, notes, errors, i, raw, paths[i], None)
+        if quick:  # the few that may be dark ink on light paper go on to preprocessing
+            index = np.array(quick, np.int64)
             for i in index[_decoders()[1].may_be_dark_on_light(pixels[index])].tolist():
-                _decode_into(pixels, notes, errors, i, quick[i], paths[i])
+                _decode_into(pixels, notes, errors, i, None, paths[i], pixels[i].reshape(SIDE, SIDE).copy())
     lab = None if labels is None else np.asarray(labels, np.int64)
     return Block(pixels, lab, errors, notes)
 
 
-def _decode_into(pixels, notes, errors, i, raw, path, short=True):
-    """Decode one file's bytes into row i of pixels (n, 784) and notes[i], or errors[i]
+def _decode_into(pixels, notes, errors, i, raw, path, gray):
+    """_decode(raw, path, gray) into row i of pixels (n, 784) and notes[i], or errors[i]
     (the row zeroed) for whatever goes wrong with it."""
     try:
-        pixels[i], note = _decode(raw, path, short)
+        pixels[i], note = _decode(raw, path, gray)
         if note:
             notes[i] = note
     except Exception as e:  # a DataError names the reason; anything else is still this file's

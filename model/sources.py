@@ -172,15 +172,14 @@ def confidence_texts(confidence):
     return [table[k] for k in np.rint(c.astype(np.float64) * 10000).astype(np.int64).tolist()]
 
 
-_SPECIAL = frozenset(',"\r\n')
-_SPECIAL_RE = re.compile('[,"\r\n]')
+_SPECIAL_RE = re.compile('[,"\r\n]')  # what makes a CSV cell need quotes
 
 
 def csv_cell(text):
     """One CSV field: quoted, its quotes doubled, when it holds a comma, a quote or a line
     break (\\r or \\n), else as it is; csv.reader reads it back as it was. csv.writer
     writes the same, except that it leaves a lone \\r unquoted."""
-    if _SPECIAL.isdisjoint(text):
+    if not _SPECIAL_RE.search(text):
         return text
     return '"' + text.replace('"', '""') + '"'
 

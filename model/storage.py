@@ -237,11 +237,10 @@ def read_ranges(ref, starts, ends):
     (concurrent on object stores) -> list of bytes."""
     if not starts:
         return []
-    path = local_path(ref)
-    if path is not None:
-        with naming(ref):
-            return [_read_range(path, a, b) for a, b in zip(starts, ends)]
     with naming(ref):
+        path = local_path(ref)
+        if path is not None:
+            return [_read_range(path, a, b) for a, b in zip(starts, ends)]
         fs, path = filesystem(ref)
         out = fs.cat_ranges([path] * len(starts), list(starts), list(ends), on_error="return")
     for part in out:  # cat_ranges hands back a failed range's exception in its place
