@@ -104,20 +104,13 @@ def redis_client(task):
     return task.app.backend.client
 
 
-_ORIGIN = {}  # pid -> the origin this process's messages carry
-
-
 def sender(task):
     """What a predict task queues more work through: the backend's Redis client when the
     backend is the broker (queueing.DirectSender), else the Celery app."""
     conf = task.app.conf
     if conf.result_backend != conf.broker_url or not str(conf.broker_url).startswith(_REDIS_URLS):
         return task.app
-    pid = os.getpid()
-    if pid not in _ORIGIN:
-        _ORIGIN.clear()
-        _ORIGIN[pid] = f"digits-worker-{pid}@{socket.gethostname()}"
-    return DirectSender(redis_client(task), _ORIGIN[pid])
+    return DirectSender(redis_client(task), f"digits-worker-{os.getpid()}@{socket.gethostname()}")
 
 
 def mark(task, job_id, index, state, **info):

@@ -16,7 +16,7 @@ import os
 import socket
 from types import SimpleNamespace
 
-from tasks.queueing import task_message
+from tasks.queueing import DirectSender
 from worker.lightredis import LightRedis
 
 SCHEMES = ("redis+socket://", "redis://", "rediss://")
@@ -36,8 +36,9 @@ def _backend_url(url, settings):
     return url
 
 
-class LightApp:
-    is_light = True
+class LightApp(DirectSender):
+    """push(queue, name, args, task_id) puts a task in a queue's list as kombu's Redis
+    transport does (LPUSH, DirectSender's); backend reads results."""
 
     def __init__(self, url, settings, timeout=5.0):
         if not supports(url, settings):
@@ -48,11 +49,7 @@ class LightApp:
         self.broker = LightRedis.from_url(url, timeout, tls)
         backend_url = _backend_url(url, settings)
         self.backend = Backend(self.broker if backend_url == url else LightRedis.from_url(backend_url, timeout, tls))
-        self.origin = f"digits-client-{os.getpid()}@{socket.gethostname()}"
-
-    def push(self, queue, name, args, task_id):
-        """Put task `name`(*args) in `queue`, as kombu's Redis transport does (LPUSH)."""
-        self.broker.lpush(queue, task_message(name, args, task_id, queue, self.origin))
+        DirectSender.__init__(self, self.broker, f"digits-client-{os.getpid()}@{socket.gethostname()}")
 
     def connection_for_write(self):
         return contextlib.nullcontext()

@@ -45,15 +45,10 @@ def broker_reachable(url, timeout=0.5, tls=None):
     """True when the Redis at url (redis://, rediss:// or the embedded redis+socket://)
     answers a PING within timeout, with no retries (a client's quick probe); tls: the
     TLS options of a rediss:// URL (Settings.redis_tls())."""
-    if url.startswith("redis+socket://"):
-        return supervise.redis_ok(url[len("redis+socket://"):], timeout)
     from worker.lightredis import LightRedis, ReplyError
     try:
-        r = LightRedis.from_url(url, timeout, tls)
-        try:
+        with LightRedis.from_url(url, timeout, tls) as r:
             return r.ping()
-        finally:
-            r.close()
     except (OSError, ReplyError, ValueError):
         return False
 

@@ -27,12 +27,17 @@ def queue_app(s, keep_alive=False, light=False):
     if keep_alive:
         stack.start_background(s, log=eprint)
     with stack.broker_for(s, log=eprint) as url:
-        from worker import lightapp
-        if light and lightapp.supports(url, s):
-            yield lightapp.LightApp(url, s)
-        else:
-            from worker.app import configure
-            yield configure(url)
+        yield app_for(url, s, light)
+
+
+def app_for(url, s, light=True):
+    """A worker.lightapp.LightApp for broker url when light and it serves url (Redis broker
+    and backend), else the Celery app bound to url."""
+    from worker import lightapp
+    if light and lightapp.supports(url, s):
+        return lightapp.LightApp(url, s)
+    from worker.app import configure
+    return configure(url)
 
 
 def positive_int(text):

@@ -1,7 +1,7 @@
 """`digits status`, `watch`, `cancel`, `jobs` and `gc`: following, listing and cleaning up jobs."""
 import time
 
-from worker.cli.common import eprint, print_json
+from worker.cli.common import app_for, eprint, print_json
 
 
 def _job_status(s, job_id, apps, stored=None):
@@ -20,13 +20,8 @@ def _job_status(s, job_id, apps, stored=None):
         from worker.outage import BrokerDown
         raise BrokerDown(f"no broker answers at {s.broker_url or s.embedded_url}")
     if url not in apps:
-        from worker import lightapp
         apps.clear()
-        if lightapp.supports(url, s):
-            apps[url] = lightapp.LightApp(url, s)
-        else:
-            from worker.app import configure
-            apps[url] = configure(url)
+        apps[url] = app_for(url, s)
     return status(apps[url], s, job_id)
 
 
