@@ -16,6 +16,9 @@ Writes the MNIST test images as 28x28 PNGs (../shared/data/mnist.py images), sta
     in 1 and in 2 forked processes, with no queue, storage or output, the best of 3 passes
     (work_floor): the most that two processes can give this work on the machine, measured
     in the same round;
+  - the machine itself: 10 units of pure arithmetic (about 25 ms each) in one process, and
+    shared by two processes (cpu_floor), each right before the job with as many processes:
+    what the VM's two cores give work that needs nothing but a core;
   - PIL's own decode of every file, on one core: the floor of any PIL-based reader;
   - then --big-rounds rounds of `digits predict` on all 60,000 MNIST training PNGs with each
     stack: the 2-vs-1 ratio once a job's fixed costs (queueing, assemble) are spread over
@@ -144,6 +147,29 @@ def work_floor(folder, model_path, procs, passes=3):
     return best
 
 
+SPIN = 1_000_000  # iterations of _spin per unit: about 25 ms on this VM, a chunk's work
+
+
+def _spin(units):
+    """units x SPIN steps of pure arithmetic: no memory traffic, no I/O, no lock -> a sum."""
+    total = 0
+    for _ in range(units):
+        for i in range(SPIN):
+            total += i
+    return total
+
+
+def cpu_floor(pool, procs, units=10):
+    """Seconds for `procs` processes of `pool` (forked once, idle between calls) to share
+    `units` units of _spin evenly, started together: the machine's own 2-vs-1 scaling for
+    work that needs nothing but a core (10 units, like the 10 chunks of a 10,000-PNG job)."""
+    t0 = time.perf_counter()
+    pending = [pool.apply_async(_spin, (units // procs,)) for _ in range(procs)]
+    for p in pending:
+        p.get()
+    return time.perf_counter() - t0
+
+
 def ours(up, home, folder, model_path, out):
     started = time.time()
     wall, _, code, _, err = run_child(digits_argv("predict", folder, "--model", model_path, "--out", out), up.env)
@@ -164,7 +190,11 @@ def main():
     assert len(os.listdir(folder)) == a.images, f"{folder} holds {len(os.listdir(folder))} files"
     work = tempfile.mkdtemp(prefix="digits-bench-images-")
     model_path, weights = bench_model(work)
-    t = {k: [] for k in ("loop", "batched", "job1", "job2", "cli1", "cli2", "pil", "work1", "work2", "big1", "big2")}
+    t = {k: [] for k in ("loop", "batched", "job1", "job2", "cli1", "cli2", "pil", "work1", "work2", "cpu1", "cpu2",
+                         "big1", "big2")}
+    import multiprocessing as mp
+    spinners = mp.get_context("fork").Pool(2)  # before the stacks: forked from a small process
+    spinners.map(_spin, [1, 1])
     big = all_train_images(os.path.join(a.data, "images-all")) if a.big_rounds else None
     homes = {n: os.path.join(work, f"home-{n}") for n in (1, 2)}
     outs = {n: os.path.join(work, f"out-{n}.csv") for n in (1, 2)}
@@ -182,7 +212,8 @@ def main():
             t["pil"].append(pil_floor(folder))
             for n in (1, 2) if r % 2 == 0 else (2, 1):
                 t[f"work{n}"].append(work_floor(folder, model_path, n))
-            for n in (1, 2) if r % 2 == 0 else (2, 1):
+            for n in (1, 2) if r % 2 == 0 else (2, 1):  # each job right after the machine's own figure
+                t[f"cpu{n}"].append(cpu_floor(spinners, n))
                 job_s, cli_s = ours(ups[n], homes[n], folder, model_path, outs[n])
                 t[f"job{n}"].append(job_s)
                 t[f"cli{n}"].append(cli_s)
@@ -197,6 +228,7 @@ def main():
                 t[f"big{n}"].append(ours(ups[n], homes[n], big, model_path, outs[n] + ".big.csv")[0])
             print(f"60,000 PNGs, round {r + 1}: 1 process {t['big1'][-1]:.3f} s, 2 processes {t['big2'][-1]:.3f} s",
                   flush=True)
+    spinners.terminate()
     with open(outs[1], "rb") as f1, open(outs[2], "rb") as f2:
         identical = f1.read() == f2.read()
     with open(outs[2], newline="") as f:
@@ -225,6 +257,12 @@ def main():
           f"{m['work2']:.3f} s in 2: {work_scaling:.2f}x is the most 2 processes give on this machine; "
           f"the jobs take {m['job1'] - m['work1']:+.3f} s (1 process) and {m['job2'] - m['work2']:+.3f} s "
           f"(2 processes) more than the work")
+    cpu_scaling = m["cpu1"] / m["cpu2"]
+    paired = median([c1 / c2 for c1, c2 in zip(t["cpu1"], t["cpu2"])])
+    print(f"this machine: pure arithmetic (no memory traffic, I/O or lock) in 1 process {m['cpu1']:.3f} s, "
+          f"shared by 2 {m['cpu2']:.3f} s: {cpu_scaling:.2f}x 2 vs 1 (paired by round {paired:.2f}x), each measured "
+          f"right before the job of the same round; the jobs' 2-vs-1 paired by round: "
+          f"{median([j1 / j2 for j1, j2 in zip(t['job1'], t['job2'])]):.2f}x")
     big_scaling = m["big1"] / m["big2"] if a.big_rounds else None
     if big_scaling:
         print(f"60,000 PNGs (MNIST train, {a.big_rounds} rounds): 1 process {m['big1']:.3f} s, 2 processes "
@@ -233,7 +271,7 @@ def main():
     figures("images", images=n, identical=identical, agreement=agree, scaling=m["job1"] / m["job2"],
             scaling_cli=m["cli1"] / m["cli2"], vs_loop=m["loop"] / m["job2"], vs_loop_cli=m["loop"] / m["cli2"],
             vs_batched=m["batched"] / m["job2"], floor_s=floor, best_vs_loop=m["loop"] / floor,
-            work_scaling=work_scaling, work_vs_loop=m["loop"] / m["work2"], big_scaling=big_scaling,
+            work_scaling=work_scaling, cpu_scaling=cpu_scaling, work_vs_loop=m["loop"] / m["work2"], big_scaling=big_scaling,
             **{f"{k}_s": v for k, v in m.items()})
 
 

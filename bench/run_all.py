@@ -111,6 +111,9 @@ def rows(f):
             row("limit: the work alone (read, decode, predict; no queue), 2 processes vs 1",
                 f"1 process {i['work1_s']:.3f} s", f"{i['work2_s']:.3f} s", f"{i['work_scaling']:.2f}x",
                 "(the limit)", "1.8x within reach" if i["work_scaling"] >= 1.8 else "1.8x out of reach")
+        if "cpu_scaling" in i:
+            row("this machine: pure arithmetic (no memory, I/O or lock), 2 processes vs 1, next to each job",
+                f"1 process {i['cpu1_s']:.3f} s", f"{i['cpu2_s']:.3f} s", f"{i['cpu_scaling']:.2f}x", "(info)", True)
         if i.get("big_scaling"):
             row("60,000 PNGs (MNIST train), 2 predict processes vs 1: the per-job costs spread over 6x the work",
                 "", "", f"{i['big_scaling']:.2f}x", "(info)", True)

@@ -35,19 +35,50 @@ class ChunkResult:
         return len(self.labels)
 
     def to_bytes(self):
-        buf = io.BytesIO()
-        errors = json.dumps({str(k): v for k, v in self.errors.items()})
-        notes = json.dumps({str(k): v for k, v in self.notes.items()})
-        np.savez(buf, labels=self.labels, confidence=self.confidence, errors=np.array(errors),
-                 notes=np.array(notes))
-        return buf.getvalue()
+        """-> the stored form: _MAGIC, a 4-byte little-endian length, a JSON header
+        {"n", "errors", "notes"}, then the labels (n int16) and confidences (n float32),
+        little-endian. About 10 µs each way, against 0.1-0.2 ms for an .npz."""
+        head = json.dumps({"n": len(self.labels), "errors": {str(k): v for k, v in self.errors.items()},
+                           "notes": {str(k): v for k, v in self.notes.items()}}).encode()
+        return b"".join((_MAGIC, len(head).to_bytes(4, "little"), head,
+                         self.labels.astype("<i2", copy=False).tobytes(),
+                         self.confidence.astype("<f4", copy=False).tobytes()))
 
     @classmethod
     def from_bytes(cls, raw):
-        with np.load(io.BytesIO(raw), allow_pickle=False) as z:
-            errors = {int(k): v for k, v in json.loads(str(z["errors"])).items()}
-            notes = {int(k): v for k, v in json.loads(str(z["notes"])).items()} if "notes" in z.files else {}
-            return cls(z["labels"], z["confidence"], errors, notes)
+        """to_bytes' form -> ChunkResult (an .npz, as earlier versions stored, is read too);
+        ValueError for any other bytes, one cut short among them."""
+        if raw.startswith(b"PK"):
+            return cls._from_npz(raw)
+        if not raw.startswith(_MAGIC):
+            raise ValueError("not a chunk result")
+        at = len(_MAGIC) + 4
+        size = int.from_bytes(raw[len(_MAGIC):at], "little")
+        try:
+            head = json.loads(raw[at:at + size])
+            n, errors, notes = int(head["n"]), head["errors"], head["notes"]
+            errors, notes = {int(k): v for k, v in errors.items()}, {int(k): v for k, v in notes.items()}
+        except (ValueError, TypeError, KeyError, AttributeError) as e:
+            raise ValueError(f"a chunk result with an unreadable header ({describe(e)})") from None
+        at += size
+        if n < 0 or len(raw) != at + 6 * n:
+            raise ValueError(f"a chunk result of {n} records in {len(raw)} bytes: cut short or damaged")
+        labels = np.frombuffer(raw, "<i2", n, at).astype(np.int16)  # (n,) a writable copy
+        confidence = np.frombuffer(raw, "<f4", n, at + 2 * n).astype(np.float32)  # (n,)
+        return cls(labels, confidence, errors, notes)
+
+    @classmethod
+    def _from_npz(cls, raw):
+        try:
+            with np.load(io.BytesIO(raw), allow_pickle=False) as z:
+                errors = {int(k): v for k, v in json.loads(str(z["errors"])).items()}
+                notes = {int(k): v for k, v in json.loads(str(z["notes"])).items()} if "notes" in z.files else {}
+                return cls(z["labels"], z["confidence"], errors, notes)
+        except Exception as e:  # a damaged zip fails in many ways: each is an unreadable result
+            raise ValueError(f"an unreadable chunk result ({describe(e)})") from None
+
+
+_MAGIC = b"digits-chunk-result 1\n"
 
 
 @dataclass

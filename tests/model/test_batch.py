@@ -7,6 +7,8 @@ import uuid
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from model import batch, checkpoint, data, sources, storage
@@ -267,6 +269,34 @@ def test_chunk_result_round_trip():
     assert back.labels.tolist() == [3, -1, 7] and back.labels.dtype == np.int16
     assert np.array_equal(back.confidence, r.confidence) and back.errors == {1: "empty line"}
     assert len(back) == 3
+
+
+def test_chunk_result_reads_the_npz_of_earlier_versions():
+    """A job that was running across an upgrade has chunk results in the old form."""
+    buf = io.BytesIO()
+    np.savez(buf, labels=np.array([3, -1], np.int16), confidence=np.array([0.9, 0], np.float32),
+             errors=np.array('{"1": "empty line"}'), notes=np.array('{"0": "inverted"}'))
+    back = batch.ChunkResult.from_bytes(buf.getvalue())
+    assert back.labels.tolist() == [3, -1] and back.errors == {1: "empty line"} and back.notes == {0: "inverted"}
+
+
+def test_chunk_result_cut_or_damaged_is_a_value_error():
+    raw = batch.ChunkResult(np.arange(5, dtype=np.int16), np.ones(5, np.float32), {}, {2: "inverted"}).to_bytes()
+    for bad in (b"", b"junk", raw[:10], raw[:40], raw[:-1], raw + b"x"):
+        with pytest.raises(ValueError):
+            batch.ChunkResult.from_bytes(bad)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=200), st.integers(0, 120))
+def test_chunk_result_from_any_bytes_raises_only_value_error(junk, cut):
+    raw = batch.ChunkResult(np.arange(7, dtype=np.int16), np.ones(7, np.float32), {1: "x"}, {}).to_bytes()
+    for candidate in (junk, raw[:cut] + junk, raw[:30] + junk, b"PK" + junk):
+        try:
+            back = batch.ChunkResult.from_bytes(candidate)
+        except ValueError:
+            continue
+        assert len(back.labels) == len(back.confidence)
 
 
 def test_errors_ref():
