@@ -2,7 +2,8 @@
 
     jobs/<id>/job.json         the job as submitted (PredictJob / TrainJob.to_dict())
     jobs/<id>/plan.json        prediction plan (model.sources)
-    jobs/<id>/chunks/<n>.npz   one prediction chunk's result (written atomically)
+    jobs/<id>/chunks/<n>.result  one prediction chunk's result (model.batch.ChunkResult,
+                               written atomically; <n>.npz by earlier versions)
     jobs/<id>/progress.json    training progress (epoch, batch, loss, val_accuracy, eta)
     jobs/<id>/state.npz        training checkpoint (weights, optimizer, RNG, position)
     jobs/<id>/cancel           present once a cancel was requested
@@ -88,15 +89,31 @@ def read_json(target, default=None):
         return default
 
 
-def chunk_ref(root, job_id, index):
-    return ref(root, job_id, "chunks", f"{index:06d}.npz")
+CHUNK_SUFFIXES = (".result", ".npz")  # the current name of a chunk's result, then the earlier one
+
+
+def chunk_ref(root, job_id, index, suffix=CHUNK_SUFFIXES[0]):
+    return ref(root, job_id, "chunks", f"{index:06d}{suffix}")
+
+
+def read_chunk(root, job_id, index):
+    """The stored result of chunk `index` -> bytes; one written by an earlier version (a job
+    that ran across an upgrade) is found under its earlier name. The current name's error
+    when neither is readable."""
+    try:
+        return storage.read_bytes(chunk_ref(root, job_id, index))
+    except Exception as e:
+        try:
+            return storage.read_bytes(chunk_ref(root, job_id, index, CHUNK_SUFFIXES[1]))
+        except Exception:
+            raise e from None
 
 
 def chunks_done(root, job_id):
     """How many chunk results are on storage (not counting ".tmp-..." files being written,
     or left behind by a process killed while writing)."""
     return sum(1 for n in storage.listdir(ref(root, job_id, "chunks"))
-               if n.endswith(".npz") and not n.startswith("."))
+               if n.endswith(CHUNK_SUFFIXES) and not n.startswith("."))
 
 
 def request_cancel(root, job_id):

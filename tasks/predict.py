@@ -243,7 +243,7 @@ def _outcomes(root, job_id, source, chunk_marks):
             yield batch.ChunkFailure(m.get("reason") or "failed", m.get("rows"))
         else:
             try:
-                yield batch.ChunkResult.from_bytes(storage.read_bytes(jobs.chunk_ref(root, job_id, i)))
+                yield batch.ChunkResult.from_bytes(jobs.read_chunk(root, job_id, i))
             except Exception as e:  # its result is gone or unreadable: its records are failed
                 yield batch.ChunkFailure(f"its result cannot be read ({describe(e)})", m.get("rows"))
 

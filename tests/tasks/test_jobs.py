@@ -117,3 +117,22 @@ def test_many_jobs_list_in_one_pass(tmp_path):
     entries = jobs.list_index(root)
     assert [e["job_id"] for e in entries] == [f"predict-{i:04d}" for i in range(1000)]
     assert json.loads(json.dumps(entries)) == entries
+
+
+def test_chunk_results_are_read_under_their_earlier_name_too(tmp_path):
+    """A job that ran across an upgrade has chunk results named <n>.npz, in the .npz form."""
+    import io
+    import numpy as np
+    from model import batch
+    root = str(tmp_path)
+    new = batch.ChunkResult(np.array([1, 2], np.int16), np.array([0.5, 0.25], np.float32), {}, {})
+    storage.write_bytes(jobs.chunk_ref(root, "j1", 0), new.to_bytes())
+    buf = io.BytesIO()
+    np.savez(buf, labels=np.array([7], np.int16), confidence=np.array([0.75], np.float32),
+             errors=np.array("{}"), notes=np.array("{}"))
+    storage.write_bytes(jobs.chunk_ref(root, "j1", 1, ".npz"), buf.getvalue())
+    assert batch.ChunkResult.from_bytes(jobs.read_chunk(root, "j1", 0)).labels.tolist() == [1, 2]
+    assert batch.ChunkResult.from_bytes(jobs.read_chunk(root, "j1", 1)).labels.tolist() == [7]
+    assert jobs.chunks_done(root, "j1") == 2
+    with pytest.raises(Exception, match=r"000002\.result"):  # the current name in the error
+        jobs.read_chunk(root, "j1", 2)
