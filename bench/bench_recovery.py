@@ -75,8 +75,8 @@ class Bench:
         return os.path.join(self.home, "storage", "jobs", job_id, *parts)
 
     def chunks(self, job_id):
-        d = self.job_file(job_id, "chunks")
-        return len([n for n in os.listdir(d) if n.endswith(".npz")]) if os.path.isdir(d) else 0
+        from tasks import jobs
+        return jobs.chunks_done(os.path.join(self.home, "storage"), job_id)
 
     def epoch(self, job_id):
         try:

@@ -21,6 +21,7 @@ from model import checkpoint, sources
 from model.data import PIXEL_COLUMNS
 from model.samples import write_sample
 from model.train import Trainer, make_config
+from tasks import jobs
 from tests.conftest import wait_for
 
 pytestmark = pytest.mark.integration
@@ -122,9 +123,7 @@ def ended(drill, job_id):
 
 
 def chunks_done(drill, job_id):
-    folder = os.path.join(drill["env"]["DIGITS_STORAGE"], "jobs", job_id, "chunks")
-    return len([n for n in os.listdir(folder) if n.endswith(".npz") and not n.startswith(".")]) \
-        if os.path.isdir(folder) else 0
+    return jobs.chunks_done(drill["env"]["DIGITS_STORAGE"], job_id)
 
 
 def epoch(drill, job_id):
