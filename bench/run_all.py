@@ -8,7 +8,7 @@ temporary folder, no DIGITS_BROKER_URL), prints its report (passed through here)
 `FIGURES name {json}` line, which this runner reads. Every baseline is measured in the same
 run as the figure it is compared with (see each benchmark's own doc). --quick uses fewer
 rounds and leaves out the recipes table, the recovery drill, the cluster (it needs root)
-and the S3 stand-in (about 3 minutes on the 2-core VM instead of about 6).
+and the S3 stand-in (about 3 minutes on the 2-core VM instead of about 8).
 """
 import argparse
 import json
