@@ -110,10 +110,11 @@ def read_chunk(root, job_id, index):
 
 
 def chunks_done(root, job_id):
-    """How many chunk results are on storage (not counting ".tmp-..." files being written,
-    or left behind by a process killed while writing)."""
-    return sum(1 for n in storage.listdir(ref(root, job_id, "chunks"))
-               if n.endswith(CHUNK_SUFFIXES) and not n.startswith("."))
+    """How many chunks have a result on storage (not counting ".tmp-..." files being written,
+    or left behind by a process killed while writing; a chunk with a result under both
+    names, after an upgrade, counts once)."""
+    return len({n.rsplit(".", 1)[0] for n in storage.listdir(ref(root, job_id, "chunks"))
+                if n.endswith(CHUNK_SUFFIXES) and not n.startswith(".")})
 
 
 def request_cancel(root, job_id):

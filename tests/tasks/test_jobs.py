@@ -134,5 +134,8 @@ def test_chunk_results_are_read_under_their_earlier_name_too(tmp_path):
     assert batch.ChunkResult.from_bytes(jobs.read_chunk(root, "j1", 0)).labels.tolist() == [1, 2]
     assert batch.ChunkResult.from_bytes(jobs.read_chunk(root, "j1", 1)).labels.tolist() == [7]
     assert jobs.chunks_done(root, "j1") == 2
+    storage.write_bytes(jobs.chunk_ref(root, "j1", 1), new.to_bytes())  # chunk 1 run again since
+    assert jobs.chunks_done(root, "j1") == 2
+    assert batch.ChunkResult.from_bytes(jobs.read_chunk(root, "j1", 1)).labels.tolist() == [1, 2]
     with pytest.raises(Exception, match=r"000002\.result"):  # the current name in the error
         jobs.read_chunk(root, "j1", 2)
