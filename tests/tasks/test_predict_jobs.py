@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from model import batch, checkpoint, sources
+from model import batch, checkpoint, sources, storage
 from model.data import PIXEL_COLUMNS
 from model.errors import ConfigError, JobError
 from tasks import jobs, keys
@@ -388,7 +388,10 @@ def test_a_job_whose_input_vanishes_ends_partial_with_the_rows_it_read(live, csv
     doomed = data_dir / "doomed.csv"
     doomed.write_bytes(open(csv_5000, "rb").read())
     job = submit(live, doomed, model_path, tmp_path / "out.csv", chunk_rows=50)
-    wait_for(lambda: jobs.chunks_done(live.settings.storage, job.id) >= 2, WAIT, "2 chunks", poll=0.002)
+    first_two = [jobs.chunk_ref(live.settings.storage, job.id, i) for i in (0, 1)]
+    # chunks 0 and 1 themselves: a later chunk done first would leave chunk 1 unread, and
+    # the row numbers after a chunk that cannot be counted are unknown (its rows failed too)
+    wait_for(lambda: all(storage.exists(ref) for ref in first_two), WAIT, "chunks 0 and 1", poll=0.002)
     os.remove(doomed)  # the chunks that run from now on cannot read their rows
     m = job.wait(timeout=WAIT)
     assert m["state"] == "PARTIAL" and job.progress()["state"] == "PARTIAL"
