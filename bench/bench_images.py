@@ -28,6 +28,7 @@ seed-style loop (the loop's time against the job's). The outputs of both stacks 
 byte for byte, and their labels with the seed loop's.
 """
 import csv
+import multiprocessing as mp
 import os
 import subprocess
 import sys
@@ -121,13 +122,12 @@ def _work(folder, rels, model_path, starts, done):
 
 
 def work_floor(folder, model_path, procs, passes=3):
-    """[seconds of each pass] for `procs` forked processes to read and predict the folder's files in chunks of
-    CHUNK with the project's own reader and model code (model.data, model.batch), and nothing
+    """[seconds of each pass] for `procs` forked processes to read and predict the folder's files
+    in chunks of CHUNK with the project's own reader and model code (model.data, model.batch), and nothing
     else: no queue, no storage, no output; `passes` passes, one right after the other. The
     best pass of procs=2 against the best of procs=1 is the most the machine's two cores give
     this very work; the median pass against the median, what they give it as the jobs are
     measured (one median over the rounds)."""
-    import multiprocessing as mp
     from model import data
     rels = data.list_images(folder)
     ctx = mp.get_context("fork")
@@ -191,10 +191,8 @@ def main():
     assert len(os.listdir(folder)) == a.images, f"{folder} holds {len(os.listdir(folder))} files"
     work = tempfile.mkdtemp(prefix="digits-bench-images-")
     model_path, weights = bench_model(work)
-    t = {k: [] for k in ("loop", "batched", "job1", "job2", "cli1", "cli2", "pil", "work1", "work2", "workmid1", "workmid2",
-                         "cpu1", "cpu2",
-                         "big1", "big2")}
-    import multiprocessing as mp
+    t = {k: [] for k in ("loop", "batched", "job1", "job2", "cli1", "cli2", "pil", "work1", "work2", "workmid1",
+                         "workmid2", "cpu1", "cpu2", "big1", "big2")}
     spinners = mp.get_context("fork").Pool(2)  # before the stacks: forked from a small process
     spinners.map(_spin, [1, 1])
     big = all_train_images(os.path.join(a.data, "images-all")) if a.big_rounds else None
@@ -276,7 +274,8 @@ def main():
     figures("images", images=n, identical=identical, agreement=agree, scaling=m["job1"] / m["job2"],
             scaling_cli=m["cli1"] / m["cli2"], vs_loop=m["loop"] / m["job2"], vs_loop_cli=m["loop"] / m["cli2"],
             vs_batched=m["batched"] / m["job2"], floor_s=floor, best_vs_loop=m["loop"] / floor,
-            work_scaling=work_scaling, work_typical=work_typical, cpu_scaling=cpu_scaling, work_vs_loop=m["loop"] / m["work2"], big_scaling=big_scaling,
+            work_scaling=work_scaling, work_typical=work_typical, cpu_scaling=cpu_scaling,
+            work_vs_loop=m["loop"] / m["work2"], big_scaling=big_scaling,
             **{f"{k}_s": v for k, v in m.items()})
 
 

@@ -107,14 +107,14 @@ def rows(f):
             i["scaling"] >= 1.8)
         row(f"{i['images']:,} PNGs vs the seed-style loop (PIL open, float64 forward per image)",
             f"{i['loop_s']:.3f} s", f"{i['job2_s']:.3f} s", f"{i['vs_loop']:.2f}x", ">= 3x", i["vs_loop"] >= 3)
-        if "work_scaling" in i:
-            row("limit: the work alone (read, decode, predict; no queue), best passes, 2 processes vs 1",
-                f"1 process {i['work1_s']:.3f} s", f"{i['work2_s']:.3f} s", f"{i['work_scaling']:.2f}x",
-                "(the limit)", "1.8x within reach" if i["work_scaling"] >= 1.8 else "1.8x out of reach")
-        if "work_typical" in i:
-            row("the work alone, median passes (the jobs' own statistic), 2 processes vs 1",
-                f"1 process {i['workmid1_s']:.3f} s", f"{i['workmid2_s']:.3f} s", f"{i['work_typical']:.2f}x",
-                "(the limit)", "1.8x within reach" if i["work_typical"] >= 1.8 else "1.8x out of reach")
+        for key, one, two, figure in (
+                ("work_scaling", "work1_s", "work2_s",
+                 "limit: the work alone (read, decode, predict; no queue), best passes, 2 processes vs 1"),
+                ("work_typical", "workmid1_s", "workmid2_s",
+                 "the work alone, median passes (the jobs' own statistic), 2 processes vs 1")):
+            if key in i:
+                row(figure, f"1 process {i[one]:.3f} s", f"{i[two]:.3f} s", f"{i[key]:.2f}x", "(the limit)",
+                    "1.8x within reach" if i[key] >= 1.8 else "1.8x out of reach")
         if "cpu_scaling" in i:
             row("this machine: pure arithmetic (no memory, I/O or lock), 2 processes vs 1, next to each job",
                 f"1 process {i['cpu1_s']:.3f} s", f"{i['cpu2_s']:.3f} s", f"{i['cpu_scaling']:.2f}x", "(info)", True)
