@@ -5,6 +5,7 @@ assemble, what `digits predict --local` runs) on the same file.
 """
 import csv
 import hashlib
+import io
 import os
 import signal
 import time
@@ -520,3 +521,41 @@ def test_a_settling_wait_is_cut_short_by_the_jobs_end(live, test_csv, model_path
         assert manifest["state"] == "SUCCESS" and time.monotonic() - t0 < 30
         _, labels = read_submission(tmp_path / "settled.csv")
         np.testing.assert_array_equal(labels, expected_500[0])
+
+
+def test_damaged_or_missing_chunk_results_fail_their_rows_and_only_theirs(sample, model, tmp_path):
+    """assemble over stored chunk results of every kind: good, an earlier version's .npz
+    (under its old name), arbitrary bytes, cut short, gone. The unreadable ones' rows are
+    failed with the reason, the others' rows are all there, numbered right, none twice."""
+    from tasks.predict import _outcomes
+    path = fast_csv(tmp_path / "in.csv", sample["test_x"][:250])
+    source = sources.open_source(path, 50)
+    n = len(source.chunks)
+    assert n == 5
+    root = str(tmp_path / "storage")
+    rows = []
+    for i in range(n):
+        result = batch.predict_chunk(source, i, model)
+        rows.append(len(result))
+        if i == 1:  # as an earlier version stored it
+            buf = io.BytesIO()
+            np.savez(buf, labels=result.labels, confidence=result.confidence, errors=np.array("{}"),
+                     notes=np.array("{}"))
+            storage.write_bytes(jobs.chunk_ref(root, "j", i, ".npz"), buf.getvalue())
+        else:
+            raw = result.to_bytes()
+            bad = {2: os.urandom(len(raw)), 3: raw[:-7]}
+            if i != 4:  # chunk 4's result is gone
+                storage.write_bytes(jobs.chunk_ref(root, "j", i), bad.get(i, raw))
+    marks = {i: {"state": "done", "rows": rows[i]} for i in range(n)}
+    counts = batch.assemble(source, _outcomes(root, "j", source, marks), str(tmp_path / "out.csv"))
+    failed = sum(rows[2:])
+    assert counts["rows_ok"] == rows[0] + rows[1] and counts["rows_failed"] == failed
+    assert counts["rows_in"] == 250 == counts["rows_ok"] + counts["rows_bad"] + counts["rows_failed"]
+    assert [c["chunk"] for c in counts["failed_chunks"]] == [2, 3, 4]
+    assert all("its result cannot be read" in c["reason"] for c in counts["failed_chunks"])
+    assert "000004.result" in counts["failed_chunks"][2]["reason"]  # the missing file is named
+    ids, _ = read_submission(tmp_path / "out.csv")
+    assert ids.tolist() == list(range(1, rows[0] + rows[1] + 1))  # chunks 0 and 1, in order, once
+    _, errors = read_rows(counts["errors"])
+    assert [int(r[0]) for r in errors] == list(range(rows[0] + rows[1] + 1, 251))  # each failed row once
