@@ -27,18 +27,17 @@ def queue_of(name):
 
 def send(app, name, args, task_id, **options):
     """Queue task `name`(*args) under id task_id through app (a Celery app or a LightApp),
-    keeping nothing: Celery's Redis backend subscribes the sending client to each sent
-    task's result channel, so that client is unsubscribed at once and the AsyncResult let
-    go (no AsyncResult.__del__ runs against a closed connection at exit). Nobody here waits
-    on a result: jobs are followed through storage and the backend."""
+    keeping nothing. Nobody here waits on a result (jobs are followed through storage and
+    the backend), so the sender is not subscribed to the task's result channel, as Celery's
+    Redis backend would do: that subscription outlived the command, and with the backend
+    gone it was retried for 20 s and then raised RuntimeError instead of a broker error."""
     if getattr(app, "is_light", False):
         app.push(queue_of(name), name, args, task_id)
         return
-    result = app.send_task(name, args, task_id=task_id, **options)
-    backend, result.backend = result.backend, None
-    cancel = getattr(getattr(backend, "result_consumer", None), "cancel_for", None)
-    if cancel is not None:
-        cancel(result.id)
+    from celery.result import denied_join_result
+    with denied_join_result():  # "a join would block": Celery subscribes the sender to nothing
+        result = app.send_task(name, args, task_id=task_id, **options)
+    result.backend = None  # let go: no AsyncResult.__del__ against a closed connection at exit
 
 
 class DirectSender:

@@ -122,8 +122,19 @@ def claim_output(app, job_id, out):
     raise JobError(f"could not claim output {out}")
 
 
+CLIENT_PUBLISH_RETRY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.5, "interval_max": 0.5}
+
+
+def _ride(app, s, submit, on_outage=None):
+    """submit() through a broker outage of up to DIGITS_BROKER_OUTAGE (worker.outage.Outage.ride):
+    a submission cut off midway (a Redis restart) is made again under the same job id, and
+    sending a job id again is idempotent (see submit_prediction, submit_training)."""
+    from worker.outage import Outage, say_stderr
+    return Outage(app.conf.broker_url, s.broker_outage, on_outage or say_stderr).ride(submit)
+
+
 def submit_prediction(input_ref, model_ref, out, *, app, settings, job_id=None, chunk_rows=None,
-                      checked=None):
+                      checked=None, on_outage=None):
     """Queue a bulk prediction of a CSV file or image folder -> PredictionJob.
 
     checked: check_prediction's result for these arguments, when the caller already has it.
@@ -131,11 +142,18 @@ def submit_prediction(input_ref, model_ref, out, *, app, settings, job_id=None, 
     A job id that is still running is sent again: its missing chunks are queued again and
     the ones already done are reused, so no row is doubled or lost. A job id that has
     ended is started afresh with these arguments (its earlier result is cleared).
+    A broker outage meanwhile is ridden out (on_outage(line) told once; default stderr),
+    by sending the job id again; past DIGITS_BROKER_OUTAGE, BrokerUnreachable.
     """
+    job_id = jobs.check_id(job_id or jobs.new_job_id("predict"))
+    return _ride(app, settings, lambda: _submit_prediction(input_ref, model_ref, out, app, settings, job_id,
+                                                           chunk_rows, checked), on_outage)
+
+
+def _submit_prediction(input_ref, model_ref, out, app, s, job_id, chunk_rows, checked):
+    """One attempt of submit_prediction."""
     from model import sources
     from tasks.queueing import queue_assemble, queue_chunk, release_output, touch
-    s = settings
-    job_id = jobs.check_id(job_id or jobs.new_job_id("predict"))
     root = s.storage
     job = jobs.read_json(jobs.ref(root, job_id, "job.json"))
     if job is not None and jobs.read_manifest(root, job_id):
@@ -343,15 +361,21 @@ class PredictionJob(Job):
 
 
 def submit_training(data_ref, name, config, *, app, settings, skip_bad=False, checkpoint_every=1,
-                    job_id=None, sweep=None):
+                    job_id=None, sweep=None, on_outage=None):
     """Queue a training job of model `name` on `data_ref` with TrainConfig `config` -> TrainingJob.
 
     Resubmitting an existing job id sends it again: it resumes from its last checkpoint.
+    A broker outage meanwhile is ridden out as by submit_prediction.
     """
+    job_id = jobs.check_id(job_id or jobs.new_job_id("train"))
+    return _ride(app, settings, lambda: _submit_training(data_ref, name, config, app, settings, skip_bad,
+                                                         checkpoint_every, job_id, sweep), on_outage)
+
+
+def _submit_training(data_ref, name, config, app, s, skip_bad, checkpoint_every, job_id, sweep):
+    """One attempt of submit_training."""
     from tasks.queueing import TRAIN_JOB, send
     from tasks.train import active_key
-    s = settings
-    job_id = jobs.check_id(job_id or jobs.new_job_id("train"))
     record = jobs.read_json(jobs.ref(s.storage, job_id, "job.json"))
     if record is None:
         check_training(data_ref)
@@ -369,7 +393,8 @@ def submit_training(data_ref, name, config, *, app, settings, skip_bad=False, ch
         # read as this delivery's by status()/wait()
         app.backend.forget(job_id)
     app.backend.client.set(active_key(record.name), job_id, ex=s.visibility_timeout)
-    send(app, TRAIN_JOB, (job_id, record.name, record.config["recipe"]), job_id)
+    # a short publish retry (the app's own waits DIGITS_BROKER_OUTAGE, unsaid): _ride says the outage and waits
+    send(app, TRAIN_JOB, (job_id, record.name, record.config["recipe"]), job_id, retry_policy=CLIENT_PUBLISH_RETRY)
     return TrainingJob(app, s, job_id, record)
 
 

@@ -3,8 +3,8 @@
     0    success; for `status`, also a job still queued or running
     1    the job failed, ended partial or was cancelled; or a bad input, model or setting
     2    usage error (bad command line)
-    3    the broker is unreachable (a waiting client gave up after DIGITS_BROKER_OUTAGE;
-         `status` of an unfinished job whose broker does not answer)
+    3    the broker is unreachable (a submitting or waiting client gave up after
+         DIGITS_BROKER_OUTAGE; `status` of an unfinished job whose broker does not answer)
     130  interrupted (Ctrl-C)
 """
 OK, FAILED, USAGE, BROKER, INTERRUPTED = 0, 1, 2, 3, 130

@@ -116,8 +116,10 @@ class LightRedis:
             if fresh and not isinstance(e, BusyError):  # hung up on before its first answer
                 raise ConnectionError(f"Redis at {self.path} refused the TLS connection ({e}): "
                                       f"a client certificate it wants, or one it does not trust?") from None
-            if isinstance(e, ConnectionError):
+            if isinstance(e, BusyError) or type(e) is ConnectionError:  # this module's, worded already
                 raise
+            # the OS's (a broken pipe, a reset): worded, and never a BrokenPipeError, which the
+            # command line takes for its own output's reader going away
             raise ConnectionError(f"Redis at {self.path}: {e}") from None
         self.answered = True
         return reply

@@ -4,6 +4,8 @@
     st = outage.call(poll)   # poll()'s result, or None while the broker is unreachable;
                              # BrokerUnreachable (one line naming the broker) once the
                              # outage lasted longer than limit seconds
+    job = outage.ride(submit)  # submit() again until it gets through (it must be idempotent);
+                               # a broker that refused this client raises at once
 """
 import sys
 import time
@@ -21,6 +23,26 @@ def broker_errors():
     if "kombu.exceptions" in sys.modules:
         errors.append(sys.modules["kombu.exceptions"].OperationalError)
     return tuple(errors)
+
+
+# what a broker error says when who we are is wrong (credentials, certificates): waiting won't help
+REFUSALS = ("noauth", "wrongpass", "authenticat", "invalid username-password", "noperm",
+            "certificate verify failed", "certificate_verify_failed", "ssl", "refused the tls connection")
+# ... and of those, what a server that went away mid-session also says: a TLS stream cut short
+CUT_SHORT = ("eof", "refused the tls connection")
+
+
+def refused(reason):
+    """True for a broker error's text that says the broker refused this client (a TLS
+    stream cut short included: a server that wants a client certificate hangs up so)."""
+    text = str(reason).lower()
+    return any(w in text for w in REFUSALS)
+
+
+def cut_short(reason):
+    """True for a refusal that a server going away mid-session also gives (see refused)."""
+    text = str(reason).lower()
+    return any(w in text for w in CUT_SHORT)
 
 
 def say_stderr(line):
@@ -48,6 +70,30 @@ class Outage:
             return None
         self.since = None
         return result
+
+    def ride(self, attempt, pause=0.5):
+        """attempt() until it returns -> its result. A broker error is counted (failed()) and
+        attempt() called again `pause` seconds later, so attempt must be idempotent (a job
+        submission under a fixed job id is). A refusal (refused()) is raised at once, unless
+        it is a stream cut short (cut_short()), which a server going away also gives: that
+        one is tried once more, unsaid, and raised if the next attempt is refused too."""
+        doubted = False
+        while True:
+            try:
+                result = attempt()
+            except broker_errors() as e:
+                reason = _reason(e)
+                if refused(reason):
+                    if doubted or not cut_short(reason):
+                        raise
+                    doubted = True
+                else:
+                    doubted = False
+                    self.failed(e)
+                time.sleep(pause)
+                continue
+            self.since = None
+            return result
 
     def failed(self, error):
         """Count a failed attempt: the first one of an outage is said, one past the limit raises."""

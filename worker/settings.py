@@ -36,7 +36,7 @@
     DIGITS_WATCHDOG_INTERVAL  seconds between watchdog scans for work held by dead workers
                               (default 5; 0 = no watchdog)
     DIGITS_WATCHDOG_GRACE     a taken message younger than this is never requeued (default 10)
-    DIGITS_BROKER_OUTAGE      seconds a waiting client rides out an unreachable broker (default 120)
+    DIGITS_BROKER_OUTAGE      seconds a submitting or waiting client rides out an unreachable broker (default 120)
     DIGITS_STOP_GRACE         seconds `digits up` lets workers finish their tasks on shutdown
                               before it cancels them back to the queue (default 10)
     DIGITS_RESTART_LIMIT      restarts of one service within a minute before `digits up`

@@ -263,8 +263,16 @@ class Cluster:
 
     def restart_redis(self):
         """SIGKILL Redis and start it again on the same data (its append-only file)."""
+        self.kill_redis()
+        self.start_redis()
+
+    def kill_redis(self):
+        """SIGKILL Redis (start_redis brings it back on its data)."""
         self.procs["redis"].kill()
         self.procs["redis"].wait(10)
+
+    def start_redis(self):
+        """Start a killed Redis again on the same data (its append-only file)."""
         self._start_redis(fresh=False)
 
     def _start_s3(self):

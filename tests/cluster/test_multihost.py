@@ -222,6 +222,29 @@ def test_redis_restart_mid_job(cluster, data):
     assert assembles(cluster, job_id_of(text)) == 1
 
 
+def test_a_client_submitting_while_redis_is_down_waits_for_it(cluster, data):
+    """Redis is SIGKILLed before a client submits, and started again on its append-only file
+    once the client has said (in one line) that it is unreachable: the submission waits for
+    it and the job ends exact, assembled once."""
+    ensure_workers(cluster, cluster.shared)
+    ref = local_reference(cluster, data["csv"], data["model"], "csv")
+    out = cluster.home("client") / "redis-down.csv"
+    cluster.kill_redis()
+    try:
+        proc = _background_predict(cluster, "client-down", data["csv"], out, data["model"], 100)
+        deadline = time.time() + 60
+        while "unreachable" not in cluster.log_text("client-down"):
+            assert proc.poll() is None and time.time() < deadline, cluster.log_text("client-down")
+            time.sleep(0.1)
+    finally:
+        cluster.start_redis()
+    code, text = _finish(cluster, "client-down", proc, 180)
+    assert code == 0, text
+    assert open(out, "rb").read() == ref
+    assert len([ln for ln in text.splitlines() if "unreachable" in ln]) == 1, text
+    assert "Traceback" not in text and assembles(cluster, job_id_of(text)) == 1
+
+
 def test_clients_without_credentials_or_trust_are_refused(cluster, data):
     """No password, a wrong password, a CA that did not sign the server's certificate: each
     refused in one line that names the broker (its password hidden), exit 1, no traceback."""

@@ -82,3 +82,30 @@ def test_predict_tasks_push_directly_only_when_the_backend_is_the_broker(broker,
         assert message["headers"]["origin"].startswith("digits-worker-")
     else:
         assert chosen is app
+
+
+def test_a_send_subscribes_to_nothing_and_a_dead_redis_is_a_broker_error(tmp_path, monkeypatch):
+    """The Celery app's send leaves the sender subscribed to no result channel (Celery's Redis
+    backend would subscribe it, and with Redis gone retry that for 20 s, then raise
+    RuntimeError "must be restarted"); with Redis SIGKILLed a send raises a broker error,
+    which the clients ride out (worker.outage)."""
+    from tests.worker.test_lightredis import start_redis
+    from worker import settings
+    from worker.app import make_app
+    from worker.client import CLIENT_PUBLISH_RETRY
+    from worker.outage import broker_errors
+    sock = tmp_path / "r.sock"
+    proc = start_redis(sock)
+    url = f"redis+socket://{sock}"
+    monkeypatch.setenv("DIGITS_RESULT_BACKEND", url)
+    app = make_app(settings.load(), url)
+    try:
+        queueing.send(app, queueing.TRAIN_JOB, ("train-1", "digits", "default"), "train-1")
+        assert not app.backend.result_consumer.subscribed_to
+    finally:
+        proc.kill()
+        proc.wait()
+    with pytest.raises(broker_errors()) as e:
+        queueing.send(app, queueing.TRAIN_JOB, ("train-2", "digits", "default"), "train-2",
+                      retry_policy=CLIENT_PUBLISH_RETRY)
+    assert not isinstance(e.value, RuntimeError) and str(sock) in str(e.value)

@@ -63,3 +63,60 @@ def test_each_kind_has_its_handle_class(s, tmp_path):
     assert status(None, s, "predict-k")["progress"] == {"chunks_done": 0, "chunks": 2, "fraction": 0.0}
     jobs.request_cancel(s.storage, "train-k")
     assert status(None, s, "train-k")["state"] == "CANCELLING"
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("kind", ["predict", "train"])
+def test_a_submission_rides_out_a_redis_that_is_down(kind, s, tmp_path, monkeypatch, sample, trained_model):
+    """Redis SIGKILLed before a submission and started again on its append-only file 1.5 s
+    later: the submission (the light client's for a prediction, the Celery app's for
+    training) says the outage once, waits, and queues its job's messages once Redis is back."""
+    import json
+    import threading
+    import redis
+    from model.samples import write_sample
+    from model.train import make_config
+    from tasks import jobs, keys, queueing
+    from tests.worker.test_lightredis import start_redis
+    from worker.app import make_app
+    from worker.client import submit_prediction, submit_training
+    from worker.lightapp import LightApp
+    sock, data = tmp_path / "r.sock", tmp_path / "redis-data"
+    data.mkdir()
+    aof = ["--appendonly", "yes", "--dir", str(data)]
+    proc = start_redis(sock, aof)
+    url = f"redis+socket://{sock}"
+    monkeypatch.setenv("DIGITS_BROKER_URL", url)
+    monkeypatch.setenv("DIGITS_RESULT_BACKEND", url)
+    s = settings.load()
+    app = LightApp(url, s) if kind == "predict" else make_app(s, url)
+    app.backend.client.set("before", "the outage")  # a connection that worked, then went away
+    proc.kill()
+    proc.wait()
+    back = []
+    timer = threading.Timer(1.5, lambda: back.append(start_redis(sock, aof)))
+    timer.start()
+    said = []
+    try:
+        if kind == "predict":
+            csv = write_test_csv(tmp_path / "test.csv", sample["test_x"][:50])
+            job = submit_prediction(csv, trained_model[1], str(tmp_path / "out.csv"), app=app, settings=s,
+                                    chunk_rows=10, on_outage=said.append)
+            window = min(5, s.job_window)  # 5 chunks of 10 rows: the first `window` are queued
+            name, ids = queueing.PREDICT_CHUNK, [keys.chunk_task_id(job.id, i) for i in range(window)]
+        else:
+            train = write_sample(str(tmp_path / "sample"), images=False)["train"]
+            job = submit_training(train, "digits", make_config("faithful", epochs=1), app=app, settings=s,
+                                  on_outage=said.append)
+            name, ids = queueing.TRAIN_JOB, [job.id]
+        assert len(said) == 1 and "unreachable" in said[0] and "reconnecting" in said[0], said
+        r = redis.Redis(unix_socket_path=str(sock))
+        queued = [json.loads(m)["headers"]["id"] for m in r.lrange(queueing.queue_of(name), 0, -1)]
+        assert sorted(set(queued)) == sorted(ids), queued  # each of the job's first messages, nothing else
+        assert r.get("before") == b"the outage"  # the same Redis data, back from its append-only file
+        assert jobs.read_json(jobs.ref(s.storage, job.id, "job.json"))["job_id"] == job.id
+    finally:
+        timer.join()
+        for p in back:
+            p.kill()
+            p.wait()

@@ -196,6 +196,75 @@ def test_redis_sigkill_mid_prediction(drill, up, inputs, tmp_path):
     assert up.proc.poll() is None and "redis exited" in up.stderr()
 
 
+def _sigkill_redis(up):
+    """SIGKILL the stack's Redis and wait until it is dead (`digits up` then starts it again)."""
+    redis = psutil.Process(up.child("redis"))
+    redis.kill()
+    wait_for(lambda: not redis.is_running() or redis.status() == psutil.STATUS_ZOMBIE, 10, "Redis dead")
+
+
+def test_redis_sigkill_mid_submission(drill, up, inputs, tmp_path, monkeypatch):
+    """Redis is SIGKILLed while a client queues a job's first chunks (its record written and
+    chunk 0 queued, chunk 1 not yet): the client says so once, sends the job id again when
+    `digits up` has Redis back, and the job ends exact."""
+    from worker import settings
+    from worker.client import submit_prediction
+    from worker.lightapp import LightApp
+    for k, v in drill["env"].items():
+        if k.startswith("DIGITS_"):
+            monkeypatch.setenv(k, v)
+    s = settings.load()
+    app = LightApp(up.record()["broker_url"], s)
+    pushes, said, real_push = [], [], app.push
+
+    def push(queue, name, args, task_id):
+        pushes.append(args[1] if name == "digits.predict_chunk" else name)
+        if len(pushes) == 2:  # Redis dies, for real, before chunk 1 is queued
+            _sigkill_redis(up)
+        real_push(queue, name, args, task_id)
+
+    app.push = push
+    out = tmp_path / "sub.csv"
+    job = submit_prediction(inputs["big"], inputs["model"], out, app=app, settings=s, chunk_rows=250,
+                            job_id="predict-redis-submit", on_outage=said.append)
+    assert len(said) == 1 and "unreachable" in said[0] and "reconnecting" in said[0], said
+    assert pushes[:2] == [0, 1] and len(pushes) > s.job_window, pushes  # the job id was sent again
+    manifest = job.wait(timeout=RECOVERY + 60, on_outage=said.append)
+    assert (manifest["state"], manifest["rows_ok"], manifest["rows_in"]) == ("SUCCESS", 20000, 20000)
+    assert_exact_output(out, inputs)
+    assert "redis exited" in up.stderr()
+
+
+def test_redis_sigkill_mid_training_submission(drill, up, inputs, tmp_path, monkeypatch):
+    """Redis is SIGKILLed as a client (the Celery app) sends a training job, its record and
+    active key written: the send retries, or the client sends the job id again, until Redis
+    is back; the job trains exactly the uninterrupted run's weights."""
+    from model.train import make_config
+    from worker import settings
+    from worker.app import configure
+    from worker.client import submit_training
+    for k, v in drill["env"].items():
+        if k.startswith("DIGITS_"):
+            monkeypatch.setenv(k, v)
+    s = settings.load()
+    app = configure(up.record()["broker_url"])
+    sends, said, real_send = [], [], app.send_task
+
+    def send_task(name, args, **options):
+        sends.append(name)
+        if len(sends) == 1:
+            _sigkill_redis(up)
+        return real_send(name, args, **options)
+
+    monkeypatch.setattr(app, "send_task", send_task)
+    job = submit_training(inputs["train"], "drill", make_config("faithful", **TRAIN), app=app, settings=s,
+                          job_id="train-redis-submit", on_outage=said.append)
+    assert len(said) <= 1 and all("unreachable" in line for line in said), said  # at most one line
+    manifest = job.wait(timeout=RECOVERY + 90, on_outage=said.append)
+    assert manifest["state"] == "SUCCESS" and sends[0] == "digits.train_job", sends
+    assert_exact_weights(manifest["model"], inputs)
+
+
 def test_queued_messages_lost_with_redis_are_sent_again(drill, up, inputs, tmp_path):
     """What a Redis killed before it wrote its last second to disk loses: the queued chunk
     messages of a job (deleted here for real). Nobody holds them any more, so kombu would

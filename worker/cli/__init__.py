@@ -84,10 +84,9 @@ def _run(a):
 
 
 def _refused(reason):
-    """True for a broker error that says who we are is wrong (credentials, certificates)."""
-    words = ("NOAUTH", "WRONGPASS", "authenticat", "invalid username-password", "NOPERM",
-             "certificate verify failed", "CERTIFICATE_VERIFY_FAILED", "SSL", "refused the TLS connection")
-    return any(w.lower() in reason.lower() for w in words)
+    """True for a broker error that says who we are is wrong (worker.outage.refused)."""
+    from worker.outage import refused
+    return refused(reason)
 
 
 def _broker_errors():

@@ -1,0 +1,96 @@
+"""worker.outage: what counts as an outage, what as a refusal, and how a submission rides one
+out (pure logic: the attempts here are functions that raise what a dead broker raises)."""
+import time
+
+import pytest
+
+from model.errors import BrokerUnreachable
+from worker.outage import Outage, cut_short, refused
+
+
+@pytest.mark.parametrize("text, cut", [
+    ("Redis at 10.0.0.2:6379 refused this client: WRONGPASS invalid username-password pair", False),
+    ("NOAUTH Authentication required.", False),
+    ("Error 1 connecting to 10.0.0.2:6379. [SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed", False),
+    ("[SSL: TLSV13_ALERT_CERTIFICATE_REQUIRED] tlsv13 alert certificate required (_ssl.c:2580)", False),
+    # redis-py's, and this project's light client's, words for a server that hung up on a client
+    # without a certificate; a TLS server that died mid-session says the same
+    ("Error 8 while writing to socket. EOF occurred in violation of protocol (_ssl.c:2427).", True),
+    ("Redis at h:6379 refused the TLS connection (...): a client certificate it wants, or one it does not trust?",
+     True),
+])
+def test_refusals_are_told_apart(text, cut):
+    assert refused(text) and cut_short(text) == cut
+
+
+@pytest.mark.parametrize("text", [
+    "Redis at 10.0.0.2:6379 closed the connection",
+    "cannot connect to Redis at /run/redis.sock: Connection refused",
+    "Error 111 connecting to 10.0.0.2:6379. Connection refused.",
+    "Redis at h:6379: LOADING Redis is loading the dataset in memory",
+    "Redis at h:6379 did not answer within 5s",
+])
+def test_a_server_going_away_is_no_refusal(text):
+    assert not refused(text)
+
+
+def test_ride_repeats_the_attempt_through_an_outage_and_says_so_once():
+    said, calls = [], []
+
+    def attempt():
+        calls.append(time.monotonic())
+        if len(calls) < 4:
+            raise ConnectionError("Redis at h:6379 closed the connection")
+        return "job"
+
+    outage = Outage("redis://:secret@h:6379/0", 30, said.append)
+    assert outage.ride(attempt, pause=0.01) == "job"
+    assert len(calls) == 4 and outage.since is None
+    assert len(said) == 1 and "closed the connection" in said[0] and "secret" not in said[0]
+
+
+def test_ride_gives_up_after_the_limit_with_one_line():
+    outage = Outage("redis://h:6379/0", 0.05, lambda line: None)
+    t0 = time.monotonic()
+    with pytest.raises(BrokerUnreachable, match="unreachable for more than 0.05s"):
+        outage.ride(lambda: (_ for _ in ()).throw(ConnectionError("cannot connect")), pause=0.01)
+    assert time.monotonic() - t0 < 5
+
+
+def test_ride_raises_a_refusal_or_any_other_error_at_once():
+    calls = []
+
+    def refusing():
+        calls.append(1)
+        raise ConnectionError("Redis at h:6379 refused this client: WRONGPASS")
+
+    with pytest.raises(ConnectionError, match="WRONGPASS"):
+        Outage("redis://h:6379/0", 30, lambda line: None).ride(refusing)
+    assert calls == [1]
+    with pytest.raises(ValueError):  # not the broker's: no retry
+        Outage("redis://h:6379/0", 30, lambda line: None).ride(lambda: int("x"))
+
+
+def test_a_stream_cut_short_is_tried_once_more_unsaid():
+    """The first error of a TLS session cut short may be a server that died (tried again), or
+    one that hangs up on us for good (its second refusal raised); neither is said as an outage."""
+    said = []
+    errors = [ConnectionError("Error 8 while writing to socket. EOF occurred in violation of protocol (_ssl.c)"),
+              ConnectionError("cannot connect to Redis at h:6379: Connection refused")]
+
+    def restarting():  # the session cut, then the server down a while, then back
+        if errors:
+            raise errors.pop(0)
+        return "job"
+
+    assert Outage("redis://h:6379/0", 30, said.append).ride(restarting, pause=0.01) == "job"
+    assert len(said) == 1 and "Connection refused" in said[0]
+    calls, said = [], []
+
+    def hanging_up():
+        calls.append(1)
+        raise ConnectionError("Redis at h:6379 refused the TLS connection (EOF): a client certificate it wants?")
+
+    with pytest.raises(ConnectionError, match="refused the TLS connection"):
+        Outage("redis://h:6379/0", 30, said.append).ride(hanging_up, pause=0.01)
+    assert len(calls) == 2 and said == []
