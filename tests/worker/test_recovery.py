@@ -174,12 +174,20 @@ def finish(client, timeout):
 
 # ----------------------------------------------------------------------------- Redis dies
 
-def kill_redis(drill, up, job):
+def kill_redis(drill, up, job, down=0.0):
     """SIGKILL the stack's Redis while `job` runs; wait for `digits up` to start it again ->
-    the monotonic time it was back."""
+    the monotonic time it was back. down: seconds Redis stays dead at least (`digits up` is
+    SIGSTOPped meanwhile, so that it cannot restart it sooner)."""
     redis_pid = up.child("redis")
-    os.kill(redis_pid, signal.SIGKILL)
-    assert not ended(drill, job), "the job ended before Redis was killed"
+    if down:
+        os.kill(up.proc.pid, signal.SIGSTOP)
+    try:
+        os.kill(redis_pid, signal.SIGKILL)
+        assert not ended(drill, job), "the job ended before Redis was killed"
+        time.sleep(down)
+    finally:
+        if down:
+            os.kill(up.proc.pid, signal.SIGCONT)
     wait_for(lambda: up.record()["children"]["redis"][0] != redis_pid, 30, "Redis restarted")
     return time.monotonic()
 
@@ -196,11 +204,19 @@ def test_redis_sigkill_mid_prediction(drill, up, inputs, tmp_path):
     assert up.proc.poll() is None and "redis exited" in up.stderr()
 
 
-def _sigkill_redis(up):
-    """SIGKILL the stack's Redis and wait until it is dead (`digits up` then starts it again)."""
-    redis = psutil.Process(up.child("redis"))
-    redis.kill()
-    wait_for(lambda: not redis.is_running() or redis.status() == psutil.STATUS_ZOMBIE, 10, "Redis dead")
+def _sigkill_redis(up, down):
+    """SIGKILL the stack's Redis and wait until it is dead; `digits up` is SIGSTOPped for
+    `down` seconds meanwhile (from a timer thread), then starts it again -> the timer."""
+    import threading
+    os.kill(up.proc.pid, signal.SIGSTOP)
+    timer = threading.Timer(down, os.kill, (up.proc.pid, signal.SIGCONT))
+    try:
+        redis = psutil.Process(up.child("redis"))
+        redis.kill()
+        wait_for(lambda: not redis.is_running() or redis.status() == psutil.STATUS_ZOMBIE, 10, "Redis dead")
+    finally:
+        timer.start()
+    return timer
 
 
 def test_redis_sigkill_mid_submission(drill, up, inputs, tmp_path, monkeypatch):
@@ -215,18 +231,22 @@ def test_redis_sigkill_mid_submission(drill, up, inputs, tmp_path, monkeypatch):
             monkeypatch.setenv(k, v)
     s = settings.load()
     app = LightApp(up.record()["broker_url"], s)
-    pushes, said, real_push = [], [], app.push
+    pushes, said, timers, real_push = [], [], [], app.push
 
     def push(queue, name, args, task_id):
         pushes.append(args[1] if name == "digits.predict_chunk" else name)
         if len(pushes) == 2:  # Redis dies, for real, before chunk 1 is queued
-            _sigkill_redis(up)
+            timers.append(_sigkill_redis(up, 1.5))
         real_push(queue, name, args, task_id)
 
     app.push = push
     out = tmp_path / "sub.csv"
-    job = submit_prediction(inputs["big"], inputs["model"], out, app=app, settings=s, chunk_rows=250,
-                            job_id="predict-redis-submit", on_outage=said.append)
+    try:
+        job = submit_prediction(inputs["big"], inputs["model"], out, app=app, settings=s, chunk_rows=250,
+                                job_id="predict-redis-submit", on_outage=said.append)
+    finally:
+        for timer in timers:
+            timer.join()
     assert len(said) == 1 and "unreachable" in said[0] and "reconnecting" in said[0], said
     assert pushes[:2] == [0, 1] and len(pushes) > s.job_window, pushes  # the job id was sent again
     manifest = job.wait(timeout=RECOVERY + 60, on_outage=said.append)
@@ -237,8 +257,8 @@ def test_redis_sigkill_mid_submission(drill, up, inputs, tmp_path, monkeypatch):
 
 def test_redis_sigkill_mid_training_submission(drill, up, inputs, tmp_path, monkeypatch):
     """Redis is SIGKILLed as a client (the Celery app) sends a training job, its record and
-    active key written: the send retries, or the client sends the job id again, until Redis
-    is back; the job trains exactly the uninterrupted run's weights."""
+    active key written, and stays dead for 2 s: the client says so once and sends the job id
+    again once Redis is back; the job trains exactly the uninterrupted run's weights."""
     from model.train import make_config
     from worker import settings
     from worker.app import configure
@@ -248,21 +268,43 @@ def test_redis_sigkill_mid_training_submission(drill, up, inputs, tmp_path, monk
             monkeypatch.setenv(k, v)
     s = settings.load()
     app = configure(up.record()["broker_url"])
-    sends, said, real_send = [], [], app.send_task
+    sends, said, timers, real_send = [], [], [], app.send_task
 
     def send_task(name, args, **options):
         sends.append(name)
-        if len(sends) == 1:
-            _sigkill_redis(up)
+        if len(sends) == 1:  # Redis dies, for real, for 2 s: longer than the send's own retries
+            timers.append(_sigkill_redis(up, 2.0))
         return real_send(name, args, **options)
 
     monkeypatch.setattr(app, "send_task", send_task)
-    job = submit_training(inputs["train"], "drill", make_config("faithful", **TRAIN), app=app, settings=s,
-                          job_id="train-redis-submit", on_outage=said.append)
-    assert len(said) <= 1 and all("unreachable" in line for line in said), said  # at most one line
+    try:
+        job = submit_training(inputs["train"], "drill", make_config("faithful", **TRAIN), app=app, settings=s,
+                              job_id="train-redis-submit", on_outage=said.append)
+    finally:
+        for timer in timers:
+            timer.join()
+    assert len(sends) >= 2 and len(said) == 1 and "unreachable" in said[0], (sends, said)  # sent again
     manifest = job.wait(timeout=RECOVERY + 90, on_outage=said.append)
     assert manifest["state"] == "SUCCESS" and sends[0] == "digits.train_job", sends
     assert_exact_weights(manifest["model"], inputs)
+
+
+def test_redis_sigkill_mid_sweep(drill, up, inputs):
+    """A waiting `digits sweep` rides out Redis SIGKILLed mid-run and dead for 2.5 s as
+    `digits watch` does: one line about it, and both runs end, with the table and its best."""
+    client = start(drill, "sweep", inputs["train"], "--name", "sweep-drill", "--recipe", "faithful",
+                   "--grid", "lr=0.1,0.05", "--grid", f"epochs={TRAIN['epochs']}", "--grid", "batch_size=8")
+    sweeps = os.path.join(drill["env"]["DIGITS_STORAGE"], "sweeps")
+    wait_for(lambda: os.path.isdir(sweeps) and os.listdir(sweeps), 60, "the sweep's record")
+    sweep_id = os.listdir(sweeps)[0]
+    with open(os.path.join(sweeps, sweep_id, "sweep.json")) as f:
+        first = json.load(f)["jobs"][0]
+    wait_for(lambda: epoch(drill, first) >= 2, 90, "epoch 2 of the first run")
+    back = kill_redis(drill, up, first, down=2.5)  # longer than a poll of the sweep (1 s)
+    out, err = finish(client, RECOVERY + 120)
+    assert time.monotonic() - back < RECOVERY + 60
+    assert len([ln for ln in err.splitlines() if "unreachable" in ln]) == 1, err
+    assert out.count("SUCCESS") >= 3 and "best (*)" in out, out  # the sweep's and both runs' rows
 
 
 def test_queued_messages_lost_with_redis_are_sent_again(drill, up, inputs, tmp_path):

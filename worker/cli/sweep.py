@@ -55,11 +55,17 @@ def _runs(app, s, sweep_id):
 
 
 def _follow(app, s, sweep_id, poll=1.0):
-    """Wait for a sweep to end, with one line per run as it ends -> its final status."""
+    """Wait for a sweep to end, with one line per run as it ends -> its final status. A broker
+    outage is ridden out as by `digits watch` (one line; BrokerUnreachable past DIGITS_BROKER_OUTAGE)."""
     from worker.client import FINAL_STATES, sweep_status
+    from worker.outage import Outage, say_stderr
+    outage = Outage(app.conf.broker_url, s.broker_outage, say_stderr)
     reported = set()
     while True:
-        st = sweep_status(app, s, sweep_id)
+        st = outage.call(lambda: sweep_status(app, s, sweep_id))
+        if st is None:  # the broker is unreachable: poll again
+            time.sleep(poll)
+            continue
         for r in st["runs"]:
             if r["state"] in FINAL_STATES and r["job_id"] not in reported:
                 reported.add(r["job_id"])
