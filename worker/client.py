@@ -125,12 +125,18 @@ def claim_output(app, job_id, out):
 CLIENT_PUBLISH_RETRY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.5, "interval_max": 0.5}
 
 
-def _ride(app, s, submit, on_outage=None):
+def _ride(app, s, job_id, submit, on_outage=None):
     """submit() through a broker outage of up to DIGITS_BROKER_OUTAGE (worker.outage.Outage.ride):
     a submission cut off midway (a Redis restart) is made again under the same job id, and
-    sending a job id again is idempotent (see submit_prediction, submit_training)."""
+    sending a job id again is idempotent (see submit_prediction, submit_training). Past the
+    limit, BrokerUnreachable says how to send the job again."""
+    from model.errors import BrokerUnreachable
     from worker.outage import Outage, say_stderr
-    return Outage(app.conf.broker_url, s.broker_outage, on_outage or say_stderr).ride(submit)
+    try:
+        return Outage(app.conf.broker_url, s.broker_outage, on_outage or say_stderr).ride(submit)
+    except BrokerUnreachable as e:
+        raise BrokerUnreachable(f"{e}; job {job_id} may be partly queued: submit it again with "
+                                f"--job-id {job_id} once the broker is back") from None
 
 
 def submit_prediction(input_ref, model_ref, out, *, app, settings, job_id=None, chunk_rows=None,
@@ -146,8 +152,8 @@ def submit_prediction(input_ref, model_ref, out, *, app, settings, job_id=None, 
     by sending the job id again; past DIGITS_BROKER_OUTAGE, BrokerUnreachable.
     """
     job_id = jobs.check_id(job_id or jobs.new_job_id("predict"))
-    return _ride(app, settings, lambda: _submit_prediction(input_ref, model_ref, out, app, settings, job_id,
-                                                           chunk_rows, checked), on_outage)
+    return _ride(app, settings, job_id, lambda: _submit_prediction(input_ref, model_ref, out, app, settings,
+                                                                   job_id, chunk_rows, checked), on_outage)
 
 
 def _submit_prediction(input_ref, model_ref, out, app, s, job_id, chunk_rows, checked):
@@ -368,8 +374,9 @@ def submit_training(data_ref, name, config, *, app, settings, skip_bad=False, ch
     A broker outage meanwhile is ridden out as by submit_prediction.
     """
     job_id = jobs.check_id(job_id or jobs.new_job_id("train"))
-    return _ride(app, settings, lambda: _submit_training(data_ref, name, config, app, settings, skip_bad,
-                                                         checkpoint_every, job_id, sweep), on_outage)
+    return _ride(app, settings, job_id, lambda: _submit_training(data_ref, name, config, app, settings,
+                                                                 skip_bad, checkpoint_every, job_id, sweep),
+                 on_outage)
 
 
 def _submit_training(data_ref, name, config, app, s, skip_bad, checkpoint_every, job_id, sweep):

@@ -17,7 +17,7 @@ import pytest
 
 from model import batch, checkpoint, sources
 from model.data import PIXEL_COLUMNS, TRAIN_COLUMNS
-from model.samples import write_csv
+from model.samples import write_csv, write_sample
 from tests.conftest import write_test_csv
 
 pytestmark = pytest.mark.integration
@@ -482,3 +482,24 @@ def test_the_program_exits_with_the_command_s_code_and_its_output_flushed(cli, f
     assert r.returncode == 1 and "unknown job" in r.stderr
     r = cli("status", "no-such-job", "--json")
     assert r.returncode == 1 and json.loads(r.stdout)["exit_code"] == 1
+
+
+@pytest.mark.parametrize("command", ["predict", "train"])
+def test_a_submission_to_a_broker_that_never_answers_gives_up_naming_the_job(command, cli, files, tmp_path):
+    """No Redis at the configured broker (a socket nobody serves) for longer than
+    DIGITS_BROKER_OUTAGE: one line that the broker is unreachable, then one error line naming
+    it and the job id to send again; exit 3, no traceback, no output."""
+    dead = f"redis+socket://{tmp_path}/nobody.sock"
+    env = dict(cli.env, DIGITS_BROKER_URL=dead, DIGITS_RESULT_BACKEND=dead, DIGITS_BROKER_OUTAGE="1",
+               DIGITS_STORAGE=str(tmp_path / "storage"))
+    sample = write_sample(str(tmp_path / "sample"), images=False)
+    args = {"predict": ["predict", files["test"], "--model", files["model"], "--out", tmp_path / "out.csv"],
+            "train": ["train", sample["train"], "--epochs", "1"]}[command]
+    r = subprocess.run([DIGITS, *map(str, args)], env=env, capture_output=True, text=True, timeout=WAIT)
+    assert r.returncode == 3, (r.stdout, r.stderr)
+    error = assert_clean_failure(r, one_line=False)
+    assert "nobody.sock" in error and "unreachable for more than 1s" in error, error
+    job_id = re.search(r"--job-id (\S+)", error).group(1)
+    assert job_id.startswith(command), error
+    said = [ln for ln in r.stderr.splitlines() if "reconnecting" in ln]
+    assert len(said) == 1 and not (tmp_path / "out.csv").exists(), r.stderr
