@@ -65,17 +65,19 @@ def free_port(preferred):
     raise StackError("no free TCP port for Flower")
 
 
-def find_running(s, shared_only=True):
+def find_running(s, shared_only=True, answering=True):
     """The record of a live `digits up` for settings s whose Redis answers, or None.
 
     shared_only=False also finds a stack a command started for its own duration (which
-    others must not use, but whose jobs are running). A record whose owner no longer holds
+    others must not use, but whose jobs are running). answering=False also finds a live
+    stack whose Redis does not answer right now (its supervisor is restarting it): a
+    command uses that one and rides the outage out. A record whose owner no longer holds
     DIGITS_HOME's lock is stale (its stack was killed), whatever its pid says.
     """
     info = supervise.read_record(s.home)
     if not info or (shared_only and not info.get("shared")) or not supervise.HomeLock(s.home).held_by_other():
         return None
-    return info if _redis_ok(info["socket"]) else None
+    return info if not answering or _redis_ok(info["socket"]) else None
 
 
 def live_broker(s):
@@ -161,8 +163,7 @@ class Stack:
         if "://" not in self.s.storage:
             os.makedirs(self.s.storage, exist_ok=True)
         if not self.lock.acquire():
-            raise StackError(f"a stack is already running under {self.home} (pid "
-                             f"{self.lock.path.read_text().strip() or '?'}); stop it first")
+            raise StackError(self._held_text())
         try:
             supervise.cleanup_stale(self.home, self.sock, self.log)
             self._start_redis()
@@ -192,6 +193,17 @@ class Stack:
         self.watchdog = Watchdog(configure(self.url), self.s.watchdog_grace, workers=len(WORKERS))
         self._watchdog_every = Every(self.s.watchdog_interval, self.watchdog.scan, "watchdog")
         return self
+
+    def _held_text(self):
+        """Why this stack cannot start: who holds DIGITS_HOME's lock (its record says)."""
+        pid = self.lock.path.read_text().strip() or "?"
+        info = supervise.read_record(self.home) or {}
+        if str(info.get("pid")) != pid:  # no record of the holder yet
+            return f"a stack is starting under {self.home} (pid {pid}); try again once it is ready"
+        if not info.get("shared"):  # another command's stack, for that command alone
+            return (f"another digits command (pid {pid}) runs a stack of its own under {self.home} until "
+                    f"it ends: wait for it, or start `digits up` (one stack that every command shares)")
+        return f"a stack is already running under {self.home} (pid {pid}); stop it first"
 
     def _write_record(self):
         """DIGITS_HOME/stack.json: where the stack is, and its children (for the cleanup
@@ -330,7 +342,7 @@ def start_background(s, log=print, idle_exit=60, timeout=90):
     """Start a detached `digits up --no-flower --idle-exit` for --no-wait commands, unless a
     stack is reachable; returns once it answers. StackError, with the end of its log, as
     soon as it exits instead (not after the whole timeout)."""
-    if s.broker_url or find_running(s):
+    if s.broker_url or find_running(s, answering=False):
         return
     log(f"starting a background embedded stack under {s.home}; it stops when idle for {idle_exit:g}s")
     s.home.mkdir(parents=True, exist_ok=True)
@@ -357,7 +369,7 @@ def reachable(s, log=print, flower=False):
     if s.broker_url:
         yield {"broker_url": s.broker_url, "flower_url": None}
         return
-    running = find_running(s)
+    running = find_running(s, answering=False)  # a `digits up` restarting its Redis: the command rides it out
     if running:
         yield running
         return

@@ -18,7 +18,7 @@ import pytest
 from model import batch, checkpoint, sources
 from model.data import PIXEL_COLUMNS, TRAIN_COLUMNS
 from model.samples import write_csv, write_sample
-from tests.conftest import write_test_csv
+from tests.conftest import wait_for, write_test_csv
 
 pytestmark = pytest.mark.integration
 
@@ -503,3 +503,30 @@ def test_a_submission_to_a_broker_that_never_answers_gives_up_naming_the_job(com
     assert job_id.startswith(command), error
     said = [ln for ln in r.stderr.splitlines() if "reconnecting" in ln]
     assert len(said) == 1 and not (tmp_path / "out.csv").exists(), r.stderr
+
+
+def test_a_second_command_beside_another_s_own_stack_is_told_what_to_do(cli, files, tmp_path):
+    """Without `digits up`, a command runs a stack of its own under DIGITS_HOME; a second command
+    meanwhile is refused in one line that says whose it is and what to do (exit 1, no
+    traceback), and the first one ends undisturbed."""
+    import signal
+    home = tmp_path / "home"
+    env = dict(cli.env, DIGITS_HOME=str(home), DIGITS_STORAGE=str(home / "storage"))
+    sample = write_sample(str(tmp_path / "sample"), images=False)
+    first = subprocess.Popen([DIGITS, "train", sample["train"], "--epochs", "40", "--out", tmp_path / "m.npz"],
+                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: first.poll() is not None or (home / "stack.json").exists(), 90,
+                 "the first command's stack")
+        assert first.poll() is None, first.communicate()
+        r = subprocess.run([DIGITS, "predict", files["test"], "--model", files["model"], "--out",
+                            tmp_path / "o.csv"], env=env, capture_output=True, text=True, timeout=WAIT)
+        assert r.returncode == 1, (r.stdout, r.stderr)
+        error = assert_clean_failure(r, one_line=False)
+        assert f"another digits command (pid {first.pid})" in error and "digits up" in error, error
+        assert not (tmp_path / "o.csv").exists()
+    finally:
+        if first.poll() is None:
+            first.send_signal(signal.SIGINT)  # Ctrl-C: its stack stops with it
+        out, err = first.communicate(timeout=WAIT)
+    assert "Traceback" not in err, err

@@ -77,7 +77,8 @@ def drill(tmp_path_factory):
     d = tmp_path_factory.mktemp("drill")
     env = dict(os.environ, DIGITS_HOME=str(d / "home"), DIGITS_STORAGE=str(d / "home" / "storage"),
                DIGITS_PREDICT_CONCURRENCY="2", DIGITS_TRAIN_CONCURRENCY="1",
-               DIGITS_WATCHDOG_INTERVAL="1", DIGITS_WATCHDOG_GRACE="2")
+               DIGITS_WATCHDOG_INTERVAL="1", DIGITS_WATCHDOG_GRACE="2",
+               DIGITS_RESTART_LIMIT="100")  # the drills kill Redis more often a minute than the default 5 allows
     for k in ("DIGITS_BROKER_URL", "DIGITS_RESULT_BACKEND", "DIGITS_RETRAIN_CRON"):
         env.pop(k, None)
 
@@ -305,6 +306,30 @@ def test_redis_sigkill_mid_sweep(drill, up, inputs):
     assert time.monotonic() - back < RECOVERY + 60
     assert len([ln for ln in err.splitlines() if "unreachable" in ln]) == 1, err
     assert out.count("SUCCESS") >= 3 and "best (*)" in out, out  # the sweep's and both runs' rows
+
+
+def test_a_command_started_while_up_restarts_redis_waits_for_it(drill, up, inputs, tmp_path):
+    """`digits predict` started while `digits up`'s Redis is dead (SIGKILLed, `digits up`
+    SIGSTOPped so that it cannot restart it yet): the command uses that stack (no stack of
+    its own, which the held DIGITS_HOME would refuse), says once that the broker is
+    unreachable, and ends exact once `digits up` has Redis back."""
+    out, err_path = tmp_path / "sub.csv", tmp_path / "predict.err"
+    os.kill(up.proc.pid, signal.SIGSTOP)
+    try:
+        psutil.Process(up.child("redis")).kill()
+        with open(err_path, "w") as err_file:
+            client = subprocess.Popen([DIGITS, *map(str, predict_args(inputs, out, "predict-up-restarting"))],
+                                      env=drill["env"], stdout=subprocess.PIPE, stderr=err_file, text=True)
+        wait_for(lambda: "unreachable" in err_path.read_text() or client.poll() is not None, 30,
+                 "the client to meet the outage")
+    finally:
+        os.kill(up.proc.pid, signal.SIGCONT)
+    client.communicate(timeout=RECOVERY + 60)
+    err = err_path.read_text()
+    assert client.returncode == 0 and "Traceback" not in err, err
+    assert "starting an embedded stack" not in err, err
+    assert len([ln for ln in err.splitlines() if "unreachable" in ln]) == 1, err
+    assert_exact_output(out, inputs)
 
 
 def test_queued_messages_lost_with_redis_are_sent_again(drill, up, inputs, tmp_path):
