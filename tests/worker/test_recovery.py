@@ -176,21 +176,30 @@ def finish(client, timeout):
 # ----------------------------------------------------------------------------- Redis dies
 
 def kill_redis(drill, up, job, down=0.0):
-    """SIGKILL the stack's Redis while `job` runs; wait for `digits up` to start it again ->
-    the monotonic time it was back. down: seconds Redis stays dead at least (`digits up` is
-    SIGSTOPped meanwhile, so that it cannot restart it sooner)."""
+    """SIGKILL the stack's Redis while `job` runs, dead for `down` seconds at least (see
+    sigkill_redis); wait for `digits up` to start it again -> the monotonic time it was back."""
     redis_pid = up.child("redis")
-    if down:
-        os.kill(up.proc.pid, signal.SIGSTOP)
-    try:
-        os.kill(redis_pid, signal.SIGKILL)
-        assert not ended(drill, job), "the job ended before Redis was killed"
-        time.sleep(down)
-    finally:
-        if down:
-            os.kill(up.proc.pid, signal.SIGCONT)
+    timer = sigkill_redis(up, down)
+    assert not ended(drill, job), "the job ended before Redis was killed"
+    timer.join()
     wait_for(lambda: up.record()["children"]["redis"][0] != redis_pid, 30, "Redis restarted")
     return time.monotonic()
+
+
+def sigkill_redis(up, down):
+    """SIGKILL the stack's Redis and wait until it is dead; `digits up` is SIGSTOPped for
+    `down` seconds meanwhile (a timer thread's SIGCONT, so that it cannot restart Redis
+    sooner), then starts it again -> the timer, started."""
+    import threading
+    os.kill(up.proc.pid, signal.SIGSTOP)
+    timer = threading.Timer(down, os.kill, (up.proc.pid, signal.SIGCONT))
+    try:
+        redis = psutil.Process(up.child("redis"))
+        redis.kill()
+        wait_for(lambda: not redis.is_running() or redis.status() == psutil.STATUS_ZOMBIE, 10, "Redis dead")
+    finally:
+        timer.start()
+    return timer
 
 
 def test_redis_sigkill_mid_prediction(drill, up, inputs, tmp_path):
@@ -203,21 +212,6 @@ def test_redis_sigkill_mid_prediction(drill, up, inputs, tmp_path):
     assert len([ln for ln in err.splitlines() if "unreachable" in ln]) <= 1, err  # at most one line
     assert_exact_output(out, inputs)
     assert up.proc.poll() is None and "redis exited" in up.stderr()
-
-
-def _sigkill_redis(up, down):
-    """SIGKILL the stack's Redis and wait until it is dead; `digits up` is SIGSTOPped for
-    `down` seconds meanwhile (from a timer thread), then starts it again -> the timer."""
-    import threading
-    os.kill(up.proc.pid, signal.SIGSTOP)
-    timer = threading.Timer(down, os.kill, (up.proc.pid, signal.SIGCONT))
-    try:
-        redis = psutil.Process(up.child("redis"))
-        redis.kill()
-        wait_for(lambda: not redis.is_running() or redis.status() == psutil.STATUS_ZOMBIE, 10, "Redis dead")
-    finally:
-        timer.start()
-    return timer
 
 
 def test_redis_sigkill_mid_submission(drill, up, inputs, tmp_path, monkeypatch):
@@ -237,7 +231,7 @@ def test_redis_sigkill_mid_submission(drill, up, inputs, tmp_path, monkeypatch):
     def push(queue, name, args, task_id):
         pushes.append(args[1] if name == "digits.predict_chunk" else name)
         if len(pushes) == 2:  # Redis dies, for real, before chunk 1 is queued
-            timers.append(_sigkill_redis(up, 1.5))
+            timers.append(sigkill_redis(up, 1.5))
         real_push(queue, name, args, task_id)
 
     app.push = push
@@ -274,7 +268,7 @@ def test_redis_sigkill_mid_training_submission(drill, up, inputs, tmp_path, monk
     def send_task(name, args, **options):
         sends.append(name)
         if len(sends) == 1:  # Redis dies, for real, for 2 s: longer than the send's own retries
-            timers.append(_sigkill_redis(up, 2.0))
+            timers.append(sigkill_redis(up, 2.0))
         return real_send(name, args, **options)
 
     monkeypatch.setattr(app, "send_task", send_task)
