@@ -25,11 +25,14 @@ def broker_errors():
     return tuple(errors)
 
 
-# what a broker error says when who we are is wrong (credentials, certificates): waiting won't help
+# what a broker error says when who we are is wrong (credentials, certificates): waiting won't
+# help. The TLS library's words are matched by their marks ("[SSL: ...]", "(_ssl.c:...)"),
+# not by "ssl" alone, which a broker's host name may hold.
 REFUSALS = ("noauth", "wrongpass", "authenticat", "invalid username-password", "noperm",
-            "certificate verify failed", "certificate_verify_failed", "ssl", "refused the tls connection")
+            "certificate verify failed", "certificate_verify_failed", "[ssl:", "(_ssl.c",
+            "refused the tls connection")
 # ... and of those, what a server that went away mid-session also says: a TLS stream cut short
-CUT_SHORT = ("eof", "refused the tls connection")
+CUT_SHORT = ("eof occurred", "unexpected_eof", "refused the tls connection")
 
 
 def refused(reason):

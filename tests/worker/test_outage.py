@@ -25,6 +25,7 @@ def test_refusals_are_told_apart(text, cut):
 
 @pytest.mark.parametrize("text", [
     "Redis at 10.0.0.2:6379 closed the connection",
+    "cannot connect to Redis at redis-ssl.internal:6379: Connection refused",  # "ssl" in a host name
     "cannot connect to Redis at /run/redis.sock: Connection refused",
     "Error 111 connecting to 10.0.0.2:6379. Connection refused.",
     "Redis at h:6379: LOADING Redis is loading the dataset in memory",
