@@ -122,6 +122,8 @@ def claim_output(app, job_id, out):
     raise JobError(f"could not claim output {out}")
 
 
+# a client's sends through the Celery app retry briefly: the app's own policy waits up to
+# DIGITS_BROKER_OUTAGE unsaid, where _ride says the outage and sends the job again
 CLIENT_PUBLISH_RETRY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.5, "interval_max": 0.5}
 
 
@@ -192,9 +194,9 @@ def _submit_prediction(input_ref, model_ref, out, app, s, job_id, chunk_rows, ch
     touch(app.backend.client, job_id)
     with app.connection_for_write() as conn:
         for index in list(missing)[:window]:
-            queue_chunk(app, job_id, index, source, connection=conn)
+            queue_chunk(app, job_id, index, source, connection=conn, retry_policy=CLIENT_PUBLISH_RETRY)
         if not source.chunks or not missing:
-            queue_assemble(app, job_id, connection=conn)
+            queue_assemble(app, job_id, connection=conn, retry_policy=CLIENT_PUBLISH_RETRY)
     return PredictionJob(app, s, job_id)
 
 
@@ -400,7 +402,6 @@ def _submit_training(data_ref, name, config, app, s, skip_bad, checkpoint_every,
         # read as this delivery's by status()/wait()
         app.backend.forget(job_id)
     app.backend.client.set(active_key(record.name), job_id, ex=s.visibility_timeout)
-    # a short publish retry (the app's own waits DIGITS_BROKER_OUTAGE, unsaid): _ride says the outage and waits
     send(app, TRAIN_JOB, (job_id, record.name, record.config["recipe"]), job_id, retry_policy=CLIENT_PUBLISH_RETRY)
     return TrainingJob(app, s, job_id, record)
 

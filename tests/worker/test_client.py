@@ -66,11 +66,14 @@ def test_each_kind_has_its_handle_class(s, tmp_path):
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("kind", ["predict", "train"])
-def test_a_submission_rides_out_a_redis_that_is_down(kind, s, tmp_path, monkeypatch, sample, trained_model):
-    """Redis SIGKILLed before a submission and started again on its append-only file 1.5 s
-    later: the submission (the light client's for a prediction, the Celery app's for
-    training) says the outage once, waits, and queues its job's messages once Redis is back."""
+@pytest.mark.parametrize("kind, when", [("predict", "before"), ("predict-celery", "before"),
+                                        ("predict-celery", "at the send"), ("train", "before"),
+                                        ("train", "at the send")])
+def test_a_submission_rides_out_a_redis_that_is_down(kind, when, s, tmp_path, monkeypatch, sample, trained_model):
+    """Redis SIGKILLed before a submission, or as its first task message is sent, and started
+    again on its append-only file 1.5 s later: the submission (a prediction by the light
+    client or by the Celery app, training by the Celery app) says the outage once, waits,
+    and queues its job's messages once Redis is back."""
     import json
     import threading
     import redis
@@ -91,14 +94,28 @@ def test_a_submission_rides_out_a_redis_that_is_down(kind, s, tmp_path, monkeypa
     s = settings.load()
     app = LightApp(url, s) if kind == "predict" else make_app(s, url)
     app.backend.client.set("before", "the outage")  # a connection that worked, then went away
-    proc.kill()
-    proc.wait()
-    back = []
-    timer = threading.Timer(1.5, lambda: back.append(start_redis(sock, aof)))
-    timer.start()
+    back, timers = [], []
+
+    def outage():  # Redis dies, for real, and is back 1.5 s later
+        proc.kill()
+        proc.wait()
+        timers.append(threading.Timer(1.5, lambda: back.append(start_redis(sock, aof))))
+        timers[-1].start()
+
+    if when == "before":
+        outage()
+    else:  # the Celery app's send of the first task message (a chunk, or the training job)
+        real_send = app.send_task
+
+        def send_task(*a, **options):
+            if not timers:
+                outage()
+            return real_send(*a, **options)
+
+        monkeypatch.setattr(app, "send_task", send_task)
     said = []
     try:
-        if kind == "predict":
+        if kind.startswith("predict"):
             csv = write_test_csv(tmp_path / "test.csv", sample["test_x"][:50])
             job = submit_prediction(csv, trained_model[1], str(tmp_path / "out.csv"), app=app, settings=s,
                                     chunk_rows=10, on_outage=said.append)
@@ -116,7 +133,8 @@ def test_a_submission_rides_out_a_redis_that_is_down(kind, s, tmp_path, monkeypa
         assert r.get("before") == b"the outage"  # the same Redis data, back from its append-only file
         assert jobs.read_json(jobs.ref(s.storage, job.id, "job.json"))["job_id"] == job.id
     finally:
-        timer.join()
+        for timer in timers:
+            timer.join()
         for p in back:
             p.kill()
             p.wait()
