@@ -89,7 +89,7 @@ def test_a_send_subscribes_to_nothing_and_a_dead_redis_is_a_broker_error(tmp_pat
     backend would subscribe it, and with Redis gone retry that for 20 s, then raise
     RuntimeError "must be restarted"); with Redis SIGKILLed a send raises a broker error,
     which the clients ride out (worker.outage)."""
-    from tests.worker.test_lightredis import start_redis
+    from tests.conftest import start_redis
     from worker import settings
     from worker.app import make_app
     from worker.client import CLIENT_PUBLISH_RETRY

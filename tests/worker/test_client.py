@@ -80,7 +80,7 @@ def test_a_submission_rides_out_a_redis_that_is_down(kind, when, s, tmp_path, mo
     from model.samples import write_sample
     from model.train import make_config
     from tasks import jobs, keys, queueing
-    from tests.worker.test_lightredis import start_redis
+    from tests.conftest import start_redis
     from worker.app import make_app
     from worker.client import submit_prediction, submit_training
     from worker.lightapp import LightApp

@@ -1,29 +1,13 @@
 """worker.lightredis and worker.lightapp against a real Redis server on a unix socket."""
 import json
-import subprocess
 import time
 
 import pytest
 import redis
 
+from tests.conftest import start_redis
 from worker.lightapp import LightApp
 from worker.lightredis import LightRedis, ReplyError
-from worker.stack import redis_server_binary
-
-
-def start_redis(sock, options=("--appendonly", "no")):
-    """A redis-server on unix socket sock (no port, no snapshots) -> its Popen, once it answers."""
-    proc = subprocess.Popen([redis_server_binary(), "--port", "0", "--unixsocket", str(sock), "--save", "",
-                             *options], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 10
-    while time.time() < deadline:
-        try:
-            if redis.Redis(unix_socket_path=str(sock)).ping():
-                return proc
-        except redis.RedisError:
-            time.sleep(0.05)
-    proc.kill()
-    raise RuntimeError("redis-server did not start")
 
 
 @pytest.fixture

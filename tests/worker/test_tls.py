@@ -101,7 +101,7 @@ def test_the_light_client_speaks_tls_and_acl_and_is_refused_alike(tls_redis, mon
     """worker.lightapp (what `digits predict` sends through) with the same settings: it
     reaches broker and backend, its message lands in the broker's queue, and the clients
     the checks above refuse are refused by it too, in words the CLI knows as a refusal."""
-    from worker.cli import _refused
+    from worker.outage import refused
     from worker.lightapp import LightApp
     from worker.lightredis import LightRedis
     url, certs = tls_redis
@@ -125,8 +125,8 @@ def test_the_light_client_speaks_tls_and_acl_and_is_refused_alike(tls_redis, mon
         with pytest.raises(ConnectionError, match=kind) as e:
             LightApp(url, bad).broker.ping()
         assert url.split("@")[1].split("/")[0] in str(e.value)  # names the broker's address
-        assert _refused(str(e.value))  # the CLI says "refused this client", not "unreachable"
+        assert refused(str(e.value))  # the CLI says "refused this client", not "unreachable"
     wrong = url.replace("tls-test-pw", "wrong-pw")
     with pytest.raises(ConnectionError, match="refused this client: WRONGPASS") as e:
         LightRedis.from_url(wrong, tls=s.redis_tls()).ping()
-    assert _refused(str(e.value))
+    assert refused(str(e.value))

@@ -69,11 +69,12 @@ def _run(a):
         return _fail(a, str(e), exitcodes.BROKER)
     except DigitsError as e:
         return _fail(a, str(e), exitcodes.FAILED)
-    except _broker_errors() as e:  # the broker went away outside a waiting loop (say, mid-submission)
+    except _broker_errors() as e:  # a broker error no ride or waiting loop took (a refusal, say)
         s = settings_mod.load()
         reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
         url = settings_mod.redact(s.broker_url or s.embedded_url)
-        if _refused(reason):  # a wrong password or user, an untrusted certificate: waiting won't help
+        from worker.outage import refused
+        if refused(reason):  # a wrong password or user, an untrusted certificate: waiting won't help
             return _fail(a, f"broker {url} refused this client: {reason}", exitcodes.FAILED)
         return _fail(a, f"broker {url} unreachable: {reason}", exitcodes.BROKER)
     except OSError as e:  # an unwritable --out, a full disk, ...: the user's to fix, in one line
@@ -81,12 +82,6 @@ def _run(a):
     except KeyboardInterrupt:
         eprint("digits: interrupted")
         return exitcodes.INTERRUPTED
-
-
-def _refused(reason):
-    """True for a broker error that says who we are is wrong (worker.outage.refused)."""
-    from worker.outage import refused
-    return refused(reason)
 
 
 def _broker_errors():
