@@ -214,17 +214,23 @@ def test_redis_sigkill_mid_prediction(drill, up, inputs, tmp_path):
     assert up.proc.poll() is None and "redis exited" in up.stderr()
 
 
+def client_settings(drill, monkeypatch):
+    """The drill's settings in this process (its DIGITS_* variables set for the test) -> Settings,
+    for a client run in the test itself."""
+    from worker import settings
+    for k, v in drill["env"].items():
+        if k.startswith("DIGITS_"):
+            monkeypatch.setenv(k, v)
+    return settings.load()
+
+
 def test_redis_sigkill_mid_submission(drill, up, inputs, tmp_path, monkeypatch):
     """Redis is SIGKILLed while a client queues a job's first chunks (its record written and
     chunk 0 queued, chunk 1 not yet): the client says so once, sends the job id again when
     `digits up` has Redis back, and the job ends exact."""
-    from worker import settings
     from worker.client import submit_prediction
     from worker.lightapp import LightApp
-    for k, v in drill["env"].items():
-        if k.startswith("DIGITS_"):
-            monkeypatch.setenv(k, v)
-    s = settings.load()
+    s = client_settings(drill, monkeypatch)
     app = LightApp(up.record()["broker_url"], s)
     pushes, said, timers, real_push = [], [], [], app.push
 
@@ -255,13 +261,9 @@ def test_redis_sigkill_mid_training_submission(drill, up, inputs, tmp_path, monk
     active key written, and stays dead for 2 s: the client says so once and sends the job id
     again once Redis is back; the job trains exactly the uninterrupted run's weights."""
     from model.train import make_config
-    from worker import settings
     from worker.app import configure
     from worker.client import submit_training
-    for k, v in drill["env"].items():
-        if k.startswith("DIGITS_"):
-            monkeypatch.setenv(k, v)
-    s = settings.load()
+    s = client_settings(drill, monkeypatch)
     app = configure(up.record()["broker_url"])
     sends, said, timers, real_send = [], [], [], app.send_task
 
