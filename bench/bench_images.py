@@ -122,9 +122,9 @@ def _work(folder, rels, model_path, starts, done):
 
 
 def work_floor(folder, model_path, procs, passes=3):
-    """[seconds of each pass] for `procs` forked processes to read and predict the folder's files
-    in chunks of CHUNK with the project's own reader and model code (model.data, model.batch), and nothing
-    else: no queue, no storage, no output; `passes` passes, one right after the other. The
+    """[seconds of each pass] for `procs` forked processes to read and predict the folder's
+    files in chunks of CHUNK with the project's own reader and model code (model.data,
+    model.batch), and nothing else: no queue, no storage, no output; `passes` passes, one right after the other. The
     best pass of procs=2 against the best of procs=1 is the most the machine's two cores give
     this very work; the median pass against the median, what they give it as the jobs are
     measured (one median over the rounds)."""
@@ -138,14 +138,14 @@ def work_floor(folder, model_path, procs, passes=3):
     for w in workers:
         w.start()
     time.sleep(1.0)  # every worker loaded and waiting
-    passes = []
+    seconds = []  # of each pass
     for start in starts:
         t0 = time.perf_counter()
         start.set()
-        passes.append(max(done.get() for _ in workers) - t0)
+        seconds.append(max(done.get() for _ in workers) - t0)
     for w in workers:
         w.join()
-    return passes
+    return seconds
 
 
 SPIN = 1_000_000  # iterations of _spin per unit: about 25 ms on this VM, a chunk's work
