@@ -5,6 +5,7 @@
     cluster.run("client", ["predict", ...])   # a `digits` command on a host -> CompletedProcess
     cluster.cut("w2") / cluster.heal("w2")    # pull / plug a host's network cable
     cluster.kill_host("w2")                   # SIGKILL every process of a host
+    cluster.freeze_host("w2")                 # SIGSTOP them (thaw_host: SIGCONT)
     cluster.restart_redis()                   # SIGKILL Redis, start it again on its data
     cluster.destroy()                         # every process, namespace and link removed
 
@@ -339,12 +340,22 @@ class Cluster:
 
     def kill_host(self, host):
         """SIGKILL every process on host, as a machine that dies (its workers and their pools)."""
-        for pid in self.host_pids(host):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+        self._signal_host(host, signal.SIGKILL)
         for name in [n for n in self.procs if n.startswith(host + "-")]:
             with contextlib.suppress(Exception):
                 self.procs.pop(name).wait(10)
+
+    def freeze_host(self, host):
+        """SIGSTOP every process on host (thaw_host, or kill_host, ends it)."""
+        self._signal_host(host, signal.SIGSTOP)
+
+    def thaw_host(self, host):
+        self._signal_host(host, signal.SIGCONT)
+
+    def _signal_host(self, host, sig):
+        for pid in self.host_pids(host):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
 
     def cut(self, host):
         """Pull host's cable: its link on the bridge goes down (packets go nowhere)."""

@@ -153,18 +153,36 @@ def _log_end(cluster, host):
     return len(cluster.log_text(f"{host}-predict"))
 
 
+def _holds_chunk(cluster, host, since):
+    """True when host's predict worker has received a chunk and not finished it, in its log
+    after offset `since` (earlier lines may hold a chunk of a killed worker)."""
+    text = cluster.log_text(f"{host}-predict")[since:]
+    got = len(re.findall(r"Task digits\.predict_chunk\[\S+\] received", text))
+    done = len(re.findall(r"Task digits\.predict_chunk\[\S+\] (succeeded|retry)", text))
+    return got > done
+
+
 def _wait_chunk_taken(cluster, host, since, timeout=60):
-    """Until host's predict worker has received a chunk and not finished it, in its log after
-    offset `since` (earlier lines may hold a chunk of a killed worker) -> True."""
+    """Until host's predict worker holds a chunk (_holds_chunk) -> True."""
     deadline = time.time() + timeout
     while time.time() < deadline:
-        text = cluster.log_text(f"{host}-predict")[since:]
-        got = len(re.findall(r"Task digits\.predict_chunk\[\S+\] received", text))
-        done = len(re.findall(r"Task digits\.predict_chunk\[\S+\] (succeeded|retry)", text))
-        if got > done:
+        if _holds_chunk(cluster, host, since):
             return True
         time.sleep(0.02)
     raise AssertionError(f"{host} took no chunk within {timeout}s")
+
+
+def _freeze_holding_chunk(cluster, host, since, timeout=60):
+    """Until host is frozen (every process SIGSTOPped) while its predict worker holds a chunk
+    it has not finished, so not acknowledged either: a chunk takes about 20 ms, and one that
+    ended between the log's look and the freeze is let go (the host thawed) for the next."""
+    deadline = time.time() + timeout
+    while True:
+        _wait_chunk_taken(cluster, host, since, max(0.1, deadline - time.time()))
+        cluster.freeze_host(host)
+        if _holds_chunk(cluster, host, since):  # the log as it stands, now that nothing on host runs
+            return
+        cluster.thaw_host(host)
 
 
 def _requeued_and_assembled_once(cluster, text, out, ref):
@@ -197,7 +215,7 @@ def test_sigkill_of_a_worker_host_mid_job(cluster, data):
     out = cluster.home("client") / "big-kill.csv"
     since = _log_end(cluster, "w2")
     proc = _background_predict(cluster, "client-kill", data["big"], out, data["model"], 1000)
-    _wait_chunk_taken(cluster, "w2", since)
+    _freeze_holding_chunk(cluster, "w2", since)
     cluster.kill_host("w2")
     code, text = _finish(cluster, "client-kill", proc, 180)
     assert code == 0, text
@@ -299,8 +317,9 @@ def test_s3_link_cut_for_30s_mid_chunk(cluster, data):
     out = cluster.home("client") / "s3-big-cut.csv"
     since = _log_end(cluster, "w2")
     proc = _background_predict(cluster, "client-cut", data["big"], out, data["model"], 2000)
-    _wait_chunk_taken(cluster, "w2", since)
+    _freeze_holding_chunk(cluster, "w2", since)
     cluster.cut("w2")
+    cluster.thaw_host("w2")  # it runs on, its cable pulled
     try:
         time.sleep(30)
     finally:
