@@ -31,17 +31,17 @@ from typing import ClassVar
 
 from model import storage
 from model.errors import JobError
+from tasks import states
+from tasks.states import JobState
 
 _ID = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
 
-# states: queued or running ...
-PENDING, PROGRESS, CANCELLING = "PENDING", "PROGRESS", "CANCELLING"
-# ... ended (a manifest exists) ...
-SUCCESS, PARTIAL, CANCELLED, FAILURE = "SUCCESS", "PARTIAL", "CANCELLED", "FAILURE"
-FINAL_STATES = (SUCCESS, PARTIAL, CANCELLED, FAILURE)
-STATES = (PENDING, PROGRESS, CANCELLING) + FINAL_STATES  # what a record can say (`digits jobs --state`)
-# ... and what a client says of an unfinished job when no broker answers
-STALLED = "STALLED"
+# job states (tasks.states): queued or running, ended, and unknown for want of a broker
+PENDING, PROGRESS, CANCELLING = JobState.PENDING, JobState.PROGRESS, JobState.CANCELLING
+SUCCESS, PARTIAL, CANCELLED, FAILURE = JobState.SUCCESS, JobState.PARTIAL, JobState.CANCELLED, JobState.FAILURE
+FINAL_STATES = states.FINAL
+STATES = states.RECORDED  # what a record can say (`digits jobs --state`)
+STALLED = JobState.STALLED
 ETA_MIN_FRACTION = 0.02  # no ETA before this share of the remaining work is done ...
 ETA_MIN_SECONDS = 1.0  # ... or before this much time was measured: first frames mislead
 

@@ -21,6 +21,7 @@ from model.errors import ConfigError, JobError
 from model.registry import Registry
 from tasks import jobs, keys
 from tasks.jobs import storage_root
+from tasks.states import JobState
 
 log = get_task_logger(__name__)
 MAX_RUNS = 64  # configurations one sweep may hold
@@ -103,17 +104,17 @@ def sweep_finish(self, sweep_id):
     runs = []
     for job_id, config in zip(record["jobs"], record["configs"]):
         m = jobs.read_manifest(root, job_id) or {}
-        runs.append({"job_id": job_id, "config": config, "state": m.get("state", "FAILURE"),
+        runs.append({"job_id": job_id, "config": config, "state": m.get("state", JobState.FAILURE),
                      "version": m.get("version"), "val_accuracy": m.get("val_accuracy")})
-    scored = [r for r in runs if r["state"] == "SUCCESS" and r["val_accuracy"] is not None]
+    scored = [r for r in runs if r["state"] == JobState.SUCCESS and r["val_accuracy"] is not None]
     best = max(scored, key=lambda r: r["val_accuracy"], default=None)
     decision = None
     if best:
         decision = Registry(root).offer(record["name"], best["version"], self.app.conf.digits_promote_tolerance,
                                         why=f"best of sweep {sweep_id}")
     cancelled = jobs.read_json(ref(root, sweep_id, "cancel")) is not None
-    state = "CANCELLED" if cancelled else "SUCCESS" if len(scored) == len(runs) else \
-        "PARTIAL" if scored else "FAILURE"
+    state = JobState.CANCELLED if cancelled else JobState.SUCCESS if len(scored) == len(runs) else \
+        JobState.PARTIAL if scored else JobState.FAILURE
     manifest = {"sweep_id": sweep_id, "kind": "sweep", "state": state, "name": record["name"], "runs": runs,
                 "best": best, "promotion": decision, "submitted_at": record["submitted_at"],
                 "finished_at": time.time()}

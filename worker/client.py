@@ -16,6 +16,7 @@ import time
 from model import storage
 from model.errors import DataError, JobError
 from tasks import jobs, keys
+from tasks.states import JobState
 
 # NumPy, the model code and Celery's task modules are imported where they are used, so
 # that `digits status` (status() below on an ended job) imports none of them.
@@ -246,8 +247,8 @@ class Job:
             return out
         # app is None when no broker is reachable: then storage alone tells the state
         meta = self.app.backend.get_task_meta(self.id) if self.app is not None else {"status": "PENDING"}
-        if meta["status"] == "FAILURE":  # failed without writing its manifest (a worker bug)
-            out["state"] = "FAILURE"
+        if meta["status"] == "FAILURE":  # Celery's FAILURE: failed without writing its manifest (a worker bug)
+            out["state"] = JobState.FAILURE
             out["error"] = f"{type(meta['result']).__name__}: {meta['result']}"
         else:
             out["state"] = record.storage_state(root, out["progress"])
@@ -288,7 +289,7 @@ class Job:
                 raise JobError(f"job {self.id} still {st and st['state']} after {timeout}s")
             wake.pause(poll)
         wake.close()
-        if st["state"] == "FAILURE":
+        if st["state"] == JobState.FAILURE:
             raise JobError(f"job {self.id} failed: {st.get('error')}")
         return self._download(self.result())
 
@@ -305,7 +306,7 @@ class _Wake:
     so the waiting client hears the end at once instead of at its next poll. Anything that
     goes wrong here (no Redis backend, an outage) leaves a plain sleep: polls still decide."""
 
-    READY = ("SUCCESS", "FAILURE", "REVOKED")
+    READY = ("SUCCESS", "FAILURE", "REVOKED")  # Celery's task states (celery.states.READY_STATES)
 
     def __init__(self, app, job_id):
         self.pubsub = None
@@ -465,8 +466,8 @@ def sweep_status(app, s, sweep_id):
         return dict(out, state=done["state"], best=done["best"], promotion=done["promotion"],
                     finished_at=done["finished_at"])
     ended = sum(r["state"] in FINAL_STATES for r in runs)
-    state = "CANCELLING" if jobs.read_json(sweep.ref(s.storage, sweep_id, "cancel")) else \
-        "PROGRESS" if ended or any(r["state"] == "PROGRESS" for r in runs) else "PENDING"
+    state = JobState.CANCELLING if jobs.read_json(sweep.ref(s.storage, sweep_id, "cancel")) else \
+        JobState.PROGRESS if ended or any(r["state"] == JobState.PROGRESS for r in runs) else JobState.PENDING
     return dict(out, state=state, best=None, promotion=None)
 
 
@@ -480,3 +481,6 @@ def cancel_sweep(s, sweep_id):
         jobs.request_cancel(s.storage, job_id)
     return asked
 
+
+
+from worker.api import Client  # noqa: E402,F401  (the one-import Python API: worker/api.py)

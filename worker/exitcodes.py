@@ -7,8 +7,9 @@
          DIGITS_BROKER_OUTAGE; `status` of an unfinished job whose broker does not answer)
     130  interrupted (Ctrl-C)
 """
+from tasks.states import UNSUCCESSFUL, JobState
+
 OK, FAILED, USAGE, BROKER, INTERRUPTED = 0, 1, 2, 3, 130
-UNSUCCESSFUL = ("FAILURE", "PARTIAL", "CANCELLED")  # a job that ended without all of its work
 
 
 def for_state(state):
@@ -16,4 +17,4 @@ def for_state(state):
     stalled one (no broker), else OK."""
     if state in UNSUCCESSFUL:
         return FAILED
-    return BROKER if state == "STALLED" else OK
+    return BROKER if state == JobState.STALLED else OK

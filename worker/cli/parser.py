@@ -8,10 +8,11 @@ import importlib
 import os
 
 from model.recipes import OPTIMIZER_NAMES, RECIPES
+from tasks.states import RECORDED
 from worker.cli.common import EPILOG, positive_int
 
 
-STATES = ("PENDING", "PROGRESS", "CANCELLING", "SUCCESS", "PARTIAL", "CANCELLED", "FAILURE")  # tasks.jobs
+STATES = tuple(s.value for s in RECORDED)  # what `digits jobs --state` accepts
 
 
 def duration(text):

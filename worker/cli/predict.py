@@ -54,14 +54,15 @@ def _predict_local(a, s):
 def report_predict(manifest):
     """Print what a prediction wrote -> exit code (worker.exitcodes): 1 for PARTIAL or CANCELLED."""
     from model import batch
+    from tasks.states import JobState
     from worker import exitcodes
     print(f"wrote {manifest['rows_ok']} predictions to {manifest['output']}")
     if manifest.get("rows_bad"):
         print(f"{manifest['rows_bad']} bad records skipped; reasons in {manifest['errors']}")
     state = manifest.get("state") or batch.final_state(manifest)
-    if state == "PARTIAL":
+    if state == JobState.PARTIAL:
         where = f"job {manifest['job_id']}: " if manifest.get("job_id") else ""
         eprint(f"digits: partial: {where}{batch.failure_line(manifest)}; listed in {manifest['errors']}")
-    elif state == "CANCELLED":
+    elif state == JobState.CANCELLED:
         print(f"job was cancelled: {manifest.get('rows_skipped', 0)} records not predicted")
     return exitcodes.for_state(state)

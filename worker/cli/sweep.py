@@ -3,6 +3,7 @@ import dataclasses
 import time
 
 from model.errors import ConfigError
+from tasks.states import JobState
 from worker.cli.common import eprint, print_json, queue_app
 
 ACTIONS = ("status", "cancel")
@@ -46,7 +47,7 @@ def cmd_sweep(a, s):
         print_json(st)
     else:
         _table(st)
-    return 0 if st["state"] == "SUCCESS" else 1
+    return 0 if st["state"] == JobState.SUCCESS else 1
 
 
 def _runs(app, s, sweep_id):
@@ -71,7 +72,7 @@ def _follow(app, s, sweep_id, poll=1.0):
                 reported.add(r["job_id"])
                 eprint(f"  {len(reported)}/{len(st['runs'])} {_config(r['config'])}: {r['state']}"
                        + (f" val_accuracy {r['val_accuracy']:.4f}" if r.get("val_accuracy") is not None else ""))
-        if st["state"] in ("SUCCESS", "PARTIAL", "FAILURE", "CANCELLED"):
+        if st["state"] in FINAL_STATES:
             return st
         time.sleep(poll)
 
@@ -105,7 +106,7 @@ def _status(a, s):
         print_json(st)
     else:
         _table(st)
-    return 0 if st["state"] in ("SUCCESS", "PENDING", "PROGRESS") else 1
+    return 0 if st["state"] in (JobState.SUCCESS, JobState.PENDING, JobState.PROGRESS) else 1
 
 
 def _cancel(a, s):
