@@ -26,7 +26,8 @@ from functools import lru_cache
 
 import numpy as np
 
-SIDE = 28
+from model.network import SIDE
+
 PAD = 2  # zero border around each source image, so that every gather stays in bounds
 ELASTIC_RANK = 8  # eigen-directions kept of the 1-D blur covariance (sigma >= 3 keeps > 99% of it)
 

@@ -28,7 +28,7 @@ from model.csvparse import MAX_LINE, parse_rows, too_long
 from model.errors import DataError, describe
 
 N_PIXELS = network.N_IN
-SIDE = 28
+SIDE = network.SIDE
 PIXEL_COLUMNS = [f"pixel{i}" for i in range(N_PIXELS)]
 TRAIN_COLUMNS = ["label"] + PIXEL_COLUMNS
 IMAGE_TYPES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")

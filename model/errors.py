@@ -1,4 +1,5 @@
-"""The project's one error hierarchy.
+"""The project's one error hierarchy: its root, DigitsError, and the model layer's errors.
+The worker layer's (the stack, the broker) are in worker/errors.py, under the same root.
 
 Every error a user can cause derives from DigitsError, so the command line can print
 one line and exit non-zero instead of showing a traceback.
@@ -55,14 +56,6 @@ class ConfigError(DigitsError):
 
 class JobError(DigitsError):
     """A queue job that is unknown, failed, or cannot be submitted."""
-
-
-class StackError(DigitsError):
-    """The embedded Redis/worker/Flower stack cannot be started or reached."""
-
-
-class BrokerUnreachable(StackError):
-    """The broker (Redis) did not answer, for longer than a client waits."""
 
 
 class RegistryError(DigitsError):

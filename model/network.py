@@ -10,7 +10,8 @@ Parameters live in a dict {"W1", "b1", "W2", "b2"}; optimizers update it in plac
 """
 import numpy as np
 
-N_IN, N_HIDDEN, N_OUT = 784, 128, 10
+SIDE = 28  # an image is SIDE x SIDE pixels, one input each
+N_IN, N_HIDDEN, N_OUT = SIDE * SIDE, 128, 10
 PARAM_NAMES = ("W1", "b1", "W2", "b2")
 
 

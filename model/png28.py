@@ -18,7 +18,8 @@ files).
 import struct
 import zlib
 
-SIDE = 28
+from model.network import SIDE
+
 SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # signature, IHDR length and type, width 28, height 28, depth 8, gray, deflate, filter 0, no interlace
 HEADER = SIGNATURE + struct.pack(">I4sIIBBBBB", 13, b"IHDR", SIDE, SIDE, 8, 0, 0, 0, 0)

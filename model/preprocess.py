@@ -26,7 +26,8 @@ import functools
 import numpy as np
 from PIL import Image
 
-SIDE = 28  # the output field
+from model.network import SIDE  # the output field
+
 BOX = 20  # the ink is scaled to fit BOX x BOX
 CENTRE = 14.0  # where the centre of mass goes (row and column index); MNIST's mean is 14.0
 LIGHT = 127  # a border median above this means dark ink on light paper

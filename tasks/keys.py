@@ -7,6 +7,12 @@ task ids a job's tasks get, so that retention (tasks/retention.py) finds a job's
 import hashlib
 
 PREFIX = "digits:"
+TTL = 7 * 86400  # seconds the project's keys and task results live (DIGITS_RESULT_EXPIRES's default)
+
+
+def ttl(app):
+    """Seconds a job's keys live under `app`: its result_expires (DIGITS_RESULT_EXPIRES), else TTL."""
+    return int(app.conf.result_expires or TTL)
 
 
 def chunk_marks(job_id):

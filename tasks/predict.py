@@ -116,7 +116,7 @@ def sender(task):
 def mark(task, job_id, index, state, **info):
     """Mark chunk `index` of a job as done, failed or skipped -> (first time?, the mark)."""
     r = redis_client(task)
-    ttl = int(task.app.conf.result_expires or 7 * 86400)
+    ttl = keys.ttl(task.app)
     first, text = r.eval(_MARK, 3, keys.chunk_marks(job_id), keys.job_touched(job_id), keys.ACTIVE_PREDICTIONS,
                          index, json.dumps(dict(info, state=state)), ttl, job_id, repr(time.time()))
     return bool(first), json.loads(text)
@@ -310,7 +310,7 @@ def _assemble(task, root, job_id):
     jobs.write_manifest(root, job_id, manifest)
     r.srem(keys.ACTIVE_PREDICTIONS, job_id)
     r.incr(keys.assemble_runs(job_id))
-    r.expire(keys.assemble_runs(job_id), int(task.app.conf.result_expires or 7 * 86400))
+    r.expire(keys.assemble_runs(job_id), keys.ttl(task.app))
     release_output(r, job, job_id)
     return manifest
 

@@ -66,7 +66,7 @@ def queue_assemble(app, job_id, **options):
     send(app, ASSEMBLE, (job_id,), job_id, **options)
 
 
-def touch(r, job_id, ttl=7 * 86400):
+def touch(r, job_id, ttl=keys.TTL):
     """Record that a prediction job moved now (keys.job_touched), and that it is active."""
     r.set(keys.job_touched(job_id), time.time(), ex=ttl)
     r.sadd(keys.ACTIVE_PREDICTIONS, job_id)

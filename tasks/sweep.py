@@ -86,7 +86,7 @@ def job_ended(task, job, state):
     r = task.app.backend.client
     key = keys.sweep_marks(sweep_id)
     r.hset(key, job.job_id, state)
-    r.expire(key, int(task.app.conf.result_expires or 7 * 86400))
+    r.expire(key, keys.ttl(task.app))
     record = read_sweep(storage_root(task), sweep_id)
     if r.hlen(key) >= len(record["jobs"]):
         sweep_finish.apply_async((sweep_id,), task_id=f"{sweep_id}-finish", queue="train")

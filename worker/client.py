@@ -133,7 +133,7 @@ def _ride(app, s, job_id, submit, on_outage=None):
     a submission cut off midway (a Redis restart) is made again under the same job id, and
     sending a job id again is idempotent (see submit_prediction, submit_training). Past the
     limit, BrokerUnreachable says how to send the job again."""
-    from model.errors import BrokerUnreachable
+    from worker.errors import BrokerUnreachable
     from worker.outage import Outage, say_stderr
     try:
         return Outage(app.conf.broker_url, s.broker_outage, on_outage or say_stderr).ride(submit)

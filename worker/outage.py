@@ -10,7 +10,7 @@
 import sys
 import time
 
-from model.errors import BrokerUnreachable
+from worker.errors import BrokerUnreachable
 
 
 def broker_errors():

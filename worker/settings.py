@@ -1,88 +1,56 @@
-"""The one settings module: every knob comes from an environment variable with a safe default.
+"""The one settings module: every knob is an environment variable with a safe default,
+declared once, as a field of Settings: its variable, how it is read, its default and its help.
+load() reads them; docs/settings.md and .env.example are generated from the same fields:
 
-    DIGITS_HOME               folder of the embedded stack and default storage (./.digits)
-    DIGITS_BROKER_URL         Redis broker; unset = the embedded stack under DIGITS_HOME.
-                              redis://user:password@host:6379/0 (an ACL user), or rediss://
-                              for TLS
-    DIGITS_RESULT_BACKEND     Redis result backend (default: the broker URL)
-    DIGITS_REDIS_CA           rediss://: CA certificate file that signed the server's
-                              certificate (default: the system's CAs)
-    DIGITS_REDIS_CERT / DIGITS_REDIS_KEY  rediss://: client certificate and key, for a Redis
-                              that requires them (tls-auth-clients)
-    DIGITS_REDIS_VERIFY       rediss://: "required" (default: the server's certificate and
-                              host name are checked) or "none" (not checked: testing only)
-    DIGITS_STORAGE            shared storage for inputs, chunks, jobs and models: a folder or
-                              any fsspec URL such as s3://bucket/prefix (default: DIGITS_HOME/storage)
-    DIGITS_PREDICT_CONCURRENCY  worker processes for the predict queue (default: CPU count)
-    DIGITS_TRAIN_CONCURRENCY    worker processes for the train queue (default 1)
-    DIGITS_CHUNK_ROWS         CSV rows per prediction chunk (default 10000)
-    DIGITS_CHUNK_IMAGES       image files per prediction chunk (default 1000)
-    DIGITS_JOB_WINDOW         chunks of one job in the queue at once (default 2 x predict
-                              concurrency): a later job waits behind at most this many
-    DIGITS_CHUNK_RETRIES      retries of a chunk that fails as a whole (default 5)
-    DIGITS_RETRY_BACKOFF      seconds before the first retry, doubled each time (default 2:
-                              with 5 retries, 62 s in all, so a minute's network cut is ridden out)
-    DIGITS_VISIBILITY_TIMEOUT seconds before Redis redelivers an unacked task (default 12 h)
-    DIGITS_RESULT_EXPIRES     seconds task results are kept (default 7 days)
-    DIGITS_TRAIN_MAX_TASKS_PER_CHILD  recycle a training process after N jobs (default 1)
-    DIGITS_FLOWER_ADDRESS / DIGITS_FLOWER_PORT  where Flower listens (127.0.0.1:5555)
-    DIGITS_FLOWER_USER / DIGITS_FLOWER_PASSWORD Flower basic auth (embedded stack: generated)
-    DIGITS_PROMOTE_TOLERANCE  a new version is promoted if its val_accuracy >= production's
-                              minus this (default 0.0: never worse)
-    DIGITS_RETRAIN_CRON       cron schedule of retraining, e.g. "0 3 * * *" (unset = none)
-    DIGITS_RETRAIN_MODEL      model name the schedule retrains (default "digits")
-    DIGITS_RETRAIN_DATA       training data (path or storage URL) the schedule uses
-    DIGITS_RETRAIN_RECIPE     recipe of scheduled runs (default "default")
-    DIGITS_WATCHDOG_INTERVAL  seconds between watchdog scans for work held by dead workers
-                              (default 5; 0 = no watchdog)
-    DIGITS_WATCHDOG_GRACE     a taken message younger than this is never requeued (default 10)
-    DIGITS_BROKER_OUTAGE      seconds a submitting or waiting client rides out an unreachable broker (default 120)
-    DIGITS_STOP_GRACE         seconds `digits up` lets workers finish their tasks on shutdown
-                              before it cancels them back to the queue (default 10)
-    DIGITS_RESTART_LIMIT      restarts of one service within a minute before `digits up`
-                              gives up (default 5)
-    DIGITS_GC_CRON            when the scheduler removes old jobs' chunk files, uploaded
-                              inputs and training states (cron or "every N[s|m|h]"; default
-                              "0 4 * * *", daily at 04:00 UTC; "off" = never)
-    DIGITS_GC_OLDER_THAN      age past which an ended job's leftovers go (default "7d"; s, m, h, d)
+    python -m worker.settings --markdown > docs/settings.md
+    python -m worker.settings --env > .env.example
+
+(tests/worker/test_settings.py checks that the committed files agree with the fields).
 """
 import hashlib
 import os
 import re
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from model.errors import ConfigError
+from tasks.keys import TTL
 
 
-def _int(name, default):
-    raw = os.environ.get(name)
-    if raw in (None, ""):
-        return default
+def _int(name, raw):
     try:
         return int(raw)
     except ValueError:
         raise ConfigError(f"{name}={raw!r} is not an integer") from None
 
 
-def _float(name, default):
-    raw = os.environ.get(name)
-    if raw in (None, ""):
-        return default
+def _float(name, raw):
     try:
         return float(raw)
     except ValueError:
         raise ConfigError(f"{name}={raw!r} is not a number") from None
 
 
-def _str(name, default=None):
-    raw = os.environ.get(name)
-    return default if raw in (None, "") else raw
+def _str(name, raw):
+    return raw
+
+
+def _path(name, raw):
+    return Path(raw).expanduser().resolve()
+
+
+def _cron(name, raw):
+    """A cron schedule, or None for "off"."""
+    return None if raw.strip().lower() == "off" else raw
 
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$", re.I)
 _UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def _duration(name, raw):
+    return parse_duration(raw, name)
 
 
 def parse_duration(text, what="duration"):
@@ -93,42 +61,109 @@ def parse_duration(text, what="duration"):
     return float(m.group(1)) * _UNIT_SECONDS[m.group(2).lower()]
 
 
+def setting(env, read, default, help, shown=None, example=None):
+    """One setting's declaration, as a Settings field: env the variable, read(name, text) ->
+    value, default (a value, or a function of the settings read so far, or None), help one
+    line; shown: the default as the docs say it (default: the value); example: the value
+    .env.example gives it for docker-compose.yml (None: not there)."""
+    return field(metadata={"env": env, "read": read, "default": default, "help": help,
+                           "shown": shown if shown is not None else default, "example": example})
+
+
+_CPUS = os.cpu_count() or 2
+
+
 @dataclass(frozen=True)
 class Settings:
-    home: Path  # DIGITS_HOME
-    broker_url: str | None  # None = embedded stack
-    result_backend: str | None
-    redis_ca: str | None  # CA file for rediss://
-    redis_cert: str | None  # client certificate for rediss://
-    redis_key: str | None  # its key
-    redis_verify: str  # "required" or "none"
-    storage: str  # folder path or fsspec URL
-    predict_concurrency: int
-    train_concurrency: int
-    chunk_rows: int
-    chunk_images: int
-    job_window: int
-    chunk_retries: int
-    retry_backoff: float
-    visibility_timeout: int
-    result_expires: int
-    train_max_tasks_per_child: int
-    flower_address: str
-    flower_port: int
-    flower_user: str | None
-    flower_password: str | None
-    promote_tolerance: float
-    retrain_cron: str | None
-    retrain_model: str
-    retrain_data: str | None
-    retrain_recipe: str
-    watchdog_interval: float  # 0 = off
-    watchdog_grace: float
-    broker_outage: float
-    stop_grace: float
-    restart_limit: int
-    gc_cron: str | None  # None = no scheduled retention
-    gc_older_than: float  # seconds
+    home: Path = setting(
+        "DIGITS_HOME", _path, ".digits", "embedded stack (socket, logs) and default storage", shown="`./.digits`")
+    broker_url: str | None = setting(
+        "DIGITS_BROKER_URL", _str, None, "Redis broker URL, e.g. `redis://:PASSWORD@host:6379/0`, "
+        "`redis://USER:PASSWORD@host:6379/0` (an ACL user), `rediss://...` (TLS)", shown="unset = embedded")
+    result_backend: str | None = setting(
+        "DIGITS_RESULT_BACKEND", _str, lambda v: v["broker_url"], "Redis URL for results", shown="the broker URL")
+    redis_ca: str | None = setting(
+        "DIGITS_REDIS_CA", _str, None, "`rediss://`: CA certificate file that signed Redis's certificate",
+        shown="the system's CAs")
+    redis_cert: str | None = setting(
+        "DIGITS_REDIS_CERT", _str, None, "`rediss://`: client certificate, for a Redis with `tls-auth-clients yes`",
+        shown="unset")
+    redis_key: str | None = setting(
+        "DIGITS_REDIS_KEY", _str, None, "`rediss://`: the client certificate's key", shown="unset")
+    redis_verify: str = setting(
+        "DIGITS_REDIS_VERIFY", _str, "required", "`rediss://`: `required` checks Redis's certificate and host "
+        "name; `none` checks nothing (testing only)")
+    storage: str = setting(
+        "DIGITS_STORAGE", _str, lambda v: str(v["home"] / "storage"), "shared storage for inputs, chunks, jobs "
+        "and models: a folder or an fsspec URL (`s3://bucket/prefix`)", shown="$DIGITS_HOME/storage",
+        example="/data/storage")
+    predict_concurrency: int = setting(
+        "DIGITS_PREDICT_CONCURRENCY", _int, _CPUS, "predict worker processes (embedded stack; per container "
+        "with Compose)", shown="CPU count", example="2")
+    train_concurrency: int = setting(
+        "DIGITS_TRAIN_CONCURRENCY", _int, 1, "training worker processes")
+    chunk_rows: int = setting(
+        "DIGITS_CHUNK_ROWS", _int, 10000, "CSV rows per prediction chunk", example="")
+    chunk_images: int = setting(
+        "DIGITS_CHUNK_IMAGES", _int, 1000, "image files per prediction chunk", example="")
+    job_window: int = setting(
+        "DIGITS_JOB_WINDOW", _int, lambda v: 2 * v["predict_concurrency"], "chunks of one job in the queue at "
+        "once: a later job waits behind at most this many", shown="2 x predict concurrency")
+    chunk_retries: int = setting(
+        "DIGITS_CHUNK_RETRIES", _int, 5, "retries of a chunk that fails as a whole, before the job ends PARTIAL")
+    retry_backoff: float = setting(
+        "DIGITS_RETRY_BACKOFF", _float, 2.0, "seconds before a chunk's first retry, doubled each time (62 s in "
+        "all with the defaults: a minute's network cut is ridden out)")
+    visibility_timeout: int = setting(
+        "DIGITS_VISIBILITY_TIMEOUT", _int, 12 * 3600, "seconds before kombu itself redelivers an unacknowledged "
+        "task; longer than the longest training run (the watchdog acts long before)", example="")
+    result_expires: int = setting(
+        "DIGITS_RESULT_EXPIRES", _int, TTL, "seconds task results and the job's Redis keys are kept", example="")
+    train_max_tasks_per_child: int = setting(
+        "DIGITS_TRAIN_MAX_TASKS_PER_CHILD", _int, 1, "recycle a training process after this many jobs")
+    flower_address: str = setting(
+        "DIGITS_FLOWER_ADDRESS", _str, "127.0.0.1", "where Flower listens: address")
+    flower_port: int = setting(
+        "DIGITS_FLOWER_PORT", _int, 5555, "where Flower listens: port")
+    flower_user: str | None = setting(
+        "DIGITS_FLOWER_USER", _str, None, "Flower basic auth: user (Flower 2 refuses its API without auth)",
+        shown="generated by `digits up`", example="admin")
+    flower_password: str | None = setting(
+        "DIGITS_FLOWER_PASSWORD", _str, None, "Flower basic auth: password", shown="generated by `digits up`",
+        example="change-me-too")
+    promote_tolerance: float = setting(
+        "DIGITS_PROMOTE_TOLERANCE", _float, 0.0, "a new version is promoted if its val_accuracy >= "
+        "production's minus this (0: never worse)", example="")
+    retrain_cron: str | None = setting(
+        "DIGITS_RETRAIN_CRON", _str, None, "cron schedule of retraining in UTC, e.g. `0 3 * * *`, or "
+        "`every 30m`", shown="unset = none", example="")
+    retrain_model: str = setting(
+        "DIGITS_RETRAIN_MODEL", _str, "digits", "model name the schedule retrains", example="digits")
+    retrain_data: str | None = setting(
+        "DIGITS_RETRAIN_DATA", _str, None, "training data (path or storage URL the workers can read) the "
+        "schedule uses, e.g. /data/storage/inputs/train.csv", shown="unset", example="")
+    retrain_recipe: str = setting(
+        "DIGITS_RETRAIN_RECIPE", _str, "default", "recipe of scheduled runs", example="default")
+    watchdog_interval: float = setting(
+        "DIGITS_WATCHDOG_INTERVAL", _float, 5.0, "seconds between watchdog scans for work held by dead workers "
+        "(0 = no watchdog)")
+    watchdog_grace: float = setting(
+        "DIGITS_WATCHDOG_GRACE", _float, 10.0, "a message taken from a queue less than this many seconds ago is "
+        "never requeued")
+    broker_outage: float = setting(
+        "DIGITS_BROKER_OUTAGE", _float, 120.0, "seconds a submitting or waiting client, and a task's Redis "
+        "commands, ride out an unreachable broker")
+    stop_grace: float = setting(
+        "DIGITS_STOP_GRACE", _float, 10.0, "on shutdown, seconds workers may finish running tasks before these "
+        "are sent back to the queue")
+    restart_limit: int = setting(
+        "DIGITS_RESTART_LIMIT", _int, 5, "restarts of one service within a minute before `digits up` gives up")
+    gc_cron: str | None = setting(
+        "DIGITS_GC_CRON", _cron, "0 4 * * *", "when the scheduler runs retention (`digits.gc`): cron in UTC or "
+        "`every N[s|m|h]`; `off` = never")
+    gc_older_than: float = setting(
+        "DIGITS_GC_OLDER_THAN", _duration, "7d", "age (since a job ended) past which `digits.gc` removes its "
+        "chunk files, uploaded inputs and training state (`s`, `m`, `h`, `d`, `w`)")
 
     @property
     def redis_socket(self):
@@ -171,47 +206,24 @@ def redact(url):
     return re.sub(r"^([a-z+]+://[^:/@]*:)[^@/]*@", r"\1***@", str(url)) if url else url
 
 
+def declarations():
+    """Every setting's declaration -> [(Settings field name, metadata dict)], in field order."""
+    return [(f.name, f.metadata) for f in fields(Settings)]
+
+
 def load():
-    """Settings from the environment (read anew on every call)."""
-    home = Path(_str("DIGITS_HOME", ".digits")).expanduser().resolve()
-    broker = _str("DIGITS_BROKER_URL")
-    s = Settings(
-        home=home,
-        broker_url=broker,
-        result_backend=_str("DIGITS_RESULT_BACKEND", broker),
-        redis_ca=_str("DIGITS_REDIS_CA"),
-        redis_cert=_str("DIGITS_REDIS_CERT"),
-        redis_key=_str("DIGITS_REDIS_KEY"),
-        redis_verify=_str("DIGITS_REDIS_VERIFY", "required"),
-        storage=_str("DIGITS_STORAGE", str(home / "storage")),
-        predict_concurrency=_int("DIGITS_PREDICT_CONCURRENCY", os.cpu_count() or 2),
-        train_concurrency=_int("DIGITS_TRAIN_CONCURRENCY", 1),
-        chunk_rows=_int("DIGITS_CHUNK_ROWS", 10000),
-        chunk_images=_int("DIGITS_CHUNK_IMAGES", 1000),
-        job_window=_int("DIGITS_JOB_WINDOW", 2 * _int("DIGITS_PREDICT_CONCURRENCY", os.cpu_count() or 2)),
-        chunk_retries=_int("DIGITS_CHUNK_RETRIES", 5),
-        retry_backoff=_float("DIGITS_RETRY_BACKOFF", 2.0),
-        visibility_timeout=_int("DIGITS_VISIBILITY_TIMEOUT", 12 * 3600),
-        result_expires=_int("DIGITS_RESULT_EXPIRES", 7 * 24 * 3600),
-        train_max_tasks_per_child=_int("DIGITS_TRAIN_MAX_TASKS_PER_CHILD", 1),
-        flower_address=_str("DIGITS_FLOWER_ADDRESS", "127.0.0.1"),
-        flower_port=_int("DIGITS_FLOWER_PORT", 5555),
-        flower_user=_str("DIGITS_FLOWER_USER"),
-        flower_password=_str("DIGITS_FLOWER_PASSWORD"),
-        promote_tolerance=_float("DIGITS_PROMOTE_TOLERANCE", 0.0),
-        retrain_cron=_str("DIGITS_RETRAIN_CRON"),
-        retrain_model=_str("DIGITS_RETRAIN_MODEL", "digits"),
-        retrain_data=_str("DIGITS_RETRAIN_DATA"),
-        retrain_recipe=_str("DIGITS_RETRAIN_RECIPE", "default"),
-        watchdog_interval=_float("DIGITS_WATCHDOG_INTERVAL", 5.0),
-        watchdog_grace=_float("DIGITS_WATCHDOG_GRACE", 10.0),
-        broker_outage=_float("DIGITS_BROKER_OUTAGE", 120.0),
-        stop_grace=_float("DIGITS_STOP_GRACE", 10.0),
-        restart_limit=_int("DIGITS_RESTART_LIMIT", 5),
-        gc_cron=None if _str("DIGITS_GC_CRON", "0 4 * * *").strip().lower() == "off"
-        else _str("DIGITS_GC_CRON", "0 4 * * *"),
-        gc_older_than=parse_duration(_str("DIGITS_GC_OLDER_THAN", "7d"), "DIGITS_GC_OLDER_THAN"),
-    )
+    """Settings from the environment (read anew on every call); ConfigError for a bad value."""
+    values = {}
+    for name, d in declarations():
+        raw = os.environ.get(d["env"])
+        if raw in (None, ""):
+            default = d["default"]
+            raw = default(values) if callable(default) else default
+            # a default given as text is read as the variable would be ("7d", "0 4 * * *", ".digits")
+            values[name] = d["read"](d["env"], raw) if isinstance(raw, str) and d["read"] is not _str else raw
+        else:
+            values[name] = d["read"](d["env"], raw)
+    s = Settings(**values)
     if s.redis_verify not in ("required", "none"):
         raise ConfigError(f"DIGITS_REDIS_VERIFY={s.redis_verify!r}: use 'required' or 'none'")
     for name, path in (("DIGITS_REDIS_CA", s.redis_ca), ("DIGITS_REDIS_CERT", s.redis_cert),
@@ -228,3 +240,65 @@ def load():
         raise ConfigError("DIGITS_WATCHDOG_*, DIGITS_BROKER_OUTAGE and DIGITS_STOP_GRACE must be >= 0, "
                           "DIGITS_RESTART_LIMIT >= 1")
     return s
+
+
+# ------------------------------------------------------------------ generated documents
+
+# docker-compose.yml's own variables (not settings of the application), for .env.example
+COMPOSE_VARIABLES = (
+    ("REDIS_PASSWORD", "change-me-long-random", "Required: Redis's password. It goes into redis:// URLs, so use "
+     "URL-safe characters only, e.g. the output of\n#   python -c \"import secrets; print(secrets.token_hex(32))\""),
+    ("REDIS_MAXMEMORY", "0", "Memory cap of Redis, e.g. 2gb; 0 = no cap. The policy is noeviction: when full, "
+     "Redis refuses new tasks instead of silently dropping queued ones."),
+    ("FLOWER_PORT", "5555", "Host port of Flower, bound to 127.0.0.1 only; put a TLS reverse proxy in front "
+     "to expose it."),
+    ("DIGITS_IMAGE", "digits-queue:latest", "Tag of the image built from deploy/Dockerfile (or pulled from "
+     "your registry)."),
+)
+
+
+def _shown(d):
+    """The default as the docs table shows it: a value in code style, a description as text."""
+    default, shown = d["default"], d["shown"]
+    literal = shown is default and default is not None and not callable(default)  # no `shown` given
+    return f"`{shown}`" if literal else shown or "unset"
+
+
+def markdown():
+    """docs/settings.md: one table row per setting -> str."""
+    lines = ["# Settings", "",
+             "<!-- generated by `python -m worker.settings --markdown > docs/settings.md`; edit worker/settings.py -->",
+             "", "Every knob is an environment variable with a safe default, declared once in "
+             "`worker/settings.py`. Empty counts as unset.", "",
+             "| variable | default | meaning |", "|---|---|---|"]
+    for _, d in declarations():
+        cells = (f"`{d['env']}`", _shown(d), d["help"])
+        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def env_example():
+    """.env.example for docker-compose.yml: its own variables, then the settings it passes on -> str."""
+    out = ["# Configuration of docker-compose.yml. Copy to .env and replace every placeholder:",
+           "#   cp .env.example .env",
+           "# .env holds secrets: never commit it. Placeholders below are NOT secrets.",
+           "# Generated by `python -m worker.settings --env > .env.example`; edit worker/settings.py.", "",
+           "# --- docker-compose.yml's own variables ---"]
+    for name, value, help in COMPOSE_VARIABLES:
+        out += [f"# {help}", f"{name}={value}"]
+    out += ["", "# --- settings passed to the services (empty = the default; docs/settings.md) ---"]
+    for _, d in declarations():
+        if d["example"] is not None:
+            default = "" if d["shown"] is None else f" (default: {d['shown']})"
+            out += [f"# {d['help']}{default}".replace("`", ""), f"{d['env']}={d['example']}"]
+    return "\n".join(out) + "\n"
+
+
+if __name__ == "__main__":
+    import sys
+    if sys.argv[1:] == ["--markdown"]:
+        sys.stdout.write(markdown())
+    elif sys.argv[1:] == ["--env"]:
+        sys.stdout.write(env_example())
+    else:
+        sys.exit("usage: python -m worker.settings --markdown | --env")

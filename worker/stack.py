@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from model.errors import StackError
+from worker.errors import StackError
 from worker import services, supervise
 
 

@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from model.errors import BrokerUnreachable
+from worker.errors import BrokerUnreachable
 from worker.outage import Outage, cut_short, refused
 
 

@@ -58,7 +58,8 @@ def _exit_now(code):
 
 
 def _run(a):
-    from model.errors import BrokerUnreachable, DigitsError
+    from model.errors import DigitsError
+    from worker.errors import BrokerUnreachable
     from worker import exitcodes
     from worker import settings as settings_mod
     try:
