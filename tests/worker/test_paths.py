@@ -1,4 +1,4 @@
-"""The rule for local paths on a cluster (README, "Running on a cluster"): workers use a path
+"""The rule for local paths on a cluster (docs/cluster.md, "Hosts, paths and transport"): workers use a path
 as it is on the embedded stack, for URLs, and inside a shared-folder DIGITS_STORAGE; any other
 local path is the client's own and goes through storage."""
 import dataclasses

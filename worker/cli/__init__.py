@@ -15,7 +15,7 @@ from worker.cli.parser import build_parser
 
 
 def main(argv=None):
-    """Run one command -> exit code (worker.exitcodes; README, "Exit codes").
+    """Run one command -> exit code (worker.exitcodes; docs/cli.md, "Exit codes").
 
     Called without argv, as the program itself (the `digits` script, `python -m worker.cli`),
     it ends the process once the command has returned (see _exit_now); main(argv) returns."""

@@ -4,7 +4,7 @@ import contextlib
 import json
 import sys
 
-EPILOG = """Every command reads its settings from DIGITS_* environment variables (see README).
+EPILOG = """Every command reads its settings from DIGITS_* environment variables (docs/settings.md).
 With no DIGITS_BROKER_URL the commands use an embedded Redis and worker processes under
 DIGITS_HOME (default ./.digits): started by `digits up`, or for one command's duration."""
 
