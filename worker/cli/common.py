@@ -27,7 +27,20 @@ def queue_app(s, keep_alive=False, light=False):
     if keep_alive:
         stack.start_background(s, log=eprint)
     with stack.broker_for(s, log=eprint) as url:
-        yield app_for(url, s, light)
+        app = app_for(url, s, light)
+        try:
+            yield app
+        finally:
+            close_app(app)
+
+
+def close_app(app):
+    """Close the Redis connections a command's light app opened (its broker and backend
+    clients), instead of leaving their sockets to the garbage collector (a ResourceWarning
+    under `python -X dev`). The Celery app is the process's current app: it keeps its pools."""
+    if getattr(app, "is_light", False):
+        for client in {id(c): c for c in (app.broker, app.backend.client)}.values():
+            client.close()
 
 
 def app_for(url, s, light=True):

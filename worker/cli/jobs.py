@@ -1,7 +1,7 @@
 """`digits status`, `watch`, `cancel`, `jobs` and `gc`: following, listing and cleaning up jobs."""
 import time
 
-from worker.cli.common import app_for, eprint, print_json
+from worker.cli.common import app_for, close_app, eprint, print_json
 
 
 def _job_status(s, job_id, apps, stored=None):
@@ -20,6 +20,8 @@ def _job_status(s, job_id, apps, stored=None):
         from worker.outage import BrokerDown
         raise BrokerDown(f"no broker answers at {s.broker_url or s.embedded_url}")
     if url not in apps:
+        for app in apps.values():
+            close_app(app)
         apps.clear()
         apps[url] = app_for(url, s)
     return status(apps[url], s, job_id)
@@ -30,9 +32,10 @@ def cmd_status(a, s):
     from worker import exitcodes
     from worker.client import FINAL_STATES, status
     st = stored = status(None, s, a.job)  # storage alone has an ended job's state
+    apps = {}
     try:
         if st["state"] not in FINAL_STATES:
-            st = _job_status(s, a.job, {}, stored)
+            st = _job_status(s, a.job, apps, stored)
     except ConnectionError as e:
         from worker.outage import BrokerDown  # imported only here: the ended-job path stays light
         if not isinstance(e, BrokerDown):
@@ -40,6 +43,9 @@ def cmd_status(a, s):
         # without a broker nothing runs the job: say so instead of its last known state
         st = dict(stored, last_state=stored["state"], state=STALLED, broker=s.broker_url or s.embedded_url,
                   broker_reachable=False)
+    finally:
+        for app in apps.values():
+            close_app(app)
     st = iso_times(st)
     if a.json:
         print_json(st)
@@ -84,6 +90,8 @@ def cmd_watch(a, s):
             time.sleep(a.interval)
     finally:
         bar.close()
+        for app in apps.values():
+            close_app(app)
     print(f"job {a.job}: {st['state']}")
     for line in KINDS[st["kind"]].result_lines(st):
         print(line)
