@@ -36,7 +36,7 @@ def scheduler_argv(schedule_file, loglevel="INFO"):
 
 
 # Flower's tasks page: labelled arguments and the result (a job's progress text) beside the state
-FLOWER_TASKS_COLUMNS = "name,uuid,state,args,kwargs,result,received,started,runtime,worker"
+FLOWER_TASKS_COLUMNS = "name,uuid,state,args,kwargs,result,received,runtime,worker"
 # its task runtime histogram (/metrics): chunks take milliseconds, training runs up to an hour
 FLOWER_RUNTIME_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1200, 1800, 3600)
 
