@@ -244,7 +244,7 @@ class _Record:
         m = manifest or {}
         entry = {"job_id": self.job_id, "kind": self.kind, "state": m.get("state", PENDING),
                  "submitted_at": self.submitted_at, "finished_at": m.get("finished_at"),
-                 "output": self.output_of(m) if manifest else self.user_output, "error": m.get("error")}
+                 "output": (self.output_of(m) if manifest else None) or self.user_output, "error": m.get("error")}
         if self.output != self.user_output:
             entry["storage_output"] = self.output
         return entry
