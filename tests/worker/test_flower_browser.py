@@ -198,14 +198,16 @@ class TestATrainingRun:
         row = wait_for(under_started, 90, "the training run under the Started filter", poll=0.5)
         assert row["state"] == "STARTED" and re.search(r"epoch \d+/30 batch \d+/\d+", row["result"]), row
         shots(page, "training-started-filter")
-        # the workers page's Active count links to the same list
+        # the workers page's total of the Active column links to the same list
         page.goto(flower(live, "/workers"))
-        link = page.locator("a[href*='state=STARTED']").first
-        link.wait_for()
-        link.click()
-        page.wait_for_url(re.compile(r"/tasks\?.*state=STARTED"))
-        found = wait_for(lambda: table_rows(page).get(training_run.id), 20, "the run after the Active link")
-        assert re.search(r"epoch \d+/30 batch \d+/\d+", found["result"]), found
+        link = page.locator("tfoot a[href$='/tasks?state=STARTED']:visible").first
+        link.wait_for()  # drawn once a worker's heartbeat counts an active task
+        # followed by its address: the table redraws every second, under a pointer's click too
+        page.goto(live.stack.flower_url + link.get_attribute("href"))
+        page.wait_for_url(re.compile(r"/tasks\?state=STARTED$"))
+        page.wait_for_function(ANSWERED, arg="state:STARTED")
+        found = table_rows(page).get(training_run.id)
+        assert found and re.search(r"epoch \d+/30 batch \d+/\d+", found["result"]), table_rows(page)
         shots(page, "training-active-link")
 
 
