@@ -250,7 +250,9 @@ def test_a_million_row_job_is_followed_on_its_row_to_success(live, page, shots, 
                         shots(page, "predict-job-running")
             assert time.monotonic() < deadline, f"job {job.id} not SUCCESS on its row; chunks seen {seen}"
         shots(page, "predict-job-success")
-        assert seen == sorted(seen) and len(set(seen)) >= 2, seen  # the count went up between reads
+        # the count went up between two reads (events of two pool processes may arrive out of order,
+        # so one read may show one chunk fewer than the read before it)
+        assert any(later > earlier for i, earlier in enumerate(seen) for later in seen[i + 1:]), seen
         assert job.wait(timeout=60)["rows_ok"] == BIG_ROWS
         assert os.path.basename(out) in row["result"], row  # the summary names the output
     finally:
