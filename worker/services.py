@@ -55,10 +55,10 @@ def flower_env(user, password):
     return {"FLOWER_BASIC_AUTH": f"{user}:{password}"}
 
 
-def refresh_flower(url, user, password, queues, timeout=10.0, every=0.5):
+def refresh_flower(url, user, password, queues=None, timeout=10.0, every=0.5, log=None):
     """Have Flower inspect the workers again (GET /api/workers?refresh=1) until every queue in
-    `queues` is consumed by a worker it knows -> True; False after `timeout` seconds (None:
-    no limit).
+    `queues` (default: the project's) is consumed by a worker it knows -> True; False after
+    `timeout` seconds (None: no limit), said through log(line) when given.
 
     Flower inspects the workers once when it starts and again only when a worker's page is
     opened; its Broker page lists the queues of the workers that inspection found. Started
@@ -68,6 +68,8 @@ def refresh_flower(url, user, password, queues, timeout=10.0, every=0.5):
     import json
     import time
     import urllib.request
+    from tasks.queueing import QUEUES
+    queues = QUEUES if queues is None else queues
     token = base64.b64encode(f"{user}:{password}".encode()).decode()
     request = urllib.request.Request(url.rstrip("/") + "/api/workers?refresh=1",
                                      headers={"Authorization": f"Basic {token}"})
@@ -82,5 +84,8 @@ def refresh_flower(url, user, password, queues, timeout=10.0, every=0.5):
         except (OSError, ValueError):  # not listening yet, restarting, or a 503 while inspecting
             pass
         if deadline is not None and time.monotonic() > deadline:
+            if log:
+                log(f"Flower does not list every queue ({', '.join(queues)}) yet: its Broker page may miss "
+                    "one until a worker's page is opened")
             return False
         time.sleep(every)

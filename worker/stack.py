@@ -238,8 +238,9 @@ class Stack:
             if time.time() > deadline:
                 raise StackError(f"workers did not answer within {timeout}s; see {self.home / 'logs'}")
         if self.flower:
-            self._wait_flower(deadline)
-            self._refresh_flower(deadline)
+            self._wait_flower(deadline)  # then have it look at the workers again, now that they answer:
+            services.refresh_flower(self.flower_url, self.flower_user, self.flower_password,
+                                    timeout=max(5.0, deadline - time.time()), log=self.log)
 
     def _wait_flower(self, deadline):
         import urllib.request
@@ -254,15 +255,6 @@ class Stack:
                 break
             time.sleep(0.2)
         raise StackError(f"Flower did not start; see {self.home / 'logs' / 'flower.log'}")
-
-    def _refresh_flower(self, deadline):
-        """Flower's first look at the workers may have come before they answered: have it
-        look again now that they do, so that its Broker page lists every queue."""
-        from tasks.queueing import QUEUES
-        if not services.refresh_flower(self.flower_url, self.flower_user, self.flower_password, QUEUES,
-                                       timeout=max(5.0, deadline - time.time())):
-            self.log(f"Flower does not list every queue ({', '.join(QUEUES)}) yet: its Broker page may miss "
-                     "one until a worker's page is opened")
 
     # ------------------------------------------------------------------ supervise
     def supervise(self):

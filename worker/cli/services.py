@@ -133,7 +133,6 @@ def cmd_flower(a, s):
     cluster the workers may start after Flower."""
     import threading
     from celery.bin.celery import celery as celery_cli
-    from tasks.queueing import QUEUES
     from worker import services
     if not (s.flower_user and s.flower_password):
         raise DigitsError("set DIGITS_FLOWER_USER and DIGITS_FLOWER_PASSWORD: Flower runs behind basic auth")
@@ -143,6 +142,6 @@ def cmd_flower(a, s):
     os.environ.update(services.flower_env(s.flower_user, s.flower_password))
     host = s.flower_address if s.flower_address not in ("", "0.0.0.0", "::") else "127.0.0.1"
     threading.Thread(target=services.refresh_flower, name="flower-refresh", daemon=True,
-                     args=(f"http://{host}:{s.flower_port}", s.flower_user, s.flower_password, QUEUES),
+                     args=(f"http://{host}:{s.flower_port}", s.flower_user, s.flower_password),
                      kwargs={"timeout": None, "every": 5.0}).start()
     return celery_cli.main(args=argv[3:], prog_name="celery", auto_envvar_prefix="CELERY")
