@@ -54,6 +54,11 @@ class ConfigError(DigitsError):
     """A bad setting, option or hyperparameter."""
 
 
+class UsageError(ConfigError):
+    """A command line the program cannot run as given: a missing or unexpected argument, or
+    options that do not go together (the command line exits 2, as for argparse's errors)."""
+
+
 class JobError(DigitsError):
     """A queue job that is unknown, failed, or cannot be submitted."""
 

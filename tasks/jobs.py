@@ -22,6 +22,7 @@ progress reads: PredictJob, TrainJob; KINDS maps a record's "kind" to its class.
 """
 import dataclasses
 import json
+import os
 import re
 import time
 import uuid
@@ -55,6 +56,21 @@ def check_id(job_id):
     if not _ID.match(job_id or ""):
         raise JobError(f"bad job id {job_id!r}: use letters, digits, '.', '_' and '-'")
     return job_id
+
+
+def full_ref(root, ref):
+    """A job's path as every command shows it: a URL as it is, a local path absolute; a
+    path relative to storage (a training run's output in records of earlier versions) is
+    joined onto root first. None stays None."""
+    if ref is None or storage.is_url(ref):
+        return ref
+    path = storage.local_path(ref)
+    if not os.path.isabs(path):
+        base = storage.local_path(root)
+        if base is None:  # storage is an object store: the path is a key under it
+            return storage.join(root, path)
+        path = os.path.join(base, path)
+    return os.path.abspath(path)
 
 
 def storage_root(task):
@@ -228,7 +244,7 @@ class _Record:
         m = manifest or {}
         entry = {"job_id": self.job_id, "kind": self.kind, "state": m.get("state", PENDING),
                  "submitted_at": self.submitted_at, "finished_at": m.get("finished_at"),
-                 "output": self.user_output, "error": m.get("error")}
+                 "output": (self.output_of(m) if manifest else None) or self.user_output, "error": m.get("error")}
         if self.output != self.user_output:
             entry["storage_output"] = self.output
         return entry
@@ -343,6 +359,11 @@ class TrainJob(_Record):
                    checkpoint_every=checkpoint_every, submitted_at=time.time(), output=f"models/{name}",
                    sweep=sweep)
 
+    def write(self, root):
+        """As _Record.write, with the output (the model's registry folder) as a full path or URL."""
+        self.output = full_ref(root, self.output)
+        super().write(root)
+
     def progress(self, root):
         return read_json(ref(root, self.job_id, "progress.json"), {})
 
@@ -388,10 +409,12 @@ class TrainJob(_Record):
 
     @staticmethod
     def promotion_text(promotion):
-        """"promoted to production (reason)" or "not promoted (reason)"."""
+        """"promoted to production (reason)", "not promoted (reason)", or "promotion deferred
+        (reason)" for a sweep's run until its sweep has offered its best run to the gate."""
         if not promotion:
             return ""
-        verdict = "promoted to production" if promotion.get("promoted") else "not promoted"
+        verdict = "promoted to production" if promotion.get("promoted") else \
+            "promotion deferred" if promotion.get("deferred") else "not promoted"
         return f"{verdict} ({promotion.get('reason', '')})"
 
     @staticmethod
@@ -441,7 +464,7 @@ class TrainJob(_Record):
         entry.update(input=self.data, model=self.name, version=m.get("version"),
                      recipe=(self.config or {}).get("recipe"), epochs=(self.config or {}).get("epochs"),
                      epochs_done=m.get("epochs_done"), val_accuracy=m.get("val_accuracy"),
-                     promoted=promo.get("promoted"))
+                     promoted=None if promo.get("deferred") else promo.get("promoted"), sweep=self.sweep)
         return entry
 
 

@@ -112,6 +112,7 @@ def sweep_finish(self, sweep_id):
     if best:
         decision = Registry(root).offer(record["name"], best["version"], self.app.conf.digits_promote_tolerance,
                                         why=f"best of sweep {sweep_id}")
+    record_verdicts(root, sweep_id, runs, best, decision)
     cancelled = jobs.read_json(ref(root, sweep_id, "cancel")) is not None
     state = JobState.CANCELLED if cancelled else JobState.SUCCESS if len(scored) == len(runs) else \
         JobState.PARTIAL if scored else JobState.FAILURE
@@ -121,6 +122,55 @@ def sweep_finish(self, sweep_id):
     jobs.write_json(ref(root, sweep_id, "manifest.json"), manifest)
     log.info("sweep %s ended %s; best %s", sweep_id, state, best and best["version"])
     return summary(manifest)
+
+
+def record_verdicts(root, sweep_id, runs, best, decision):
+    """Write the sweep's verdict into the manifest (and so the `digits jobs` line) of each run
+    that registered a version, in place of "deferred": the gate's decision for the best run,
+    "not promoted" for the others. Then the jobs agree with the registry's aliases."""
+    for run in runs:
+        m = jobs.read_manifest(root, run["job_id"])
+        if not m or m.get("version") is None:
+            continue
+        if best and run["job_id"] == best["job_id"]:
+            m["promotion"] = decision
+        else:
+            why = f"version {best['version']} was the best of sweep {sweep_id}" if best else \
+                f"sweep {sweep_id} had no successful run"
+            m["promotion"] = {"promoted": False, "reason": why}
+        jobs.write_manifest(root, run["job_id"], m)
+
+
+def list_sweeps(root):
+    """Every sweep on storage, newest first -> [{"sweep_id", "name", "state", "runs",
+    "runs_ended", "best_version", "best_val_accuracy", "promoted", "submitted_at",
+    "finished_at"}]. Storage alone: an unfinished sweep's state comes from its runs' records
+    (PENDING, PROGRESS, or CANCELLING once cancelled); best and promoted are known once it ended."""
+    out = []
+    for sweep_id in storage.listdir(storage.join(root, "sweeps")):
+        try:
+            record = jobs.read_json(ref(root, sweep_id, "sweep.json"))
+        except JobError:  # not a sweep's folder
+            continue
+        if not record:
+            continue
+        entry = {"sweep_id": sweep_id, "name": record.get("name"), "runs": len(record["jobs"]),
+                 "submitted_at": record.get("submitted_at"), "finished_at": None, "best_version": None,
+                 "best_val_accuracy": None, "promoted": None}
+        done = read_manifest(root, sweep_id)
+        if done:
+            best, promo = done.get("best") or {}, done.get("promotion") or {}
+            entry.update(state=done["state"], runs_ended=len(done["runs"]), finished_at=done.get("finished_at"),
+                         best_version=best.get("version"), best_val_accuracy=best.get("val_accuracy"),
+                         promoted=promo.get("promoted"))
+        else:
+            ended = sum(jobs.read_manifest(root, j) is not None for j in record["jobs"])
+            running = ended or any(jobs.read_json(jobs.ref(root, j, "progress.json")) for j in record["jobs"])
+            state = jobs.CANCELLING if jobs.read_json(ref(root, sweep_id, "cancel")) is not None else \
+                jobs.PROGRESS if running else jobs.PENDING
+            entry.update(state=state, runs_ended=ended)
+        out.append(entry)
+    return sorted(out, key=lambda e: e.get("submitted_at") or 0, reverse=True)
 
 
 def summary(manifest):

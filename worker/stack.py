@@ -238,7 +238,9 @@ class Stack:
             if time.time() > deadline:
                 raise StackError(f"workers did not answer within {timeout}s; see {self.home / 'logs'}")
         if self.flower:
-            self._wait_flower(deadline)
+            self._wait_flower(deadline)  # then have it look at the workers again, now that they answer:
+            services.refresh_flower(self.flower_url, self.flower_user, self.flower_password,
+                                    timeout=max(5.0, deadline - time.time()), log=self.log)
 
     def _wait_flower(self, deadline):
         import urllib.request

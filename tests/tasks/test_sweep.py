@@ -101,5 +101,5 @@ def test_bad_grids_are_refused_before_anything_is_queued(two_trainers):
     for grid, reason in (("nosuch=1,2", "unknown training option 'nosuch'"), ("lr=fast", "values must be float"),
                          ("lr", "write NAME=V1,V2")):
         r = run("sweep", data, "--grid", grid)
-        assert r.returncode == 1 and reason in r.stderr, r.stderr
+        assert r.returncode == 2 and reason in r.stderr, r.stderr  # a usage error
     assert (sorted(os.listdir(folder)) if os.path.exists(folder) else []) == before

@@ -58,7 +58,7 @@ def _exit_now(code):
 
 
 def _run(a):
-    from model.errors import DigitsError
+    from model.errors import DigitsError, UsageError
     from worker.errors import BrokerUnreachable
     from worker import exitcodes
     from worker import settings as settings_mod
@@ -66,6 +66,10 @@ def _run(a):
         return a.func(a, settings_mod.load()) or 0
     except BrokenPipeError:  # first: it is a ConnectionError, which BROKER_ERRORS would take for the broker's
         raise
+    except UsageError as e:  # as argparse says its own: the command's usage, then the reason
+        if not getattr(a, "json", False) and getattr(a, "usage", None):
+            sys.stderr.write(a.usage())
+        return _fail(a, str(e), exitcodes.USAGE)
     except BrokerUnreachable as e:
         return _fail(a, str(e), exitcodes.BROKER)
     except DigitsError as e:

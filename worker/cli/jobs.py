@@ -28,7 +28,7 @@ def _job_status(s, job_id, apps, stored=None):
 
 
 def cmd_status(a, s):
-    from tasks.jobs import KINDS, STALLED, iso_times
+    from tasks.jobs import KINDS, STALLED, full_ref, iso_times
     from worker import exitcodes
     from worker.client import FINAL_STATES, status
     st = stored = status(None, s, a.job)  # storage alone has an ended job's state
@@ -46,7 +46,9 @@ def cmd_status(a, s):
     finally:
         for app in apps.values():
             close_app(app)
-    st = iso_times(st)
+    st = iso_times(dict(st, output=full_ref(s.storage, st.get("output"))))
+    if st["state"] in FINAL_STATES and st.get("progress"):  # what the last update said is left: nothing now
+        st["progress"] = {k: v for k, v in st["progress"].items() if k != "eta_seconds"}
     if a.json:
         print_json(st)
         return exitcodes.for_state(st["state"])
@@ -109,14 +111,15 @@ def cmd_cancel(a, s):
     return 0
 
 
-def list_jobs(s, state=None, kind=None, since=None, limit=None, now=None):
-    """Index entries of recent jobs, newest first, filtered; an unfinished job's state and
-    progress are read from storage (PENDING, PROGRESS or CANCELLING) -> list of dicts."""
+def list_jobs(s, state=None, kind=None, since=None, limit=None, now=None, sweep=None):
+    """Index entries of recent jobs, newest first, filtered (sweep: the runs of that sweep);
+    an unfinished job's state and progress are read from storage (PENDING, PROGRESS or
+    CANCELLING); outputs as full paths or URLs (tasks.jobs.full_ref) -> list of dicts."""
     from tasks import jobs
     now = time.time() if now is None else now
     out = []
     for e in jobs.list_index(s.storage):
-        if kind and e.get("kind") != kind:
+        if (kind and e.get("kind") != kind) or (sweep and e.get("sweep") != sweep):
             continue
         if since is not None and (e.get("submitted_at") or 0) < now - since:
             break  # newest first: the rest is older
@@ -131,6 +134,7 @@ def list_jobs(s, state=None, kind=None, since=None, limit=None, now=None):
             continue
         end = e.get("finished_at") or (None if e["state"] in jobs.FINAL_STATES else now)
         e["duration_seconds"] = round(end - e["submitted_at"], 1) if end and e.get("submitted_at") else None
+        e["output"] = jobs.full_ref(s.storage, e.get("output"))
         out.append(e)
         if limit and len(out) >= limit:
             break
@@ -149,21 +153,22 @@ def _row(e):
     amount = kind.amount_text(e)
     model = f"{e.get('model')}:{e['version']}" if e.get("version") else str(e.get("model"))
     duration = format_seconds(e["duration_seconds"]) if e.get("duration_seconds") is not None else "-"
-    return [e["job_id"], e["kind"], e["state"], progress, amount, model, iso(e.get("submitted_at")) or "-",
-            duration, str(e.get("output"))]
+    return [e["job_id"], e["kind"], e["state"], progress, amount, model, e.get("sweep") or "-",
+            iso(e.get("submitted_at")) or "-", duration, str(e.get("output"))]
 
 
-HEADER = ["JOB", "KIND", "STATE", "PROGRESS", "ROWS/EPOCHS", "MODEL", "SUBMITTED (UTC)", "DURATION", "OUTPUT"]
+HEADER = ["JOB", "KIND", "STATE", "PROGRESS", "ROWS/EPOCHS", "MODEL", "SWEEP", "SUBMITTED (UTC)", "DURATION",
+          "OUTPUT"]
 
 
 def cmd_jobs(a, s):
     from tasks.jobs import iso_times
-    found = list_jobs(s, state=a.state, kind=a.kind, since=a.since, limit=a.limit)
+    found = list_jobs(s, state=a.state, kind=a.kind, since=a.since, limit=a.limit, sweep=a.sweep)
     if a.json:
         print_json(iso_times(found))
         return 0
     if not found:
-        print(f"no jobs{' matching' if (a.state or a.kind or a.since) else ''} under {s.storage}")
+        print(f"no jobs{' matching' if (a.state or a.kind or a.since or a.sweep) else ''} under {s.storage}")
         return 0
     rows = [HEADER] + [_row(e) for e in found]
     widths = [max(len(r[i]) for r in rows) for i in range(len(HEADER) - 1)]

@@ -25,6 +25,39 @@ def duration(text):
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
+def positive_float(text):
+    """A number of seconds that must be > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
+def queue_list(text):
+    """--queues: predict, train, or both, comma-separated."""
+    from tasks.queueing import QUEUES
+    names = [q.strip() for q in text.split(",") if q.strip()]
+    unknown = [q for q in names if q not in QUEUES]
+    if not names or unknown:
+        raise argparse.ArgumentTypeError(f"{text!r}: choose from {', '.join(QUEUES)} (comma-separated)")
+    return ",".join(dict.fromkeys(names))
+
+
+def local_only_options(a):
+    """UsageError when a --local run is given an option of queue jobs."""
+    given = [o for o, v in (("--no-wait", a.no_wait), ("--job-id", a.job_id)) if v]
+    if a.local and given:
+        from model.errors import UsageError
+        raise UsageError(f"{' and '.join(given)} {'is' if len(given) == 1 else 'are'} for queue jobs: "
+                         f"--local runs in this process")
+
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
 class _Help(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
     """Keeps the examples' line breaks and shows each option's default (unless its help
     already says it, or there is none: a flag, an option that is off when not given)."""
@@ -61,7 +94,7 @@ def build_parser():
     def add(name, module, func, help_, example):
         sp = sub.add_parser(name, help=help_, description=help_, formatter_class=_Help,
                             epilog=f"example:\n  {example}\n\n{EPILOG}")
-        sp.set_defaults(func=_command(module, func))
+        sp.set_defaults(func=_command(module, func), usage=sp.format_usage)
         return sp
 
     def json_flag(sp):
@@ -75,7 +108,7 @@ def build_parser():
     sp = add("up", "services", "cmd_up", "Run the embedded stack (Redis, workers, scheduler, Flower) until Ctrl-C.",
              "digits up --no-flower")
     sp.add_argument("--no-flower", action="store_true", help="do not start Flower")
-    sp.add_argument("--idle-exit", type=float, default=None, metavar="SECONDS",
+    sp.add_argument("--idle-exit", type=positive_float, default=None, metavar="SECONDS",
                     help="stop by itself after the queues are idle this long (default: never)")
 
     sp = add("train", "train", "cmd_train", "Train a model on a Kaggle training CSV or a folder of digit sub-folders.",
@@ -104,10 +137,11 @@ def build_parser():
 
     sp = add("sweep", "sweep", "cmd_sweep",
              "Train one model per configuration of a grid, spread over the train workers; "
-             "`sweep status ID` shows the results, `sweep cancel ID` stops them.",
+             "`sweep list` lists the sweeps, `sweep status ID` shows one's results, `sweep cancel ID` stops it.",
              "digits sweep train.csv --name digits --grid lr=0.05,0.1 --grid epochs=10,20 --grid seed=1,2")
-    sp.add_argument("target", metavar="DATA|status|cancel",
-                    help="the training data (as for `digits train`), or status / cancel followed by a sweep id")
+    sp.add_argument("target", metavar="DATA|list|status|cancel",
+                    help="the training data (as for `digits train`); list (every sweep); or status / cancel "
+                         "followed by a sweep id")
     sp.add_argument("sweep", nargs="?", metavar="ID", help="the sweep id, after status or cancel")
     sp.add_argument("--name", default="digits", help="the model the runs register versions of")
     sp.add_argument("--grid", action="append", metavar="NAME=V1,V2",
@@ -138,7 +172,7 @@ def build_parser():
     sp = add("watch", "jobs", "cmd_watch", "Follow a job's progress live until it ends.",
              "digits watch train-3f2a9c1b7d6e5f40")
     sp.add_argument("job", help="the job id")
-    sp.add_argument("--interval", type=float, default=0.5, help="seconds between updates")
+    sp.add_argument("--interval", type=positive_float, default=0.5, help="seconds between updates")
 
     sp = add("cancel", "jobs", "cmd_cancel",
              "Stop a job: remaining chunks or batches are skipped, finished work kept.",
@@ -147,13 +181,14 @@ def build_parser():
 
     sp = add("jobs", "jobs", "cmd_jobs",
              "List recent jobs, newest first: id, kind, state, progress, rows or epochs, model and version, "
-             "submitted at (UTC), duration, output. Reads storage only: works with the broker down.",
+             "sweep, submitted at (UTC), duration, output. Reads storage only: works with the broker down.",
              "digits jobs --state FAILURE --since 2h")
     sp.add_argument("--state", choices=STATES, help="only jobs in this state (default: any)")
     sp.add_argument("--kind", choices=("predict", "train"), help="only jobs of this kind (default: both)")
     sp.add_argument("--since", type=duration, metavar="AGE",
                     help="only jobs submitted within AGE, such as 90s, 30m, 2h, 7d (default: all)")
     sp.add_argument("--limit", type=positive_int, metavar="N", help="at most N jobs (default: all)")
+    sp.add_argument("--sweep", metavar="ID", help="only the training runs of this sweep (see `digits sweep list`)")
     json_flag(sp)
 
     sp = add("gc", "jobs", "cmd_gc",
@@ -181,18 +216,18 @@ def build_parser():
 
     sp = add("worker", "services", "cmd_worker", "Run a Celery worker (for clusters; `digits up` starts its own).",
              "digits worker --queues predict --concurrency 4")
-    sp.add_argument("--queues", default="predict,train", help="predict, train, or predict,train")
+    sp.add_argument("--queues", type=queue_list, default="predict,train", help="predict, train, or predict,train")
     sp.add_argument("--concurrency", type=positive_int, default=os.cpu_count() or 2, help="worker processes")
     sp.add_argument("--max-tasks-per-child", type=positive_int,
                     help="recycle a process after N tasks (default: never)")
     sp.add_argument("--name", help="node name (default: QUEUE@HOSTNAME, e.g. predict@HOSTNAME and train@HOSTNAME, so that a host's workers never share one; worker@HOSTNAME for several queues; %%h is the host name)")
-    sp.add_argument("--loglevel", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
+    sp.add_argument("--loglevel", type=str.upper, choices=LOG_LEVELS, default="INFO", help="how much to log")
 
     sp = add("scheduler", "services", "cmd_scheduler",
              "Run the retraining scheduler (Celery beat) and the watchdog. Run exactly one.",
              "digits scheduler --schedule-file /data/beat-schedule")
     sp.add_argument("--schedule-file", help="beat state file (default DIGITS_HOME/beat-schedule)")
-    sp.add_argument("--loglevel", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
+    sp.add_argument("--loglevel", type=str.upper, choices=LOG_LEVELS, default="INFO", help="how much to log")
 
     sp = add("flower", "services", "cmd_flower", "Run Flower with basic auth from DIGITS_FLOWER_USER/PASSWORD.",
              "DIGITS_FLOWER_USER=ops DIGITS_FLOWER_PASSWORD=... digits flower")

@@ -3,6 +3,8 @@ from worker.cli.common import eprint, queue_app
 
 
 def cmd_predict(a, s):
+    from worker.cli.parser import local_only_options
+    local_only_options(a)
     if a.local:
         return _predict_local(a, s)
     from worker.client import check_prediction, submit_prediction

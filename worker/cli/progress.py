@@ -52,7 +52,9 @@ class JobBar:
             self.bar = _Tqdm(total=total, initial=done, unit=cls.unit, desc=self.label, file=sys.stderr, dynamic_ncols=True,
                             bar_format=BAR_FORMAT)
             self.first = (now, done)
-        if progress.get("eta_seconds") is None:  # measured here (prediction, --local runs)
+        if state in jobs.FINAL_STATES:  # ended: no time is left, whatever the last update said
+            progress = {k: v for k, v in progress.items() if k != "eta_seconds"}
+        elif progress.get("eta_seconds") is None:  # measured here (prediction, --local runs)
             progress = dict(progress, eta_seconds=jobs.eta_seconds(done, total, now - self.first[0], self.first[1]))
         self.bar.total, self.bar.n = total, done
         text = cls.progress_text(progress)

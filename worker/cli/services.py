@@ -128,10 +128,20 @@ def cmd_scheduler(a, s):
 
 
 def cmd_flower(a, s):
+    """Flower in this process (as `celery -A worker.app flower` would run it), with a thread that
+    has it look at the workers again until every queue has one (services.refresh_flower): in a
+    cluster the workers may start after Flower."""
+    import threading
+    from celery.bin.celery import celery as celery_cli
     from worker import services
     if not (s.flower_user and s.flower_password):
         raise DigitsError("set DIGITS_FLOWER_USER and DIGITS_FLOWER_PASSWORD: Flower runs behind basic auth")
     db = a.db or os.environ.get("FLOWER_DB") or str(s.home / "flower.db")
     os.makedirs(os.path.dirname(os.path.abspath(db)), exist_ok=True)
     argv = services.flower_argv(s.flower_address, s.flower_port, db)
-    os.execve(argv[0], argv, dict(os.environ, **services.flower_env(s.flower_user, s.flower_password)))
+    os.environ.update(services.flower_env(s.flower_user, s.flower_password))
+    host = s.flower_address if s.flower_address not in ("", "0.0.0.0", "::") else "127.0.0.1"
+    threading.Thread(target=services.refresh_flower, name="flower-refresh", daemon=True,
+                     args=(f"http://{host}:{s.flower_port}", s.flower_user, s.flower_password),
+                     kwargs={"timeout": None, "every": 5.0}).start()
+    return celery_cli.main(args=argv[3:], prog_name="celery", auto_envvar_prefix="CELERY")

@@ -2,11 +2,11 @@
 import dataclasses
 import time
 
-from model.errors import ConfigError
+from model.errors import ConfigError, UsageError
 from tasks.states import JobState
 from worker.cli.common import eprint, print_json, queue_app
 
-ACTIONS = ("status", "cancel")
+ACTIONS = ("list", "status", "cancel")
 
 
 def boolean(text):
@@ -26,16 +26,26 @@ def _fields():
 
 def cmd_sweep(a, s):
     if a.target in ACTIONS:
+        for given, option in ((a.grid, "--grid"), (a.no_wait, "--no-wait"), (a.skip_bad, "--skip-bad")):
+            if given:
+                raise UsageError(f"{option} is for a new sweep (digits sweep DATA --grid ...), not `sweep {a.target}`")
+        if a.target == "list":
+            if a.sweep:
+                raise UsageError(f"unexpected argument {a.sweep!r}: digits sweep list takes no id")
+            return _list(a, s)
         if not a.sweep:
-            raise ConfigError(f"digits sweep {a.target} needs the sweep id")
+            raise UsageError(f"digits sweep {a.target} needs the sweep id (see `digits sweep list`)")
         return (_status if a.target == "status" else _cancel)(a, s)
     if a.sweep:
-        raise ConfigError(f"unexpected argument {a.sweep!r}: digits sweep DATA --grid ... (or status/cancel ID)")
+        raise UsageError(f"unexpected argument {a.sweep!r}: digits sweep DATA --grid ... (or list, or status/cancel ID)")
     from tasks.sweep import parse_grid
     from worker.client import submit_sweep
-    grid = parse_grid(a.grid or [], _fields())
+    try:
+        grid = parse_grid(a.grid or [], _fields())
+    except ConfigError as e:
+        raise UsageError(str(e)) from None
     if not grid:
-        raise ConfigError("give at least one --grid NAME=V1,V2,...")
+        raise UsageError("give at least one --grid NAME=V1,V2,...")
     with queue_app(s, keep_alive=a.no_wait) as app:
         sweep_id = submit_sweep(a.target, a.name, a.recipe, grid, app=app, settings=s, skip_bad=a.skip_bad)
         if a.no_wait:
@@ -107,6 +117,33 @@ def _status(a, s):
     else:
         _table(st)
     return 0 if st["state"] in (JobState.SUCCESS, JobState.PENDING, JobState.PROGRESS) else 1
+
+
+LIST_HEADER = ["SWEEP", "MODEL", "STATE", "RUNS", "BEST", "PROMOTED", "SUBMITTED (UTC)"]
+
+
+def _list(a, s):
+    """`digits sweep list`: every sweep, newest first (storage only, like `digits jobs`)."""
+    from tasks.jobs import iso, iso_times
+    from tasks.sweep import list_sweeps
+    found = list_sweeps(s.storage)
+    if a.json:
+        print_json(iso_times(found))
+        return 0
+    if not found:
+        print(f"no sweeps under {s.storage}")
+        return 0
+    rows = [LIST_HEADER]
+    for e in found:
+        best = f"v{e['best_version']} {e['best_val_accuracy']:.4f}" if e.get("best_val_accuracy") is not None else \
+            f"v{e['best_version']}" if e.get("best_version") else "-"
+        promoted = "-" if e.get("promoted") is None else "yes" if e["promoted"] else "no"
+        rows.append([e["sweep_id"], str(e["name"]), e["state"], f"{e['runs_ended']}/{e['runs']} ended", best,
+                     promoted, iso(e.get("submitted_at")) or "-"])
+    widths = [max(len(r[i]) for r in rows) for i in range(len(LIST_HEADER))]
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+    return 0
 
 
 def _cancel(a, s):

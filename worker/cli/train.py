@@ -4,7 +4,7 @@ import time
 from tqdm import tqdm
 
 from model import checkpoint, sources, storage
-from model.errors import DigitsError
+from model.errors import UsageError
 from worker.cli.common import eprint, queue_app
 from worker.cli.progress import JobBar, train_wait
 
@@ -16,6 +16,10 @@ def _training_overrides(a):
 
 def cmd_train(a, s):
     from model.train import make_config
+    from worker.cli.parser import local_only_options
+    local_only_options(a)
+    if a.local and not a.out and not a.name:
+        raise UsageError("--local needs --out MODEL (a file) or --name NAME (the registry)")
     config = make_config(a.recipe, **_training_overrides(a))
     if a.local:
         return _train_local(a, s, config)
@@ -51,8 +55,6 @@ def report_train(manifest, out):
 def _train_local(a, s, config):
     from model.train import Trainer
     from tasks.jobs import TrainJob
-    if not a.out and not a.name:
-        raise DigitsError("--local needs --out MODEL (a file) or --name NAME (the registry)")
     eprint(f"reading {a.data}")
     ds = sources.load_training(a.data, skip_bad=a.skip_bad)
     if ds.skipped:
