@@ -4,7 +4,11 @@
     DIGITS_BROKER_URL         Redis broker; unset = the embedded stack under DIGITS_HOME.
                               redis://user:password@host:6379/0 (an ACL user), or rediss://
                               for TLS
+                              or sentinel://[user:password@]h1:26379,h2:26379,h3:26379/0 for
+                              Redis Sentinel (sentinels:// with TLS; docs/cluster.md)
     DIGITS_RESULT_BACKEND     Redis result backend (default: the broker URL)
+    DIGITS_SENTINEL_MASTER    sentinel:// URLs: the master's name in the sentinels (default "digits")
+    DIGITS_SENTINEL_PASSWORD  sentinel:// URLs: the sentinels' own password (default: none)
     DIGITS_REDIS_CA           rediss://: CA certificate file that signed the server's
                               certificate (default: the system's CAs)
     DIGITS_REDIS_CERT / DIGITS_REDIS_KEY  rediss://: client certificate and key, for a Redis
@@ -102,6 +106,8 @@ class Settings:
     redis_cert: str | None  # client certificate for rediss://
     redis_key: str | None  # its key
     redis_verify: str  # "required" or "none"
+    sentinel_master: str  # the master's name in the sentinels, for sentinel:// URLs
+    sentinel_password: str | None  # the sentinels' own password
     storage: str  # folder path or fsspec URL
     predict_concurrency: int
     train_concurrency: int
@@ -168,7 +174,7 @@ class Settings:
 def redact(url):
     """A Redis URL with its password replaced by ***, for messages and logs."""
     import re
-    return re.sub(r"^([a-z+]+://[^:/@]*:)[^@/]*@", r"\1***@", str(url)) if url else url
+    return re.sub(r"([a-z+]+://[^:/@;,]*:)[^@/;]*@", r"\1***@", str(url)) if url else url
 
 
 def load():
@@ -183,6 +189,8 @@ def load():
         redis_cert=_str("DIGITS_REDIS_CERT"),
         redis_key=_str("DIGITS_REDIS_KEY"),
         redis_verify=_str("DIGITS_REDIS_VERIFY", "required"),
+        sentinel_master=_str("DIGITS_SENTINEL_MASTER", "digits"),
+        sentinel_password=_str("DIGITS_SENTINEL_PASSWORD"),
         storage=_str("DIGITS_STORAGE", str(home / "storage")),
         predict_concurrency=_int("DIGITS_PREDICT_CONCURRENCY", os.cpu_count() or 2),
         train_concurrency=_int("DIGITS_TRAIN_CONCURRENCY", 1),
