@@ -25,8 +25,9 @@ from model.errors import ConfigError
 
 SCHEMES = ("sentinel://", "sentinels://")
 DEFAULT_PORT = 26379
-CONNECT_TIMEOUT = 2.0  # seconds to connect to a sentinel or to the master
-READ_TIMEOUT = 10.0  # seconds a command may wait for its reply (longer than BRPOP's 1 s)
+CONNECT_TIMEOUT = 2.0  # seconds to connect to the master
+SENTINEL_TIMEOUT = 1.0  # seconds to connect to a sentinel, and for its reply: one that is down costs this
+READ_TIMEOUT = 5.0  # seconds a command may wait for its reply (longer than BRPOP's 1 s)
 HEALTH_CHECK = 3  # seconds between kombu's checks of its long-lived connections
 # a peer that stops answering is dropped after about 1 + 1 x 3 s idle, or 5 s of unacked data
 KEEPALIVE = {getattr(socket, name): value for name, value in
@@ -106,7 +107,7 @@ def kombu_url(target):
 
 def sentinel_kwargs(target, s):
     """redis-py's options for the connections to the sentinels themselves."""
-    kw = {"socket_timeout": CONNECT_TIMEOUT, "socket_connect_timeout": CONNECT_TIMEOUT,
+    kw = {"socket_timeout": SENTINEL_TIMEOUT, "socket_connect_timeout": SENTINEL_TIMEOUT,
           "socket_keepalive": True, "socket_keepalive_options": dict(KEEPALIVE)}
     if s.sentinel_password:
         kw["password"] = s.sentinel_password
@@ -123,10 +124,34 @@ def transport_options(target, s):
             "health_check_interval": HEALTH_CHECK, "retry_on_timeout": True}
 
 
+def follow_the_master_on_reconnect():
+    """Make every sentinel-managed connection (redis-py's, kombu's, Celery's) ask the sentinels
+    for the master when it reconnects after an error, not only when the pool makes it.
+
+    redis-py reconnects a dropped connection from send_packed_command through
+    connect_check_health, which skips SentinelManagedConnection.connect and so reconnects to
+    the host it had: a client retrying a command through a failover (the result backend's,
+    kombu's publish) kept knocking on the lost master for as long as it retried."""
+    from redis.sentinel import SentinelManagedConnection
+    if getattr(SentinelManagedConnection, "_digits_follows", False):
+        return
+    send = SentinelManagedConnection.send_packed_command
+
+    def send_packed_command(self, command, check_health=True):
+        if not self._sock:
+            self.connect()  # SentinelManagedConnection.connect: the master the sentinels name now
+        return send(self, command, check_health)
+
+    SentinelManagedConnection.send_packed_command = send_packed_command
+    SentinelManagedConnection._digits_follows = True
+
+
 def celery_entries(broker, backend, s):
     """Celery settings for a broker and/or result backend given as Sentinel URLs -> dict
     (only the entries for the URLs that are Sentinel ones)."""
     out = {}
+    if is_sentinel(broker) or is_sentinel(backend):
+        follow_the_master_on_reconnect()
     if is_sentinel(broker):
         t = parse(broker)
         out.update(broker_url=kombu_url(t), broker_transport_options=transport_options(t, s))
@@ -150,6 +175,7 @@ def connect(url, s, timeout=None):
     new connection asks the sentinels, so after a failover it reaches the promoted replica.
     timeout: seconds for connecting and for each reply (default CONNECT_TIMEOUT/READ_TIMEOUT)."""
     from redis.sentinel import Sentinel
+    follow_the_master_on_reconnect()
     t = parse(url)
     kw = dict(db=t.db, socket_timeout=timeout or READ_TIMEOUT, socket_connect_timeout=timeout or CONNECT_TIMEOUT,
               socket_keepalive=True, socket_keepalive_options=dict(KEEPALIVE))
