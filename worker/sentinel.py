@@ -17,6 +17,7 @@ vanished (no reset, packets going nowhere) is noticed within seconds and the nex
 asks the sentinels again: they name the promoted replica. Each sentinel listed is asked in
 turn, so one that is down costs one connect timeout, not the discovery.
 """
+import logging
 import socket
 from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
@@ -124,25 +125,58 @@ def transport_options(target, s):
             "health_check_interval": HEALTH_CHECK, "retry_on_timeout": True}
 
 
-def follow_the_master_on_reconnect():
-    """Make every sentinel-managed connection (redis-py's, kombu's, Celery's) ask the sentinels
-    for the master when it reconnects after an error, not only when the pool makes it.
+_LAST = {}  # process-wide: service name -> the master's address connected to last, and
+#           ("sentinel", service name) -> the address of the sentinel that answered last
 
-    redis-py reconnects a dropped connection from send_packed_command through
-    connect_check_health, which skips SentinelManagedConnection.connect and so reconnects to
-    the host it had: a client retrying a command through a failover (the result backend's,
-    kombu's publish) kept knocking on the lost master for as long as it retried."""
-    from redis.sentinel import SentinelManagedConnection
+
+def follow_the_master_on_reconnect():
+    """Teach redis-py's sentinel-managed connections (redis-py's, kombu's, Celery's) three things:
+
+    - a connection that dropped asks the sentinels for the master when it reconnects (redis-py
+      reconnected it from send_packed_command through connect_check_health, which skips
+      SentinelManagedConnection.connect, so to the host it had: a client retrying a command
+      through a failover kept knocking on the lost master for as long as it retried);
+    - the first connection to a new master says so once per process (a warning on the
+      "digits.sentinel" logger: in a worker's log, on a client's stderr);
+    - a sentinel that answered is asked first by every Sentinel of the process (kombu and
+      Celery make several), so one that is down costs one timeout per process, not one each."""
+    from redis.sentinel import Sentinel, SentinelManagedConnection
     if getattr(SentinelManagedConnection, "_digits_follows", False):
         return
-    send = SentinelManagedConnection.send_packed_command
+    send, connect_to, discover = (SentinelManagedConnection.send_packed_command,
+                                  SentinelManagedConnection.connect_to, Sentinel.discover_master)
 
     def send_packed_command(self, command, check_health=True):
         if not self._sock:
             self.connect()  # SentinelManagedConnection.connect: the master the sentinels name now
         return send(self, command, check_health)
 
+    def connect_to_and_tell(self, address):
+        connect_to(self, address)
+        name = self.connection_pool.service_name
+        if self.connection_pool.is_master:
+            old = _LAST.get(name)
+            _LAST[name] = tuple(address)
+            if old and old != tuple(address):
+                logging.getLogger("digits.sentinel").warning(
+                    "digits: Redis failover: the sentinels name %s:%s master of %r (was %s:%s); following it",
+                    address[0], address[1], name, old[0], old[1])
+
+    def discover_answered_first(self, service_name):
+        good = _LAST.get(("sentinel", service_name))
+        for i, s in enumerate(self.sentinels):
+            kw = s.connection_pool.connection_kwargs
+            if i and (kw.get("host"), kw.get("port")) == good:
+                self.sentinels[0], self.sentinels[i] = s, self.sentinels[0]
+                break
+        address = discover(self, service_name)  # puts the sentinel that answered first
+        kw = self.sentinels[0].connection_pool.connection_kwargs
+        _LAST[("sentinel", service_name)] = (kw.get("host"), kw.get("port"))
+        return address
+
     SentinelManagedConnection.send_packed_command = send_packed_command
+    SentinelManagedConnection.connect_to = connect_to_and_tell
+    Sentinel.discover_master = discover_answered_first
     SentinelManagedConnection._digits_follows = True
 
 

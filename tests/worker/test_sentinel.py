@@ -199,3 +199,31 @@ def test_flowers_broker_page_asks_every_sentinel(group):
 def test_a_wrong_sentinel_password_is_unreachable_not_a_crash(group, monkeypatch):
     monkeypatch.setenv("DIGITS_SENTINEL_PASSWORD", "wrong")
     assert sentinel.reachable(group.url(), timeout=1) is False
+
+
+def test_a_command_in_flight_when_the_master_goes_silent_lands_on_the_new_master(group, caplog):
+    """The master stops answering without closing its connections (SIGSTOP: as a host whose
+    cable was cut) and is promoted away from: a worker's result-backend client (its retries as
+    worker.app.ride_out_outages sets them) times out, asks the sentinels, writes to the new
+    master, and says the failover once."""
+    import logging
+    import signal
+    from worker import app as app_mod
+    app = app_mod.make_app(settings.load())
+    app_mod._bound["app"], saved = app, app_mod._bound["app"]
+    try:
+        app_mod.ride_out_outages()
+        client = app.backend.client
+        client.set("before", 1)
+        os.kill(group.procs["m"].pid, signal.SIGSTOP)
+        try:
+            with caplog.at_level(logging.WARNING, logger="digits.sentinel"):
+                client.set("during", "failover")  # blocks until it lands somewhere
+        finally:
+            os.kill(group.procs["m"].pid, signal.SIGCONT)
+    finally:
+        app_mod._bound["app"] = saved
+    assert _master_port(client) == group.ports["r"]
+    assert sentinel.connect(group.url(1), settings.load()).get("during") == b"failover"
+    said = [r.getMessage() for r in caplog.records if "failover" in r.getMessage()]
+    assert len(said) == 1 and str(group.ports["r"]) in said[0], said
