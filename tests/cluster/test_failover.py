@@ -98,13 +98,14 @@ def _finish(cluster, name, proc, lost_at, what):
     proc.wait(WITHIN + 30)
     done = time.time() - lost_at
     text = cluster.log_text(name)
-    said = [ln for ln in text.splitlines() if "unreachable" in ln or "failover" in ln]
+    said = [ln[ln.index("digits:"):] for ln in text.splitlines()
+            if "digits:" in ln and ("unreachable" in ln or "Redis failover" in ln)]
     print(f"recovery: the {what} ended {done:.1f}s after the master's loss; the client said: {said}")
     assert proc.returncode == 0, text
     assert "Traceback" not in text, text
     assert done <= WITHIN, f"the {what} took {done:.1f}s after the master's loss"
     # a waiting client says the failover once (and the outage before it, at most once)
-    assert len([ln for ln in said if "failover" in ln]) == 1, said
+    assert len([ln for ln in said if "Redis failover" in ln]) == 1, said
     assert len([ln for ln in said if "unreachable" in ln]) <= 1, said
     return text
 
@@ -198,13 +199,18 @@ def test_the_first_sentinel_listed_down(cluster, data):
     watchdog ask the next ones; a job ends exact and a worker started now finds the master."""
     if cluster.master_host() is None:
         pytest.skip("no master (the drills before failed)")
-    cluster.lose_host("sen1")
     ref = _reference(cluster, ["predict", data["csv"], "--model", data["model"]],
                      cluster.home("client") / "ref-csv.csv").read_bytes()
     out = cluster.home("client") / "sen1-down.csv"
     start = time.time()
     r = cluster.run("client", ["predict", data["csv"], "--model", data["model"], "--out", out, "--chunk-rows", 50])
-    print(f"\nwith the first sentinel down a prediction took {time.time() - start:.1f}s")
+    before = time.time() - start
+    assert r.returncode == 0, r.stderr
+    cluster.lose_host("sen1")
+    start = time.time()
+    r = cluster.run("client", ["predict", data["csv"], "--model", data["model"], "--out", out, "--chunk-rows", 50])
+    print(f"\na prediction took {before:.1f}s with every sentinel up, {time.time() - start:.1f}s with the first "
+          "one listed down")
     assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
     assert open(out, "rb").read() == ref
     cluster.kill_host("w1")
