@@ -18,7 +18,8 @@ failover-timeout 5000 (production: docs/cluster.md).
 import os
 import time
 
-from tests.cluster.hosts import HOSTS, REDIS_PORT, REDIS_USER, Cluster, _sh, make_certs, redis_server_tls
+from tests.cluster.certs import make_certs
+from tests.cluster.hosts import HOSTS, REDIS_PORT, REDIS_USER, Cluster, _sh, redis_server_tls
 
 SENTINEL_PORT = 26379
 MASTER = "digits"
