@@ -140,11 +140,11 @@ def follow_the_master_on_reconnect():
       "digits.sentinel" logger: in a worker's log, on a client's stderr);
     - a sentinel that answered is asked first by every Sentinel of the process (kombu and
       Celery make several), so one that is down costs one timeout per process, not one each."""
-    from redis.sentinel import Sentinel, SentinelManagedConnection
+    from redis.exceptions import ConnectionError, ResponseError, TimeoutError
+    from redis.sentinel import MasterNotFoundError, Sentinel, SentinelManagedConnection
     if getattr(SentinelManagedConnection, "_digits_follows", False):
         return
-    send, connect_to, discover = (SentinelManagedConnection.send_packed_command,
-                                  SentinelManagedConnection.connect_to, Sentinel.discover_master)
+    send, connect_to = SentinelManagedConnection.send_packed_command, SentinelManagedConnection.connect_to
 
     def send_packed_command(self, command, check_health=True):
         if not self._sock:
@@ -163,21 +163,39 @@ def follow_the_master_on_reconnect():
                     address[0], address[1], name, old[0], old[1])
 
     def discover_answered_first(self, service_name):
+        """Sentinel.discover_master, asking first the sentinel that answered last in this
+        process, and failing with one line per sentinel (host:port: reason) instead of the
+        clients' reprs: a refusal (a wrong password) then reads as one (worker.outage)."""
         good = _LAST.get(("sentinel", service_name))
         for i, s in enumerate(self.sentinels):
-            kw = s.connection_pool.connection_kwargs
-            if i and (kw.get("host"), kw.get("port")) == good:
+            if i and _address(s) == good:
                 self.sentinels[0], self.sentinels[i] = s, self.sentinels[0]
                 break
-        address = discover(self, service_name)  # puts the sentinel that answered first
-        kw = self.sentinels[0].connection_pool.connection_kwargs
-        _LAST[("sentinel", service_name)] = (kw.get("host"), kw.get("port"))
-        return address
+        errors = []
+        for i, s in enumerate(self.sentinels):
+            where = "%s:%s" % _address(s)
+            try:
+                state = s.sentinel_masters().get(service_name)
+            except (ConnectionError, ResponseError, TimeoutError) as e:
+                errors.append(f"{where}: {str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}")
+                continue
+            if state and self.check_master_state(state, service_name):
+                self.sentinels[0], self.sentinels[i] = s, self.sentinels[0]
+                _LAST[("sentinel", service_name)] = _address(s)
+                return getattr(self, "_force_master_ip", None) or state["ip"], state["port"]
+            errors.append(f"{where}: knows no live master {service_name!r}")
+        raise MasterNotFoundError(f"no sentinel names a master {service_name!r} ({'; '.join(errors)})")
 
     SentinelManagedConnection.send_packed_command = send_packed_command
     SentinelManagedConnection.connect_to = connect_to_and_tell
     Sentinel.discover_master = discover_answered_first
     SentinelManagedConnection._digits_follows = True
+
+
+def _address(client):
+    """(host, port) of a redis-py client (a sentinel's)."""
+    kw = client.connection_pool.connection_kwargs
+    return kw.get("host"), kw.get("port")
 
 
 def celery_entries(broker, backend, s):

@@ -197,8 +197,15 @@ def test_flowers_broker_page_asks_every_sentinel(group):
 
 
 def test_a_wrong_sentinel_password_is_unreachable_not_a_crash(group, monkeypatch):
+    """A wrong sentinel password: the probe says unreachable, and a client's error names each
+    sentinel with the refusal, which worker.outage reads as one (no waiting for an outage)."""
+    import redis
+    from worker import outage
     monkeypatch.setenv("DIGITS_SENTINEL_PASSWORD", "wrong")
     assert sentinel.reachable(group.url(), timeout=1) is False
+    with pytest.raises(redis.ConnectionError) as e:
+        sentinel.connect(group.url(), settings.load()).ping()
+    assert f"127.0.0.1:{group.ports['s1']}" in str(e.value) and outage.refused(str(e.value)), str(e.value)
 
 
 def test_a_command_in_flight_when_the_master_goes_silent_lands_on_the_new_master(group, caplog):
