@@ -147,8 +147,8 @@ def follow_the_master_on_reconnect():
     send, connect_to = SentinelManagedConnection.send_packed_command, SentinelManagedConnection.connect_to
 
     def send_packed_command(self, command, check_health=True):
-        if not self._sock:
-            self.connect()  # SentinelManagedConnection.connect: the master the sentinels name now
+        if not self._sock:  # one attempt (the caller's retry policy retries): the master named now
+            self._connect_retry()
         return send(self, command, check_health)
 
     def connect_to_and_tell(self, address):
@@ -158,6 +158,7 @@ def follow_the_master_on_reconnect():
             old = _LAST.get(name)
             _LAST[name] = tuple(address)
             if old and old != tuple(address):
+                _LAST["failovers"] = _LAST.get("failovers", 0) + 1
                 logging.getLogger("digits.sentinel").warning(
                     "digits: Redis failover: the sentinels name %s:%s master of %r (was %s:%s); following it",
                     address[0], address[1], name, old[0], old[1])
@@ -190,6 +191,11 @@ def follow_the_master_on_reconnect():
     SentinelManagedConnection.connect_to = connect_to_and_tell
     Sentinel.discover_master = discover_answered_first
     SentinelManagedConnection._digits_follows = True
+
+
+def failovers():
+    """How many times this process has followed the master to a new address (0 at first)."""
+    return _LAST.get("failovers", 0)
 
 
 def _address(client):

@@ -19,7 +19,7 @@ import os
 import time
 
 from tests.cluster.certs import make_certs
-from tests.cluster.hosts import HOSTS, REDIS_PORT, REDIS_USER, Cluster, _sh, redis_server_tls
+from tests.cluster.hosts import CORES, HOSTS, REDIS_PORT, REDIS_USER, Cluster, _sh, redis_server_tls
 
 SENTINEL_PORT = 26379
 MASTER = "digits"
@@ -198,6 +198,21 @@ class SentinelCluster(Cluster):
             _sh("ip", "-n", self.ns[host], "route", "del", "blackhole", f"{self.ip[other]}/32", check=False)
         self.heal(host)
         self.start_redis_on(host)
+
+    def stop_worker_processes(self):
+        """SIGKILL every worker (the scheduler and its watchdog go on)."""
+        for name in [n for n in self.workers if n != "scheduler" and n in self.procs]:
+            self._kill(self.procs.pop(name))
+
+    def start_worker_processes(self, hosts=("w1", "w2")):
+        """Start the workers that stop_worker_processes stopped (not the scheduler) -> once they answer."""
+        import sys
+        for h in hosts:
+            for q in ("predict", "train"):
+                argv = [sys.executable, "-m", "worker.cli", "worker", "--queues", q, "--concurrency", 1]
+                self.spawn(f"{h}-{q}", h, argv + (["--max-tasks-per-child", 1] if q == "train" else []),
+                           core=CORES[h])
+        self.wait_workers({f"{q}@{h}" for h in hosts for q in ("predict", "train")})
 
     def role(self, host):
         """ROLE of host's Redis, asked directly (not through the sentinels) -> "master"/"slave"."""

@@ -134,10 +134,9 @@ def test_master_host_lost_mid_prediction_with_its_unreplicated_tail(cluster, dat
     cluster.lost = lost
 
 
-def test_the_old_master_comes_back_as_a_replica(cluster, data):
-    """The lost host's Redis starts again on its own (stale) data: the sentinels make it a
-    replica of the new master, it takes the new master's data, and a job ends exact."""
-    lost = getattr(cluster, "lost", None) or pytest.skip("no master was lost before")
+def _bring_back(cluster, lost):
+    """The lost host back, its Redis on its own (stale) data, until the sentinels made it a
+    replica of the master -> seconds that took."""
     master = cluster.master_host()
     cluster.bring_back(lost)
     start = time.time()
@@ -149,8 +148,17 @@ def test_the_old_master_comes_back_as_a_replica(cluster, data):
             pass
         assert time.time() - start < 60, "the old master did not rejoin as a replica"
         time.sleep(0.2)
-    print(f"\nthe old master {lost} rejoined as a replica of {master} {time.time() - start:.1f}s after it came back")
+    took = time.time() - start
     cluster.wait_group()
+    return took
+
+
+def test_the_old_master_comes_back_as_a_replica(cluster, data):
+    """The lost host's Redis starts again on its own (stale) data: the sentinels make it a
+    replica of the new master, it takes the new master's data, and a job ends exact."""
+    lost = getattr(cluster, "lost", None) or pytest.skip("no master was lost before")
+    took = _bring_back(cluster, lost)
+    print(f"\nthe old master {lost} rejoined as a replica of {cluster.master_host()} {took:.1f}s after it came back")
     ref = _reference(cluster, ["predict", data["csv"], "--model", data["model"]],
                      cluster.home("client") / "ref-csv.csv").read_bytes()
     out = cluster.home("client") / "after-return.csv"
@@ -187,11 +195,44 @@ def test_master_host_lost_mid_training(cluster, data):
                   for h in ("w1", "w2")):
         assert time.time() < deadline and proc.poll() is None, cluster.log_text("client-train")
         time.sleep(0.02)
-    _, lost_at, _ = _lose_master(cluster)
+    cluster.lost, lost_at, _ = _lose_master(cluster)
     assert proc.poll() is None, "the training had ended before the master was lost"
     _finish(cluster, "client-train", proc, lost_at, "training")
     a, b = checkpoint.load_model(str(queued)), checkpoint.load_model(str(local))
     assert all(np.array_equal(a.params[k], b.params[k]) for k in a.params)
+
+
+def test_jobs_submitted_in_the_lost_tail_are_sent_again(cluster, data):
+    """Every worker is down (busy elsewhere) and replication stalled while a prediction and a
+    training job are submitted: all Redis had of them (queued messages, the active set, the
+    model's marker) is on the master only when its host is lost. The workers come back after
+    the failover; the watchdog finds both jobs from storage, sends them again, and both end
+    exact within 60 s of the loss."""
+    from model import checkpoint
+    lost = getattr(cluster, "lost", None) or pytest.skip("no master was lost before")
+    _bring_back(cluster, lost)
+    ref = _reference(cluster, ["predict", data["csv"], "--model", data["model"]],
+                     cluster.home("client") / "ref-csv.csv").read_bytes()
+    args = ["train", data["train"], "--recipe", "default", "--epochs", 3, "--seed", 7]
+    local = _reference(cluster, args, cluster.home("client") / "tail-local.npz")
+    out, queued = cluster.home("client") / "tail.csv", cluster.home("client") / "tail.npz"
+    cluster.stop_worker_processes()
+    cluster.stall_replication(cluster.master_host())
+    predict = _spawn_client(cluster, "client-tail-predict", ["predict", data["csv"], "--model", data["model"],
+                                                             "--out", out, "--chunk-rows", 50])
+    train = _spawn_client(cluster, "client-tail-train", [*args, "--name", "tail", "--out", queued])
+    _wait_log(cluster, "client-tail-predict", r"prediction job \S+")
+    _wait_log(cluster, "client-tail-train", r"training job \S+")
+    _, lost_at, _ = _lose_master(cluster)
+    cluster.start_worker_processes()
+    _finish(cluster, "client-tail-predict", predict, lost_at, "prediction submitted in the lost tail")
+    _finish(cluster, "client-tail-train", train, lost_at, "training submitted in the lost tail")
+    assert open(out, "rb").read() == ref
+    a, b = checkpoint.load_model(str(queued)), checkpoint.load_model(str(local))
+    assert all(np.array_equal(a.params[k], b.params[k]) for k in a.params)
+    log = cluster.log_text("scheduler")
+    assert re.search(r"prediction job \S+ was lost with the failover", log), log[-3000:]
+    assert re.search(r"training job \S+ was lost with the failover: sent again", log), log[-3000:]
 
 
 def test_the_first_sentinel_listed_down(cluster, data):
