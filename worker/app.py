@@ -10,6 +10,7 @@ from celery.signals import beat_init, worker_init, worker_process_init
 from kombu import Exchange, Queue
 
 from tasks.queueing import DEFAULT_QUEUE, QUEUES, ROUTES
+from worker import sentinel
 from worker import settings as settings_mod
 from worker import watchdog
 from worker.schedule import beat_schedule
@@ -62,7 +63,7 @@ def celery_config(s, broker_url=None):
         tls["broker_use_ssl"] = s.redis_tls()
     if str(backend).startswith("rediss://"):
         tls["redis_backend_use_ssl"] = s.redis_tls()
-    return dict(
+    conf = dict(
         **tls,
         broker_url=broker,
         result_backend=backend,
@@ -96,11 +97,16 @@ def celery_config(s, broker_url=None):
                                    "interval_step": 0.5, "interval_max": 1},
         worker_hijack_root_logger=False,
         # the project's own settings, read by the tasks
+        digits_broker_url=broker,  # as configured (broker_url may be rewritten below)
         digits_storage=s.storage,
         digits_promote_tolerance=s.promote_tolerance,
         digits_chunk_retries=s.chunk_retries,
         digits_retry_backoff=s.retry_backoff,
     )
+    # sentinel:// URLs: kombu's and Celery's Sentinel forms, the master's name, short timeouts
+    for key, value in sentinel.celery_entries(broker, backend, s).items():
+        conf[key] = {**conf[key], **value} if key.endswith("transport_options") else value
+    return conf
 
 
 
@@ -127,6 +133,7 @@ def _apply(app, s, broker_url):
 
 
 app = make_app()
+sentinel.flower_asks_every_sentinel(app)  # in Flower's process: its Broker page follows the master too
 _bound = {"app": app, "used": False}  # the app configure() handed out last
 
 
@@ -139,7 +146,7 @@ def configure(broker_url):
     """
     s = settings_mod.load()
     current = _bound["app"]
-    if _bound["used"] and current.conf.broker_url != broker_url:
+    if _bound["used"] and current.conf.get("digits_broker_url", current.conf.broker_url) != broker_url:
         current = make_app(s, broker_url)
     else:
         _apply(current, s, broker_url)

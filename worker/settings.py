@@ -79,7 +79,9 @@ class Settings:
         "DIGITS_HOME", _path, ".digits", "embedded stack (socket, logs) and default storage", shown="`./.digits`")
     broker_url: str | None = setting(
         "DIGITS_BROKER_URL", _str, None, "Redis broker URL, e.g. `redis://:PASSWORD@host:6379/0`, "
-        "`redis://USER:PASSWORD@host:6379/0` (an ACL user), `rediss://...` (TLS)", shown="unset = embedded")
+        "`redis://USER:PASSWORD@host:6379/0` (an ACL user), `rediss://...` (TLS), "
+        "`sentinel://[USER:PASSWORD@]h1:26379,h2:26379,h3:26379/0` (Redis Sentinel; `sentinels://` with TLS: "
+        "docs/cluster.md)", shown="unset = embedded")
     result_backend: str | None = setting(
         "DIGITS_RESULT_BACKEND", _str, lambda v: v["broker_url"], "Redis URL for results", shown="the broker URL")
     redis_ca: str | None = setting(
@@ -93,6 +95,10 @@ class Settings:
     redis_verify: str = setting(
         "DIGITS_REDIS_VERIFY", _str, "required", "`rediss://`: `required` checks Redis's certificate and host "
         "name; `none` checks nothing (testing only)")
+    sentinel_master: str = setting(
+        "DIGITS_SENTINEL_MASTER", _str, "digits", "`sentinel://` URLs: the master's name in the sentinels")
+    sentinel_password: str | None = setting(
+        "DIGITS_SENTINEL_PASSWORD", _str, None, "`sentinel://` URLs: the sentinels' own password", shown="none")
     storage: str = setting(
         "DIGITS_STORAGE", _str, lambda v: str(v["home"] / "storage"), "shared storage for inputs, chunks, jobs "
         "and models: a folder or an fsspec URL (`s3://bucket/prefix`)", shown="$DIGITS_HOME/storage",
@@ -203,7 +209,7 @@ class Settings:
 def redact(url):
     """A Redis URL with its password replaced by ***, for messages and logs."""
     import re
-    return re.sub(r"^([a-z+]+://[^:/@]*:)[^@/]*@", r"\1***@", str(url)) if url else url
+    return re.sub(r"([a-z+]+://[^:/@;,]*:)[^@/;]*@", r"\1***@", str(url)) if url else url
 
 
 def declarations():
@@ -250,6 +256,13 @@ COMPOSE_VARIABLES = (
      "URL-safe characters only, e.g. the output of\n#   python -c \"import secrets; print(secrets.token_hex(32))\""),
     ("REDIS_MAXMEMORY", "0", "Memory cap of Redis, e.g. 2gb; 0 = no cap. The policy is noeviction: when full, "
      "Redis refuses new tasks instead of silently dropping queued ones."),
+    ("REDIS_SCHEME", "redis", "How workers, the scheduler, Flower and clients reach Redis. Plain Redis (the "
+     "default): REDIS_SCHEME=redis and REDIS_HOSTS=redis:6379.\n# Redis Sentinel (`docker compose --profile "
+     "sentinel up -d`, docs/cluster.md):\n#   REDIS_SCHEME=sentinel and "
+     "REDIS_HOSTS=sentinel-1:26379,sentinel-2:26379,sentinel-3:26379"),
+    ("REDIS_HOSTS", "redis:6379", "Redis's host:port, or the sentinels' (see REDIS_SCHEME)."),
+    ("SENTINEL_DOWN_AFTER_MS", "5000", "Sentinel profile: milliseconds of silence after which a sentinel thinks "
+     "the master is down (the failover starts about one second after the quorum agrees)."),
     ("FLOWER_PORT", "5555", "Host port of Flower, bound to 127.0.0.1 only; put a TLS reverse proxy in front "
      "to expose it."),
     ("DIGITS_IMAGE", "digits-queue:latest", "Tag of the image built from deploy/Dockerfile (or pulled from "

@@ -45,6 +45,9 @@ def broker_reachable(url, timeout=0.5, tls=None):
     """True when the Redis at url (redis://, rediss:// or the embedded redis+socket://)
     answers a PING within timeout, with no retries (a client's quick probe); tls: the
     TLS options of a rediss:// URL (Settings.redis_tls())."""
+    from worker import sentinel
+    if sentinel.is_sentinel(url):  # the master the sentinels name
+        return sentinel.reachable(url, timeout)
     from worker.lightredis import LightRedis, ReplyError
     try:
         with LightRedis.from_url(url, timeout, tls) as r:

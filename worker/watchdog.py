@@ -75,12 +75,15 @@ class Watchdog:
         self.app, self.grace, self.workers, self.census_timeout = app, grace, workers, census_timeout
         self.suspects = set()  # delivery tags no live worker held at the last scan
         self.requeued = 0  # how many messages this watchdog put back, in all
+        from worker.failover import FailoverAudit
+        self.audit = FailoverAudit(app)  # jobs a Redis failover lost whole (worker.failover)
 
     def scan(self):
         """One scan -> [(delivery tag, task id)] requeued now, then stalled prediction jobs
         resumed (resume_stalled). Raises BROKER_ERRORS when the broker is unreachable (the
         caller tries again at the next interval)."""
         requeued = self.restore_unheld()
+        self.audit.scan(lambda: held_task_ids(self.app, self.census_timeout, self.workers))
         self.resume_stalled()
         return requeued
 

@@ -32,6 +32,8 @@ import sys
 import time
 from pathlib import Path
 
+from tests.cluster.certs import make_certs  # noqa: F401 (tests import it from here)
+
 ROOT = Path(__file__).resolve().parents[2]
 PREFIX = "dgt"  # every namespace and link of these clusters starts with it
 HOSTS = {"redis": 2, "s3": 3, "w1": 11, "w2": 12, "client": 20}
@@ -59,35 +61,10 @@ def redis_server_tls():
     return None
 
 
-def make_certs(folder, server_ips):
-    """A CA, a server certificate for server_ips (IP SANs) and a client certificate, made with
-    openssl in folder -> {"ca", "server_cert", "server_key", "client_cert", "client_key",
-    "other_ca"} (other_ca: a CA that signed nothing here, for refusal tests)."""
-    f = Path(folder)
-    f.mkdir(parents=True, exist_ok=True)
-    p = {k: str(f / n) for k, n in [("ca", "ca.crt"), ("ca_key", "ca.key"), ("server_cert", "server.crt"),
-                                    ("server_key", "server.key"), ("client_cert", "client.crt"),
-                                    ("client_key", "client.key"), ("other_ca", "other-ca.crt"),
-                                    ("other_ca_key", "other-ca.key")]}
-    for cert, key, cn in ((p["ca"], p["ca_key"], "digits test CA"), (p["other_ca"], p["other_ca_key"], "other CA")):
-        _sh("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert,
-            "-days", "2", "-subj", f"/CN={cn}")
-    san = ",".join(f"IP:{ip}" for ip in server_ips) + ",DNS:localhost"
-    for kind, cn, ext in (("server", "redis", f"subjectAltName={san}"), ("client", "digits-client", None)):
-        csr = str(f / f"{kind}.csr")
-        _sh("openssl", "req", "-newkey", "rsa:2048", "-nodes", "-keyout", p[f"{kind}_key"], "-out", csr,
-            "-subj", f"/CN={cn}")
-        extfile = f / f"{kind}.ext"
-        extfile.write_text((ext or "basicConstraints=CA:FALSE") + "\n")
-        _sh("openssl", "x509", "-req", "-in", csr, "-CA", p["ca"], "-CAkey", p["ca_key"], "-CAcreateserial",
-            "-out", p[f"{kind}_cert"], "-days", "2", "-extfile", str(extfile))
-    for key in ("server_key", "client_key", "ca_key", "other_ca_key"):
-        os.chmod(p[key], 0o644)  # readable by the test's processes (temporary test keys)
-    return p
-
-
 class Cluster:
     """See the module docstring. Build with Cluster.create(base); always destroy()."""
+    HOSTS = HOSTS  # name -> last byte of its address
+    SCHEDULER_HOST = "redis"  # where the one scheduler (and its watchdog) runs
 
     @staticmethod
     def unavailable():
@@ -111,9 +88,9 @@ class Cluster:
         self.run_id = f"{os.getpid() % 100000:05d}"
         self.subnet = f"10.213.{os.getpid() % 200 + 20}"
         self.bridge = f"{PREFIX}b{self.run_id}"
-        self.ns = {h: f"{PREFIX}-{self.run_id}-{h}" for h in HOSTS}
-        self.links = {h: f"{PREFIX}{self.run_id}{i}" for i, h in enumerate(HOSTS)}
-        self.ip = {h: f"{self.subnet}.{n}" for h, n in HOSTS.items()}
+        self.ns = {h: f"{PREFIX}-{self.run_id}-{h}" for h in self.HOSTS}
+        self.links = {h: f"{PREFIX}{self.run_id}{i}" for i, h in enumerate(self.HOSTS)}
+        self.ip = {h: f"{self.subnet}.{n}" for h, n in self.HOSTS.items()}
         self.password = secrets.token_hex(16)
         self.procs = {}  # name -> Popen
         self.logs = {}  # name -> log path
@@ -129,13 +106,16 @@ class Cluster:
         try:
             c._network()
             c._folders()
-            c.certs = make_certs(c.base / "certs", [c.ip["redis"]])
-            c._start_redis()
-            c._start_s3()
+            c._start_services()
         except BaseException:
             c.destroy()
             raise
         return c
+
+    def _start_services(self):
+        self.certs = make_certs(self.base / "certs", [self.ip["redis"]])
+        self._start_redis()
+        self._start_s3()
 
     def _network(self):
         _sh("ip", "link", "add", self.bridge, "type", "bridge")
@@ -154,7 +134,7 @@ class Cluster:
     def _folders(self):
         self.shared = self.base / "shared"
         self.shared.mkdir(parents=True, exist_ok=True)
-        for host in HOSTS:
+        for host in self.HOSTS:
             for sub in ("home", "digits", "logs"):
                 (self.private(host) / sub).mkdir(parents=True, exist_ok=True)
 
@@ -198,7 +178,7 @@ class Cluster:
     def wrap(self, host, argv, core=None):
         """argv run on host: in its network namespace, with its own host name (UTS namespace)
         and a mount namespace in which the other hosts' private folders are empty."""
-        others = " ".join(f"'{self.private(h)}'" for h in HOSTS if h != host)
+        others = " ".join(f"'{self.private(h)}'" for h in self.HOSTS if h != host)
         script = (f'hostname "$0" && for d in {others}; do mount -t tmpfs -o size=1m tmpfs "$d"; done '
                   f'&& exec "$@"')
         pin = ["taskset", "-c", core] if core is not None else []
@@ -239,10 +219,14 @@ class Cluster:
                 "user default off",
                 f"user {REDIS_USER} on >{self.password} ~* &* +@all",
                 f"dir {data}", 'save ""', "appendonly yes", "appendfsync everysec",
-                "maxmemory-policy noeviction", "daemonize no", ""]))
+                "maxmemory-policy noeviction", "daemonize no", *self.redis_conf_extra(), ""]))
             conf.chmod(0o600)
         self.spawn("redis", "redis", [redis_server_tls(), str(conf)])
         self.wait_redis()
+
+    def redis_conf_extra(self):
+        """More lines of the Redis configuration (a subclass's)."""
+        return []
 
     def wait_redis(self, timeout=30):
         import redis
@@ -301,8 +285,8 @@ class Cluster:
             if train:
                 self.spawn(f"{h}-train", h, [sys.executable, "-m", "worker.cli", "worker", "--queues", "train", "--concurrency", 1,
                                              "--max-tasks-per-child", 1], core=CORES[h], **env)
-        self.spawn("scheduler", "redis", [sys.executable, "-m", "worker.cli", "scheduler", "--schedule-file",
-                                          self.private("redis") / "beat-schedule"], **env)
+        self.spawn("scheduler", self.SCHEDULER_HOST, [sys.executable, "-m", "worker.cli", "scheduler", "--schedule-file",
+                                          self.private(self.SCHEDULER_HOST) / "beat-schedule"], **env)
         want = {f"predict@{h}" for h in hosts} | ({f"train@{h}" for h in hosts} if train else set())
         self.wait_workers(want)
 
