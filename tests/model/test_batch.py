@@ -22,7 +22,7 @@ BROKEN = {
     10: ("wrong column count", "expected 784 values"),
     50: ("non-numeric", "non-numeric value"),
     120: ("pixel 300", "value 300 in pixel"),
-    177: ("empty line", "empty line"),
+    177: ("one value too many", "expected 784 values, found 785"),
 }
 
 
@@ -47,8 +47,8 @@ def broken_line(kind, pixels):
         return ",".join(map(str, pixels[:7])) + ",seven," + ",".join(map(str, pixels[8:]))
     if kind == "pixel 300":
         return ",".join(map(str, [300, *pixels[1:]]))
-    if kind == "empty line":
-        return ""
+    if kind == "one value too many":
+        return ",".join(map(str, [*pixels, 0]))
     raise AssertionError(kind)
 
 

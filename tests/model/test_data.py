@@ -48,13 +48,12 @@ def bad_row_cases():
         "wrong-column-count": ("1,2,3", ["expected 785 values, found 3"]),
         "too-many-columns": (csv_row([1, *zeros, 0]), ["expected 785 values, found 786"]),
         "non-numeric": (csv_row([1, *zeros[:11], "abc", *zeros[12:]]), ["non-numeric", "'abc'", "pixel11"]),
-        "float-value": (csv_row([1, "12.5", *zeros[1:]]), ["non-numeric", "12.5", "pixel0"]),
+        "float-value": (csv_row([1, "12.5", *zeros[1:]]), ["non-integral", "12.5", "pixel0"]),
         "pixel-too-big": (csv_row([1, *zeros[:5], 300, *zeros[6:]]), ["300", "pixel5", "outside 0..255"]),
         "pixel-negative": (csv_row([1, *zeros[:783], -4]), ["-4", "pixel783", "outside 0..255"]),
         "label-10": (csv_row([10, *zeros]), ["label 10", "outside 0..9"]),
         "label-255": (csv_row([255, *zeros]), ["label 255", "outside 0..9"]),
         "empty-value": (csv_row([1, "", *zeros[1:]]), ["empty value", "pixel0"]),
-        "empty-line": ("", ["empty line"]),
     }
 
 
