@@ -305,7 +305,8 @@ def _assemble(task, root, job_id):
     manifest = record.manifest(counts, state, chunks_done=len(done),
                                chunk_seconds=sum(m.get("seconds", 0) for m in done),
                                assemble_seconds=time.perf_counter() - t0,
-                               error=f"job {job_id}: {batch.failure_line(counts)}" if state == "PARTIAL" else None)
+                               error=f"job {job_id}: {batch.failure_line(counts)}" if state in ("PARTIAL", "FAILURE")
+                               else None)
     manifest["timings"] = _timings(job, done, assemble_started, time.perf_counter() - t0)  # and per stage
     jobs.write_manifest(root, job_id, manifest)
     r.srem(keys.ACTIVE_PREDICTIONS, job_id)
