@@ -27,7 +27,8 @@ from model.errors import DataError, describe
 
 MAGIC = ((b"\x1f\x8b", "gzip"), (b"BZh", "bzip2"), (b"\xfd7zXZ\x00", "xz"),
          (b"PK\x03\x04", "zip"), (b"PK\x05\x06", "zip"))  # first bytes -> kind (an empty zip too)
-STREAMS = {"gzip": gzip.GzipFile, "bzip2": bz2.BZ2File, "xz": lzma.LZMAFile}
+STREAMS = {"gzip": lambda f: gzip.GzipFile(fileobj=f, mode="rb"), "bzip2": lambda f: bz2.BZ2File(f, "rb"),
+           "xz": lambda f: lzma.LZMAFile(f, "rb")}  # kind -> a reader of a binary file's decompressed bytes
 SUFFIXES = {"gzip": ".gz", "bzip2": ".bz2", "xz": ".xz", "zip": ".zip"}
 MEMBER_SEP = "::"  # archive.zip::member.csv
 PIECE = 1 << 20  # bytes decompressed at a time
@@ -128,7 +129,7 @@ def open_stream(ref, kind, member=None):
         return
     path = storage.local_path(ref)
     raw = open(path, "rb") if path is not None else io.BufferedReader(_RangeReader(ref), PIECE)
-    with raw, STREAMS[kind](fileobj=raw, mode="rb") as f:
+    with raw, STREAMS[kind](raw) as f:
         yield f
 
 
