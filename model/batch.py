@@ -225,10 +225,12 @@ def _write_outcomes(source, outcomes, out, bad):
         ok += len(idx)
         rows_bad += len(r.errors)
         first += n
+    counts = {"rows_in": ok + rows_bad + failed, "rows_ok": ok, "rows_bad": rows_bad, "rows_failed": failed,
+              "rows_skipped": skipped, "failed_chunks": failed_chunks}
     top = reasons.most_common(1)
-    return {"rows_in": ok + rows_bad + failed, "rows_ok": ok, "rows_bad": rows_bad, "rows_failed": failed,
-            "rows_skipped": skipped, "failed_chunks": failed_chunks,
-            "top_reason": {"reason": examples[top[0][0]], "records": top[0][1]} if top else None}
+    if not ok and top:  # the reason a job predicted nothing (failure_line)
+        counts["top_reason"] = {"reason": examples[top[0][0]], "records": top[0][1]}
+    return counts
 
 
 _KIND_RE = re.compile(r"'.*'|-?[0-9][0-9.e+-]*")
