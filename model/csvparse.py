@@ -96,6 +96,11 @@ def parse_rows(block, n_fields, columns=None, skip=0):
         x = _piece(raw, start, end)  # (PAD + m,)
         out = values[kept:] if not spill else values[:0]  # (room left, n)
         rows = None if skip else _fast(x, n, out)
+        if rows is None and not skip:  # a blank line now and then: dropped, then the fast path again
+            y = _drop_short_blank(x)
+            if y is not None:
+                x = y
+                rows = _fast(x, n, out) if len(x) > _PAD else out[:0]
         if rows is None:
             rows = _careful(x, n, out, line0, errors, columns, skip)
         if len(rows) <= len(out):
@@ -198,6 +203,32 @@ def _drop_blank(x):
     if not blank.any():
         return x
     keep = np.repeat(~blank, np.diff(ends, prepend=-1))  # (m,) the bytes of the other lines
+    out = np.empty(_PAD + int(np.count_nonzero(keep)), np.uint8)  # (PAD + m',)
+    out[:_PAD] = _NL
+    np.compress(keep, c, out=out[_PAD:])
+    return out
+
+
+_SHORT = 16  # bytes: a blank line this short or shorter is dropped before the fast path is tried again
+_FEW = 64  # ... when a piece has at most this many short lines (else _careful sorts them out)
+
+
+def _drop_short_blank(x):
+    """Piece x without its short blank lines -> a new piece, or None when it has none (or
+    too many short lines to look at one by one). Longer blank lines are _careful's."""
+    c = x[_PAD:]  # (m,)
+    ends = np.flatnonzero(c == _NL)  # (k,)
+    lengths = np.diff(ends, prepend=-1) - 1  # (k,) bytes before each b"\n"
+    short = np.flatnonzero(lengths <= _SHORT)  # (s,)
+    if not len(short) or len(short) > _FEW:
+        return None
+    blank = np.zeros(len(ends), bool)  # (k,)
+    for i in short.tolist():
+        end = int(ends[i])
+        blank[i] = not c[end - int(lengths[i]):end].tobytes().strip(b" \t\r\x1a")
+    if not blank.any():
+        return None
+    keep = np.repeat(~blank, lengths + 1)  # (m,) the bytes of the other lines
     out = np.empty(_PAD + int(np.count_nonzero(keep)), np.uint8)  # (PAD + m',)
     out[:_PAD] = _NL
     np.compress(keep, c, out=out[_PAD:])

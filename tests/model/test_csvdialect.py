@@ -223,3 +223,18 @@ def test_any_header_line_is_a_layout_or_a_named_error(head):
         assert layout.columns in (data.PIXEL_COLUMNS, data.TRAIN_COLUMNS)
     except DataError as e:
         assert e.source == "h.csv" and e.reason
+
+
+@FAST
+@given(st.lists(st.lists(st.sampled_from([b"1.0", b"0.0", b"255.0", b".0", b"5", b"12.5", b"1.0.0", b"x.0", b"-1.0",
+                                          b"256.0", b"7.00", b"", b"3.0e0"]), min_size=3, max_size=3),
+                max_size=8), st.booleans())
+def test_the_integral_float_shortcut_agrees_with_the_float_parse(rows, crlf):
+    """parse_block reads pandas' "128.0" through the integer parser: the same records, values
+    and bad records as the float parser gives."""
+    nl = b"\r\n" if crlf else b"\n"
+    block = nl.join(b",".join(r) for r in rows)
+    values, errors = csvdialect.parse_block(block, 3, None)
+    want_values, want_errors = csvdialect.parse_float_rows(block, 3, None)
+    np.testing.assert_array_equal(values, want_values)
+    assert set(errors) == set(want_errors)
