@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from model.csvparse import drop_blank_lines, parse_rows
+from model.csvparse import TooManyLines, drop_blank_lines, parse_rows
 
 SEPARATORS = (",", ";", "\t")
 INDEX_NAMES = ("", "unnamed: 0", "id", "index", "imageid")  # a first column read as a row index
@@ -147,18 +147,18 @@ def _cut_fields(block, first, last):
     return c[keep[:size].astype(bool)].tobytes()
 
 
-def parse_block(block, n_fields, columns, skip=0):
+def parse_block(block, n_fields, columns, skip=0, max_lines=None):
     """Plain lines (normalize's output) -> (values (n, n_fields) uint8, errors) as
-    model.csvparse.parse_rows, and floats too: a block with a `.`, `e` or `E` goes through
-    parse_float_rows."""
+    model.csvparse.parse_rows (max_lines too), and floats too: a block with a `.`, `e` or
+    `E` goes through parse_float_rows."""
     if b"." in block and _after_digits(block):  # pandas' "128.0": integers with ".0" take the fast path
         ints = block.replace(b".0,", b",").replace(b".0\n", b"\n").replace(b".0\r", b"\r")
         ints = ints[:-2] if ints.endswith(b".0") else ints
         if b"." not in ints and b"e" not in ints and b"E" not in ints:
-            return parse_rows(ints, n_fields, columns, skip)
+            return parse_rows(ints, n_fields, columns, skip, max_lines)
     if b"." in block or b"e" in block or b"E" in block:
-        return parse_float_rows(block, n_fields, columns, skip)
-    return parse_rows(block, n_fields, columns, skip)
+        return parse_float_rows(block, n_fields, columns, skip, max_lines)
+    return parse_rows(block, n_fields, columns, skip, max_lines)
 
 
 def _after_digits(block):
@@ -168,11 +168,15 @@ def _after_digits(block):
     return dots[0] > 0 and bool(((c[dots - 1] - np.uint8(48)) < 10).all())
 
 
-def parse_float_rows(block, n, columns=None, skip=0):
+def parse_float_rows(block, n, columns=None, skip=0, max_lines=None):
     """Lines of decimal values such as `128.0`, `1.28e+02` -> (values (k, n) uint8, errors),
     as parse_rows: a value must be integral and in 0..255 ("non-integral value '12.5' in
     pixel3"); blank lines are no records. About 20x slower than parse_rows: rare files."""
-    lines = drop_blank_lines(block).split(b"\n")
+    block = drop_blank_lines(block)
+    count = block.count(b"\n") + (not block.endswith(b"\n"))
+    if max_lines is not None and count > max_lines:
+        raise TooManyLines(count, max_lines)
+    lines = block.split(b"\n")
     if lines and lines[-1] == b"":
         lines.pop()
     lines = [line[:-1] if line.endswith(b"\r") else line for line in lines]

@@ -42,7 +42,15 @@ MAX_LINE = 1 << 16  # bytes: a longer line is reported bad unread (a good row is
 _RECORD = re.compile(rb"[^ \t\r\x1a\n][^\n]*")  # one match per line that is not blank
 
 
-def parse_rows(block, n_fields, columns=None, skip=0):
+class TooManyLines(ValueError):
+    """A block of more lines than parse_rows was allowed to give rows to (max_lines)."""
+
+    def __init__(self, lines, limit):
+        self.lines, self.limit = lines, limit
+        super().__init__(f"{lines} lines, more than the limit of {limit}")
+
+
+def parse_rows(block, n_fields, columns=None, skip=0, max_lines=None):
     """Parse whole lines of a Kaggle digit CSV (no header) into uint8 values.
 
     block: complete lines separated by b"\\n" (a trailing b"\\r" on a line is allowed; the
@@ -68,7 +76,8 @@ def parse_rows(block, n_fields, columns=None, skip=0):
     fast path; anything else is checked by an exact per-line parse, which is slower but rare.
     Memory: the temporaries of one piece (about 256 KB of lines plus at most MAX_LINE
     bytes) whatever the block holds: a line that would make a piece longer is reported
-    without being parsed ("line of N bytes is longer than the limit of 65536").
+    without being parsed ("line of N bytes is longer than the limit of 65536"); and the
+    values, a row per line: max_lines bounds them (TooManyLines, before any is allocated).
     """
     n = int(n_fields)
     if n < 1:
@@ -84,6 +93,8 @@ def parse_rows(block, n_fields, columns=None, skip=0):
     if lines > len(block) // (2 * n) + 2:  # more lines than rows fit: blank (or bad) ones
         block = drop_blank_lines(block)
         lines = block.count(b"\n") + 1
+    if max_lines is not None and lines > max_lines:
+        raise TooManyLines(lines, max_lines)
     size = len(block)
     raw = np.frombuffer(block, np.uint8)  # (size,) no copy
     # one row per line, so the values are written in place, never resized

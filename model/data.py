@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from model import archive, csvdialect, network, png28, storage
-from model.csvparse import MAX_LINE, count_records, too_long
+from model.csvparse import MAX_LINE, TooManyLines, count_records, too_long
 from model.errors import DataError, describe
 
 N_PIXELS = network.N_IN
@@ -43,6 +43,7 @@ REDUCE_TO = 1024  # a larger image is reduced to this many pixels a side as it i
 HEADER_LIMIT = 1 << 20  # bytes searched for the end of the header line
 READ_WINDOW = 4 << 20  # bytes of a CSV range read at a time
 PLAN_SLACK = 0.03  # chunks may be this much larger than asked rather than one more chunk be added
+MAX_BAD_RECORDS = 100_000  # bad records in one chunk past which it fails whole (bounds its memory)
 _LABEL_RANGE = re.compile(r"^value (\S+) in label is outside 0\.\.255$")
 
 
@@ -292,7 +293,11 @@ def read_csv_range(layout, start, end, labels=True):
 
     labels: for a training file, check and return its label column; with labels=False (a
     labeled file given to predict) the label column is ignored, unchecked. Reads at most
-    READ_WINDOW bytes at a time (see line_blocks)."""
+    READ_WINDOW bytes at a time (see line_blocks).
+
+    Memory: a row of values and an error entry per bad record, so the bad records of one
+    range are bounded: past MAX_BAD_RECORDS (lines too short to be rows, garbage) the range
+    is refused whole (DataError saying how many), before their rows are allocated."""
     n_fields = len(layout.columns)
     skip = int(layout.labeled and not labels)
     parts, errors, n = [], {}, 0
@@ -301,7 +306,16 @@ def read_csv_range(layout, start, end, labels=True):
             values, errs = np.zeros((1, n_fields), np.uint8), {0: too_long(block)}  # (1, n_fields)
         else:
             block = csvdialect.normalize(block, layout.dialect, n_fields)
-            values, errs = csvdialect.parse_block(block, n_fields, layout.columns, skip)  # (k, n_fields)
+            rows_fit = len(block) // (2 * n_fields - 1) + 1  # good rows the bytes could hold
+            try:
+                values, errs = csvdialect.parse_block(block, n_fields, layout.columns, skip,
+                                                      max_lines=rows_fit + MAX_BAD_RECORDS - len(errors))
+            except TooManyLines as e:
+                lines = e.lines - block.endswith(b"\n")  # parse_rows counts a last, empty one
+                raise DataError(layout.ref, _too_many_bad(start, end, f"{lines:,} lines in {len(block):,} "
+                                                          f"bytes, too short to hold {n_fields} values")) from None
+        if len(errors) + len(errs) > MAX_BAD_RECORDS:
+            raise DataError(layout.ref, _too_many_bad(start, end, f"first: {next(iter(errs.values()))}"))
         errors.update((n + i, reason) for i, reason in errs.items())
         parts.append(values)
         n += len(values)
@@ -321,6 +335,11 @@ def read_csv_range(layout, start, end, labels=True):
         if int(i) not in errors:
             errors[int(i)] = f"label {labels[i]} is outside 0..9"
     return Block(pixels, labels, errors)
+
+
+def _too_many_bad(start, end, detail):
+    return (f"bytes {start}-{end}: more than {MAX_BAD_RECORDS:,} bad records in one chunk ({detail}); "
+            f"not read record by record")
 
 
 # ----------------------------------------------------------------------------- images
