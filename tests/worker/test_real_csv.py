@@ -185,3 +185,25 @@ def test_a_prediction_with_nothing_predicted_exits_1_with_one_line(cli, sample, 
     if mode == "queue":
         st = json.loads(cli("status", m["job_id"], "--json").stdout)
         assert st["state"] == "FAILURE" and why in st["error"]
+
+
+def test_a_chunk_of_garbage_lines_fails_whole_and_the_rest_is_predicted(cli, sample, trained_model, tmp_path):
+    """300,000 lines too short to be rows between good rows: their chunks fail whole (bounded
+    memory, no retry), the good chunks are predicted, the job ends PARTIAL with one line."""
+    x = sample["test_x"][:500]
+    rows = tool_files.plain(np.tile(x, (3, 1)))  # 1,500 rows: the planner's 1 MB sample holds rows only
+    head, body = rows.split(b"\n", 1)
+    ref = tmp_path / "garbage.csv"
+    ref.write_bytes(head + b"\n" + body + b"x\n" * 300_000 + body)
+    out = tmp_path / "o.csv"
+    r = cli("predict", ref, "--model", trained_model[1], "--out", out, "--chunk-rows", 300, "--json")
+    assert r.returncode == 1, r.stderr
+    m = json.loads(r.stdout)
+    assert m["state"] == "PARTIAL" and m["rows_ok"] >= 1500
+    assert m["failed_chunks"] and all("more than 100,000 bad records in one chunk" in f["reason"]
+                                      for f in m["failed_chunks"])
+    assert m["rows_in"] == m["rows_ok"] + m["rows_bad"] + m["rows_failed"] == 300_000 + 3000
+    ids, labels = read_submission(out)
+    want = np.tile(trained_model[0].predict(x)[0], 3)
+    np.testing.assert_array_equal(labels[:1500], want)
+    np.testing.assert_array_equal(ids[:1500], np.arange(1, 1501))
