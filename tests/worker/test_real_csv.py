@@ -4,7 +4,6 @@ or (normalized values, a wrong training header, an ambiguous zip) a one-line ref
 any stack starts; no prediction exits 0 with nothing predicted."""
 import json
 import os
-import shutil
 import subprocess
 
 import numpy as np
