@@ -206,3 +206,26 @@ def test_a_chunk_of_garbage_lines_fails_whole_and_the_rest_is_predicted(cli, sam
     want = np.tile(trained_model[0].predict(x)[0], 3)
     np.testing.assert_array_equal(labels[:1500], want)
     np.testing.assert_array_equal(ids[:1500], np.arange(1, 1501))
+
+
+def test_8_mb_of_blank_lines_cost_little_in_a_real_job(cli, sample, trained_model, tmp_path):
+    """The whole `digits predict --local` process (interpreter, NumPy, model, parse) peaks far
+    under 250 MB on a file of two rows around 8 MB of blank lines, and numbers them 1 and 2."""
+    import sys
+    x = sample["test_x"][:2]
+    head, body = tool_files.plain(x).split(b"\n", 1)
+    first, second = body.split(b"\n")[:2]
+    ref = tmp_path / "blank.csv"
+    ref.write_bytes(head + b"\n" + first + b"\n" + b"\n" * (8 << 20) + second + b"\n")
+    script = ("import sys; from worker.cli import main; rc = main(sys.argv[1:]); "
+              "print([ln.split()[1] for ln in open('/proc/self/status') if ln.startswith('VmHWM')][0]); "
+              "sys.exit(rc)")
+    out = tmp_path / "o.csv"
+    r = subprocess.run([sys.executable, "-c", script, "predict", str(ref), "--model", trained_model[1],
+                        "--out", str(out), "--local"], env=cli.env, capture_output=True, text=True, timeout=WAIT)
+    assert r.returncode == 0, r.stderr
+    peak_mb = int(r.stdout.split()[-1]) / 1024
+    assert peak_mb < 250, f"peak RSS {peak_mb:.0f} MB"
+    ids, labels = read_submission(out)
+    assert ids.tolist() == [1, 2] and labels.tolist() == trained_model[0].predict(x)[0].tolist()
+    print(f"peak RSS of the whole command: {peak_mb:.0f} MB")
