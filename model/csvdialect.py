@@ -246,6 +246,19 @@ def _float_line(line, n, columns, skip):
     return row, None
 
 
+def other_separator(data, dialect, n_fields):
+    """The bytes after the header -> the separator its first record is written with when
+    that is not the header's (a `,` header over `;` records), else None."""
+    first = data.split(b"\n", 1)[0].rstrip(b"\r").translate(None, b'"')
+    want = n_fields + (dialect.index is not None) + dialect.trailing  # fields as written
+    if not first.strip(b" \t\x1a") or first.count(dialect.sep.encode()) + 1 == want:
+        return None
+    for sep in SEPARATORS:
+        if sep != dialect.sep and first.count(sep.encode()) + 1 == want:
+            return sep
+    return None
+
+
 def looks_normalized(sample, n, skip=0):
     """A sample of plain lines -> (row, column index, text) of a first fractional value when
     every value (past the first `skip` columns) is in 0..1 and one is fractional: a file of

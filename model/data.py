@@ -119,6 +119,10 @@ def csv_layout_of(ref, head, size, training=False):
     if layout is None:
         _wrong_header(ref, names, training)
     labeled = layout is TRAIN_COLUMNS
+    other = csvdialect.other_separator(head[data_start:], dialect, len(layout))
+    if other:
+        raise DataError(ref, f"the header is separated by {dialect.sep!r} but the first record by {other!r}; "
+                        f"write the file with one separator")
     got = csvdialect.looks_normalized(_sample_lines(head[data_start:], dialect, len(layout)), len(layout),
                                       skip=int(labeled))
     if got:

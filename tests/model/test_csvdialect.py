@@ -238,3 +238,15 @@ def test_the_integral_float_shortcut_agrees_with_the_float_parse(rows, crlf):
     want_values, want_errors = csvdialect.parse_float_rows(block, 3, None)
     np.testing.assert_array_equal(values, want_values)
     assert set(errors) == set(want_errors)
+
+
+@pytest.mark.parametrize("sep", [";", "\t"])
+def test_records_separated_unlike_the_header_are_refused_at_submit(tmp_path, images, sep):
+    raw = tool_files.plain(images[:5])
+    head, body = raw.split(b"\n", 1)
+    ref = tmp_path / "mixed.csv"
+    ref.write_bytes(head + b"\n" + body.replace(b",", sep.encode()))
+    with pytest.raises(DataError) as e:
+        sources.check_input(str(ref))
+    assert e.value.reason == (f"the header is separated by ',' but the first record by {sep!r}; "
+                              f"write the file with one separator")

@@ -229,3 +229,12 @@ def test_8_mb_of_blank_lines_cost_little_in_a_real_job(cli, sample, trained_mode
     ids, labels = read_submission(out)
     assert ids.tolist() == [1, 2] and labels.tolist() == trained_model[0].predict(x)[0].tolist()
     print(f"peak RSS of the whole command: {peak_mb:.0f} MB")
+
+
+def test_records_separated_unlike_their_header_are_refused_at_submit(cli, sample, trained_model, tmp_path):
+    head, body = tool_files.plain(sample["test_x"][:5]).split(b"\n", 1)
+    ref = tmp_path / "mixed.csv"
+    ref.write_bytes(head + b"\n" + body.replace(b",", b";"))
+    line = refused_before_anything_starts(cli, tmp_path, "predict", ref, "--model", trained_model[1], "--out",
+                                          tmp_path / "o.csv")
+    assert "the header is separated by ',' but the first record by ';'" in line
