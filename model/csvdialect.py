@@ -118,6 +118,9 @@ def normalize(block, dialect, n_fields):
     return _cut_fields(block, dialect.index is not None, dialect.trailing)
 
 
+_NEAR = 24  # bytes searched for a line's first comma before every comma is listed
+
+
 def _cut_fields(block, first, last):
     """Remove each line's first field with its comma (first) and a comma right before each
     line's end (last); a line without a comma keeps its first field."""
@@ -129,22 +132,42 @@ def _cut_fields(block, first, last):
     if c[-1] != 10:
         ends = np.append(ends, size)  # (k,) a last line without its b"\n"
     starts = np.concatenate(([0], ends[:-1] + 1))  # (k,)
-    keep = np.ones(size + 1, np.int8)  # (size + 1,) 1: byte kept
+    keep = np.ones(size, bool)  # (size,) the bytes kept
     if first:
-        commas = np.flatnonzero(c == 44)  # (n_commas,)
-        j = np.searchsorted(commas, starts)  # (k,) each line's first comma, if it is in the line
-        has = j < len(commas)
-        has[has] = commas[j[has]] < ends[has]
-        cut = np.zeros(size + 1, np.int8)  # (size + 1,) +1 where a cut starts, -1 after it ends
-        cut[starts[has]] += 1
-        cut[commas[j[has]] + 1] -= 1
-        keep -= np.cumsum(cut, dtype=np.int8)
+        comma = _first_commas(c, starts, ends)  # (k,) each line's first comma, -1 for none
+        has = comma >= 0
+        width = comma[has] - starts[has] + 1  # (h,) bytes cut from each line that has a comma
+        if len(width) and width.max() <= _NEAR:  # short index values (nearly always): one gather
+            at = starts[has][:, None] + np.arange(_NEAR)  # (h, NEAR)
+            keep[at[np.arange(_NEAR) < width[:, None]]] = False
+        elif len(width):
+            cut = np.zeros(size + 1, np.int8)  # (size + 1,) +1 where a cut starts, -1 after it ends
+            cut[starts[has]] += 1
+            cut[comma[has] + 1] -= 1
+            keep &= np.cumsum(cut[:size], dtype=np.int8) == 0
     if last:
         at = ends - 1  # (k,) the byte before each line's end
         at = np.where((at >= starts) & (c[np.maximum(at, 0)] == 13), at - 1, at)  # before a b"\r"
-        drop = at[(at >= starts) & (c[np.maximum(at, 0)] == 44)]
-        keep[drop] = 0
-    return c[keep[:size].astype(bool)].tobytes()
+        keep[at[(at >= starts) & (c[np.maximum(at, 0)] == 44)]] = False
+    return c[keep].tobytes()
+
+
+def _first_commas(c, starts, ends):
+    """The offset of each line's first comma in c (size,), -1 for a line without one: looked
+    for in the first _NEAR bytes of each line, then among all commas for the others."""
+    size = len(c)
+    at = np.minimum(starts[:, None] + np.arange(_NEAR), size - 1)  # (k, NEAR)
+    near = (c[at] == 44) & (at < ends[:, None])  # (k, NEAR)
+    found = near.any(axis=1)  # (k,)
+    out = np.where(found, starts + near.argmax(axis=1), -1)  # (k,)
+    rest = np.flatnonzero(~found & (ends - starts > _NEAR))  # (r,) long first fields: rare
+    if len(rest):
+        commas = np.flatnonzero(c == 44)  # (n_commas,)
+        j = np.searchsorted(commas, starts[rest])  # (r,)
+        ok = j < len(commas)
+        ok[ok] = commas[j[ok]] < ends[rest][ok]
+        out[rest[ok]] = commas[j[ok]]
+    return out
 
 
 def parse_block(block, n_fields, columns, skip=0, max_lines=None):

@@ -250,3 +250,23 @@ def test_records_separated_unlike_the_header_are_refused_at_submit(tmp_path, ima
         sources.check_input(str(ref))
     assert e.value.reason == (f"the header is separated by ',' but the first record by {sep!r}; "
                               f"write the file with one separator")
+
+
+def _cut_reference(block, first, last):
+    out = []
+    for line in block.split(b"\n"):
+        cr = line.endswith(b"\r")
+        body = line[:-1] if cr else line
+        if first and b"," in body:
+            body = body.split(b",", 1)[1]
+        if last and body.endswith(b","):
+            body = body[:-1]
+        out.append(body + (b"\r" if cr else b""))
+    return b"\n".join(out)
+
+
+@FAST
+@given(st.lists(st.sampled_from([b"1", b"22", b"x" * 30, b",", b"\r", b"\n", b"\n", b"0,0", b"7" * 40 + b","]),
+                max_size=40).map(b"".join), st.booleans(), st.booleans())
+def test_cut_fields_matches_a_line_by_line_cut(block, first, last):
+    assert csvdialect._cut_fields(block, first, last) == _cut_reference(block, first, last)
