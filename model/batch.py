@@ -14,6 +14,8 @@ do the records of a chunk that failed as a whole (reason "chunk N failed: ...").
 """
 import io
 import json
+import re
+from collections import Counter
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -157,7 +159,8 @@ def assemble(source, outcomes, out_ref):
     finally:
         out_file.discard()
         bad_file.discard()
-    return dict(counts, output=str(out_ref), errors=err_ref)
+    notes = source.notes() if hasattr(source, "notes") else []
+    return dict(counts, output=str(out_ref), errors=err_ref, **({"read_as": notes} if notes else {}))
 
 
 def _assemble(source, outcomes, out_file, bad_file):
@@ -179,6 +182,8 @@ def _write_outcomes(source, outcomes, out, bad):
     bad_rows([source.error_header])
     ok = rows_bad = failed = skipped = 0
     failed_chunks = []
+    reasons = Counter()  # kind of reason (reason_kind) -> bad records, for the line of a job with none good
+    examples = {}  # kind -> its first reason as written
     first = 0  # records of the input before the current chunk
     lost = None  # why the row numbers from here on are unknown (CSV only)
 
@@ -216,26 +221,61 @@ def _write_outcomes(source, outcomes, out, bad):
         idx = np.flatnonzero(good)  # (n_ok,)
         out.write(source.output_lines(names, idx, r.labels[idx], r.confidence[idx], r.notes))
         bad_rows((names[i], r.errors[i]) for i in sorted(r.errors))
+        _tally(reasons, examples, r.errors.values())
         ok += len(idx)
         rows_bad += len(r.errors)
         first += n
-    return {"rows_in": ok + rows_bad + failed, "rows_ok": ok, "rows_bad": rows_bad, "rows_failed": failed,
-            "rows_skipped": skipped, "failed_chunks": failed_chunks}
+    counts = {"rows_in": ok + rows_bad + failed, "rows_ok": ok, "rows_bad": rows_bad, "rows_failed": failed,
+              "rows_skipped": skipped, "failed_chunks": failed_chunks}
+    top = reasons.most_common(1)
+    if not ok and top:  # the reason a job predicted nothing (failure_line)
+        counts["top_reason"] = {"reason": examples[top[0][0]], "records": top[0][1]}
+    return counts
+
+
+_KIND_RE = re.compile(r"'.*'|-?[0-9][0-9.e+-]*")
+MAX_REASON_KINDS = 1000  # kinds tallied at most (reasons quoting every value could be many)
+
+
+def reason_kind(reason):
+    """A reason without its values, so that reasons of one kind are counted together:
+    "non-numeric value 'abc' in pixel12" -> "non-numeric value # in pixel#"."""
+    return _KIND_RE.sub("#", reason)
+
+
+def _tally(reasons, examples, found):
+    for reason in found:
+        kind = reason_kind(reason)
+        if kind in reasons or len(reasons) < MAX_REASON_KINDS:
+            reasons[kind] += 1
+            examples.setdefault(kind, reason)
 
 
 def final_state(counts, cancelled=False):
-    """SUCCESS, PARTIAL (a chunk failed as a whole) or CANCELLED, from assemble's counts."""
+    """From assemble's counts: PARTIAL (a chunk failed as a whole), CANCELLED, FAILURE (no
+    record predicted: all bad, or none at all; see failure_line) or SUCCESS."""
+    if counts["rows_ok"] == 0 and not (cancelled or counts["rows_skipped"]):
+        return "FAILURE"
     if counts["failed_chunks"]:
         return "PARTIAL"
     return "CANCELLED" if cancelled or counts["rows_skipped"] else "SUCCESS"
 
 
 def failure_line(counts):
-    """One line on the failed chunks of a PARTIAL job: which, how many rows, why."""
+    """One line on why a job ended PARTIAL or FAILURE: the failed chunks (which, how many
+    rows, why), or for a job without a single prediction, its most common reason."""
     fc = counts["failed_chunks"]
+    nothing = "no predictions: " if not counts.get("rows_ok") else ""
+    if not fc:
+        top = counts.get("top_reason")
+        if not counts.get("rows_in") or not top:
+            return f"{nothing}the input holds no records"
+        also = "" if top["records"] == counts["rows_bad"] else " (the most common reason)"
+        return (f"{nothing}all {counts['rows_bad']} records are bad; {top['records']} of them: "
+                f"{top['reason']}{also}")
     rows = sum(f["rows"] or 0 for f in fc)
     which = ", ".join(str(f["chunk"]) for f in fc[:5]) + (" ..." if len(fc) > 5 else "")
-    return (f"{len(fc)} chunk(s) failed ({which}), {rows} records not predicted: "
+    return (f"{nothing}{len(fc)} chunk(s) failed ({which}), {rows} records not predicted: "
             f"{fc[0]['reason']}")
 
 

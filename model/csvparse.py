@@ -17,6 +17,11 @@ Then, with a few whole-piece passes:
   * one np.flatnonzero of the separators and one take of (100*hundreds + 10*tens + units)
     mod 256 give the (lines, n_fields) values.
 
+Blank lines (nothing but spaces, tabs, b"\\r" or a DOS end-of-file b"\\x1a") are not records:
+they fail the fast path's checks and _careful drops them before anything else. A block with
+more lines than its bytes could hold as rows loses its blank lines before the values are
+allocated, so 8 MB of blank lines cost nothing but their bytes (not a 784-wide row each).
+
 Lines ending in b"\\r\\n" take the same path: the b"\\r" is then the last separator of each
 line and the pair counts as one line end. A piece mixing both endings (or a b"\\r\\n" block
 whose last line has no line break) goes through _careful, which drops those b"\\r" first.
@@ -31,12 +36,21 @@ import numpy as np
 
 _PAD = 3  # bytes kept before each piece: a field's last digit has at most 3 bytes before it
 _CHUNK = 1 << 18  # target bytes per piece, so its temporaries fit the L2 cache
-_NL, _COMMA, _CR = 10, 44, 13
+_NL, _COMMA, _CR, _SUB = 10, 44, 13, 26  # _SUB: Ctrl-Z, a DOS file's end-of-file mark
 _FIELD = re.compile(rb"[ \t]*([+-]?)0*([0-9]+)[ \t]*")  # sign, value without leading zeros
 MAX_LINE = 1 << 16  # bytes: a longer line is reported bad unread (a good row is <= ~3.2 KB)
+_RECORD = re.compile(rb"[^ \t\r\x1a\n][^\n]*")  # one match per line that is not blank
 
 
-def parse_rows(block, n_fields, columns=None, skip=0):
+class TooManyLines(ValueError):
+    """A block of more lines than parse_rows was allowed to give rows to (max_lines)."""
+
+    def __init__(self, lines, limit):
+        self.lines, self.limit = lines, limit
+        super().__init__(f"{lines} lines, more than the limit of {limit}")
+
+
+def parse_rows(block, n_fields, columns=None, skip=0, max_lines=None):
     """Parse whole lines of a Kaggle digit CSV (no header) into uint8 values.
 
     block: complete lines separated by b"\\n" (a trailing b"\\r" on a line is allowed; the
@@ -46,9 +60,11 @@ def parse_rows(block, n_fields, columns=None, skip=0):
     skip: leading fields taken as they are, unchecked and returned as 0 (a labeled file's
     label column, in prediction).
 
-    Returns (values, errors): values is (n_lines, n_fields) uint8 with bad lines zero-filled;
-    errors maps 0-based line index within the block -> one-line human reason, one of
-        "empty line"   (any blank line, also a last one: b"1,2\\n\\n" is 2 lines, 1 bad)
+    Blank lines (empty, or only spaces, tabs, b"\\r", b"\\x1a") are not records: they get no
+    row and no index, so records are numbered as pandas numbers them (count_records).
+
+    Returns (values, errors): values is (n_records, n_fields) uint8 with bad lines zero-filled;
+    errors maps 0-based record index within the block -> one-line human reason, one of
         "expected 785 values, found 3"
         "empty value in pixel7"
         "non-numeric value 'abc' in pixel12"   (also floats such as '12.0' or '1e3')
@@ -60,7 +76,8 @@ def parse_rows(block, n_fields, columns=None, skip=0):
     fast path; anything else is checked by an exact per-line parse, which is slower but rare.
     Memory: the temporaries of one piece (about 256 KB of lines plus at most MAX_LINE
     bytes) whatever the block holds: a line that would make a piece longer is reported
-    without being parsed ("line of N bytes is longer than the limit of 65536").
+    without being parsed ("line of N bytes is longer than the limit of 65536"); and the
+    values, a row per line: max_lines bounds them (TooManyLines, before any is allocated).
     """
     n = int(n_fields)
     if n < 1:
@@ -72,10 +89,16 @@ def parse_rows(block, n_fields, columns=None, skip=0):
     if not block:
         return np.zeros((0, n), np.uint8), {}
     block = bytes(block)
+    lines = block.count(b"\n") + 1  # a fast C count
+    if lines > len(block) // (2 * n) + 2:  # more lines than rows fit: blank (or bad) ones
+        block = drop_blank_lines(block)
+        lines = block.count(b"\n") + 1
+    if max_lines is not None and lines > max_lines:
+        raise TooManyLines(lines, max_lines)
     size = len(block)
     raw = np.frombuffer(block, np.uint8)  # (size,) no copy
-    # one row per line (a fast C count), so the values are written in place, never resized
-    values = np.empty((block.count(b"\n") + 1, n), np.uint8)  # (room, n)
+    # one row per line, so the values are written in place, never resized
+    values = np.empty((lines, n), np.uint8)  # (room, n)
     spill, errors = [], {}
     kept = line0 = 0  # rows written in place into values; lines seen
 
@@ -84,6 +107,11 @@ def parse_rows(block, n_fields, columns=None, skip=0):
         x = _piece(raw, start, end)  # (PAD + m,)
         out = values[kept:] if not spill else values[:0]  # (room left, n)
         rows = None if skip else _fast(x, n, out)
+        if rows is None and not skip:  # a blank line now and then: dropped, then the fast path again
+            y = _drop_short_blank(x)
+            if y is not None:
+                x = y
+                rows = _fast(x, n, out) if len(x) > _PAD else out[:0]
         if rows is None:
             rows = _careful(x, n, out, line0, errors, columns, skip)
         if len(rows) <= len(out):
@@ -118,6 +146,29 @@ def parse_rows(block, n_fields, columns=None, skip=0):
     return values, errors
 
 
+def drop_blank_lines(block):
+    """bytes -> the same lines without the blank ones (see parse_rows), a piece of about
+    _CHUNK bytes at a time (memory: the output plus a few times one piece)."""
+    block = bytes(block)
+    raw = np.frombuffer(block, np.uint8)  # (size,)
+    parts, start = [], 0
+    while start < len(block):
+        end = block.find(b"\n", start + _CHUNK)
+        end = len(block) if end < 0 else end + 1
+        x = _piece(raw, start, end)  # (PAD + m,) a b"\n" added after a last line without one
+        kept = _drop_blank(x)[_PAD:]
+        if kept.size and raw[end - 1] != _NL:
+            kept = kept[:-1]  # the b"\n" _piece added
+        parts.append(kept.tobytes())
+        start = end
+    return b"".join(parts)
+
+
+def count_records(block):
+    """Records (lines that are not blank) in whole lines of bytes, as parse_rows counts them."""
+    return len(_RECORD.findall(block))
+
+
 def too_long(length):
     """The reason given for a line of `length` bytes (without its line break) left unread."""
     return f"line of {length} bytes is longer than the limit of {MAX_LINE}"
@@ -150,6 +201,48 @@ def _drop_cr(x):
     out = np.empty(len(x) - n_cr, np.uint8)  # (PAD + m - n_cr,)
     out[:_PAD] = _NL
     np.compress(~cr, c, out=out[_PAD:])
+    return out
+
+
+def _drop_blank(x):
+    """Remove the blank lines (nothing but spaces, tabs, b"\\r", b"\\x1a") from piece x."""
+    c = x[_PAD:]  # (m,)
+    content = ~((c == _NL) | (c == 32) | (c == 9) | (c == _CR) | (c == _SUB))  # (m,)
+    ends = np.flatnonzero(c == _NL)  # (k,)
+    per_line = np.diff(np.cumsum(content)[ends], prepend=0)  # (k,) content bytes per line
+    blank = per_line == 0  # (k,)
+    if not blank.any():
+        return x
+    keep = np.repeat(~blank, np.diff(ends, prepend=-1))  # (m,) the bytes of the other lines
+    out = np.empty(_PAD + int(np.count_nonzero(keep)), np.uint8)  # (PAD + m',)
+    out[:_PAD] = _NL
+    np.compress(keep, c, out=out[_PAD:])
+    return out
+
+
+_SHORT = 16  # bytes: a blank line this short or shorter is dropped before the fast path is tried again
+_FEW = 64  # ... when a piece has at most this many short lines (else _careful sorts them out)
+
+
+def _drop_short_blank(x):
+    """Piece x without its short blank lines -> a new piece, or None when it has none (or
+    too many short lines to look at one by one). Longer blank lines are _careful's."""
+    c = x[_PAD:]  # (m,)
+    ends = np.flatnonzero(c == _NL)  # (k,)
+    lengths = np.diff(ends, prepend=-1) - 1  # (k,) bytes before each b"\n"
+    short = np.flatnonzero(lengths <= _SHORT)  # (s,)
+    if not len(short) or len(short) > _FEW:
+        return None
+    blank = np.zeros(len(ends), bool)  # (k,)
+    for i in short.tolist():
+        end = int(ends[i])
+        blank[i] = not c[end - int(lengths[i]):end].tobytes().strip(b" \t\r\x1a")
+    if not blank.any():
+        return None
+    keep = np.repeat(~blank, lengths + 1)  # (m,) the bytes of the other lines
+    out = np.empty(_PAD + int(np.count_nonzero(keep)), np.uint8)  # (PAD + m',)
+    out[:_PAD] = _NL
+    np.compress(keep, c, out=out[_PAD:])
     return out
 
 
@@ -222,7 +315,7 @@ def _careful(x, n, out, line0, errors, columns, skip=0):
     255 is parsed by _parse_line; the others are read with the fast path's arithmetic.
     With skip > 0 every line goes through _parse_line, which leaves its first fields unread.
     """
-    x = _drop_cr(x)
+    x = _drop_blank(_drop_cr(x))
     m = len(x) - _PAD
     c = x[_PAD:]  # (m,)
     ends = np.flatnonzero(c == _NL)  # (k,) each line's b"\n"

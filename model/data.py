@@ -1,8 +1,10 @@
 """Readers and validators for the two formats users bring.
 
 Kaggle CSV: a training file `label,pixel0..pixel783` or a test file `pixel0..pixel783`,
-one image a row. Files are read in byte ranges of whole lines, so memory does not grow
-with the file; data row numbers are 1-based (for a test file, row n is ImageId n).
+one image a row, as pandas, R, numpy or Excel write it (model.csvdialect: separator,
+quotes, index column, floats). Files are read in byte ranges of whole lines, so memory
+does not grow with the file; records are numbered 1.. as pandas does, blank lines not
+counted (for a test file, record n is ImageId n).
 
 Image folders: for training, one sub-folder per digit `0`..`9`; for prediction, every
 file under the folder, sorted by relative path. PNG, JPEG, BMP and GIF are read and
@@ -23,8 +25,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from model import network, png28, storage
-from model.csvparse import MAX_LINE, parse_rows, too_long
+from model import archive, csvdialect, network, png28, storage
+from model.csvparse import MAX_LINE, TooManyLines, count_records, too_long
 from model.errors import DataError, describe
 
 N_PIXELS = network.N_IN
@@ -41,6 +43,7 @@ REDUCE_TO = 1024  # a larger image is reduced to this many pixels a side as it i
 HEADER_LIMIT = 1 << 20  # bytes searched for the end of the header line
 READ_WINDOW = 4 << 20  # bytes of a CSV range read at a time
 PLAN_SLACK = 0.03  # chunks may be this much larger than asked rather than one more chunk be added
+MAX_BAD_RECORDS = 100_000  # bad records in one chunk past which it fails whole (bounds its memory)
 _LABEL_RANGE = re.compile(r"^value (\S+) in label is outside 0\.\.255$")
 
 
@@ -73,14 +76,16 @@ class CsvLayout:
     labeled: bool  # True for label,pixel0..783; False for pixel0..783
     data_start: int  # byte offset of the first data row
     size: int  # file size in bytes
+    dialect: csvdialect.Dialect = csvdialect.Dialect()  # separator, index column, trailing field
 
     @property
     def columns(self):
         return TRAIN_COLUMNS if self.labeled else PIXEL_COLUMNS
 
 
-def read_csv_layout(ref):
-    """Check the header of a Kaggle CSV -> CsvLayout; DataError names the file and the reason."""
+def read_csv_layout(ref, training=False):
+    """Check the header of a Kaggle CSV -> CsvLayout; DataError names the file and the reason
+    (training: a wrong header is told the training layout)."""
     ref = str(ref)
     try:
         size = storage.size(ref)
@@ -89,26 +94,65 @@ def read_csv_layout(ref):
         raise DataError(ref, "no such file") from None
     except (IsADirectoryError, OSError) as e:
         raise DataError(ref, f"cannot read ({e})") from None
-    if size == 0 or not head.strip():
+    kind = archive.kind_of(head)
+    if kind:
+        raise DataError(ref, f"a {kind} file: give it as it is to `digits predict` or `digits train`, "
+                        f"which decompress it, or decompress it first")
+    return csv_layout_of(ref, head, size, training)
+
+
+def csv_layout_of(ref, head, size, training=False):
+    """The first bytes of a CSV (up to HEADER_LIMIT) and its size (None: unknown, as for a
+    compressed file being checked) -> CsvLayout. Refuses a file whose first values look
+    normalized (fractions in 0..1): read as pixels they would be predicted silently wrong."""
+    if not head.strip(b" \t\r\n\x1a"):
         raise DataError(ref, "empty file")
     end = head.find(b"\n")
     line = head if end < 0 else head[:end]
-    data_start = size if end < 0 else end + 1
-    text = line.decode("utf-8", "replace").lstrip("\ufeff").rstrip("\r")
-    names = [c.strip().strip('"') for c in text.split(",")]
-    if names == TRAIN_COLUMNS:
-        return CsvLayout(ref, True, data_start, size)
-    if names == PIXEL_COLUMNS:
-        return CsvLayout(ref, False, data_start, size)
+    data_start = len(head) if end < 0 else end + 1
+    names, dialect, _ = csvdialect.header_names(line)
+    layouts = [TRAIN_COLUMNS] if training else [TRAIN_COLUMNS, PIXEL_COLUMNS]
+    layout, dialect = csvdialect.match_layout(names, dialect, layouts)
+    if layout is None and training:
+        if csvdialect.match_layout(names, dialect, [PIXEL_COLUMNS])[0]:
+            raise DataError(ref, "has no label column: a training file starts 'label,pixel0,...'")
+    if layout is None:
+        _wrong_header(ref, names, training)
+    labeled = layout is TRAIN_COLUMNS
+    other = csvdialect.other_separator(head[data_start:], dialect, len(layout))
+    if other:
+        raise DataError(ref, f"the header is separated by {dialect.sep!r} but the first record by {other!r}; "
+                        f"write the file with one separator")
+    got = csvdialect.looks_normalized(_sample_lines(head[data_start:], dialect, len(layout)), len(layout),
+                                      skip=int(labeled))
+    if got:
+        row, col, text = got
+        raise DataError(ref, f"the values look normalized (fractions in 0..1, such as {text} in record "
+                        f"{row + 1}, {layout[col]}); export raw pixels 0..255 instead, e.g. "
+                        f"(x * 255).round().astype(int) before writing the CSV")
+    size = len(head) if size is None else size
+    return CsvLayout(ref, labeled, min(data_start, size), size, dialect)
+
+
+def _sample_lines(data, dialect, n_fields):
+    """The whole lines at the start of `data` (bytes after the header), normalized."""
+    cut = data.rfind(b"\n") + 1
+    return csvdialect.normalize(data[:cut] if cut else data, dialect, n_fields)
+
+
+def _wrong_header(ref, names, training):
+    """DataError for a header that matches no layout, naming the first column that differs."""
     if names and names[0].isdigit():
         raise DataError(ref, "missing header: the first line is data; expected "
-                        "'label,pixel0,...,pixel783' or 'pixel0,...,pixel783'", row=None)
-    expected = TRAIN_COLUMNS if names and names[0] == "label" else PIXEL_COLUMNS
+                        + ("'label,pixel0,...,pixel783'" if training else
+                           "'label,pixel0,...,pixel783' or 'pixel0,...,pixel783'"), row=None)
+    expected = TRAIN_COLUMNS if training or (names and names[0] == "label") else PIXEL_COLUMNS
+    shape = f"{expected[0]},{expected[1]},...,{expected[-1]}"
     for i, (got, want) in enumerate(zip(names, expected)):
         if got != want:
-            raise DataError(ref, f"wrong header: column {i + 1} is {got[:40]!r}, expected {want!r}")
-    raise DataError(ref, f"wrong header: {len(names)} columns, expected {len(expected)} "
-                    f"({expected[0]},...,{expected[-1]})")
+            raise DataError(ref, f"wrong header: column {i + 1} is {got[:40]!r}, expected {want!r} "
+                            f"(a {'training' if expected is TRAIN_COLUMNS else 'test'} file starts '{shape}')")
+    raise DataError(ref, f"wrong header: {len(names)} columns, expected {len(expected)} ({shape})")
 
 
 PLAN_WINDOW = 1 << 13  # bytes read at each planned chunk boundary (a good row is <= ~3.2 KB;
@@ -235,11 +279,16 @@ def _windows(ref, start, end, window):
                 return
 
 
-def count_lines(ref, start, end):
-    """Records in bytes [start, end) of a CSV, counted without parsing them."""
+def count_lines(ref, start, end, dialect=None, n_fields=N_PIXELS):
+    """Records in bytes [start, end) of a CSV, counted without parsing them, as
+    read_csv_range counts them (blank lines are not records)."""
     n = 0
     for block in line_blocks(ref, start, end):
-        n += 1 if isinstance(block, int) else block.count(b"\n") + (not block.endswith(b"\n"))
+        if isinstance(block, int):
+            n += 1
+        else:
+            n += count_records(block if dialect is None or dialect.plain and b'"' not in block
+                               else csvdialect.normalize(block, dialect, n_fields))
     return n
 
 
@@ -248,7 +297,11 @@ def read_csv_range(layout, start, end, labels=True):
 
     labels: for a training file, check and return its label column; with labels=False (a
     labeled file given to predict) the label column is ignored, unchecked. Reads at most
-    READ_WINDOW bytes at a time (see line_blocks)."""
+    READ_WINDOW bytes at a time (see line_blocks).
+
+    Memory: a row of values and an error entry per bad record, so the bad records of one
+    range are bounded: past MAX_BAD_RECORDS (lines too short to be rows, garbage) the range
+    is refused whole (DataError saying how many), before their rows are allocated."""
     n_fields = len(layout.columns)
     skip = int(layout.labeled and not labels)
     parts, errors, n = [], {}, 0
@@ -256,7 +309,17 @@ def read_csv_range(layout, start, end, labels=True):
         if isinstance(block, int):
             values, errs = np.zeros((1, n_fields), np.uint8), {0: too_long(block)}  # (1, n_fields)
         else:
-            values, errs = parse_rows(block, n_fields, layout.columns, skip)  # (k, n_fields)
+            block = csvdialect.normalize(block, layout.dialect, n_fields)
+            rows_fit = len(block) // (2 * n_fields - 1) + 1  # good rows the bytes could hold
+            try:
+                values, errs = csvdialect.parse_block(block, n_fields, layout.columns, skip,
+                                                      max_lines=rows_fit + MAX_BAD_RECORDS - len(errors))
+            except TooManyLines as e:
+                lines = e.lines - block.endswith(b"\n")  # parse_rows counts a last, empty one
+                raise DataError(layout.ref, _too_many_bad(start, end, f"{lines:,} lines in {len(block):,} "
+                                                          f"bytes, too short to hold {n_fields} values")) from None
+        if len(errors) + len(errs) > MAX_BAD_RECORDS:
+            raise DataError(layout.ref, _too_many_bad(start, end, f"first: {next(iter(errs.values()))}"))
         errors.update((n + i, reason) for i, reason in errs.items())
         parts.append(values)
         n += len(values)
@@ -276,6 +339,11 @@ def read_csv_range(layout, start, end, labels=True):
         if int(i) not in errors:
             errors[int(i)] = f"label {labels[i]} is outside 0..9"
     return Block(pixels, labels, errors)
+
+
+def _too_many_bad(start, end, detail):
+    return (f"bytes {start}-{end}: more than {MAX_BAD_RECORDS:,} bad records in one chunk ({detail}); "
+            f"not read record by record")
 
 
 # ----------------------------------------------------------------------------- images

@@ -12,11 +12,12 @@ source, so a third input format is one more class here and one more entry in KIN
 """
 import hashlib
 import re
+import tempfile
 from dataclasses import dataclass
 
 import numpy as np
 
-from model import data, imagepack, storage
+from model import archive, csvdialect, data, imagepack, storage
 from model.errors import ConfigError, DataError
 
 
@@ -34,22 +35,30 @@ class CsvSource:
     output_header = ("ImageId", "Label")
     error_header = ("row", "reason")
 
-    def __init__(self, input, chunks, labeled, data_start, size):
+    def __init__(self, input, chunks, labeled, data_start, size, dialect=None, unpacked_from=None):
         self.input, self.chunks = str(input), [list(c) for c in chunks]
-        self.layout = data.CsvLayout(self.input, bool(labeled), int(data_start), int(size))
+        self.layout = data.CsvLayout(self.input, bool(labeled), int(data_start), int(size),
+                                     csvdialect.Dialect.from_dict(dialect))
+        self.unpacked_from = unpacked_from  # the compressed file (or zip member) input was unpacked from
 
     @classmethod
-    def plan(cls, ref, chunk_rows, chunk_images=None, training=False):
-        layout = data.read_csv_layout(ref)
-        if training and not layout.labeled:
-            raise DataError(ref, "has no label column: a training file starts 'label,pixel0,...'")
+    def plan(cls, ref, chunk_rows, chunk_images=None, training=False, unpacked_from=None):
+        layout = data.read_csv_layout(ref, training)
         chunks = data.plan_csv(layout, _check_step("chunk_rows", chunk_rows))
-        return cls(ref, chunks, layout.labeled, layout.data_start, layout.size)
+        return cls(ref, chunks, layout.labeled, layout.data_start, layout.size, layout.dialect.to_dict(),
+                   unpacked_from)
 
     def to_dict(self):
         return {"kind": self.kind, "input": self.input, "chunks": self.chunks,
                 "labeled": self.layout.labeled, "data_start": self.layout.data_start,
-                "size": self.layout.size}
+                "size": self.layout.size, "dialect": self.layout.dialect.to_dict(),
+                "unpacked_from": self.unpacked_from}
+
+    def notes(self):
+        """How the input was read, a phrase each ("index column '' ignored", "unpacked from
+        a.zip::test.csv"): the output's manifest says them."""
+        out = [f"unpacked from {self.unpacked_from}"] if self.unpacked_from else []
+        return out + self.layout.dialect.notes()
 
     def read(self, index, labels=False):
         """Chunk `index` -> Block; labels=True checks and returns a training file's labels."""
@@ -58,7 +67,7 @@ class CsvSource:
 
     def length(self, index):
         lo, hi = self.chunks[index]
-        return data.count_lines(self.input, lo, hi)
+        return data.count_lines(self.input, lo, hi, self.layout.dialect, len(self.layout.columns))
 
     def names(self, index, first, n):
         """ImageIds of chunk `index`, whose first record is the input's record `first` (0-based)."""
@@ -141,6 +150,9 @@ class ImageFolderSource:
     def progress(self, index):
         return self.chunks[index][1], len(self.paths)
 
+    def notes(self):
+        return []
+
     def output_lines(self, names, good, labels, confidence, notes):
         """Output lines "path,label,confidence,preprocessing" (bytes; preprocessing says what
         was done to the image, empty for an MNIST-style 28x28 image) of a chunk's good
@@ -222,21 +234,79 @@ def submission_lines(ids, labels):
 KINDS = {cls.kind: cls for cls in (CsvSource, ImageFolderSource)}
 
 
-def open_source(ref, chunk_rows, chunk_images=None, training=False):
+def open_source(ref, chunk_rows, chunk_images=None, training=False, unpack_to=None):
     """Plan the chunks of a CSV file (about chunk_rows rows each) or an image folder
     (chunk_images files each, default chunk_rows: decoding an image costs far more than
     parsing a row) -> a source. training=True wants labels (a labeled CSV, digit folders).
-    DataError names the input when it is missing or unreadable."""
+    A compressed CSV (gzip, bzip2, xz, or a zip's member: `a.zip::test.csv`, else chosen
+    by model.archive.choose_member) is first decompressed into the folder unpack_to
+    (DataError when none is given). DataError names the input when it is missing or
+    unreadable."""
     ref = str(ref)
     _check_step("chunk_rows", chunk_rows)
+    path, member, kind, folder = _locate(ref)
+    if kind:
+        if unpack_to is None:
+            raise DataError(ref, f"a {kind} file, and no folder was given to decompress it into")
+        member = _member(path, kind, member, training)
+        target = storage.join(str(unpack_to), "unpacked-" + archive.plain_name(path, kind, member))
+        archive.unpack(path, kind, target, member)
+        return CsvSource.plan(target, chunk_rows, chunk_images, training,
+                              unpacked_from=path + (archive.MEMBER_SEP + member if member else ""))
+    cls = ImageFolderSource if folder else CsvSource
+    return cls.plan(path, chunk_rows, chunk_images, training)
+
+
+def _locate(ref):
+    """ref -> (path, zip member or None, compression kind or None, is a folder); DataError
+    when it is missing or unreadable, or names a member of a file that is no zip."""
+    path, member = archive.split_member(ref)
     try:
-        if not storage.exists(ref):
+        if not storage.exists(path):
             raise DataError(ref, "no such file or folder")
-        folder = storage.isdir(ref)
+        folder = storage.isdir(path)
     except OSError as e:
         raise DataError(ref, f"cannot read ({e})") from None
-    cls = ImageFolderSource if folder else CsvSource
-    return cls.plan(ref, chunk_rows, chunk_images, training)
+    kind = None if folder else archive.sniff(path)
+    if member is not None and kind != "zip":
+        raise DataError(ref, f"{path} is not a zip file, so it has no member {member!r}")
+    return path, member, kind, folder
+
+
+def _member(path, kind, member, training):
+    """The zip member to read (the one named, else model.archive.choose_member's), None for
+    a compressed file."""
+    if kind != "zip" or member is not None:
+        return member
+    with archive.open_zip(path) as zf:
+        names = archive.members(zf)
+
+        def labeled(name):
+            try:
+                head = archive.head(path, kind, name, 1 << 16)
+                return data.csv_layout_of(path, head, None).labeled
+            except DataError:
+                return None
+        return archive.choose_member(path, names, training, labeled)
+
+
+def check_input(ref, training=False):
+    """Check an input before anything is started or queued, without decompressing it whole:
+    it exists; a CSV's (or a compressed CSV's) header and first values are read as
+    open_source would read them (the separator found, normalized values refused, a training
+    file's header checked against the training layout). DataError names the reason."""
+    ref = str(ref)
+    path, member, kind, folder = _locate(ref)
+    if folder:
+        if training:
+            ImageFolderSource.plan(path, 10 ** 9, 10 ** 9, training=True)
+        return
+    if kind:
+        member = _member(path, kind, member, training)
+        shown = path + (archive.MEMBER_SEP + member if member else "")
+        data.csv_layout_of(shown, archive.head(path, kind, member, data.HEADER_LIMIT), None, training)
+    else:
+        data.read_csv_layout(path, training)
 
 
 def from_dict(d):
@@ -273,7 +343,12 @@ def load_training(ref, skip_bad=False, block_rows=20000, progress=None):
     progress(done_bytes_or_files, total) is called as the input is read.
     """
     ref = str(ref)
-    source = open_source(ref, block_rows, block_rows, training=True)
+    with tempfile.TemporaryDirectory(prefix="digits-unpack-") as unpack_to:  # a compressed file's plain copy
+        return _load_training(ref, open_source(ref, block_rows, block_rows, training=True, unpack_to=unpack_to),
+                              skip_bad, progress)
+
+
+def _load_training(ref, source, skip_bad, progress):
     bad = list(getattr(source, "unplaced", []))
     parts_x, parts_y, first = [], [], 0
     for i in range(len(source.chunks)):

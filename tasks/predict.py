@@ -29,7 +29,7 @@ from celery import shared_task
 from celery.utils.log import get_task_logger
 
 from model import batch, checkpoint, sources, storage
-from model.errors import JobError, describe
+from model.errors import DataError, JobError, describe
 from tasks import jobs, keys
 from tasks.jobs import storage_root
 from tasks.queueing import (ASSEMBLE, PREDICT_CHUNK, DirectSender, queue_assemble, queue_chunk, release_output,
@@ -216,7 +216,7 @@ def predict_chunk(self, job_id, index, lo=None, hi=None):
             stages["write"] = time.perf_counter() - t
     except Exception as e:
         retries, limit = self.request.retries, self.app.conf.digits_chunk_retries
-        if retries < limit:
+        if retries < limit and not isinstance(e, DataError):  # the data says the same on every try
             countdown = self.app.conf.digits_retry_backoff * 2 ** retries
             log.warning("job %s chunk %s failed (%s); retry %s of %s in %.1fs", job_id, index,
                         describe(e), retries + 1, limit, countdown)
@@ -305,7 +305,8 @@ def _assemble(task, root, job_id):
     manifest = record.manifest(counts, state, chunks_done=len(done),
                                chunk_seconds=sum(m.get("seconds", 0) for m in done),
                                assemble_seconds=time.perf_counter() - t0,
-                               error=f"job {job_id}: {batch.failure_line(counts)}" if state == "PARTIAL" else None)
+                               error=f"job {job_id}: {batch.failure_line(counts)}" if state in ("PARTIAL", "FAILURE")
+                               else None)
     manifest["timings"] = _timings(job, done, assemble_started, time.perf_counter() - t0)  # and per stage
     jobs.write_manifest(root, job_id, manifest)
     r.srem(keys.ACTIVE_PREDICTIONS, job_id)

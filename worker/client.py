@@ -59,10 +59,19 @@ def stage_input(s, job_id, ref, name="input"):
     return target
 
 
+def stage_data(s, job_id, ref, name="input"):
+    """stage_input of an input that may name a zip's member (`a.zip::test.csv`): the zip is
+    staged, the member named after it."""
+    from model import archive
+    path, member = archive.split_member(_abs(str(ref)))
+    return stage_input(s, job_id, path, name) + (archive.MEMBER_SEP + member if member else "")
+
+
 def check_paths(input_ref, out):
     """The input exists and a local --out is a file in an existing folder (else the job
     would fail only when it assembles its output)."""
-    if not storage.exists(_abs(str(input_ref))):
+    from model import archive
+    if not storage.exists(archive.split_member(_abs(str(input_ref)))[0]):
         raise DataError(input_ref, "no such file or folder")
     out = _abs(str(out))
     if not storage.is_url(out):
@@ -77,8 +86,9 @@ def check_prediction(s, input_ref, model_ref, out):
     reference resolves to a readable model file -> (model path, registry info, Model), which
     submit_prediction(checked=...) takes instead of checking again."""
     check_paths(input_ref, out)
-    from model import checkpoint
+    from model import checkpoint, sources
     from model.registry import Registry
+    sources.check_input(_abs(str(input_ref)))  # header, separator, compression, normalized values
     path, info = Registry(s.storage).resolve(str(model_ref))
     return path, info, checkpoint.load_model(path)
 
@@ -173,8 +183,9 @@ def _submit_prediction(input_ref, model_ref, out, app, s, job_id, chunk_rows, ch
         claim_output(app, job_id, _abs(str(out)))
         try:
             model = resolve_model(s, model_ref, job_id, checked)
-            staged = stage_input(s, job_id, input_ref)
-            source = sources.open_source(staged, chunk_rows or s.chunk_rows, chunk_rows or s.chunk_images)
+            staged = stage_data(s, job_id, input_ref)
+            source = sources.open_source(staged, chunk_rows or s.chunk_rows, chunk_rows or s.chunk_images,
+                                         unpack_to=storage.join(root, "inputs", job_id))
         except BaseException:
             release_output(app.backend.client, {"download_to": _abs(str(out))}, job_id)
             raise
@@ -289,7 +300,7 @@ class Job:
                 raise JobError(f"job {self.id} still {st and st['state']} after {timeout}s")
             wake.pause(poll)
         wake.close()
-        if st["state"] == JobState.FAILURE:
+        if st["state"] == JobState.FAILURE and st.get("rows_in") is None:  # not a prediction that read its input
             raise JobError(f"job {self.id} failed: {st.get('error')}")
         return self._download(self.result())
 
@@ -389,7 +400,7 @@ def _submit_training(data_ref, name, config, app, s, skip_bad, checkpoint_every,
     record = jobs.read_json(jobs.ref(s.storage, job_id, "job.json"))
     if record is None:
         check_training(data_ref)
-        record = jobs.TrainJob.new(job_id, name, stage_input(s, job_id, data_ref, "data"), config.to_dict(),
+        record = jobs.TrainJob.new(job_id, name, stage_data(s, job_id, data_ref, "data"), config.to_dict(),
                                    skip_bad=skip_bad, checkpoint_every=checkpoint_every, sweep=sweep)
         record.write(s.storage)
     else:
@@ -409,11 +420,10 @@ def _submit_training(data_ref, name, config, app, s, skip_bad, checkpoint_every,
 
 def check_training(data_ref):
     """Fail fast, before a stack is started or anything queued: the training data exists
-    and has labels (a labeled CSV header, or digit sub-folders) -> DataError naming it."""
-    if not storage.is_url(str(data_ref)) and not os.path.exists(data_ref):
-        raise DataError(data_ref, "no such file or folder")
+    and has labels (a labeled CSV header, compressed or not, or digit sub-folders) ->
+    DataError naming it."""
     from model import sources
-    sources.open_source(_abs(str(data_ref)), 10 ** 9, 10 ** 9, training=True)
+    sources.check_input(_abs(str(data_ref)), training=True)
 
 
 class TrainingJob(Job):
@@ -436,7 +446,7 @@ def submit_sweep(data_ref, name, recipe, grid, *, app, settings, skip_bad=False,
     built = [make_config(recipe, **dict(overrides or {}, **c)) for c in configs]  # all checked first
     check_training(data_ref)
     sweep_id = sweep.new_sweep_id()
-    staged = stage_input(s, sweep_id, data_ref, "data")  # once for every run
+    staged = stage_data(s, sweep_id, data_ref, "data")  # once for every run
     job_ids = [jobs.new_job_id("train") for _ in configs]
     jobs.write_json(sweep.ref(s.storage, sweep_id, "sweep.json"),
                     {"sweep_id": sweep_id, "kind": "sweep", "name": name, "data": staged, "recipe": recipe,

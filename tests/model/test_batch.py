@@ -22,7 +22,7 @@ BROKEN = {
     10: ("wrong column count", "expected 784 values"),
     50: ("non-numeric", "non-numeric value"),
     120: ("pixel 300", "value 300 in pixel"),
-    177: ("empty line", "empty line"),
+    177: ("one value too many", "expected 784 values, found 785"),
 }
 
 
@@ -47,8 +47,8 @@ def broken_line(kind, pixels):
         return ",".join(map(str, pixels[:7])) + ",seven," + ",".join(map(str, pixels[8:]))
     if kind == "pixel 300":
         return ",".join(map(str, [300, *pixels[1:]]))
-    if kind == "empty line":
-        return ""
+    if kind == "one value too many":
+        return ",".join(map(str, [*pixels, 0]))
     raise AssertionError(kind)
 
 
@@ -435,3 +435,32 @@ def test_names_with_commas_quotes_and_line_breaks_read_back_from_both_files(samp
     errors = read_csv(batch.errors_ref(out))
     assert sorted(r[0] for r in errors[1:]) == sorted("bad" + n for n in names)
     assert all(len(r) == 2 and "corrupt" in r[1] for r in errors[1:])
+
+
+def test_no_prediction_at_all_is_a_failure_with_its_most_common_reason(tmp_path):
+    """All records bad, or none at all: FAILURE (never SUCCESS), one line with the most common
+    kind of reason and its count; a cancelled job stays CANCELLED."""
+    ref = tmp_path / "bad.csv"
+    rows = ["x," + ",".join(["0"] * 783)] * 5 + [",".join(["0"] * 783 + ["300"])] * 2 + ["1,2"]
+    ref.write_text(",".join(data.PIXEL_COLUMNS) + "\n" + "\n".join(rows) + "\n")
+    p = sources.open_source(str(ref), 3)
+    blocks = [predict_block_of(p, i) for i in range(len(p.chunks))]
+    counts = batch.assemble(p, blocks, str(tmp_path / "out.csv"))
+    assert (counts["rows_in"], counts["rows_ok"], counts["rows_bad"]) == (8, 0, 8)
+    assert batch.final_state(counts) == "FAILURE"
+    assert batch.final_state(counts, cancelled=True) == "CANCELLED"
+    assert counts["top_reason"] == {"reason": "non-numeric value 'x' in pixel0", "records": 5}
+    assert batch.failure_line(counts) == ("no predictions: all 8 records are bad; 5 of them: non-numeric value 'x' "
+                                          "in pixel0 (the most common reason)")
+    empty = batch.assemble(p, [], str(tmp_path / "out2.csv")) if not p.chunks else None
+    none = {"rows_in": 0, "rows_ok": 0, "rows_bad": 0, "rows_skipped": 0, "failed_chunks": []}
+    assert batch.final_state(none) == "FAILURE" and empty is None
+    assert batch.failure_line(none) == "no predictions: the input holds no records"
+    assert batch.reason_kind("value 300 in pixel783 is outside 0..255") == "value # in pixel# is outside #"
+
+
+def predict_block_of(source, index):
+    """A chunk's ChunkResult without a model: every good record labelled 0."""
+    block = source.read(index)
+    labels = np.where(block.ok_mask(), 0, -1).astype(np.int16)
+    return batch.ChunkResult(labels, np.ones(len(block), np.float32), dict(block.errors))

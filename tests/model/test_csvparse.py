@@ -17,17 +17,16 @@ _INT = re.compile(rb"[ \t]*([+-]?[0-9]+)[ \t]*")
 
 
 def reference(block, n, columns=None):
-    """Straightforward line-by-line parse of the documented contract."""
+    """Straightforward line-by-line parse of the documented contract (blank lines are no records)."""
     lines = block.split(b"\n")
     if lines[-1] == b"":
         lines.pop()
+    lines = [line for line in lines if line.strip(b" \t\r\x1a")]
     values, errors = np.zeros((len(lines), n), np.uint8), {}
     for i, line in enumerate(lines):
         line = line[:-1] if line.endswith(b"\r") else line
         fields = line.split(b",")
-        if not line.strip(b" \t"):
-            errors[i] = "empty line"
-        elif len(fields) != n:
+        if len(fields) != n:
             errors[i] = f"expected {n} values, found {len(fields)}"
         else:
             for j, f in enumerate(fields):
@@ -130,11 +129,15 @@ def test_empty_block(block):
     (b"1,2,3", 1, {}),
     (b"1,2,3\r\n", 1, {}),
     (b"1,2,3\r", 1, {}),
-    (b"1,2,3\n\n", 2, {1: "empty line"}),
-    (b"1,2,3\r\n\r\n", 2, {1: "empty line"}),
-    (b"1,2,3\n   ", 2, {1: "empty line"}),
-    (b"\n", 1, {0: "empty line"}),
-    (b"\n1,2,3", 2, {0: "empty line"}),
+    (b"1,2,3\n\n", 1, {}),
+    (b"1,2,3\r\n\r\n", 1, {}),
+    (b"1,2,3\n   ", 1, {}),
+    (b"\n", 0, {}),
+    (b"\n1,2,3", 1, {}),
+    (b"\n\n \t\n\r\n1,2,3\n\n\n1,2,3\n\n", 2, {}),
+    (b"1,2,3\r\n\x1a", 1, {}),  # a DOS end-of-file mark
+    (b"1,2,3\r\n1,2,3\r\n\x1a\r\n", 2, {}),
+    (b"1,2\n\n1,2,3", 2, {0: "expected 3 values, found 2"}),
 ])
 def test_blank_and_final_lines(pieces, block, n_lines, errors):
     values, got = parse_rows(block, 3)
@@ -149,11 +152,46 @@ def test_many_short_bad_lines(pieces):
     good = _line([v % 256 for v in range(785)])
     block = good + b"\n" + b"\n" * 300 + b"1\n" * 300 + good
     values, errors = parse_rows(block, 785)
-    assert values.shape == (602, 785)
-    assert errors == {**{i: "empty line" for i in range(1, 301)},
-                      **{i: "expected 785 values, found 1" for i in range(301, 601)}}
-    assert values[0].tolist() == values[601].tolist() == [v % 256 for v in range(785)]
-    assert not values[1:601].any()
+    assert values.shape == (302, 785)
+    assert errors == {i: "expected 785 values, found 1" for i in range(1, 301)}
+    assert values[0].tolist() == values[301].tolist() == [v % 256 for v in range(785)]
+    assert not values[1:301].any()
+
+
+@pytest.mark.parametrize("every", [1, 7, 100])
+def test_blank_lines_are_no_records_and_numbering_has_no_gaps(pieces, every):
+    rng = np.random.default_rng(every)
+    rows = rng.integers(0, 256, (300, 784), dtype=np.uint8)  # (300, 784)
+    lines = to_csv(rows).split(b"\n")[:-1]
+    with_blanks = []
+    for i, line in enumerate(lines):
+        with_blanks.append(line)
+        if i % every == 0:
+            with_blanks.append(b"" if i % 2 else b"  \r")
+    values, errors = parse_rows(b"\n".join(with_blanks) + b"\n", 784)
+    assert errors == {}
+    np.testing.assert_array_equal(values, rows)
+    bad = b"\n".join(with_blanks[:5] + [b"1,2"] + with_blanks[5:]) + b"\n"
+    values, errors = parse_rows(bad, 784)
+    record = sum(1 for line in with_blanks[:5] if line.strip(b" \r"))  # records before the bad line
+    assert errors == {record: "expected 784 values, found 2"} and len(values) == 301
+    assert csvparse.count_records(bad) == 301
+
+
+def test_blank_lines_cost_no_rows_of_memory():
+    """8 MB of blank lines between two rows: the parse allocates about the input's size, not
+    a 784-wide row per blank line (4 million lines would be 3 GB)."""
+    import tracemalloc
+    row = ",".join(["5"] * 784).encode()
+    block = row + b"\n" + b"\n" * (8 << 20) + b" \r\n" * 1000 + row + b"\n"
+    tracemalloc.start()
+    try:
+        values, errors = parse_rows(block, 784)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert values.shape == (2, 784) and errors == {}
+    assert peak < 3 * len(block), f"{peak} bytes traced for {len(block)} bytes of input"
 
 
 def test_bad_arguments():
@@ -173,7 +211,6 @@ BAD = {  # name -> (line for a 785-value train row, reason)
     "three values": (b"1,2,3", "expected 785 values, found 3"),
     "one extra value": (_line([0] * 786), "expected 785 values, found 786"),
     "trailing comma": (_line([0] * 785) + b",", "expected 785 values, found 786"),
-    "empty line": (b"", "empty line"),
     "word": (_line([0] * 13) + b",abc," + _line([0] * 771), "non-numeric value 'abc' in pixel12"),
     "float": (_line([3] * 6) + b",12.0," + _line([0] * 778), "non-numeric value '12.0' in pixel5"),
     "300": (_line([1] * 6) + b",300," + _line([0] * 778), "value 300 in pixel5 is outside 0..255"),
@@ -237,7 +274,7 @@ def test_several_bad_lines_among_many_good(pieces):
     lines = [_line(r) for r in rows.tolist()]
     bad = {3: (b"1,2,3", "expected 6 values, found 3"),
            50: (b"1,2,3,4,5,256", "value 256 in column 6 is outside 0..255"),
-           51: (b"", "empty line"),
+           51: (b" , ", "expected 6 values, found 2"),
            199: (b"a,1,1,1,1,1", "non-numeric value 'a' in column 1")}
     for i, (line, _) in bad.items():
         lines[i] = line
@@ -251,7 +288,7 @@ def test_several_bad_lines_among_many_good(pieces):
 
 # ---------------------------------------------------------------- fuzz against the reference
 
-TRICKY = [b",", b"\n", b"\r", b" ", b"\t", b"-", b"+", b".", b"a", b"\x00", b"\xff",
+TRICKY = [b",", b"\n", b"\r", b" ", b"\t", b"-", b"+", b".", b"a", b"\x00", b"\xff", b"\x1a", b"\n\n",
           b"0", b"9", b"5", b"2"]
 
 

@@ -48,13 +48,12 @@ def bad_row_cases():
         "wrong-column-count": ("1,2,3", ["expected 785 values, found 3"]),
         "too-many-columns": (csv_row([1, *zeros, 0]), ["expected 785 values, found 786"]),
         "non-numeric": (csv_row([1, *zeros[:11], "abc", *zeros[12:]]), ["non-numeric", "'abc'", "pixel11"]),
-        "float-value": (csv_row([1, "12.5", *zeros[1:]]), ["non-numeric", "12.5", "pixel0"]),
+        "float-value": (csv_row([1, "12.5", *zeros[1:]]), ["non-integral", "12.5", "pixel0"]),
         "pixel-too-big": (csv_row([1, *zeros[:5], 300, *zeros[6:]]), ["300", "pixel5", "outside 0..255"]),
         "pixel-negative": (csv_row([1, *zeros[:783], -4]), ["-4", "pixel783", "outside 0..255"]),
         "label-10": (csv_row([10, *zeros]), ["label 10", "outside 0..9"]),
         "label-255": (csv_row([255, *zeros]), ["label 255", "outside 0..9"]),
         "empty-value": (csv_row([1, "", *zeros[1:]]), ["empty value", "pixel0"]),
-        "empty-line": ("", ["empty line"]),
     }
 
 
@@ -643,3 +642,58 @@ def test_a_chunk_of_large_images_never_holds_all_their_bytes(tmp_path, sample, m
     monkeypatch.setattr(data.storage, "read_many", lambda refs, limit=None: calls.append(len(refs)) or real(refs, limit))
     block = data.read_images(str(tmp_path), [f"{k}.png" for k in range(8)])
     assert calls == [3, 3, 2] and not block.errors and len(block.notes) == 8
+
+
+# ----------------------------------------------------------------------------- bounded bad records
+
+def _garbage_file(path, short_lines, bad=b"x\n"):
+    """A test CSV: a good row, `short_lines` bad lines (by default of one byte: too short to be
+    rows), a good row."""
+    row = ",".join(["7"] * 784).encode() + b"\n"
+    with open(path, "wb") as f:
+        f.write(",".join(data.PIXEL_COLUMNS).encode() + b"\n" + row + bad * short_lines + row)
+    return str(path)
+
+
+def test_a_chunk_of_millions_of_short_bad_lines_is_refused_whole_in_bounded_memory(tmp_path):
+    """8 MB of 2-byte lines would be 4 million records of a 784-wide row each (3 GB): the chunk
+    is refused, saying why, before their rows are allocated."""
+    import tracemalloc
+    ref = _garbage_file(tmp_path / "garbage.csv", 4 << 20)
+    layout = data.read_csv_layout(ref)
+    tracemalloc.start()
+    try:
+        with pytest.raises(DataError) as e:
+            data.read_csv_range(layout, layout.data_start, layout.size)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert e.value.source == ref
+    assert f"more than {data.MAX_BAD_RECORDS:,} bad records in one chunk" in e.value.reason
+    assert "too short to hold 784 values" in e.value.reason
+    assert peak < 100 << 20, f"{peak} bytes traced"
+
+
+def test_bad_records_up_to_the_cap_are_listed_past_it_the_chunk_fails(tmp_path, monkeypatch):
+    from model import batch
+    monkeypatch.setattr(data, "MAX_BAD_RECORDS", 50)
+    ref = _garbage_file(tmp_path / "fifty.csv", 50)
+    block = sources.open_source(ref, 1000).read(0)
+    assert len(block) == 52 and len(block.errors) == 50
+    ref = _garbage_file(tmp_path / "more.csv", 51)
+    with pytest.raises(DataError) as e:
+        sources.open_source(ref, 1000).read(0)
+    assert "more than 50 bad records in one chunk (53 lines in 3,238 bytes, too short" in e.value.reason
+    long_bad = b",".join([b"x"] * 784) + b"\n"  # as long as a row: parsed, then counted
+    ref = _garbage_file(tmp_path / "long.csv", 51, long_bad)
+    source = sources.open_source(ref, 1000)
+    with pytest.raises(DataError) as e:
+        source.read(0)
+    assert "more than 50 bad records in one chunk (first: non-numeric value 'x' in pixel0)" in e.value.reason
+
+    class Model:
+        def predict(self, x):
+            return np.zeros(len(x), np.int64), np.ones(len(x), np.float32)
+    counts = batch.run(source, Model(), str(tmp_path / "out.csv"))
+    assert counts["rows_failed"] == 53 and counts["rows_ok"] == 0 and batch.final_state(counts) == "FAILURE"
+    assert "more than 50 bad records" in batch.failure_line(counts)

@@ -108,3 +108,27 @@ def test_an_image_folder_packed_on_s3_reads_as_the_folder(s3, sample, tmp_path):
     assert packed.paths == plain.paths and packed.pack is not None
     for i in range(len(plain.chunks)):
         assert np.array_equal(plain.read(i).pixels, packed.read(i).pixels)
+
+
+def test_compressed_and_zipped_csvs_on_s3_are_read_by_ranges(s3, tmp_path):
+    """A gzip file and a Kaggle-like zip on the object store: the zip's directory and member
+    are read through ranges (never the whole object), unpacked beside on the store."""
+    import gzip
+
+    from model import sources
+    from model.samples import load_sample
+    from tests.model import tool_files
+    sample = load_sample()
+    x = sample["test_x"][:40]
+    gz = storage.join(s3, "in", "test.csv.gz")
+    storage.write_bytes(gz, gzip.compress(tool_files.plain(x)))
+    kz = storage.join(s3, "in", "digit-recognizer.zip")
+    storage.write_bytes(kz, tool_files.kaggle_zip(sample["train_x"][:30], sample["train_y"][:30], x))
+    for ref in (gz, kz):
+        sources.check_input(ref)
+        source = sources.open_source(ref, 15, unpack_to=storage.join(s3, "unpacked", ref.rsplit("/", 1)[1]))
+        assert source.input.startswith(s3)
+        pixels = np.concatenate([source.read(i).pixels for i in range(len(source.chunks))])
+        np.testing.assert_array_equal(pixels, x)
+    ds = sources.load_training(kz)
+    np.testing.assert_array_equal(ds.pixels, sample["train_x"][:30])

@@ -234,7 +234,8 @@ def test_bad_rows_and_images_are_reported_not_fatal(live, sample, model_path, mo
     assert [int(r[1]) for r in rows] == model.predict(sample["test_x"][:6])[0].tolist()
 
 
-def test_empty_inputs_give_header_only_outputs(live, model_path, data_dir, tmp_path):
+def test_empty_inputs_fail_with_header_only_outputs(live, model_path, data_dir, tmp_path):
+    """No job succeeds with nothing: an input without records ends FAILURE, saying so."""
     header_only = data_dir / "header-only.csv"
     header_only.write_text(",".join(PIXEL_COLUMNS) + "\n")
     no_newline = data_dir / "header-no-newline.csv"
@@ -247,12 +248,12 @@ def test_empty_inputs_give_header_only_outputs(live, model_path, data_dir, tmp_p
                  for i, (inp, want) in enumerate(cases)]
     for job, out, want in submitted:
         m = job.wait(timeout=WAIT)
-        assert m["state"] == "SUCCESS"
+        assert m["state"] == "FAILURE" and m["error"] == f"job {job.id}: no predictions: the input holds no records"
         assert (m["chunks"], m["rows_in"], m["rows_ok"], m["rows_bad"], m["rows_skipped"]) == (0, 0, 0, 0, 0)
         assert out.read_text() == want
         assert m["errors"] is None
         st = job.progress()
-        assert st["state"] == "SUCCESS" and st["progress"]["fraction"] == 1.0
+        assert st["state"] == "FAILURE" and st["progress"]["fraction"] == 1.0
 
 
 def test_cancel_keeps_finished_chunks(live, csv_5000, model_path, expected_500, tmp_path):

@@ -153,7 +153,8 @@ def build_parser():
 
     sp = add("predict", "predict", "cmd_predict", "Predict a Kaggle test CSV or a folder of digit images.",
              "digits predict test.csv --model digits --out submission.csv")
-    sp.add_argument("input", help="test.csv (pixel0..pixel783, or a labeled file) or an image folder")
+    sp.add_argument("input", help="test.csv (pixel0..pixel783, or a labeled file; also .gz, .bz2, .xz, "
+                                  "a.zip or a.zip::test.csv) or an image folder")
     sp.add_argument("--model", required=True,
                     help="a model file, or NAME (production, else latest), NAME@ALIAS, NAME:VERSION")
     sp.add_argument("--out", required=True,
@@ -163,6 +164,7 @@ def build_parser():
     sp.add_argument("--chunk-rows", type=positive_int,
                     help="records per chunk (default DIGITS_CHUNK_ROWS for a CSV, DIGITS_CHUNK_IMAGES for images)")
     sp.add_argument("--job-id", help="use this job id (resubmitting an id never duplicates rows)")
+    json_flag(sp)
 
     sp = add("status", "jobs", "cmd_status", "Show a job's state, progress, counts and output.",
              "digits status predict-3f2a9c1b7d6e5f40 --json")

@@ -25,20 +25,29 @@ def cmd_predict(a, s):
         import gc
         gc.freeze()  # what the command holds by now is never garbage: no collection walks it during the job
         manifest = predict_wait(job, "predict")
-    return report_predict(manifest)
+    return report_predict(manifest, a.json)
 
 
 def _predict_local(a, s):
-    from model import batch, checkpoint, sources
+    import tempfile
+    from model import checkpoint, sources
     from worker.malloc import keep_freed_memory
     keep_freed_memory()  # as in a worker process: the parser's temporaries reused
     from model.registry import Registry
-    from worker.cli.progress import JobBar
     from worker.client import check_paths
     check_paths(a.input, a.out)
+    sources.check_input(a.input)  # before the model is loaded or anything decompressed
     path, _ = Registry(s.storage).resolve(a.model)
     model = checkpoint.load_model(path)
-    source = sources.open_source(a.input, a.chunk_rows or s.chunk_rows, a.chunk_rows or s.chunk_images)
+    with tempfile.TemporaryDirectory(prefix="digits-unpack-") as unpack_to:  # a compressed input's plain copy
+        source = sources.open_source(a.input, a.chunk_rows or s.chunk_rows, a.chunk_rows or s.chunk_images,
+                                     unpack_to=unpack_to)
+        return _run_local(source, model, a)
+
+
+def _run_local(source, model, a):
+    from model import batch
+    from worker.cli.progress import JobBar
     bar = JobBar("predict")
     done = {"n": 0}
 
@@ -50,19 +59,34 @@ def _predict_local(a, s):
         counts = batch.run(source, model, a.out, on_chunk=on_chunk)
     finally:
         bar.close()
-    return report_predict(counts)
+    return report_predict(counts, a.json)
 
 
-def report_predict(manifest):
-    """Print what a prediction wrote -> exit code (worker.exitcodes): 1 for PARTIAL or CANCELLED."""
+def report_predict(manifest, as_json=False):
+    """Print what a prediction wrote (with as_json, one JSON object: the manifest with its
+    state and, when it did not succeed, its error line) -> exit code (worker.exitcodes): 1
+    for PARTIAL, CANCELLED, or FAILURE (not one record predicted)."""
     from model import batch
     from tasks.states import JobState
     from worker import exitcodes
+    state = manifest.get("state") or batch.final_state(manifest)
+    if as_json:
+        import json
+        error = manifest.get("error") or (batch.failure_line(manifest) if state in (JobState.PARTIAL, JobState.FAILURE) else None)
+        print(json.dumps(dict(manifest, state=state, error=error, exit_code=exitcodes.for_state(state)),
+                         default=str, sort_keys=True))
+        return exitcodes.for_state(state)
     print(f"wrote {manifest['rows_ok']} predictions to {manifest['output']}")
+    if manifest.get("read_as"):
+        print(f"read as: {'; '.join(manifest['read_as'])}")
     if manifest.get("rows_bad"):
         print(f"{manifest['rows_bad']} bad records skipped; reasons in {manifest['errors']}")
-    state = manifest.get("state") or batch.final_state(manifest)
-    if state == JobState.PARTIAL:
+    if state == JobState.FAILURE:
+        where = f"job {manifest['job_id']}: " if manifest.get("job_id") else ""
+        line = manifest.get("error") or f"{where}{batch.failure_line(manifest)}"
+        listed = f"; listed in {manifest['errors']}" if manifest.get("errors") else ""
+        eprint(f"digits: failed: {line}{listed}")
+    elif state == JobState.PARTIAL:
         where = f"job {manifest['job_id']}: " if manifest.get("job_id") else ""
         eprint(f"digits: partial: {where}{batch.failure_line(manifest)}; listed in {manifest['errors']}")
     elif state == JobState.CANCELLED:
