@@ -110,7 +110,7 @@ class Watchdog:
                 busy.update(_queued_task_id(m) for m in broker.lrange(q.name, 0, -1))
         resumed = []
         for job_id in quiet:
-            if any(t and (t == job_id or t.startswith(job_id + "-")) for t in busy):
+            if any(t and (t == job_id or t.startswith(keys.job_task_ids(job_id))) for t in busy):
                 continue
             sent = resume(self.app, job_id)
             if sent:

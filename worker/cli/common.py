@@ -18,24 +18,18 @@ def print_json(obj):
 
 
 @contextlib.contextmanager
-def queue_app(s, keep_alive=False, light=False):
-    """Yield a Celery app bound to a reachable broker, starting a stack for the block if
-    none runs (keep_alive: a background stack that outlives the command, for --no-wait).
-    light: a worker.lightapp.LightApp instead when broker and backend are Redis (enough to
-    submit and follow a prediction, and ~200 ms faster to start)."""
+def queue_app(s, keep_alive=False):
+    """Yield the Celery app bound to a reachable broker, starting a stack for the block if
+    none runs (keep_alive: a background stack that outlives the command, for --no-wait)."""
     from worker import stack
     if keep_alive:
         stack.start_background(s, log=eprint)
     with stack.broker_for(s, log=eprint) as url:
-        yield app_for(url, s, light)
+        yield app_for(url)
 
 
-def app_for(url, s, light=True):
-    """A worker.lightapp.LightApp for broker url when light and it serves url (Redis broker
-    and backend), else the Celery app bound to url."""
-    from worker import lightapp
-    if light and lightapp.supports(url, s):
-        return lightapp.LightApp(url, s)
+def app_for(url):
+    """The Celery app bound to broker url (worker.app.configure)."""
     from worker.app import configure
     return configure(url)
 

@@ -13,7 +13,7 @@ def cmd_predict(a, s):
         for name in ("model.batch", "worker.outage"):  # report_predict's, Job.wait's
             importlib.import_module(name)
         from worker.cli.progress import predict_wait
-    with queue_app(s, keep_alive=a.no_wait, light=True) as app:
+    with queue_app(s, keep_alive=a.no_wait) as app:
         job = submit_prediction(a.input, a.model, a.out, app=app, settings=s, job_id=a.job_id,
                                 chunk_rows=a.chunk_rows, checked=checked)
         if a.no_wait:
