@@ -52,7 +52,7 @@ class JobBar:
             self.bar = _Tqdm(total=total, initial=done, unit=cls.unit, desc=self.label, file=sys.stderr, dynamic_ncols=True,
                             bar_format=BAR_FORMAT)
             self.first = (now, done)
-        if progress.get("eta_seconds") is None:  # measured here (prediction, --local runs)
+        if "eta_seconds" not in progress:  # no worker measured one (a --local run): measured here
             progress = dict(progress, eta_seconds=jobs.eta_seconds(done, total, now - self.first[0], self.first[1]))
         self.bar.total, self.bar.n = total, done
         text = cls.progress_text(progress)
