@@ -81,23 +81,36 @@ def sweep_row(record):
             "parent_id": None, "queue": "train", "retries": 0}
 
 
-def emit(app, hostname, type_, uuid, **fields):
+SKIP_AFTER_FAILURE = 5.0  # seconds a failed send makes progress events skipped
+_failed = {"at": None}
+
+
+def emit(app, hostname, type_, uuid, always=False, **fields):
     """Send one task event for task id uuid through Celery's event dispatcher (logged, not
-    raised, when the broker cannot take it)."""
+    raised, when the broker cannot take it).
+
+    A send to a broker that is down fails at once on the connection it had, but a new
+    connection is retried by redis-py for seconds: so for SKIP_AFTER_FAILURE seconds after a
+    failure, progress events are skipped (the next one carries the whole state again); the
+    first and the last event of a row (always=True) are always tried, or it would never end."""
+    if not always and _failed["at"] is not None and time.monotonic() - _failed["at"] < SKIP_AFTER_FAILURE:
+        return
     try:
         with app.events.default_dispatcher(hostname=hostname) as d:
             d.send(type_, uuid=uuid, **fields)
+        _failed["at"] = None
     except Exception as e:  # the broker is down or full: the work goes on, its row lags
+        _failed["at"] = time.monotonic()
         log.warning("event %s of %s not sent: %s", type_, uuid, e)
 
 
 def job_sent(app, job):
     """A prediction job was submitted (the client): its row appears, PENDING."""
-    emit(app, sender_hostname(), "task-sent", job["job_id"], **predict_row(job))
+    emit(app, sender_hostname(), "task-sent", job["job_id"], always=True, **predict_row(job))
 
 
 def sweep_sent(app, record):
-    emit(app, sender_hostname(), "task-sent", record["sweep_id"], **sweep_row(record))
+    emit(app, sender_hostname(), "task-sent", record["sweep_id"], always=True, **sweep_row(record))
 
 
 def job_progress(task, job, counts, retrying=0):
@@ -143,7 +156,7 @@ def job_ended(task, job, manifest):
         fields.update(terminated=False, expired=False, signum=None)
     else:
         fields.update(exception=line, traceback=line)
-    emit(task.app, task.request.hostname, FINAL[state], job["job_id"], **fields)
+    emit(task.app, task.request.hostname, FINAL[state], job["job_id"], always=True, **fields)
     result = {jobs.SUCCESS: (line, states.SUCCESS), jobs.CANCELLED: (TaskRevokedError(line), states.REVOKED)}
     value, celery_state = result.get(state, (JobError(line), states.FAILURE))
     task.app.backend.store_result(job["job_id"], value, celery_state)
@@ -169,7 +182,7 @@ def sweep_ended(task, record, manifest, line):
         fields.update(exception=line, traceback=line)
     else:
         fields["runtime"] = round(manifest["finished_at"] - manifest["submitted_at"], 3)
-    emit(task.app, task.request.hostname, FINAL[state], record["sweep_id"], **fields)
+    emit(task.app, task.request.hostname, FINAL[state], record["sweep_id"], always=True, **fields)
 
 
 def chunk_counts(r, job_id):
