@@ -23,12 +23,14 @@ import logging
 import threading
 import time
 
-from kombu.exceptions import OperationalError
-from redis.exceptions import RedisError
+import kombu.exceptions  # noqa: F401 (loaded, so that broker_errors() counts kombu's errors)
+import redis  # noqa: F401 (and redis-py's)
+
+from worker.outage import broker_errors
 
 log = logging.getLogger("digits.watchdog")
 # what an unreachable broker raises: redis-py's and kombu's wrappers, a refused socket
-BROKER_ERRORS = (RedisError, OperationalError, ConnectionError)
+BROKER_ERRORS = broker_errors()
 
 
 def held_task_ids(app, timeout=1.0, workers=None):
