@@ -187,5 +187,6 @@ def sweep_ended(task, record, manifest, line):
 
 def chunk_counts(r, job_id):
     """{mark state: chunks} and the number of chunks waiting for a retry of a prediction job."""
-    counts = {k.decode() if isinstance(k, bytes) else k: int(v) for k, v in r.hgetall(keys.chunk_counts(job_id)).items()}
+    raw = r.hgetall(keys.chunk_counts(job_id))
+    counts = {k.decode() if isinstance(k, bytes) else k: int(v) for k, v in raw.items()}
     return counts, int(r.scard(keys.chunks_retrying(job_id)))

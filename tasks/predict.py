@@ -8,9 +8,9 @@ reads exactly one result per chunk: no row is lost or doubled.
 One completion path. Each chunk, once its result is on storage (or it failed for good,
 or the job was cancelled), marks itself in a Redis hash with one atomic script that also
 numbers and counts the marks. The chunk whose mark is number `total` queues
-assemble(job_id) (task id "<job id>:assemble"). This replaces a chord: a chord counts its parts after storing
-each part's result, so a pool process killed between the two left it one part short
-forever. Here a chunk killed before its mark is redelivered (acks late) and marks then;
+assemble(job_id) (task id "<job id>:assemble"). This replaces a chord: a chord counts its
+parts after storing each part's result, so a pool process killed between the two left it
+one part short forever. Here a chunk killed before its mark is redelivered (acks late) and marks then;
 killed after, its redelivery finds the mark and does what the first delivery may not
 have finished (queue the next chunk, queue assemble). assemble itself runs under a lock
 and returns the manifest if one exists, so a duplicate never writes twice.
