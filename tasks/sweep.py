@@ -146,7 +146,8 @@ def sweep_finish(self, sweep_id):
 
 def summary(manifest):
     """What Flower shows for a sweep (its row, sweep_finish): one line, key facts first:
-    "SUCCESS: 4 runs; best digits:7 val_accuracy 0.9812 (lr=0.1, epochs=20); promoted to production (...)"."""
+    "SUCCESS: 4 runs; best digits:7 val_accuracy 0.9812 (lr=0.1, epochs=20); promoted to
+    production (...)"."""
     best = manifest.get("best") or {}
     runs = manifest["runs"]
     text = f"{manifest['state']}: {len(runs)} runs"

@@ -247,8 +247,8 @@ def retrain(self, name, data_ref, recipe="default"):
         log.warning("retrain of %s skipped: another run of it is still going (%s)", name,
                     redis_client(self).get(active_key(name)))
         return None
-    jobs.TrainJob.new(job_id, name, data_ref, make_config(recipe).to_dict()).write(root)
-    record = jobs.TrainJob.from_dict(jobs.read_job(root, job_id))
+    record = jobs.TrainJob.new(job_id, name, data_ref, make_config(recipe).to_dict())
+    record.write(root)
     train_job.apply_async((job_id, name, recipe), task_id=job_id, argsrepr=train_repr(record), kwargsrepr="{}")
     log.info("retrain of %s queued as %s", name, job_id)
     return job_id
