@@ -85,18 +85,20 @@ SKIP_AFTER_FAILURE = 5.0  # seconds a failed send makes progress events skipped
 _failed = {"at": None}
 
 
-def emit(app, hostname, type_, uuid, always=False, **fields):
+def emit(app, hostname, type_, uuid, always=False, connection=None, **fields):
     """Send one task event for task id uuid through Celery's event dispatcher (logged, not
     raised, when the broker cannot take it).
 
     A send to a broker that is down fails at once on the connection it had, but a new
     connection is retried by redis-py for seconds: so for SKIP_AFTER_FAILURE seconds after a
     failure, progress events are skipped (the next one carries the whole state again); the
-    first and the last event of a row (always=True) are always tried, or it would never end."""
+    first and the last event of a row (always=True) are always tried, or it would never end.
+    connection: a broker connection to send on (else one from the app's pool)."""
     if not always and _failed["at"] is not None and time.monotonic() - _failed["at"] < SKIP_AFTER_FAILURE:
         return
     try:
-        with app.events.default_dispatcher(hostname=hostname) as d:
+        with (app.events.Dispatcher(connection, hostname=hostname) if connection is not None
+              else app.events.default_dispatcher(hostname=hostname)) as d:
             d.send(type_, uuid=uuid, **fields)
         _failed["at"] = None
     except Exception as e:  # the broker is down or full: the work goes on, its row lags
@@ -104,9 +106,10 @@ def emit(app, hostname, type_, uuid, always=False, **fields):
         log.warning("event %s of %s not sent: %s", type_, uuid, e)
 
 
-def job_sent(app, job):
+def job_sent(app, job, connection=None):
     """A prediction job was submitted (the client): its row appears, PENDING."""
-    emit(app, sender_hostname(), "task-sent", job["job_id"], always=True, **predict_row(job))
+    emit(app, sender_hostname(), "task-sent", job["job_id"], always=True, connection=connection,
+         **predict_row(job))
 
 
 def sweep_sent(app, record):

@@ -193,8 +193,8 @@ def _submit_prediction(input_ref, model_ref, out, app, s, job_id, chunk_rows, ch
         missing = [i for i in range(len(source.chunks)) if i not in marked]
     window = job.get("window") or len(source.chunks)
     touch(app.backend.client, job_id)
-    events.job_sent(app, job)  # the job's row in Flower, before its chunks
     with app.connection_for_write() as conn:
+        events.job_sent(app, job, connection=conn)  # the job's row in Flower, before its chunks
         for index in list(missing)[:window]:
             queue_chunk(app, job_id, index, source, connection=conn, retry_policy=CLIENT_PUBLISH_RETRY)
         if not source.chunks or not missing:
