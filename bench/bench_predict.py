@@ -9,13 +9,15 @@ Starts `digits up --no-flower` (a subprocess, 2 predict worker processes) and th
     pandas, start to exit), the baseline of the ratio; and the same in this process
     (pandas already imported, no start-up), printed beside it;
   - ours: `digits predict test.csv --model model.npz --out out.csv` as a subprocess, as a
-    user runs it against the running stack, timed from its start to its exit.
-It prints the medians and their ratio, then the breakdown of the jobs into stages (medians
+    user runs it against the running stack, timed from its start to its exit;
+  - `digits predict ... --local` (the same parser and model in one process, no queue), the
+    baseline of the send path's cost: ours in rows/s and its ratio against --local.
+It prints the medians and their ratios, then the breakdown of the jobs into stages (medians
 over the rounds), from the job's own records (job.json, the chunk marks' timings in the
 manifest) and the subprocess's start and end:
   interpreter    the command's start until its first line runs
-  imports        the modules `digits predict` imports (NumPy and ours: on the embedded
-                 stack it sends through worker.lightapp, without Celery, kombu or redis-py)
+  imports        the modules `digits predict` imports (NumPy, Celery, kombu, redis-py and
+                 ours: every task is sent through the Celery app)
   submission     the rest until the job record is written: model check, plan, output claim
   queue latency  sending the first window of chunks until a worker starts the first
   chunks         first chunk started to last chunk finished (2 processes); inside it, the
@@ -68,11 +70,11 @@ def latest_job(home):
 
 # `digits predict` with its imports done first and the times between written to stderr, for
 # the breakdown: the same work as the plain command, in an order that can be timed.
-# The imports are those the command makes (on the embedded stack it sends through
-# worker.lightapp: no Celery, kombu or redis-py); any heavy module it loads besides is named.
+# The imports are those the command makes (the Celery app it sends through among them); any
+# heavy module it loads besides is named.
 TRACED = ("import time, sys; t_code = time.time(); "
-          "import worker.cli, worker.cli.predict, worker.cli.progress, worker.client, worker.lightapp, "
-          "worker.stack, model.checkpoint, model.sources, model.registry, tasks.queueing; "
+          "import worker.cli, worker.cli.predict, worker.cli.progress, worker.client, worker.app, "
+          "worker.stack, model.checkpoint, model.sources, model.registry, tasks.queueing, tasks.events; "
           "t_imports = time.time(); from worker.cli import main, _exit_now; rc = main(sys.argv[1:]); "
           "heavy = [m for m in ('celery', 'kombu', 'redis', 'fsspec', 'pandas', 'PIL') if m in sys.modules]; "
           "print('TRACE', t_code, t_imports, ','.join(heavy) or '-', file=sys.stderr, flush=True); _exit_now(rc)")
@@ -111,7 +113,10 @@ def main():
     argv = digits_argv("predict", csv, "--model", model_path, "--out", out)
     seed_argv = seed_script_argv(csv, os.path.join(work, "seed-script.csv"),
                                  save_seed_weights(weights, os.path.join(work, "seed-weights.npz")))
-    seed_s, seed_in_s, ours_s, rows, heavy = [], [], [], [], set()
+    local = os.path.join(work, "local.csv")
+    local_argv = digits_argv("predict", csv, "--model", model_path, "--out", local, "--local")
+    local_env = user_env(os.path.join(work, "home-local"))
+    seed_s, seed_in_s, ours_s, local_s, rows, heavy = [], [], [], [], [], set()
     with Up(home, DIGITS_PREDICT_CONCURRENCY=2) as up:
         env = up.env
         wall, _, code, _, err = run_child(argv, env)  # warm-up: bytecode, the workers' model cache
@@ -125,6 +130,9 @@ def main():
             wall, _, code, _, err = run_child(argv, env)
             assert code == 0, err
             ours_s.append(wall)
+            wall_local, _, code, _, err = run_child(local_argv, local_env)
+            assert code == 0, err
+            local_s.append(wall_local)
             started = time.time()
             _, _, code, _, err = run_child([sys.executable, "-c", TRACED, *argv[3:]], env)
             ended = time.time()
@@ -132,12 +140,9 @@ def main():
             trace = [ln for ln in err.splitlines() if ln.startswith("TRACE")][-1].split()[1:]
             heavy.add(trace.pop())
             rows.append(stages(started, ended, *latest_job(home), [float(x) for x in trace]))
-            print(f"round {r + 1}: seed style {s:.3f} s (in-process {s_in:.3f} s), digits predict {wall:.3f} s, "
-                  f"ratio {s / wall:.2f}x ({s_in / wall:.2f}x)", flush=True)
-    local = os.path.join(work, "local.csv")
-    code = run_child(digits_argv("predict", csv, "--model", model_path, "--out", local, "--local"),
-                     user_env(os.path.join(work, "home-local")))[2]
-    assert code == 0
+            print(f"round {r + 1}: seed style {s:.3f} s (in-process {s_in:.3f} s), digits predict {wall:.3f} s "
+                  f"({a.rows / wall:,.0f} rows/s), --local {wall_local:.3f} s, ratio {s / wall:.2f}x "
+                  f"({s_in / wall:.2f}x)", flush=True)
     with open(out, "rb") as f1, open(local, "rb") as f2:
         identical = f1.read() == f2.read()
     import pandas as pd
@@ -154,6 +159,9 @@ def main():
           f"{a.rows / ours_m:,.0f} rows/s")
     print(f"ratio {seed_m / ours_m:.2f}x against the script (target 5x); "
           f"{seed_in_m / ours_m:.2f}x against the in-process seed style")
+    local_m = median(local_s)
+    print(f"send path: digits predict {a.rows / ours_m:,.0f} rows/s (target >= 200,000 at 1,000,000 rows); "
+          f"--local (one process, no queue) {a.rows / local_m:,.0f} rows/s; ratio {local_m / ours_m:.2f}x")
     print(f"output == --local output byte for byte: {identical}; labels agree with the float64 "
           f"seed style on {agree:.5f}")
     print(f"\nheavy modules the command loaded besides NumPy: {', '.join(sorted(heavy))}")
@@ -166,6 +174,7 @@ def main():
     print(f"floor: interpreter + imports + submission + (parse + forward CPU) / 2 cores = {floor:.3f} s: "
           f"at best {seed_m / floor:.2f}x against the script, {seed_in_m / floor:.2f}x in-process")
     figures("predict", rows=a.rows, mb=round(size_mb), seed_s=seed_m, seed_inprocess_s=seed_in_m, ours_s=ours_m,
+            ours_rows_per_s=a.rows / ours_m, local_s=local_m, ratio_local=local_m / ours_m,
             ratio=seed_m / ours_m, ratio_inprocess=seed_in_m / ours_m,
             identical=identical, agreement=agree, stages=st, floor_s=floor, best_ratio=seed_m / floor,
             best_ratio_inprocess=seed_in_m / floor)

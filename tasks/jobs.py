@@ -290,7 +290,15 @@ class PredictJob(_Record):
 
     @staticmethod
     def progress_text(progress):
-        return f"chunks {progress.get('chunks_done', 0)}/{progress.get('chunks', 0)}"
+        """"chunks 47/101 done, 1 failed, 1 retrying, eta 6s" (zero counts left out; the ETA
+        once one is known: the workers measure it, tasks.events)."""
+        text = f"chunks {progress.get('chunks_done', 0)}/{progress.get('chunks', 0)} done"
+        for k in ("failed", "retrying", "skipped"):
+            if progress.get(k):
+                text += f", {progress[k]} {k}"
+        if progress.get("eta_seconds") is not None:
+            text += f", eta {format_seconds(progress['eta_seconds'])}"
+        return text
 
     def manifest(self, counts, state, chunks_done, chunk_seconds, assemble_seconds, error=None):
         """How the job ended: counts (model.batch.assemble: rows_in = rows_ok + rows_bad +
@@ -305,10 +313,22 @@ class PredictJob(_Record):
 
     @staticmethod
     def summary(manifest):
-        """What Flower shows as an assemble's result: state, rows in/ok/bad/failed, output."""
-        keep = ("job_id", "state", "rows_in", "rows_ok", "rows_bad", "rows_failed", "rows_skipped",
-                "output", "errors", "error")
-        return {k: manifest.get(k) for k in keep if manifest.get(k) is not None}
+        """One line on how the job ended, key facts first, zero counts left out (Flower's
+        Result of the job and of its assemble): "10000 rows in: 9998 ok, 2 bad; output
+        /data/out.csv; 3.2s", or the one-line reason of a PARTIAL or FAILED job."""
+        if manifest.get("rows_in") is None:  # failed before counting (the output cannot be written)
+            return manifest.get("error") or str(manifest.get("state"))
+        text = f"{manifest['rows_in']} rows in: {manifest.get('rows_ok', 0)} ok"
+        for k in ("bad", "failed", "skipped"):
+            if manifest.get(f"rows_{k}"):
+                text += f", {manifest[f'rows_{k}']} {k}"
+        text += f"; output {manifest.get('output')}"
+        seconds = (manifest.get("timings") or {}).get("wall_seconds")
+        if seconds is not None:
+            text += f"; {format_seconds(seconds)}"
+        if manifest.get("error"):
+            text = f"{manifest['error']} ({text})"
+        return text
 
     @staticmethod
     def result_lines(manifest):
@@ -419,15 +439,26 @@ class TrainJob(_Record):
 
     @staticmethod
     def summary(manifest):
-        """What Flower shows as a train job's result: version, val_accuracy, promoted or not
-        and why, the report; the full history stays in the manifest on storage."""
-        promo = manifest.get("promotion") or {}
-        out = {"job_id": manifest.get("job_id"), "state": manifest.get("state"),
-               "version": manifest.get("version"), "val_accuracy": manifest.get("val_accuracy"),
-               "promoted": promo.get("promoted"), "promotion": promo.get("reason"),
-               "epochs_done": manifest.get("epochs_done"), "report": manifest.get("report"),
-               "checkpoint": manifest.get("checkpoint"), "error": manifest.get("error")}
-        return {k: v for k, v in out.items() if v is not None}
+        """One line on how a run ended, key facts first (Flower's Result): "digits:4
+        val_accuracy 0.9450, not promoted (...); 45 epochs, 12 skipped records, 12.5s;
+        report .../report.html"; a failed run's reason, a cancelled run's checkpoint. The
+        full history stays in the manifest on storage."""
+        state, m = manifest.get("state"), manifest
+        epochs = f"{m['epochs_done']} epochs" if m.get("epochs_done") is not None else None
+        facts = [x for x in (epochs, f"{m['skipped_records']} skipped records" if m.get("skipped_records") else None,
+                             format_seconds(m["seconds"]) if m.get("seconds") is not None else None) if x]
+        if state == FAILURE:
+            return f"failed: {m.get('error')}"
+        if state == CANCELLED:
+            return "; ".join([f"cancelled after {', '.join(facts)}" if facts else "cancelled",
+                              f"checkpoint {m.get('checkpoint')}"])
+        head = f"{m.get('name')}:{m.get('version')}"
+        if m.get("val_accuracy") is not None:
+            head += f" val_accuracy {m['val_accuracy']:.4f}"
+        if m.get("promotion"):
+            head += f", {TrainJob.promotion_text(m['promotion'])}"
+        return "; ".join([head] + ([", ".join(facts)] if facts else []) +
+                         ([f"report {m['report']}"] if m.get("report") else []))
 
     @classmethod
     def result_lines(cls, manifest):

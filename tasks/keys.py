@@ -21,6 +21,17 @@ def chunk_marks(job_id):
     return f"{PREFIX}job:{job_id}:chunks"
 
 
+def chunk_counts(job_id):
+    """Hash of a prediction job: mark state ("done", "failed", "skipped") -> how many chunks
+    have that mark (counted by the mark itself, so the job's Flower row reads no whole hash)."""
+    return f"{PREFIX}job:{job_id}:counts"
+
+
+def chunks_retrying(job_id):
+    """Set of a prediction job's chunk indexes waiting for a retry (removed by their mark)."""
+    return f"{PREFIX}job:{job_id}:retrying"
+
+
 ACTIVE_PREDICTIONS = f"{PREFIX}predictions:active"  # set of prediction job ids not yet assembled
 
 
@@ -66,9 +77,21 @@ def sweep_marks(sweep_id):
 
 
 def chunk_task_id(job_id, index):
-    """The task id of chunk `index` of a prediction job (fixed, so a copy is the same task);
-    the job's assemble and training tasks have the job id itself as task id."""
+    """The task id of chunk `index` of a prediction job (fixed, so a copy is the same task).
+    A training job's task has the job id itself as task id; a prediction job's id is its
+    row in Flower (tasks.events) and its result key holds the job's state."""
     return f"{job_id}-chunk-{index}"
+
+
+def assemble_task_id(job_id):
+    """The task id of a prediction job's assemble (":" is in no job id, so no job's id)."""
+    return f"{job_id}:assemble"
+
+
+def job_task_ids(job_id):
+    """What every task id of a job starts with besides the job id itself (the watchdog's
+    census of a job's work)."""
+    return (f"{job_id}-", f"{job_id}:")
 
 
 def task_meta(task_id):
@@ -78,4 +101,5 @@ def task_meta(task_id):
 
 def job_keys(job_id):
     """The keys of one job, for a resubmission to clear."""
-    return [chunk_marks(job_id), assemble_lock(job_id), assemble_runs(job_id), job_touched(job_id)]
+    return [chunk_marks(job_id), chunk_counts(job_id), chunks_retrying(job_id), assemble_lock(job_id),
+            assemble_runs(job_id), job_touched(job_id), task_meta(assemble_task_id(job_id))]

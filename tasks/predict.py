@@ -7,33 +7,35 @@ reads exactly one result per chunk: no row is lost or doubled.
 
 One completion path. Each chunk, once its result is on storage (or it failed for good,
 or the job was cancelled), marks itself in a Redis hash with one atomic script that also
-numbers the marks. The chunk whose mark is number `total` queues assemble(job_id) with
-the job id as task id. This replaces a chord: a chord counts its parts after storing
-each part's result, so a pool process killed between the two left it one part short
-forever. Here a chunk killed before its mark is redelivered (acks late) and marks then;
+numbers and counts the marks. The chunk whose mark is number `total` queues
+assemble(job_id) (task id "<job id>:assemble"). This replaces a chord: a chord counts its
+parts after storing each part's result, so a pool process killed between the two left it
+one part short forever. Here a chunk killed before its mark is redelivered (acks late) and marks then;
 killed after, its redelivery finds the mark and does what the first delivery may not
 have finished (queue the next chunk, queue assemble). assemble itself runs under a lock
 and returns the manifest if one exists, so a duplicate never writes twice.
+
+Every mark also moves the job's row in Flower (tasks.events): its id is the job id, its
+children the chunks and assemble. A chunk that failed for good ends FAILURE and a skipped
+one (the job was cancelled) REVOKED, each after its mark: the mark decides the job.
 
 Fair sharing. A job keeps at most `window` chunks in the queue: the client queues the
 first `window`, and the n-th chunk to finish queues chunk n + window - 1. Another job's
 chunks queued meanwhile wait behind at most `window` chunks, not behind the whole job.
 """
 import json
-import os
-import socket
 import time
 from collections import OrderedDict
 
 from celery import shared_task
+from celery.exceptions import Ignore
 from celery.utils.log import get_task_logger
 
 from model import batch, checkpoint, sources, storage
 from model.errors import DataError, JobError, describe
-from tasks import jobs, keys
+from tasks import events, jobs, keys
 from tasks.jobs import storage_root
-from tasks.queueing import (ASSEMBLE, PREDICT_CHUNK, DirectSender, queue_assemble, queue_chunk, release_output,
-                            touch)
+from tasks.queueing import ASSEMBLE, PREDICT_CHUNK, queue_assemble, queue_chunk, release_output, touch
 
 log = get_task_logger(__name__)
 _MODELS = OrderedDict()  # model version -> Model, per worker process
@@ -41,24 +43,31 @@ _SOURCES = OrderedDict()  # job id -> source (the plan), per worker process
 _CACHE_SIZE = 4
 ASSEMBLE_WAIT_RETRIES = 600  # 1 s apart: an assemble that finds chunks unmarked waits this long
 LOCK_SECONDS = 600  # an assemble lock left by a killed process frees itself after this
-_REDIS_URLS = ("redis://", "rediss://", "redis+socket://", "unix://")  # brokers a DirectSender can serve
 
-# KEYS[1] the marks hash, KEYS[2] the job's touched key, KEYS[3] the set of active jobs;
+# KEYS[1] the marks hash, KEYS[2] the job's touched key, KEYS[3] the set of active jobs,
+# KEYS[4] the counts of marks by state, KEYS[5] the set of chunks waiting for a retry;
 # ARGV[1] chunk index, ARGV[2] mark (JSON), ARGV[3] ttl in seconds, ARGV[4] job id, ARGV[5]
-# the time now. A first mark gets the next order number and returns {1, mark}; a repeated
-# one changes no mark and returns {0, the first mark}. Either way the job is touched
+# the time now, ARGV[6] the mark's state. A first mark gets the next order number, is
+# counted, and returns {1, mark, counts, retrying}; a repeated one changes no mark and
+# returns {0, the first mark, counts, retrying}. Either way the job is touched
 # (queueing.touch: when it last moved, and that it is active), all in one round trip.
 _MARK = """
-redis.call('SET', KEYS[2], ARGV[5], 'EX', tonumber(ARGV[3]))
+local ttl = tonumber(ARGV[3])
+redis.call('SET', KEYS[2], ARGV[5], 'EX', ttl)
 redis.call('SADD', KEYS[3], ARGV[4])
-local old = redis.call('HGET', KEYS[1], ARGV[1])
-if old then return {0, old} end
-local mark = cjson.decode(ARGV[2])
-mark['order'] = redis.call('HLEN', KEYS[1]) + 1
-local text = cjson.encode(mark)
-redis.call('HSET', KEYS[1], ARGV[1], text)
-redis.call('EXPIRE', KEYS[1], tonumber(ARGV[3]))
-return {1, text}
+redis.call('SREM', KEYS[5], ARGV[1])
+local first, text = 0, redis.call('HGET', KEYS[1], ARGV[1])
+if not text then
+  local mark = cjson.decode(ARGV[2])
+  mark['order'] = redis.call('HLEN', KEYS[1]) + 1
+  text = cjson.encode(mark)
+  first = 1
+  redis.call('HSET', KEYS[1], ARGV[1], text)
+  redis.call('EXPIRE', KEYS[1], ttl)
+  redis.call('HINCRBY', KEYS[4], ARGV[6], 1)
+  redis.call('EXPIRE', KEYS[4], ttl)
+end
+return {first, text, redis.call('HGETALL', KEYS[4]), redis.call('SCARD', KEYS[5])}
 """
 
 
@@ -104,21 +113,17 @@ def redis_client(task):
     return task.app.backend.client
 
 
-def sender(task):
-    """What a predict task queues more work through: the backend's Redis client when the
-    backend is the broker (queueing.DirectSender), else the Celery app."""
-    conf = task.app.conf
-    if conf.result_backend != conf.broker_url or not str(conf.broker_url).startswith(_REDIS_URLS):
-        return task.app
-    return DirectSender(redis_client(task), f"digits-worker-{os.getpid()}@{socket.gethostname()}")
-
-
-def mark(task, job_id, index, state, **info):
-    """Mark chunk `index` of a job as done, failed or skipped -> (first time?, the mark)."""
-    r = redis_client(task)
+def mark(task, job, index, state, **info):
+    """Mark chunk `index` of a job (its job.json dict) as done, failed or skipped, and move
+    the job's row in Flower -> (first time?, the mark)."""
+    r, job_id = redis_client(task), job["job_id"]
     ttl = keys.ttl(task.app)
-    first, text = r.eval(_MARK, 3, keys.chunk_marks(job_id), keys.job_touched(job_id), keys.ACTIVE_PREDICTIONS,
-                         index, json.dumps(dict(info, state=state)), ttl, job_id, repr(time.time()))
+    first, text, counts, retrying = r.eval(
+        _MARK, 5, keys.chunk_marks(job_id), keys.job_touched(job_id), keys.ACTIVE_PREDICTIONS,
+        keys.chunk_counts(job_id), keys.chunks_retrying(job_id),
+        index, json.dumps(dict(info, state=state)), ttl, job_id, repr(time.time()), state)
+    counts = {counts[i].decode(): int(counts[i + 1]) for i in range(0, len(counts), 2)}
+    events.job_progress(task, job, counts, int(retrying))
     return bool(first), json.loads(text)
 
 
@@ -161,40 +166,44 @@ def _after_mark(task, job, source, the_mark, repeated):
     order = the_mark["order"]
     nxt = order + window - 1  # 0-based index released by the order-th mark
     if nxt < total and not (repeated and redis_client(task).hexists(keys.chunk_marks(job_id), nxt)):
-        queue_chunk(sender(task), job_id, nxt, source)
+        queue_chunk(task.app, job_id, nxt, source)
     if order == total or (repeated and redis_client(task).hlen(keys.chunk_marks(job_id)) >= total):
         if not (repeated and jobs.read_manifest(job["root"], job_id)):
-            queue_assemble(sender(task), job_id)
+            queue_assemble(task.app, job_id)
 
 
-@shared_task(bind=True, name=PREDICT_CHUNK, ignore_result=True, track_started=False)
+@shared_task(bind=True, name=PREDICT_CHUNK, ignore_result=True, track_started=False, throws=(JobError,))
 def predict_chunk(self, job_id, index, lo=None, hi=None):
-    """Predict chunk `index` of job `job_id` -> small summary {chunk, rows, bad} for Flower.
+    """Predict chunk `index` of job `job_id` -> one line for Flower ("chunk 3/101: 10000
+    rows, 2 bad, 0.24s").
 
     Its state lives in the job's marks: the result backend keeps nothing of a chunk (Flower
-    shows the summary from the task-succeeded event), which saves two writes and two
+    shows the line from the task-succeeded event), which saves two writes and two
     publishes per chunk.
 
     lo/hi (the chunk's byte or list range) are shown in Flower only; the plan decides.
     A failure not tied to one record (storage, a bug) is retried DIGITS_CHUNK_RETRIES
-    times with backoff, then marks the chunk failed: the job ends PARTIAL, not lost.
+    times with backoff, then marks the chunk failed and ends FAILURE: the job ends PARTIAL,
+    not lost. A chunk of a cancelled job is marked skipped and ends REVOKED.
     """
     root = storage_root(self)
     record = jobs.read_json(jobs.ref(root, job_id, "job.json"))
     if record is None:  # a late copy of a job whose record was cleared (resubmitted afresh)
         log.warning("job %s has no record (cleared for a resubmission?): chunk %s not run", job_id, index)
-        return {"chunk": index, "state": "no job record"}
+        return f"chunk {index}: not run, job {job_id} has no record"
     job = dict(record, root=root)
     source = load_source(root, job)
     existing = redis_client(self).hget(keys.chunk_marks(job_id), index)
     if existing:  # an earlier delivery marked it
         the_mark = json.loads(existing)
         _after_mark(self, job, source, the_mark, repeated=True)
-        return {"chunk": index, "state": the_mark["state"], "repeated": True}
+        return _ended(self, job, index, the_mark, repeated=True)
     if jobs.is_cancelled(root, job_id):
-        first, the_mark = mark(self, job_id, index, "skipped")
+        first, the_mark = mark(self, job, index, "skipped")
         _after_mark(self, job, source, the_mark, repeated=not first)
-        return {"chunk": index, "state": "skipped"}
+        return _ended(self, job, index, the_mark)
+    if index == 0 and not self.request.retries:  # the job's row says STARTED from its first chunk on
+        events.job_progress(self, job, *events.chunk_counts(redis_client(self), job_id))
     target = jobs.chunk_ref(root, job_id, index)
     started, t0 = time.time(), time.perf_counter()
     stages = {}  # seconds spent reading+parsing, predicting, writing the result
@@ -220,17 +229,53 @@ def predict_chunk(self, job_id, index, lo=None, hi=None):
             countdown = self.app.conf.digits_retry_backoff * 2 ** retries
             log.warning("job %s chunk %s failed (%s); retry %s of %s in %.1fs", job_id, index,
                         describe(e), retries + 1, limit, countdown)
+            _retrying(self, job, index)
             raise self.retry(countdown=countdown, max_retries=limit, exc=e)
         log.error("job %s chunk %s failed for good: %s", job_id, index, describe(e))
-        first, the_mark = mark(self, job_id, index, "failed", reason=describe(e))
+        first, the_mark = mark(self, job, index, "failed", reason=describe(e))
         _after_mark(self, job, source, the_mark, repeated=not first)
-        return {"chunk": index, "state": "failed", "reason": the_mark.get("reason")}
+        return _ended(self, job, index, the_mark)
     seconds = round(time.perf_counter() - t0, 4)
-    first, the_mark = mark(self, job_id, index, "done", rows=len(result), bad=len(result.errors),
+    first, the_mark = mark(self, job, index, "done", rows=len(result), bad=len(result.errors),
                            seconds=seconds, started=started, finished=time.time(),
                            **{k: round(v, 4) for k, v in stages.items()})
     _after_mark(self, job, source, the_mark, repeated=not first)
-    return {"chunk": index, "rows": len(result), "bad": len(result.errors), "seconds": seconds}
+    return _ended(self, job, index, the_mark, repeated=not first)
+
+
+def _retrying(task, job, index):
+    """Chunk `index` waits for a retry: counted (its mark uncounts it) on the job's row."""
+    r = redis_client(task)
+    r.sadd(keys.chunks_retrying(job["job_id"]), index)
+    r.expire(keys.chunks_retrying(job["job_id"]), int(task.app.conf.result_expires or 7 * 86400))
+    events.job_progress(task, job, *events.chunk_counts(r, job["job_id"]))
+
+
+def chunk_line(index, total, the_mark):
+    """A chunk's mark in one line, key facts first: "chunk 3/101: 10000 rows, 2 bad, 0.24s",
+    "chunk 3/101 failed for good: <reason>", "chunk 3/101 skipped: the job was cancelled"."""
+    head = f"chunk {index}/{total}"
+    if the_mark["state"] == "failed":
+        return f"{head} failed for good: {the_mark.get('reason')}"
+    if the_mark["state"] == "skipped":
+        return f"{head} skipped: the job was cancelled"
+    text = f"{head}: {the_mark.get('rows')} rows"
+    if the_mark.get("bad"):
+        text += f", {the_mark['bad']} bad"
+    return text + (f", {the_mark['seconds']:.2f}s" if the_mark.get("seconds") is not None else "")
+
+
+def _ended(task, job, index, the_mark, repeated=False):
+    """End a chunk's task as its mark says -> its line (done): FAILURE for a chunk that failed
+    for good (JobError, raised), REVOKED for a skipped one (its event, then Ignore: no success
+    follows)."""
+    line = chunk_line(index, job.get("chunks"), the_mark) + (" (a repeated delivery)" if repeated else "")
+    if the_mark["state"] == "failed":
+        raise JobError(line)
+    if the_mark["state"] == "skipped":
+        task.send_event("task-revoked", terminated=False, expired=False, signum=None, result=line)
+        raise Ignore(line)
+    return line
 
 
 def _outcomes(root, job_id, source, chunk_marks):
@@ -250,11 +295,15 @@ def _outcomes(root, job_id, source, chunk_marks):
 
 @shared_task(bind=True, name=ASSEMBLE)
 def assemble(self, job_id):
-    """Write the job's output in input order, its errors file and its manifest -> a short
-    summary for Flower (the manifest itself is on storage)."""
+    """Write the job's output in input order, its errors file and its manifest -> the job's
+    one-line summary for Flower (the manifest itself is on storage), which ends the job's
+    row too (tasks.events.job_ended) and stores its final state under the job id."""
     root = storage_root(self)
     done = jobs.read_manifest(root, job_id)
-    if done:  # a repeated delivery
+    if done:  # a repeated delivery: the first may have died before ending the job's row
+        record = jobs.read_json(jobs.ref(root, job_id, "job.json"))
+        if record is not None:
+            events.job_ended(self, record, done)
         return summary(done)
     r = redis_client(self)
     lock = r.lock(keys.assemble_lock(job_id), timeout=LOCK_SECONDS, blocking=False)
@@ -279,7 +328,7 @@ def _assemble(task, root, job_id):
         # for a resubmission, run before the new record was written: nothing to assemble, and
         # no FAILURE stored under the job id, where the resubmitted job's status would find it
         log.warning("job %s has no record (cleared for a resubmission?): assemble not run", job_id)
-        return {"job_id": job_id, "state": "NO RECORD"}
+        return {"job_id": job_id, "state": "NO RECORD"}  # summary() says so; nothing under the job id
     record = jobs.PredictJob.from_dict(job)
     source = load_source(root, job)
     chunk_marks = marks(task, job_id)
@@ -297,8 +346,10 @@ def _assemble(task, root, job_id):
             raise task.retry(countdown=task.app.conf.digits_retry_backoff * 2 ** retries,
                              max_retries=limit, exc=e)
         error = f"job {job_id}: the output cannot be written: {describe(e)}"
-        jobs.write_manifest(root, job_id, record.failure_manifest(error))
+        manifest = record.failure_manifest(error)
+        jobs.write_manifest(root, job_id, manifest)
         release_output(r, job, job_id)
+        events.job_ended(task, job, manifest)
         raise JobError(error) from None
     state = batch.final_state(counts, cancelled)
     done = [m for m in chunk_marks.values() if m["state"] == "done"]
@@ -313,6 +364,7 @@ def _assemble(task, root, job_id):
     r.incr(keys.assemble_runs(job_id))
     r.expire(keys.assemble_runs(job_id), keys.ttl(task.app))
     release_output(r, job, job_id)
+    events.job_ended(task, job, manifest)
     return manifest
 
 
@@ -332,4 +384,8 @@ def _timings(job, done, assemble_started, assemble_seconds):
     return out
 
 
-summary = jobs.PredictJob.summary  # what Flower shows as an assemble's result
+def summary(manifest):
+    """What Flower shows as an assemble's result: the job's one line (tasks.jobs.PredictJob.summary)."""
+    if manifest.get("state") == "NO RECORD":
+        return f"job {manifest['job_id']} has no record (cleared for a resubmission?): nothing assembled"
+    return jobs.PredictJob.summary(manifest)

@@ -1,10 +1,9 @@
-"""Sending the project's tasks by name, and the Redis records a job's client keeps, with no
-Celery import: `digits predict` sends through worker.lightapp.LightApp when broker and
-backend are Redis (a fresh client saves the ~200 ms that Celery, kombu and redis-py take to
-import); workers and other clients send through their Celery app. Both put the same
-message in the same queue (task_message below; the routes are the Celery app's too).
+"""Sending the project's tasks: every task goes through the Celery app (send_task), from
+the client and from workers alike, with task-sent events on, so Flower sees queued work.
+Routes, readable arguments (argsrepr) and the links to a job's Flower row (root_id and
+parent_id: the job id) are decided here; the Redis records a job's client keeps too.
 
-    send(app, PREDICT_CHUNK, (job_id, index, lo, hi), task_id)
+    send(app, PREDICT_CHUNK, (job_id, index, lo, hi), task_id, argsrepr="job=..., chunk=3/101, ...")
 """
 import time
 
@@ -26,44 +25,46 @@ def queue_of(name):
 
 
 def send(app, name, args, task_id, **options):
-    """Queue task `name`(*args) under id task_id through app (a Celery app or a LightApp),
-    keeping nothing. Nobody here waits on a result (jobs are followed through storage and
-    the backend), so the sender is not subscribed to the task's result channel, as Celery's
-    Redis backend would do: that subscription outlived the command, and with the backend
-    gone it was retried for 20 s and then raised RuntimeError instead of a broker error."""
-    if getattr(app, "is_light", False):
-        app.push(queue_of(name), name, args, task_id)
-        return
+    """Queue task `name`(*args) under id task_id through the Celery app, keeping nothing.
+    options: send_task's (argsrepr, root_id, parent_id, retry_policy, connection...).
+
+    Nobody here waits on a result (jobs are followed through storage and the backend), so
+    the sender is not subscribed to the task's result channel, as Celery's Redis backend
+    would do: that subscription outlived the command, and with the backend gone it was
+    retried for 20 s and then raised RuntimeError instead of a broker error. Nor is the
+    task added to the sending task's children (a chunk sends the next one: its stored
+    result would list every chunk after it): root_id and parent_id link the job instead."""
     from celery.result import denied_join_result
     with denied_join_result():  # "a join would block": Celery subscribes the sender to nothing
-        result = app.send_task(name, args, task_id=task_id, **options)
+        result = app.send_task(name, args, task_id=task_id, add_to_parent=False, **options)
     result.backend = None  # let go: no AsyncResult.__del__ against a closed connection at exit
 
 
-class DirectSender:
-    """Sends through a redis-py client of the broker's own Redis: what a predict task queues
-    its job's next chunk and assemble with when the result backend is the broker (one LPUSH
-    of the message Celery would send, no task-sent event: about 0.1 ms against 0.7 ms
-    through Celery). In worker processes that client rides out a Redis restart
-    (worker.app.ride_out_outages); a push repeated after a lost reply only queues a copy,
-    and every task is idempotent."""
-    is_light = True
-
-    def __init__(self, client, origin):
-        self.client, self.origin = client, origin
-
-    def push(self, queue, name, args, task_id):
-        self.client.lpush(queue, task_message(name, args, task_id, queue, self.origin))
+def chunk_repr(job_id, index, source):
+    """What Flower shows as a chunk's arguments: "job=predict-1f.., chunk=3/101, bytes 1200-1800"."""
+    return f"job={job_id}, chunk={index}/{len(source.chunks)}, {source.where(index)}"
 
 
 def queue_chunk(app, job_id, index, source, **options):
-    """Send predict_chunk for chunk `index` (its task id is fixed, so a copy is the same task)."""
+    """Send predict_chunk for chunk `index` (its task id is fixed, so a copy is the same task),
+    a child of the job's Flower row."""
     lo, hi = source.chunks[index]
-    send(app, PREDICT_CHUNK, (job_id, index, lo, hi), keys.chunk_task_id(job_id, index), **options)
+    send(app, PREDICT_CHUNK, (job_id, index, lo, hi), keys.chunk_task_id(job_id, index),
+         argsrepr=chunk_repr(job_id, index, source), kwargsrepr="{}", root_id=job_id, parent_id=job_id, **options)
 
 
 def queue_assemble(app, job_id, **options):
-    send(app, ASSEMBLE, (job_id,), job_id, **options)
+    """Send the job's assemble under its own task id (keys.assemble_task_id), a child of the job's row."""
+    send(app, ASSEMBLE, (job_id,), keys.assemble_task_id(job_id), argsrepr=f"job={job_id}", kwargsrepr="{}",
+         root_id=job_id, parent_id=job_id, **options)
+
+
+def train_repr(record):
+    """What Flower shows as a training run's arguments: "job=train-1f.., model=digits, recipe=default,
+    epochs=30" (and its sweep); record: its tasks.jobs.TrainJob."""
+    config = record.config or {}
+    text = f"job={record.job_id}, model={record.name}, recipe={config.get('recipe')}, epochs={config.get('epochs')}"
+    return text + (f", sweep={record.sweep}" if record.sweep else "")
 
 
 def touch(r, job_id, ttl=keys.TTL):
@@ -77,24 +78,3 @@ def release_output(r, job, job_id):
     key = keys.output_owner(job.get("download_to") or job["output"])
     if (r.get(key) or b"").decode() == job_id:
         r.delete(key)
-
-
-def task_message(name, args, task_id, queue, origin):
-    """The message Celery (task protocol 2, JSON) and kombu's Redis transport put in a queue's
-    list for task `name`(*args) -> bytes; tests/tasks/test_queueing.py checks it against the
-    one Celery builds. origin: "<client>@<host>", shown by Flower."""
-    import base64
-    import json
-    import uuid
-    body = json.dumps([list(args), {}, {"callbacks": None, "errbacks": None, "chain": None, "chord": None}])
-    headers = {"lang": "py", "task": name, "id": task_id, "shadow": None, "eta": None, "expires": None,
-               "group": None, "group_index": None, "retries": 0, "timelimit": [None, None],
-               "root_id": task_id, "parent_id": None, "argsrepr": repr(tuple(args)), "kwargsrepr": "{}",
-               "origin": origin, "ignore_result": None, "replaced_task_nesting": 0, "stamped_headers": None,
-               "stamps": {}}
-    properties = {"correlation_id": task_id, "reply_to": str(uuid.uuid4()), "delivery_mode": 2,
-                  "delivery_info": {"exchange": "", "routing_key": queue}, "priority": 0,
-                  "body_encoding": "base64", "delivery_tag": str(uuid.uuid4())}
-    return json.dumps({"body": base64.b64encode(body.encode()).decode(), "content-encoding": "utf-8",
-                       "content-type": "application/json", "headers": headers,
-                       "properties": properties}).encode()

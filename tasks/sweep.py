@@ -8,6 +8,10 @@ whose record names its sweep. A run registers its version without the promotion 
 when it ends (SUCCESS, CANCELLED or FAILURE) it marks itself in a Redis hash, and the run
 whose mark completes the set queues sweep_finish(sweep_id), which offers the best version
 to the gate. Nothing waits on a result inside a task.
+
+The sweep has a row in Flower (tasks.events) whose id is the sweep id and whose children
+are its runs: STARTED with "runs 1/4 ended" from its first run's start, then SUCCESS,
+FAILURE (a run failed or none scored) or REVOKED (cancelled) from sweep_finish.
 """
 import itertools
 import time
@@ -19,7 +23,7 @@ from celery.utils.log import get_task_logger
 from model import storage
 from model.errors import ConfigError, JobError
 from model.registry import Registry
-from tasks import jobs, keys
+from tasks import events, jobs, keys
 from tasks.jobs import storage_root
 from tasks.states import JobState
 
@@ -88,8 +92,24 @@ def job_ended(task, job, state):
     r.hset(key, job.job_id, state)
     r.expire(key, keys.ttl(task.app))
     record = read_sweep(storage_root(task), sweep_id)
-    if r.hlen(key) >= len(record["jobs"]):
-        sweep_finish.apply_async((sweep_id,), task_id=f"{sweep_id}-finish", queue="train")
+    ended = _ended(r, sweep_id)
+    events.sweep_progress(task, record, ended)
+    if len(ended) >= len(record["jobs"]):
+        sweep_finish.apply_async((sweep_id,), task_id=f"{sweep_id}-finish", queue="train", root_id=sweep_id,
+                                 parent_id=sweep_id, argsrepr=f"sweep={sweep_id}", kwargsrepr="{}",
+                                 add_to_parent=False)
+
+
+def run_started(task, job):
+    """A run of a sweep starts (job: its TrainJob): the sweep's row says STARTED."""
+    record = read_sweep(storage_root(task), job.sweep)
+    events.sweep_progress(task, record, _ended(task.app.backend.client, job.sweep))
+
+
+def _ended(r, sweep_id):
+    """{job id: end state} of a sweep's runs that ended."""
+    return {(k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
+            for k, v in r.hgetall(keys.sweep_marks(sweep_id)).items()}
 
 
 @shared_task(bind=True, name="digits.sweep_finish")
@@ -99,7 +119,7 @@ def sweep_finish(self, sweep_id):
     root = storage_root(self)
     done = read_manifest(root, sweep_id)
     if done:
-        return summary(done)
+        return summary(done)  # its first delivery ended the sweep's row
     record = read_sweep(root, sweep_id)
     runs = []
     for job_id, config in zip(record["jobs"], record["configs"]):
@@ -121,7 +141,9 @@ def sweep_finish(self, sweep_id):
                 "finished_at": time.time()}
     jobs.write_json(ref(root, sweep_id, "manifest.json"), manifest)
     log.info("sweep %s ended %s; best %s", sweep_id, state, best and best["version"])
-    return summary(manifest)
+    line = summary(manifest)
+    events.sweep_ended(self, record, manifest, line)
+    return line
 
 
 def record_verdicts(root, sweep_id, runs, best, decision):
@@ -174,9 +196,19 @@ def list_sweeps(root):
 
 
 def summary(manifest):
-    """What Flower shows for sweep_finish: state, best version and accuracy, promotion."""
+    """What Flower shows for a sweep (its row, sweep_finish): one line, key facts first:
+    "SUCCESS: 4 runs; best digits:7 val_accuracy 0.9812 (lr=0.1, epochs=20); promoted to
+    production (...)"."""
     best = manifest.get("best") or {}
-    promo = manifest.get("promotion") or {}
-    return {"sweep_id": manifest["sweep_id"], "state": manifest["state"], "runs": len(manifest["runs"]),
-            "best_version": best.get("version"), "best_val_accuracy": best.get("val_accuracy"),
-            "promoted": promo.get("promoted"), "reason": promo.get("reason")}
+    runs = manifest["runs"]
+    text = f"{manifest['state']}: {len(runs)} runs"
+    unsuccessful = sum(1 for r in runs if r["state"] != "SUCCESS")
+    if unsuccessful:
+        text += f" ({unsuccessful} not successful)"
+    if best:
+        config = ", ".join(f"{k}={v}" for k, v in (best.get("config") or {}).items())
+        text += f"; best {manifest['name']}:{best.get('version')} val_accuracy {best['val_accuracy']:.4f} ({config})"
+    promo = manifest.get("promotion")
+    if promo:
+        text += f"; {jobs.TrainJob.promotion_text(promo)}"
+    return text

@@ -6,8 +6,9 @@ job that is still running does not train it twice: that delivery retries later, 
 either finds the job finished or, once the holder has died (same host: at once; else
 when the lock expires), resumes from the job's last checkpoint. The job checkpoints
 every `checkpoint_every` epochs, publishes progress (result backend state PROGRESS, a
-"task-progress" event Flower shows in the task's Result field, and
-jobs/<id>/progress.json), and registers the finished model as a new version.
+"task-started" event whose Result Flower shows while the task stays STARTED, found by
+its Active link and Started filter, and jobs/<id>/progress.json), and registers the
+finished model as a new version. A cancelled run ends REVOKED, not SUCCESS.
 """
 import os
 import socket
@@ -15,6 +16,7 @@ import time
 
 import psutil
 from celery import shared_task
+from celery.exceptions import Ignore
 from celery.utils.log import get_task_logger
 
 from model import checkpoint, sources, storage
@@ -23,6 +25,7 @@ from model.registry import Registry
 from model.train import Trainer, config_from_dict, make_config
 from tasks import jobs, keys, sweep
 from tasks.jobs import storage_root
+from tasks.queueing import train_repr
 
 log = get_task_logger(__name__)
 LOCK_TTL = 30  # seconds; renewed while the job runs, so a dead run's lock frees quickly
@@ -88,7 +91,9 @@ class _Publisher:
         jobs.write_json(jobs.ref(self.root, self.job_id, "progress.json"), p)
         self.task.update_state(state="PROGRESS", meta=p)
         text = progress_text(p) if "epoch" in p else p.get("state", "")
-        self.task.send_event("task-progress", result=text, progress=p)
+        # task-started again: a STARTED event after STARTED replaces the Result and keeps the
+        # state (celery.events.state), where a custom event type would leave the STARTED filter
+        self.task.send_event("task-started", result=text, progress=p)
         self.lock.extend(LOCK_TTL, replace_ttl=True)
         r = redis_client(self.task)
         r.expire(keys.lock_owner(self.job_id), LOCK_TTL)
@@ -119,13 +124,15 @@ def train_job(self, job_id, name=None, recipe=None):
         log.info("job %s already finished; nothing to do", job_id)
         if job.sweep:  # its first delivery may have died before marking its sweep
             sweep.job_ended(self, job, done["state"])
-        return jobs.TrainJob.summary(done)
+        return _end(self, done)
     r = redis_client(self)
     lock = r.lock(keys.job_lock(job_id), timeout=LOCK_TTL, blocking=False)
     if not lock.acquire(blocking=False) and not _break_dead_lock(r, lock, job_id):
         log.warning("job %s is running in another delivery; this one retries in %ss", job_id, LOCKED_RETRY)
         raise self.retry(countdown=LOCKED_RETRY)
     r.set(keys.lock_owner(job_id), _me(), ex=LOCK_TTL)
+    if job.sweep:
+        sweep.run_started(self, job)
     try:
         manifest = _run(self, root, job, lock)
     except Exception as e:
@@ -143,7 +150,20 @@ def train_job(self, job_id, name=None, recipe=None):
             pass
     if job.sweep:
         sweep.job_ended(self, job, manifest["state"])
-    return jobs.TrainJob.summary(manifest)
+    return _end(self, manifest)
+
+
+def _end(task, manifest):
+    """The run's one-line summary (TrainJob.summary) as its result; a cancelled run ends
+    REVOKED instead (its event and stored state, then Ignore: no SUCCESS follows)."""
+    line = jobs.TrainJob.summary(manifest)
+    if manifest["state"] == jobs.CANCELLED:
+        from celery import states
+        from celery.exceptions import TaskRevokedError
+        task.send_event("task-revoked", terminated=False, expired=False, signum=None, result=line)
+        task.backend.store_result(task.request.id, TaskRevokedError(line), states.REVOKED)
+        raise Ignore(line)
+    return line
 
 
 def _run(task, root, job, lock):
@@ -227,7 +247,8 @@ def retrain(self, name, data_ref, recipe="default"):
         log.warning("retrain of %s skipped: another run of it is still going (%s)", name,
                     redis_client(self).get(active_key(name)))
         return None
-    jobs.TrainJob.new(job_id, name, data_ref, make_config(recipe).to_dict()).write(root)
-    train_job.apply_async((job_id, name, recipe), task_id=job_id)
+    record = jobs.TrainJob.new(job_id, name, data_ref, make_config(recipe).to_dict())
+    record.write(root)
+    train_job.apply_async((job_id, name, recipe), task_id=job_id, argsrepr=train_repr(record), kwargsrepr="{}")
     log.info("retrain of %s queued as %s", name, job_id)
     return job_id

@@ -96,17 +96,15 @@ def start_redis(sock, options=("--appendonly", "no")):
     """A redis-server of its own on unix socket sock (no port, no snapshots; options: more of
     its arguments) -> its Popen, once it answers."""
     import subprocess
-    import redis
+    from worker import redisconn
     from worker.stack import redis_server_binary
     proc = subprocess.Popen([redis_server_binary(), "--port", "0", "--unixsocket", str(sock), "--save", "",
                              *options], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 10
     while time.time() < deadline:
-        try:
-            if redis.Redis(unix_socket_path=str(sock)).ping():
-                return proc
-        except redis.RedisError:
-            time.sleep(0.05)
+        if redisconn.ping(str(sock)):
+            return proc
+        time.sleep(0.05)
     proc.kill()
     raise RuntimeError("redis-server did not start")
 

@@ -3,12 +3,11 @@
 With no DIGITS_BROKER_URL the app points at the embedded stack's Redis socket under
 DIGITS_HOME; the `digits` commands start that stack when it is not running.
 """
-import socket
-
 from celery import Celery
 from celery.signals import beat_init, worker_init, worker_process_init
 from kombu import Exchange, Queue
 
+from tasks import events
 from tasks.queueing import DEFAULT_QUEUE, QUEUES, ROUTES
 from worker import sentinel
 from worker import settings as settings_mod
@@ -122,8 +121,7 @@ def make_app(s=None, broker_url=None):
 def _name_task_sender(app):
     """task-sent events carry one sender name per host ("digits-sender@HOST") instead of
     Celery's "gen<pid>@HOST", which gave Flower's /metrics a new label series per process."""
-    app.amqp._event_dispatcher = app.events.Dispatcher(hostname=f"digits-sender@{socket.gethostname()}",
-                                                       enabled=False)
+    app.amqp._event_dispatcher = app.events.Dispatcher(hostname=events.sender_hostname(), enabled=False)
 
 
 def _apply(app, s, broker_url):

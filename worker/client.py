@@ -172,6 +172,7 @@ def submit_prediction(input_ref, model_ref, out, *, app, settings, job_id=None, 
 def _submit_prediction(input_ref, model_ref, out, app, s, job_id, chunk_rows, checked):
     """One attempt of submit_prediction."""
     from model import sources
+    from tasks import events
     from tasks.queueing import queue_assemble, queue_chunk, release_output, touch
     root = s.storage
     job = jobs.read_json(jobs.ref(root, job_id, "job.json"))
@@ -205,6 +206,7 @@ def _submit_prediction(input_ref, model_ref, out, app, s, job_id, chunk_rows, ch
     window = job.get("window") or len(source.chunks)
     touch(app.backend.client, job_id)
     with app.connection_for_write() as conn:
+        events.job_sent(app, job, connection=conn)  # the job's row in Flower, before its chunks
         for index in list(missing)[:window]:
             queue_chunk(app, job_id, index, source, connection=conn, retry_policy=CLIENT_PUBLISH_RETRY)
         if not source.chunks or not missing:
@@ -262,9 +264,13 @@ class Job:
             out["state"] = JobState.FAILURE
             out["error"] = f"{type(meta['result']).__name__}: {meta['result']}"
         else:
+            if record.kind == "predict" and meta["status"] == "STARTED" and isinstance(meta.get("result"), dict):
+                # what the workers measured of a prediction: failed and retrying chunks, the ETA
+                out["progress"] = dict(meta["result"], **out["progress"])
             out["state"] = record.storage_state(root, out["progress"])
             if out["state"] == jobs.PENDING and meta["status"] not in ("PENDING", "SUCCESS"):
-                out["state"] = meta["status"]  # STARTED, RETRY: what the broker knows more
+                # what the broker knows more: a job whose work began (STARTED), a retry
+                out["state"] = jobs.PROGRESS if meta["status"] == "STARTED" else meta["status"]
         return out
 
     def result(self):
@@ -395,7 +401,7 @@ def submit_training(data_ref, name, config, *, app, settings, skip_bad=False, ch
 
 def _submit_training(data_ref, name, config, app, s, skip_bad, checkpoint_every, job_id, sweep):
     """One attempt of submit_training."""
-    from tasks.queueing import TRAIN_JOB, send
+    from tasks.queueing import TRAIN_JOB, send, train_repr
     from tasks.train import active_key
     record = jobs.read_json(jobs.ref(s.storage, job_id, "job.json"))
     if record is None:
@@ -414,7 +420,9 @@ def _submit_training(data_ref, name, config, app, s, skip_bad, checkpoint_every,
         # read as this delivery's by status()/wait()
         app.backend.forget(job_id)
     app.backend.client.set(active_key(record.name), job_id, ex=s.visibility_timeout)
-    send(app, TRAIN_JOB, (job_id, record.name, record.config["recipe"]), job_id, retry_policy=CLIENT_PUBLISH_RETRY)
+    links = {"root_id": sweep, "parent_id": sweep} if sweep else {}  # a sweep's run is a child of its row
+    send(app, TRAIN_JOB, (job_id, record.name, record.config["recipe"]), job_id, retry_policy=CLIENT_PUBLISH_RETRY,
+         argsrepr=train_repr(record), kwargsrepr="{}", **links)
     return TrainingJob(app, s, job_id, record)
 
 
@@ -440,7 +448,7 @@ def submit_sweep(data_ref, name, recipe, grid, *, app, settings, skip_bad=False,
     `recipe` and `overrides`) -> the sweep id. The runs spread over the train workers; the
     best one's version is offered to the promotion gate when the last run ends."""
     from model.train import make_config
-    from tasks import sweep
+    from tasks import events, sweep
     s = settings
     configs = sweep.configurations(grid)
     built = [make_config(recipe, **dict(overrides or {}, **c)) for c in configs]  # all checked first
@@ -448,9 +456,10 @@ def submit_sweep(data_ref, name, recipe, grid, *, app, settings, skip_bad=False,
     sweep_id = sweep.new_sweep_id()
     staged = stage_data(s, sweep_id, data_ref, "data")  # once for every run
     job_ids = [jobs.new_job_id("train") for _ in configs]
-    jobs.write_json(sweep.ref(s.storage, sweep_id, "sweep.json"),
-                    {"sweep_id": sweep_id, "kind": "sweep", "name": name, "data": staged, "recipe": recipe,
-                     "grid": grid, "configs": configs, "jobs": job_ids, "submitted_at": time.time()})
+    record = {"sweep_id": sweep_id, "kind": "sweep", "name": name, "data": staged, "recipe": recipe,
+              "grid": grid, "configs": configs, "jobs": job_ids, "submitted_at": time.time()}
+    jobs.write_json(sweep.ref(s.storage, sweep_id, "sweep.json"), record)
+    events.sweep_sent(app, record)  # the sweep's row in Flower, before its runs
     for job_id, config in zip(job_ids, built):
         submit_training(staged, name, config, app=app, settings=s, skip_bad=skip_bad, job_id=job_id,
                         sweep=sweep_id)

@@ -14,9 +14,10 @@ from worker.errors import BrokerUnreachable
 
 
 def broker_errors():
-    """The exceptions that mean "the broker is unreachable": ConnectionError (also
-    worker.lightredis's), and redis-py's and kombu's once a client has loaded them (a light
-    client never imports either)."""
+    """The exceptions that mean "the broker is unreachable": ConnectionError (a refused
+    socket, BrokerDown), redis-py's RedisError and kombu's OperationalError (kombu wraps
+    redis-py's errors in it, the original as its __cause__). Looked up when matched, so a
+    command that never loaded redis-py or kombu does not load them for this."""
     errors = [ConnectionError]
     if "redis" in sys.modules:
         errors.append(sys.modules["redis"].RedisError)
@@ -25,27 +26,62 @@ def broker_errors():
     return tuple(errors)
 
 
-# what a broker error says when who we are is wrong (credentials, certificates): waiting won't
-# help. The TLS library's words are matched by their marks ("[SSL: ...]", "(_ssl.c:...)"),
-# not by "ssl" alone, which a broker's host name may hold.
-REFUSALS = ("noauth", "wrongpass", "authenticat", "invalid username-password", "noperm",
-            "certificate verify failed", "certificate_verify_failed", "[ssl:", "(_ssl.c",
-            "refused the tls connection")
-# ... and of those, what a server that went away mid-session also says: a TLS stream cut short
-CUT_SHORT = ("eof occurred", "unexpected_eof", "refused the tls connection")
+def _chain(error):
+    """error, then the errors it was raised from or during (kombu's wrapper -> redis-py's ->
+    the ssl or socket error underneath)."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        yield error
+        error = error.__cause__ or error.__context__
 
 
-def refused(reason):
-    """True for a broker error's text that says the broker refused this client (a TLS
-    stream cut short included: a server that wants a client certificate hangs up so)."""
-    text = str(reason).lower()
-    return any(w in text for w in REFUSALS)
+def _refusal(error):
+    """"cut" for a TLS stream cut short (a server that wants a client certificate hangs up
+    so, and so does one that died mid-session), "refused" when who we are is wrong
+    (credentials, certificates: waiting won't help), None for an outage."""
+    import ssl
+    redis = sys.modules.get("redis")
+    for e in _chain(error):
+        if redis is not None and isinstance(e, (redis.exceptions.AuthenticationError,
+                                                redis.exceptions.AuthorizationError,
+                                                redis.exceptions.NoPermissionError)):
+            return "refused"
+        if isinstance(e, ssl.SSLEOFError):
+            return "cut"
+        if isinstance(e, (ssl.SSLCertVerificationError, ssl.SSLError)):  # verification, a TLS alert
+            return "refused"
+    return _text_refusal(str(error))
 
 
-def cut_short(reason):
+# redis-py words a TLS failure met while connecting as text only ("Error 1 connecting to
+# h:6379. [SSL: CERTIFICATE_VERIFY_FAILED] ..."), without the ssl error as its cause: then
+# the TLS library's marks ("[SSL: ...]", "(_ssl.c:...)") and Redis's error codes are read,
+# not "ssl" alone, which a broker's host name may hold.
+REFUSALS = ("noauth", "wrongpass", "invalid username-password", "noperm", "certificate verify failed",
+            "certificate_verify_failed", "[ssl:", "(_ssl.c")
+CUT_SHORT = ("eof occurred", "unexpected_eof")
+
+
+def _text_refusal(text):
+    text = text.lower()
+    if any(w in text for w in CUT_SHORT):
+        return "cut"
+    return "refused" if any(w in text for w in REFUSALS) else None
+
+
+def refused(error):
+    """True for a broker error (an exception, or its text) that says the broker refused this
+    client: a wrong password or user, an untrusted or missing certificate (a TLS stream cut
+    short included: a server that wants a client certificate hangs up so)."""
+    kind = _refusal(error) if isinstance(error, BaseException) else _text_refusal(str(error))
+    return kind is not None
+
+
+def cut_short(error):
     """True for a refusal that a server going away mid-session also gives (see refused)."""
-    text = str(reason).lower()
-    return any(w in text for w in CUT_SHORT)
+    kind = _refusal(error) if isinstance(error, BaseException) else _text_refusal(str(error))
+    return kind == "cut"
 
 
 def say_stderr(line):
@@ -85,9 +121,8 @@ class Outage:
             try:
                 result = attempt()
             except broker_errors() as e:
-                reason = _reason(e)
-                if refused(reason):
-                    if doubted or not cut_short(reason):
+                if refused(e):
+                    if doubted or not cut_short(e):
                         raise
                     doubted = True
                 else:

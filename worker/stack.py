@@ -41,19 +41,12 @@ def _redis_ok(sock):
     return supervise.redis_ok(sock)
 
 
-def broker_reachable(url, timeout=0.5, tls=None):
+def broker_reachable(url, timeout=0.5, settings=None):
     """True when the Redis at url (redis://, rediss:// or the embedded redis+socket://)
-    answers a PING within timeout, with no retries (a client's quick probe); tls: the
+    answers a PING within timeout, with no retries (a client's quick probe); settings: the
     TLS options of a rediss:// URL (Settings.redis_tls())."""
-    from worker import sentinel
-    if sentinel.is_sentinel(url):  # the master the sentinels name
-        return sentinel.reachable(url, timeout)
-    from worker.lightredis import LightRedis, ReplyError
-    try:
-        with LightRedis.from_url(url, timeout, tls) as r:
-            return r.ping()
-    except (OSError, ReplyError, ValueError):
-        return False
+    from worker import redisconn
+    return redisconn.ping(url, settings, timeout)
 
 
 def free_port(preferred):
@@ -87,7 +80,7 @@ def live_broker(s):
     """URL of a broker that answers now, for a client that must not start one: the
     configured broker, or the embedded stack running under DIGITS_HOME -> str, or None."""
     if s.broker_url:
-        return s.broker_url if broker_reachable(s.broker_url, tls=s.redis_tls()) else None
+        return s.broker_url if broker_reachable(s.broker_url, settings=s) else None
     running = find_running(s, shared_only=False)
     return running["broker_url"] if running else None
 

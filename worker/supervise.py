@@ -20,7 +20,7 @@ from pathlib import Path
 
 import psutil
 
-from worker.lightredis import LightRedis, ReplyError
+from worker import redisconn
 
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 RECORD = "stack.json"
@@ -123,18 +123,12 @@ class HomeLock:
 def quick_redis(sock, timeout=1.0):
     """A redis-py client of the Redis on unix socket sock that fails at once instead of
     retrying (redis-py retries a refused connection for seconds by default)."""
-    import redis
-    return redis.Redis(unix_socket_path=str(sock), socket_timeout=timeout, socket_connect_timeout=timeout,
-                       retry=None)
+    return redisconn.connect(str(sock), timeout=timeout)
 
 
 def redis_ok(sock, timeout=1.0):
     """True when the Redis on unix socket sock answers a PING within timeout."""
-    try:
-        with LightRedis(sock, timeout) as r:
-            return r.ping()
-    except (OSError, ReplyError):
-        return False
+    return redisconn.ping(str(sock), timeout=timeout)
 
 
 def read_record(home):
@@ -156,8 +150,11 @@ def cleanup_stale(home, sock, log=print):
             os.killpg(pid, signal.SIGKILL) if name != "redis" else os.kill(pid, signal.SIGTERM)
     if redis_ok(sock):
         log(f"shutting down an orphaned Redis on {sock}")
-        with contextlib.suppress(OSError, ReplyError), LightRedis(sock, 10) as r:
-            r.execute("SHUTDOWN")  # SHUTDOWN fsyncs the AOF; its reply is a dropped connection
+        import redis
+        r = quick_redis(sock, 10)
+        with contextlib.suppress(OSError, redis.RedisError):
+            r.shutdown()  # SHUTDOWN fsyncs the AOF; its reply is a dropped connection
+        r.close()
     deadline = time.time() + 20
     while (redis_ok(sock) or any(alive(i) for _, i in stale)) and time.time() < deadline:
         time.sleep(0.05)

@@ -23,12 +23,14 @@ import logging
 import threading
 import time
 
-from kombu.exceptions import OperationalError
-from redis.exceptions import RedisError
+import kombu.exceptions  # noqa: F401 (loaded, so that broker_errors() counts kombu's errors)
+import redis  # noqa: F401 (and redis-py's)
+
+from worker.outage import broker_errors
 
 log = logging.getLogger("digits.watchdog")
 # what an unreachable broker raises: redis-py's and kombu's wrappers, a refused socket
-BROKER_ERRORS = (RedisError, OperationalError, ConnectionError)
+BROKER_ERRORS = broker_errors()
 
 
 def held_task_ids(app, timeout=1.0, workers=None):
@@ -113,7 +115,7 @@ class Watchdog:
                 busy.update(_queued_task_id(m) for m in broker.lrange(q.name, 0, -1))
         resumed = []
         for job_id in quiet:
-            if any(t and (t == job_id or t.startswith(job_id + "-")) for t in busy):
+            if any(t and (t == job_id or t.startswith(keys.job_task_ids(job_id))) for t in busy):
                 continue
             sent = resume(self.app, job_id)
             if sent:

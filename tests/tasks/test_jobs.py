@@ -47,10 +47,15 @@ def test_train_summary_is_short_and_says_the_outcome():
                   "promotion": {"promoted": False, "reason": "val_accuracy 0.9450 < production version 3 0.9900"}}
     manifest = rec.manifest(jobs.SUCCESS, history, skipped_records=0, seconds=12.5, registered=registered)
     assert manifest["val_accuracy"] == history[-1]["val_accuracy"] and manifest["epochs_done"] == 45
-    summary = jobs.TrainJob.summary(manifest)
+    summary = jobs.TrainJob.summary(dict(manifest, name="digits"))
     assert len(repr(summary)) < 400 < len(repr(manifest))  # Flower cuts a result at about 1,000 characters
-    assert summary["version"] == "4" and summary["promoted"] is False and "production version 3" in summary["promotion"]
-    assert summary["report"].endswith("report.html") and "history" not in summary
+    assert summary == ("digits:4 val_accuracy 0.9450, not promoted (val_accuracy 0.9450 < production version 3 "
+                       "0.9900); 45 epochs, 12s; report /s/models/digits/4/report.html")  # rounded, no "0 skipped"
+    skipped = jobs.TrainJob.summary(dict(manifest, name="digits", skipped_records=3))
+    assert "45 epochs, 3 skipped records, 12s" in skipped
+    cancelled = jobs.TrainJob.summary(dict(manifest, state=jobs.CANCELLED, checkpoint="/s/jobs/t/state.npz"))
+    assert cancelled == "cancelled after 45 epochs, 12s; checkpoint /s/jobs/t/state.npz"
+    assert jobs.TrainJob.summary({"state": jobs.FAILURE, "error": "disk full"}) == "failed: disk full"
     lines = jobs.TrainJob.result_lines(dict(manifest, name="digits"))
     assert lines[0] == ("model digits version 4: val_accuracy 0.9450; not promoted (val_accuracy 0.9450 < "
                         "production version 3 0.9900)")
@@ -63,7 +68,28 @@ def test_progress_text_is_one_format():
          "eta_seconds": 125.0}
     assert jobs.TrainJob.progress_text(p) == "epoch 3/10 batch 400/844 loss 0.0812 val_accuracy 0.9741 eta 2m05s"
     assert jobs.TrainJob.bar(p) == (2 * 844 + 400, 8440)
-    assert jobs.PredictJob.progress_text({"chunks_done": 2, "chunks": 5}) == "chunks 2/5"
+    assert jobs.PredictJob.progress_text({"chunks_done": 2, "chunks": 5}) == "chunks 2/5 done"
+    assert jobs.PredictJob.progress_text({"chunks_done": 47, "chunks": 101, "failed": 0, "retrying": 1, "skipped": 0,
+                                          "eta_seconds": 6.2}) == "chunks 47/101 done, 1 retrying, eta 6.2s"
+
+
+def test_a_prediction_summary_puts_key_facts_first_and_leaves_zero_counts_out():
+    m = {"rows_in": 10000, "rows_ok": 9998, "rows_bad": 2, "rows_failed": 0, "rows_skipped": 0,
+         "output": "/o.csv", "timings": {"wall_seconds": 3.21}}
+    assert jobs.PredictJob.summary(m) == "10000 rows in: 9998 ok, 2 bad; output /o.csv; 3.2s"
+    partial = dict(m, rows_ok=9000, rows_bad=0, rows_failed=1000, error="job j: 1 chunk(s) failed (3), ...")
+    assert jobs.PredictJob.summary(partial) == ("job j: 1 chunk(s) failed (3), ... (10000 rows in: 9000 ok, "
+                                                "1000 failed; output /o.csv; 3.2s)")
+
+
+def test_a_chunk_line_puts_key_facts_first():
+    from tasks.predict import chunk_line
+    assert chunk_line(3, 101, {"state": "done", "rows": 10000, "bad": 0, "seconds": 0.2412}) == \
+        "chunk 3/101: 10000 rows, 0.24s"
+    assert chunk_line(3, 101, {"state": "done", "rows": 10000, "bad": 2, "seconds": 0.2}) == \
+        "chunk 3/101: 10000 rows, 2 bad, 0.20s"
+    assert chunk_line(3, 101, {"state": "failed", "reason": "disk full"}) == "chunk 3/101 failed for good: disk full"
+    assert chunk_line(3, 101, {"state": "skipped"}) == "chunk 3/101 skipped: the job was cancelled"
     from tasks.train import progress_text
     assert progress_text is jobs.TrainJob.progress_text  # what Flower's Result field shows
 

@@ -487,9 +487,10 @@ def test_a_late_copy_of_a_cleared_job_s_tasks_stores_no_failure(live):
     the resubmitted job's status would read it."""
     from tasks.predict import assemble, predict_chunk
     job_id = f"gone-{uuid.uuid4().hex[:8]}"
-    r = assemble.apply_async((job_id,), task_id=job_id)
-    assert r.get(timeout=WAIT) == {"job_id": job_id, "state": "NO RECORD"}
-    assert live.app.backend.get_task_meta(job_id)["status"] == "SUCCESS"
+    r = assemble.apply_async((job_id,), task_id=keys.assemble_task_id(job_id))
+    assert r.get(timeout=WAIT) == f"job {job_id} has no record (cleared for a resubmission?): nothing assembled"
+    assert live.app.backend.get_task_meta(keys.assemble_task_id(job_id))["status"] == "SUCCESS"
+    assert live.app.backend.get_task_meta(job_id)["status"] == "PENDING"  # nothing under the job id
     chunk_id = keys.chunk_task_id(job_id, 0)
     predict_chunk.apply_async((job_id, 0, 0, 10), task_id=chunk_id)
     # a chunk stores no result (its state is its mark): wait until its message was taken and
@@ -511,17 +512,17 @@ def test_a_late_copy_of_a_cleared_job_s_tasks_stores_no_failure(live):
 
 def test_a_settling_wait_is_cut_short_by_the_jobs_end(live, test_csv, model_path, expected_500, tmp_path):
     """Job.wait(settle=...) polls nothing until then, but hears the assemble's result: a
-    short job ends the wait long before a 60 s settle would (the light client's and the
-    Celery app's wake alike)."""
-    from worker.lightapp import LightApp
-    for app in (live.app, LightApp(live.app.conf.broker_url, live.settings)):
-        job = submit_prediction(str(test_csv), model_path, str(tmp_path / "settled.csv"), app=app,
-                                settings=live.settings)
-        t0 = time.monotonic()
-        manifest = job.wait(timeout=WAIT, settle=60)
-        assert manifest["state"] == "SUCCESS" and time.monotonic() - t0 < 30
-        _, labels = read_submission(tmp_path / "settled.csv")
-        np.testing.assert_array_equal(labels, expected_500[0])
+    short job ends the wait long before a 60 s settle would: the job's final state is stored
+    under the job id, on the channel the client listens to."""
+    job = submit_prediction(str(test_csv), model_path, str(tmp_path / "settled.csv"), app=live.app,
+                            settings=live.settings)
+    t0 = time.monotonic()
+    manifest = job.wait(timeout=WAIT, settle=60)
+    assert manifest["state"] == "SUCCESS" and time.monotonic() - t0 < 30
+    _, labels = read_submission(tmp_path / "settled.csv")
+    np.testing.assert_array_equal(labels, expected_500[0])
+    meta = live.app.backend.get_task_meta(job.id)
+    assert meta["status"] == "SUCCESS" and meta["result"] == jobs.PredictJob.summary(manifest)
 
 
 def test_damaged_or_missing_chunk_results_fail_their_rows_and_only_theirs(sample, model, tmp_path):

@@ -1,43 +1,59 @@
-"""tasks.queueing: the light client's messages are the ones Celery sends; routing."""
+"""tasks.queueing: every task goes through the Celery app with readable arguments and the job's
+links; routing; a send with Redis gone is a broker error."""
 import base64
 import json
 
 import pytest
 
-from tasks import queueing
-
-VARYING = {("headers", "origin"), ("properties", "reply_to"), ("properties", "delivery_tag")}
+from tasks import keys, queueing
 
 
-def celery_message(name, args, task_id):
-    """The message the project's Celery app puts in the queue for send_task(name, args)."""
+def memory_app():
+    """The project's Celery app on an in-memory broker (a message is read back from its queue)."""
     from worker import settings
     from worker.app import make_app
     app = make_app(settings.load(), "memory://")
     app.conf.result_backend = "cache+memory://"
-    app.send_task(name, args, task_id=task_id)
+    return app
+
+
+def queued(app, queue):
     with app.connection() as conn:
-        return conn.default_channel._get(queueing.queue_of(name))
+        return conn.default_channel._get(queue)
 
 
-@pytest.mark.parametrize("name, args, task_id", [
-    (queueing.PREDICT_CHUNK, ("predict-0123", 3, 1000, 2000), "predict-0123:3"),
-    (queueing.ASSEMBLE, ("predict-0123",), "predict-0123"),
-    (queueing.TRAIN_JOB, ("train-77", "digits", "default"), "train-77"),
-])
-def test_light_message_is_the_one_celery_sends(name, args, task_id):
-    want = celery_message(name, args, task_id)
-    got = json.loads(queueing.task_message(name, args, task_id, queueing.queue_of(name), "me@host"))
-    assert got.keys() == want.keys()
-    for part in ("headers", "properties"):
-        assert got[part].keys() == want[part].keys()
-        for k in got[part]:
-            if (part, k) not in VARYING:
-                assert got[part][k] == want[part][k], (part, k)
-    assert base64.b64decode(got["body"]) == base64.b64decode(want["body"])
-    assert {k: got[k] for k in got if k not in ("headers", "properties", "body")} == \
-        {k: want[k] for k in want if k not in ("headers", "properties", "body")}
-    assert got["headers"]["origin"] == "me@host"
+class _Source:
+    chunks = [[0, 100], [100, 220], [220, 300]]
+
+    def where(self, index):
+        lo, hi = self.chunks[index]
+        return f"bytes {lo}-{hi}"
+
+
+def test_a_chunk_is_sent_by_celery_with_readable_args_and_the_job_as_root_and_parent():
+    app = memory_app()
+    queueing.queue_chunk(app, "predict-0123", 1, _Source())
+    m = queued(app, "predict")
+    h = m["headers"]
+    assert h["task"] == queueing.PREDICT_CHUNK and h["id"] == keys.chunk_task_id("predict-0123", 1)
+    assert h["argsrepr"] == "job=predict-0123, chunk=1/3, bytes 100-220"
+    assert (h["root_id"], h["parent_id"]) == ("predict-0123", "predict-0123")  # Flower links it to the job's row
+    assert json.loads(base64.b64decode(m["body"]))[0] == ["predict-0123", 1, 100, 220]
+    assert h["origin"] and m["properties"]["delivery_info"]["routing_key"] == "predict"
+
+
+def test_assemble_has_its_own_task_id_and_the_job_as_parent():
+    app = memory_app()
+    queueing.queue_assemble(app, "predict-0123")
+    h = queued(app, "predict")["headers"]
+    assert h["task"] == queueing.ASSEMBLE and h["id"] == "predict-0123:assemble" != "predict-0123"
+    assert (h["root_id"], h["parent_id"], h["argsrepr"]) == ("predict-0123", "predict-0123", "job=predict-0123")
+
+
+def test_a_training_run_says_its_job_model_recipe_and_sweep():
+    from tasks import jobs
+    record = jobs.TrainJob.new("train-77", "digits", "/d.csv", {"recipe": "default", "epochs": 30}, sweep="sweep-1")
+    assert queueing.train_repr(record) == "job=train-77, model=digits, recipe=default, epochs=30, sweep=sweep-1"
 
 
 def test_routes_match_the_celery_app():
@@ -48,40 +64,6 @@ def test_routes_match_the_celery_app():
     for name in (queueing.PREDICT_CHUNK, queueing.ASSEMBLE, queueing.TRAIN_JOB, queueing.SWEEP_FINISH):
         route = conf["task_routes"].get(name, {}).get("queue", conf["task_default_queue"])
         assert route == queueing.queue_of(name)
-
-
-class _Recorder:
-    def __init__(self):
-        self.pushed = []
-
-    def lpush(self, key, value):
-        self.pushed.append((key, value))
-
-
-@pytest.mark.parametrize("broker, backend, direct", [
-    ("redis+socket:///tmp/x/redis.sock", "redis+socket:///tmp/x/redis.sock", True),
-    ("rediss://h:6380/0", "rediss://h:6380/0", True),
-    ("redis://h:6379/0", "redis://h:6379/1", False),  # results in another database: through Celery
-    ("sentinel://h:26379", "sentinel://h:26379", False),
-    ("memory://", "memory://", False),
-])
-def test_predict_tasks_push_directly_only_when_the_backend_is_the_broker(broker, backend, direct):
-    from types import SimpleNamespace
-    from tasks import predict
-    client = _Recorder()
-    app = SimpleNamespace(conf=SimpleNamespace(broker_url=broker, result_backend=backend),
-                          backend=SimpleNamespace(client=client))
-    chosen = predict.sender(SimpleNamespace(app=app))
-    assert isinstance(chosen, queueing.DirectSender) == direct
-    if direct:
-        queueing.send(chosen, queueing.PREDICT_CHUNK, ("predict-1", 2, 0, 10), "predict-1:2")
-        (key, raw), = client.pushed
-        message = json.loads(raw)
-        assert key == "predict" and message["headers"]["id"] == "predict-1:2"
-        assert json.loads(base64.b64decode(message["body"]))[0] == ["predict-1", 2, 0, 10]
-        assert message["headers"]["origin"].startswith("digits-worker-")
-    else:
-        assert chosen is app
 
 
 def test_a_send_subscribes_to_nothing_and_a_dead_redis_is_a_broker_error(tmp_path, monkeypatch):
@@ -109,3 +91,18 @@ def test_a_send_subscribes_to_nothing_and_a_dead_redis_is_a_broker_error(tmp_pat
         queueing.send(app, queueing.TRAIN_JOB, ("train-2", "digits", "default"), "train-2",
                       retry_policy=CLIENT_PUBLISH_RETRY)
     assert not isinstance(e.value, RuntimeError) and str(sock) in str(e.value)
+
+
+def test_no_hand_built_send_path_is_left():
+    """No file of the project speaks Redis's protocol or builds Celery's messages by hand:
+    the names of the removed light client and message builder appear nowhere."""
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[2]
+    gone = ["task" + "_message", "Light" + "Redis", "Light" + "App", "Direct" + "Sender", "light" + "app",
+            "light" + "redis"]
+    found = []
+    for path in root.rglob("*"):
+        if path.suffix in (".py", ".md", ".toml", ".yml") and not any(p.startswith(".") for p in path.parts[len(root.parts):]):
+            text = path.read_text(errors="replace")
+            found += [(str(path.relative_to(root)), name) for name in gone if name in text]
+    assert not found, found

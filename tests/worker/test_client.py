@@ -66,14 +66,13 @@ def test_each_kind_has_its_handle_class(s, tmp_path):
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("kind, when", [("predict", "before"), ("predict-celery", "before"),
-                                        ("predict-celery", "at the send"), ("train", "before"),
+@pytest.mark.parametrize("kind, when", [("predict", "before"), ("predict", "at the send"), ("train", "before"),
                                         ("train", "at the send")])
 def test_a_submission_rides_out_a_redis_that_is_down(kind, when, s, tmp_path, monkeypatch, sample, trained_model):
     """Redis SIGKILLed before a submission, or as its first task message is sent, and started
-    again on its append-only file 1.5 s later: the submission (a prediction by the light
-    client or by the Celery app, training by the Celery app) says the outage once, waits,
-    and queues its job's messages once Redis is back."""
+    again on its append-only file 1.5 s later: the submission (a prediction or training,
+    through the Celery app) says the outage once, waits, and queues its job's messages once
+    Redis is back."""
     import json
     import threading
     import redis
@@ -83,7 +82,6 @@ def test_a_submission_rides_out_a_redis_that_is_down(kind, when, s, tmp_path, mo
     from tests.conftest import start_redis
     from worker.app import make_app
     from worker.client import submit_prediction, submit_training
-    from worker.lightapp import LightApp
     sock, data = tmp_path / "r.sock", tmp_path / "redis-data"
     data.mkdir()
     aof = ["--appendonly", "yes", "--dir", str(data)]
@@ -92,7 +90,7 @@ def test_a_submission_rides_out_a_redis_that_is_down(kind, when, s, tmp_path, mo
     monkeypatch.setenv("DIGITS_BROKER_URL", url)
     monkeypatch.setenv("DIGITS_RESULT_BACKEND", url)
     s = settings.load()
-    app = LightApp(url, s) if kind == "predict" else make_app(s, url)
+    app = make_app(s, url)
     app.backend.client.set("before", "the outage")  # a connection that worked, then went away
     back, timers = [], []
 
@@ -115,7 +113,7 @@ def test_a_submission_rides_out_a_redis_that_is_down(kind, when, s, tmp_path, mo
         monkeypatch.setattr(app, "send_task", send_task)
     said = []
     try:
-        if kind.startswith("predict"):
+        if kind == "predict":
             csv = write_test_csv(tmp_path / "test.csv", sample["test_x"][:50])
             job = submit_prediction(csv, trained_model[1], str(tmp_path / "out.csv"), app=app, settings=s,
                                     chunk_rows=10, on_outage=said.append)

@@ -19,11 +19,6 @@ def get(live, path, auth=AUTH, **params):
     return requests.get(live.stack.flower_url + path, auth=auth, params=params, timeout=10)
 
 
-def args_of(task):
-    """Flower shows a task's args as their repr: back to a Python tuple/list."""
-    return tuple(ast.literal_eval(task["args"]))
-
-
 @pytest.fixture(scope="module")
 def jobs_seen(live, sample, trained_model, tmp_path_factory):
     """A prediction job (3 chunks) and a training job run through the live stack; the
@@ -50,7 +45,7 @@ def jobs_seen(live, sample, trained_model, tmp_path_factory):
         r = get(live, f"/api/task/info/{train.id}")
         if r.status_code == 200:
             info = r.json()
-            if info.get("state") == "PROGRESS" and re.search(r"epoch [2-9]/4 batch \d+/\d+", info.get("result") or ""):
+            if info.get("state") == "STARTED" and re.search(r"epoch [2-9]/4 batch \d+/\d+", info.get("result") or ""):
                 running.append(info)
                 return True
         assert train.result() is None, "training ended before Flower showed its progress"
@@ -102,20 +97,24 @@ def test_prediction_tasks_are_listed_with_job_args(live, jobs_seen):
         tasks = get(live, "/api/tasks").json()
         mine = {tid: t for tid, t in tasks.items() if tid.startswith(job_id)}
         done = [t for t in mine.values() if t["state"] == "SUCCESS"]
-        return mine if len(done) == len(chunks) + 1 else None
+        return mine if len(done) == len(chunks) + 2 else None  # the chunks, assemble, the job's row
 
     mine = wait_for(listed, 30, "the prediction job's tasks in Flower", poll=0.2)
     predict_name, _ = live.stack.worker_names()
     for i, (lo, hi) in enumerate(chunks):
         t = mine[f"{job_id}-chunk-{i}"]
         assert t["name"] == "digits.predict_chunk" and t["worker"] == predict_name
-        assert args_of(t) == (job_id, i, lo, hi)  # job id, chunk index and its byte range
-    body = mine[job_id]
+        assert t["args"] == f"job={job_id}, chunk={i}/3, bytes {lo}-{hi}"  # labelled: job, chunk, its bytes
+        assert re.fullmatch(rf"'chunk {i}/3: \d+ rows, \d+\.\d\ds'", t["result"]), t["result"]  # no "0 bad"
+    body = mine[f"{job_id}:assemble"]
     assert body["name"] == "digits.assemble" and body["state"] == "SUCCESS"
-    assert args_of(body) == (job_id,)  # the job id only, not every chunk's summary
-    assert "'rows_ok': 500" in body["result"] and "'state': 'SUCCESS'" in body["result"]
+    assert body["args"] == f"job={job_id}"  # the job id only, not every chunk's summary
+    assert body["result"].startswith("'500 rows in: 500 ok; output ") and "bad" not in body["result"]
+    row = mine[job_id]  # the job's own row
+    assert row["name"] == "digits.predict_job" and row["state"] == "SUCCESS"
+    assert ast.literal_eval(row["kwargs"])["chunks"] == 3
     assembles = get(live, "/api/tasks", taskname="digits.assemble").json()
-    assert [t for t in assembles.values() if job_id in t["args"]] == [assembles[job_id]]  # one per job
+    assert [t for t in assembles.values() if job_id in t["args"]] == [assembles[f"{job_id}:assemble"]]  # one per job
     # filtering by task name works too
     listed_chunks = get(live, "/api/tasks", taskname="digits.predict_chunk").json()
     assert {f"{job_id}-chunk-{i}" for i in range(len(chunks))} <= set(listed_chunks)
@@ -126,7 +125,7 @@ def test_training_task_shows_its_job_and_progress(live, jobs_seen):
     running = jobs_seen["running"]
     _, train_name = live.stack.worker_names()
     assert running["name"] == "digits.train_job" and running["worker"] == train_name
-    assert args_of(running) == (job_id, "flowerwatch", "faithful")
+    assert running["args"] == f"job={job_id}, model=flowerwatch, recipe=faithful, epochs=4"
     assert re.search(r"epoch \d/4 batch \d+/\d+ loss \d+\.\d+ val_accuracy \d\.\d+", running["result"])
 
     def finished():
@@ -135,11 +134,11 @@ def test_training_task_shows_its_job_and_progress(live, jobs_seen):
 
     info = wait_for(finished, 30, "the train task's SUCCESS in Flower", poll=0.2)
     manifest = jobs_seen["train_manifest"]
-    result = ast.literal_eval(info["result"])  # a short summary a person reads, not the manifest
+    result = ast.literal_eval(info["result"])  # one line a person reads, key facts first, not the manifest
     assert result == jobs.TrainJob.summary(manifest) and len(info["result"]) < 600
-    assert result["version"] == manifest["version"] and result["val_accuracy"] == manifest["val_accuracy"]
-    assert result["promoted"] is True and "first version" in result["promotion"]
-    assert result["report"].endswith("report.html") and "history" not in result
+    assert result.startswith(f"flowerwatch:{manifest['version']} val_accuracy {manifest['val_accuracy']:.4f}, "
+                             "promoted to production (first version")
+    assert result.endswith("report.html") and "epoch 1" not in result and "skipped" not in result
     assert job_id in get(live, "/api/tasks", taskname="digits.train_job").json()
 
 

@@ -1,6 +1,11 @@
 """worker.outage: what counts as an outage, what as a refusal, and how a submission rides one
-out (pure logic: the attempts here are functions that raise what a dead broker raises)."""
+out (pure logic: the attempts here are functions that raise what a dead broker raises, typed
+as redis-py and kombu raise them)."""
+import ssl
 import time
+
+import redis
+from kombu.exceptions import OperationalError
 
 import pytest
 
@@ -13,14 +18,40 @@ from worker.outage import Outage, cut_short, refused
     ("NOAUTH Authentication required.", False),
     ("Error 1 connecting to 10.0.0.2:6379. [SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed", False),
     ("[SSL: TLSV13_ALERT_CERTIFICATE_REQUIRED] tlsv13 alert certificate required (_ssl.c:2580)", False),
-    # redis-py's, and this project's light client's, words for a server that hung up on a client
-    # without a certificate; a TLS server that died mid-session says the same
+    # redis-py's words for a server that hung up on a client without a certificate; a TLS
+    # server that died mid-session says the same
     ("Error 8 while writing to socket. EOF occurred in violation of protocol (_ssl.c:2427).", True),
-    ("Redis at h:6379 refused the TLS connection (...): a client certificate it wants, or one it does not trust?",
-     True),
 ])
 def test_refusals_are_told_apart(text, cut):
     assert refused(text) and cut_short(text) == cut
+
+
+def _wrapped(error, by):
+    """error raised from inside `by` (as redis-py wraps an ssl error, and kombu a redis-py one)."""
+    try:
+        try:
+            raise error
+        except BaseException as inner:
+            raise by from inner
+    except BaseException as outer:
+        return outer
+
+
+@pytest.mark.parametrize("error, is_refusal, cut", [
+    (redis.AuthenticationError("invalid username-password pair or user is disabled."), True, False),
+    (redis.exceptions.NoPermissionError("this user has no permissions to run the 'get' command"), True, False),
+    (_wrapped(ssl.SSLCertVerificationError(1, "verify failed"), redis.ConnectionError("Error 1 connecting")),
+     True, False),
+    (_wrapped(_wrapped(ssl.SSLError(1, "tlsv13 alert certificate required"), redis.ConnectionError("reading")),
+              OperationalError("reading")), True, False),  # kombu's wrapper around redis-py's
+    (_wrapped(ssl.SSLEOFError(8, "EOF"), redis.ConnectionError("Error 8 while writing to socket")), True, True),
+    (redis.BusyLoadingError("Redis is loading the dataset in memory"), False, False),  # an outage: wait
+    (redis.ConnectionError("Error 111 connecting to redis-ssl.internal:6379. Connection refused."), False, False),
+    (_wrapped(ConnectionRefusedError(111, "refused"), OperationalError("Error 111")), False, False),
+    (redis.TimeoutError("Timeout reading from socket"), False, False),
+])
+def test_typed_errors_are_told_apart_by_type(error, is_refusal, cut):
+    assert (refused(error), cut_short(error)) == (is_refusal, cut)
 
 
 @pytest.mark.parametrize("text", [
@@ -28,7 +59,7 @@ def test_refusals_are_told_apart(text, cut):
     "cannot connect to Redis at redis-ssl.internal:6379: Connection refused",  # "ssl" in a host name
     "cannot connect to Redis at /run/redis.sock: Connection refused",
     "Error 111 connecting to 10.0.0.2:6379. Connection refused.",
-    "Redis at h:6379: LOADING Redis is loading the dataset in memory",
+    "LOADING Redis is loading the dataset in memory",
     "Redis at h:6379 did not answer within 5s",
 ])
 def test_a_server_going_away_is_no_refusal(text):
@@ -63,9 +94,9 @@ def test_ride_raises_a_refusal_or_any_other_error_at_once():
 
     def refusing():
         calls.append(1)
-        raise ConnectionError("Redis at h:6379 refused this client: WRONGPASS")
+        raise redis.AuthenticationError("WRONGPASS invalid username-password pair")
 
-    with pytest.raises(ConnectionError, match="WRONGPASS"):
+    with pytest.raises(redis.AuthenticationError, match="WRONGPASS"):
         Outage("redis://h:6379/0", 30, lambda line: None).ride(refusing)
     assert calls == [1]
     with pytest.raises(ValueError):  # not the broker's: no retry
@@ -90,8 +121,9 @@ def test_a_stream_cut_short_is_tried_once_more_unsaid():
 
     def hanging_up():
         calls.append(1)
-        raise ConnectionError("Redis at h:6379 refused the TLS connection (EOF): a client certificate it wants?")
+        raise _wrapped(ssl.SSLEOFError(8, "EOF occurred in violation of protocol"),
+                       redis.ConnectionError("Error 8 while reading from h:6379"))
 
-    with pytest.raises(ConnectionError, match="refused the TLS connection"):
+    with pytest.raises(redis.ConnectionError, match="Error 8"):
         Outage("redis://h:6379/0", 30, said.append).ride(hanging_up, pause=0.01)
     assert len(calls) == 2 and said == []

@@ -228,19 +228,19 @@ def test_redis_sigkill_mid_submission(drill, up, inputs, tmp_path, monkeypatch):
     """Redis is SIGKILLed while a client queues a job's first chunks (its record written and
     chunk 0 queued, chunk 1 not yet): the client says so once, sends the job id again when
     `digits up` has Redis back, and the job ends exact."""
+    from worker.app import configure
     from worker.client import submit_prediction
-    from worker.lightapp import LightApp
     s = client_settings(drill, monkeypatch)
-    app = LightApp(up.record()["broker_url"], s)
-    pushes, said, timers, real_push = [], [], [], app.push
+    app = configure(up.record()["broker_url"])
+    pushes, said, timers, real_send = [], [], [], app.send_task
 
-    def push(queue, name, args, task_id):
+    def send_task(name, args, **options):
         pushes.append(args[1] if name == "digits.predict_chunk" else name)
         if len(pushes) == 2:  # Redis dies, for real, before chunk 1 is queued
             timers.append(sigkill_redis(up, 1.5))
-        real_push(queue, name, args, task_id)
+        return real_send(name, args, **options)
 
-    app.push = push
+    monkeypatch.setattr(app, "send_task", send_task)
     out = tmp_path / "sub.csv"
     try:
         job = submit_prediction(inputs["big"], inputs["model"], out, app=app, settings=s, chunk_rows=250,

@@ -7,6 +7,8 @@ import ssl
 import subprocess
 import time
 
+from types import SimpleNamespace
+
 import pytest
 import redis
 
@@ -37,7 +39,7 @@ def tls_redis(tmp_path_factory):
     url = f"rediss://digits:tls-test-pw@127.0.0.1:{port}/0"
     ok = dict(ssl_ca_certs=certs["ca"], ssl_certfile=certs["client_cert"], ssl_keyfile=certs["client_key"])
     deadline = time.time() + 20
-    while not broker_reachable(url, tls=ok):
+    while not broker_reachable(url, settings=SimpleNamespace(redis_tls=lambda: ok)):
         assert proc.poll() is None and time.time() < deadline, "TLS Redis did not start"
         time.sleep(0.1)
     yield url, certs
@@ -60,7 +62,7 @@ def test_broker_backend_and_probe_connect_with_the_settings(tls_redis, monkeypat
     s = _env(monkeypatch, url, DIGITS_REDIS_CA=certs["ca"], DIGITS_REDIS_CERT=certs["client_cert"],
              DIGITS_REDIS_KEY=certs["client_key"])
     assert s.redis_tls()["ssl_cert_reqs"] == ssl.CERT_REQUIRED  # checks on by default
-    assert broker_reachable(url, tls=s.redis_tls())
+    assert broker_reachable(url, settings=s)
     app = make_app(s)
     assert app.backend.client.ping()
     with app.connection_for_write() as conn:
@@ -71,7 +73,7 @@ def test_broker_backend_and_probe_connect_with_the_settings(tls_redis, monkeypat
 def test_a_client_without_a_certificate_is_refused(tls_redis, monkeypatch):
     url, certs = tls_redis
     s = _env(monkeypatch, url, DIGITS_REDIS_CA=certs["ca"])
-    assert not broker_reachable(url, tls=s.redis_tls())
+    assert not broker_reachable(url, settings=s)
     with pytest.raises(redis.ConnectionError):
         make_app(s).backend.client.ping()
 
@@ -80,7 +82,7 @@ def test_a_client_that_does_not_trust_the_server_is_refused(tls_redis, monkeypat
     url, certs = tls_redis
     s = _env(monkeypatch, url, DIGITS_REDIS_CA=certs["other_ca"], DIGITS_REDIS_CERT=certs["client_cert"],
              DIGITS_REDIS_KEY=certs["client_key"])
-    assert not broker_reachable(url, tls=s.redis_tls())
+    assert not broker_reachable(url, settings=s)
     with pytest.raises(redis.ConnectionError, match="certificate verify failed"):
         make_app(s).backend.client.ping()
 
@@ -97,36 +99,34 @@ def test_tls_settings_are_checked(tls_redis, monkeypatch):
         settings.load()
 
 
-def test_the_light_client_speaks_tls_and_acl_and_is_refused_alike(tls_redis, monkeypatch):
-    """worker.lightapp (what `digits predict` sends through) with the same settings: it
-    reaches broker and backend, its message lands in the broker's queue, and the clients
-    the checks above refuse are refused by it too, in words the CLI knows as a refusal."""
-    from worker.outage import refused
-    from worker.lightapp import LightApp
-    from worker.lightredis import LightRedis
+def test_the_send_path_speaks_tls_and_acl_and_refusals_are_typed(tls_redis, monkeypatch):
+    """What `digits predict` sends through (the Celery app, and worker.redisconn's clients)
+    with the same settings: a task message lands in the broker's queue, a Redis client of
+    redisconn reaches the result backend's database, and the clients the checks above refuse
+    are refused in errors the CLI knows as a refusal by their type, not their words."""
+    from tasks import queueing
+    from worker import redisconn
+    from worker.outage import cut_short, refused
     url, certs = tls_redis
     s = _env(monkeypatch, url, DIGITS_REDIS_CA=certs["ca"], DIGITS_REDIS_CERT=certs["client_cert"],
              DIGITS_REDIS_KEY=certs["client_key"])
-    app = LightApp(url, s)
-    assert app.broker.ping() and app.backend.client.ping() and app.backend.client is not app.broker
-    app.backend.client.set("light-key", "v")
-    full = make_app(s).backend.client
-    assert full.get("light-key") == b"v"  # the backend is db 1, as Celery's
-    app.push("predict", "digits.assemble", ("job-tls",), "job-tls")
-    broker = redis.Redis.from_url(url, **s.redis_tls())
-    assert b"job-tls" in broker.lpop("predict")
-    for kind, files in (("certificate verify failed", dict(DIGITS_REDIS_CA=certs["other_ca"],
-                                                           DIGITS_REDIS_CERT=certs["client_cert"],
-                                                           DIGITS_REDIS_KEY=certs["client_key"])),
-                        # no client certificate: the server's alert or its hanging up (as the TLS
-                        # library and the timing have it), before any answer: a refusal
-                        ("refused the TLS connection", dict(DIGITS_REDIS_CA=certs["ca"]))):
+    app = make_app(s)
+    queueing.queue_assemble(app, "job-tls")
+    broker = redisconn.connect(url, s)
+    assert b"job-tls:assemble" in broker.lpop("predict")
+    app.backend.client.set("tls-key", "v")
+    assert redisconn.connect(s.result_backend, s).get("tls-key") == b"v"  # the backend is db 1, as Celery's
+    for files in (dict(DIGITS_REDIS_CA=certs["other_ca"], DIGITS_REDIS_CERT=certs["client_cert"],
+                       DIGITS_REDIS_KEY=certs["client_key"]),  # the server is not trusted
+                  dict(DIGITS_REDIS_CA=certs["ca"])):  # no client certificate: an alert, or a hang-up
         bad = _env(monkeypatch, url, **files)
-        with pytest.raises(ConnectionError, match=kind) as e:
-            LightApp(url, bad).broker.ping()
-        assert url.split("@")[1].split("/")[0] in str(e.value)  # names the broker's address
-        assert refused(str(e.value))  # the CLI says "refused this client", not "unreachable"
+        for attempt in (lambda: redisconn.connect(url, bad).ping(), lambda: make_app(bad).backend.client.ping()):
+            with pytest.raises(redis.ConnectionError) as e:
+                attempt()
+            assert refused(e.value), repr(e.value)  # the CLI says "refused this client", not "unreachable"
+        if "DIGITS_REDIS_CERT" in files:
+            assert not cut_short(e.value)  # an untrusted server is no stream cut short: never retried
     wrong = url.replace("tls-test-pw", "wrong-pw")
-    with pytest.raises(ConnectionError, match="refused this client: WRONGPASS") as e:
-        LightRedis.from_url(wrong, tls=s.redis_tls()).ping()
-    assert refused(str(e.value))
+    with pytest.raises(redis.AuthenticationError) as e:
+        redisconn.connect(wrong, s).ping()
+    assert refused(e.value)

@@ -79,7 +79,7 @@ def _run(a):
         reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
         url = settings_mod.redact(s.broker_url or s.embedded_url)
         from worker.outage import refused
-        if refused(reason):  # a wrong password or user, an untrusted certificate: waiting won't help
+        if refused(e):  # a wrong password or user, an untrusted certificate: waiting won't help
             return _fail(a, f"broker {url} refused this client: {reason}", exitcodes.FAILED)
         return _fail(a, f"broker {url} unreachable: {reason}", exitcodes.BROKER)
     except OSError as e:  # an unwritable --out, a full disk, ...: the user's to fix, in one line

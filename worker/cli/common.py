@@ -18,16 +18,14 @@ def print_json(obj):
 
 
 @contextlib.contextmanager
-def queue_app(s, keep_alive=False, light=False):
-    """Yield a Celery app bound to a reachable broker, starting a stack for the block if
-    none runs (keep_alive: a background stack that outlives the command, for --no-wait).
-    light: a worker.lightapp.LightApp instead when broker and backend are Redis (enough to
-    submit and follow a prediction, and ~200 ms faster to start)."""
+def queue_app(s, keep_alive=False):
+    """Yield the Celery app bound to a reachable broker, starting a stack for the block if
+    none runs (keep_alive: a background stack that outlives the command, for --no-wait)."""
     from worker import stack
     if keep_alive:
         stack.start_background(s, log=eprint)
     with stack.broker_for(s, log=eprint) as url:
-        app = app_for(url, s, light)
+        app = app_for(url)
         try:
             yield app
         finally:
@@ -35,20 +33,20 @@ def queue_app(s, keep_alive=False, light=False):
 
 
 def close_app(app):
-    """Close the Redis connections a command's light app opened (its broker and backend
-    clients), instead of leaving their sockets to the garbage collector (a ResourceWarning
-    under `python -X dev`). The Celery app is the process's current app: it keeps its pools."""
-    if getattr(app, "is_light", False):
-        for client in {id(c): c for c in (app.broker, app.backend.client)}.values():
-            client.close()
+    """Close the connections a command's Celery app opened (its broker connection pool and
+    the result backend's Redis client) instead of leaving their sockets to the garbage
+    collector (a ResourceWarning under `python -X dev`). Both reconnect if used again."""
+    import contextlib
+    with contextlib.suppress(Exception):
+        app.close()
+    client = getattr(app.backend, "client", None) if "backend" in getattr(app, "__dict__", {}) else None
+    if client is not None:
+        with contextlib.suppress(Exception):
+            client.connection_pool.disconnect()
 
 
-def app_for(url, s, light=True):
-    """A worker.lightapp.LightApp for broker url when light and it serves url (Redis broker
-    and backend), else the Celery app bound to url."""
-    from worker import lightapp
-    if light and lightapp.supports(url, s):
-        return lightapp.LightApp(url, s)
+def app_for(url):
+    """The Celery app bound to broker url (worker.app.configure)."""
     from worker.app import configure
     return configure(url)
 

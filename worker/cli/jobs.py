@@ -8,7 +8,7 @@ def _job_status(s, job_id, apps, stored=None):
     """status() of a job, calm about the broker: storage first (it has the final state of
     an ended job and its progress; `stored` when the caller has just read it); an unfinished
     job's state from the broker when one answers; BrokerDown when none does. apps caches the
-    app per broker URL (a LightApp for Redis, read without Celery; else Celery's).
+    app per broker URL.
     An ended job's status imports neither Celery nor Redis nor NumPy."""
     from worker.client import FINAL_STATES, status
     st = stored or status(None, s, job_id)
@@ -23,7 +23,7 @@ def _job_status(s, job_id, apps, stored=None):
         for app in apps.values():
             close_app(app)
         apps.clear()
-        apps[url] = app_for(url, s)
+        apps[url] = app_for(url)
     return status(apps[url], s, job_id)
 
 

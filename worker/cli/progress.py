@@ -54,7 +54,7 @@ class JobBar:
             self.first = (now, done)
         if state in jobs.FINAL_STATES:  # ended: no time is left, whatever the last update said
             progress = {k: v for k, v in progress.items() if k != "eta_seconds"}
-        elif progress.get("eta_seconds") is None:  # measured here (prediction, --local runs)
+        elif "eta_seconds" not in progress:  # no worker measured one (a --local run): measured here
             progress = dict(progress, eta_seconds=jobs.eta_seconds(done, total, now - self.first[0], self.first[1]))
         self.bar.total, self.bar.n = total, done
         text = cls.progress_text(progress)
