@@ -29,7 +29,9 @@ def test_every_url_form_reaches_the_same_redis(server):
     assert redisconn.connect(f"redis+socket://{sock}?virtual_host=1").get("k") is None  # another database
     assert redisconn.ping(f"redis+socket://{sock}")
     with pytest.raises(ValueError, match="not a Redis URL"):
-        redisconn.connect("sentinel://h:26379")
+        redisconn.connect("amqp://h:5672")
+    from redis.sentinel import SentinelConnectionPool  # a sentinel URL: the master its sentinels name
+    assert isinstance(redisconn.connect("sentinel://127.0.0.1:1/0").connection_pool, SentinelConnectionPool)
     assert not redisconn.ping("memory://")
 
 
