@@ -24,6 +24,31 @@ def job_touched(job_id):
     return f"{PREFIX}job:{job_id}:touched"
 
 
+def chunk_deliveries(job_id):
+    """Hash of a prediction job: "begun:<chunk index>" -> deliveries of that chunk that began
+    running, "ended:<chunk index>" -> those that ended (returned, raised or retried); a
+    delivery that began and never ended had its process killed (tasks.deliveries)."""
+    return f"{PREFIX}job:{job_id}:deliveries"
+
+
+def chunks_sent(job_id):
+    """Set of a prediction job's chunk indexes that a chunk's mark has queued: a repeated mark
+    queues a chunk again only when it is not in it (no duplicate cascade)."""
+    return f"{PREFIX}job:{job_id}:sent"
+
+
+def job_breaker(job_id):
+    """Hash of a prediction job's circuit breaker: "reason" (the storage reason of the last
+    failed chunk), "streak" (chunks failed in a row for it), "tripped" (the reason the job
+    stopped early for, once the streak reached DIGITS_BREAKER_CHUNKS; see tasks.breaker)."""
+    return f"{PREFIX}job:{job_id}:breaker"
+
+
+def train_deliveries(job_id):
+    """Hash of a training job: "begun" and "ended" deliveries that ran it (tasks.deliveries)."""
+    return f"{PREFIX}train:{job_id}:deliveries"
+
+
 def assemble_lock(job_id):
     """Lock held while a job's output is written, so two deliveries never write it at once."""
     return f"{PREFIX}job:{job_id}:assemble-lock"
@@ -72,4 +97,5 @@ def task_meta(task_id):
 
 def job_keys(job_id):
     """The keys of one job, for a resubmission to clear."""
-    return [chunk_marks(job_id), assemble_lock(job_id), assemble_runs(job_id), job_touched(job_id)]
+    return [chunk_marks(job_id), assemble_lock(job_id), assemble_runs(job_id), job_touched(job_id),
+            chunk_deliveries(job_id), chunks_sent(job_id), job_breaker(job_id), train_deliveries(job_id)]

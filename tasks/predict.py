@@ -30,7 +30,7 @@ from celery.utils.log import get_task_logger
 
 from model import batch, checkpoint, sources, storage
 from model.errors import JobError, describe
-from tasks import jobs, keys
+from tasks import breaker, deliveries, jobs, keys, window
 from tasks.jobs import storage_root
 from tasks.queueing import (ASSEMBLE, PREDICT_CHUNK, DirectSender, queue_assemble, queue_chunk, release_output,
                             touch)
@@ -160,14 +160,16 @@ def _after_mark(task, job, source, the_mark, repeated):
     job_id, total, window = job["job_id"], len(source.chunks), job.get("window") or len(source.chunks)
     order = the_mark["order"]
     nxt = order + window - 1  # 0-based index released by the order-th mark
-    if nxt < total and not (repeated and redis_client(task).hexists(keys.chunk_marks(job_id), nxt)):
+    if nxt < total and not (repeated and window.sent_or_marked(redis_client(task), job_id, nxt)):
         queue_chunk(sender(task), job_id, nxt, source)
+        window.record_sent(redis_client(task), job_id, nxt)
     if order == total or (repeated and redis_client(task).hlen(keys.chunk_marks(job_id)) >= total):
         if not (repeated and jobs.read_manifest(job["root"], job_id)):
             queue_assemble(sender(task), job_id)
 
 
-@shared_task(bind=True, name=PREDICT_CHUNK, ignore_result=True, track_started=False)
+# acks_on_timeout=False: a chunk killed at its hard time limit (a frozen process) goes back to its queue
+@shared_task(bind=True, name=PREDICT_CHUNK, ignore_result=True, track_started=False, acks_on_timeout=False)
 def predict_chunk(self, job_id, index, lo=None, hi=None):
     """Predict chunk `index` of job `job_id` -> small summary {chunk, rows, bad} for Flower.
 
@@ -195,6 +197,12 @@ def predict_chunk(self, job_id, index, lo=None, hi=None):
         first, the_mark = mark(self, job_id, index, "skipped")
         _after_mark(self, job, source, the_mark, repeated=not first)
         return {"chunk": index, "state": "skipped"}
+    # faults: a job stopped early (tasks.breaker), a chunk that killed its process (tasks.deliveries)
+    refused = breaker.tripped(redis_client(self), job_id) or deliveries.chunk_poisoned(self, job_id, index)
+    if refused:
+        first, the_mark = mark(self, job_id, index, "failed", reason=refused)
+        _after_mark(self, job, source, the_mark, repeated=not first)
+        return {"chunk": index, "state": "failed", "reason": refused}
     target = jobs.chunk_ref(root, job_id, index)
     started, t0 = time.time(), time.perf_counter()
     stages = {}  # seconds spent reading+parsing, predicting, writing the result
@@ -216,16 +224,18 @@ def predict_chunk(self, job_id, index, lo=None, hi=None):
             stages["write"] = time.perf_counter() - t
     except Exception as e:
         retries, limit = self.request.retries, self.app.conf.digits_chunk_retries
-        if retries < limit:
+        stopped = breaker.chunk_failed(redis_client(self), job_id, e, self.app.conf.digits_breaker_chunks)
+        if retries < limit and not stopped:
             countdown = self.app.conf.digits_retry_backoff * 2 ** retries
             log.warning("job %s chunk %s failed (%s); retry %s of %s in %.1fs", job_id, index,
                         describe(e), retries + 1, limit, countdown)
             raise self.retry(countdown=countdown, max_retries=limit, exc=e)
         log.error("job %s chunk %s failed for good: %s", job_id, index, describe(e))
-        first, the_mark = mark(self, job_id, index, "failed", reason=describe(e))
+        first, the_mark = mark(self, job_id, index, "failed", reason=stopped or describe(e))
         _after_mark(self, job, source, the_mark, repeated=not first)
         return {"chunk": index, "state": "failed", "reason": the_mark.get("reason")}
     seconds = round(time.perf_counter() - t0, 4)
+    breaker.chunk_done(redis_client(self), job_id)
     first, the_mark = mark(self, job_id, index, "done", rows=len(result), bad=len(result.errors),
                            seconds=seconds, started=started, finished=time.time(),
                            **{k: round(v, 4) for k, v in stages.items()})

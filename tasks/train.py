@@ -15,13 +15,15 @@ import time
 
 import psutil
 from celery import shared_task
+from celery.exceptions import Ignore
 from celery.utils.log import get_task_logger
 
 from model import checkpoint, sources, storage
 from model.errors import JobError, describe
 from model.registry import Registry
 from model.train import Trainer, config_from_dict, make_config
-from tasks import jobs, keys, sweep
+from tasks import deliveries, jobs, keys, sweep
+from tasks.liveness import LockLost, keep_lock
 from tasks.jobs import storage_root
 
 log = get_task_logger(__name__)
@@ -89,8 +91,8 @@ class _Publisher:
         self.task.update_state(state="PROGRESS", meta=p)
         text = progress_text(p) if "epoch" in p else p.get("state", "")
         self.task.send_event("task-progress", result=text, progress=p)
-        self.lock.extend(LOCK_TTL, replace_ttl=True)
         r = redis_client(self.task)
+        keep_lock(r, self.lock, self.job_id, LOCK_TTL)
         r.expire(keys.lock_owner(self.job_id), LOCK_TTL)
         r.expire(active_key(self.name), max(LOCK_TTL, 120))
 
@@ -126,8 +128,15 @@ def train_job(self, job_id, name=None, recipe=None):
         log.warning("job %s is running in another delivery; this one retries in %ss", job_id, LOCKED_RETRY)
         raise self.retry(countdown=LOCKED_RETRY)
     r.set(keys.lock_owner(job_id), _me(), ex=LOCK_TTL)
+    died = deliveries.begin(self, keys.train_deliveries(job_id))  # poison: runs that died before
     try:
+        if died >= deliveries.limit(self):
+            deliveries.reset(self, keys.train_deliveries(job_id))  # a resubmission starts afresh
+            raise JobError(f"job {job_id}: {deliveries.poison_reason(died)}")
         manifest = _run(self, root, job, lock)
+    except LockLost as e:  # another delivery runs the job now: leave it everything
+        log.warning("%s", e)
+        raise Ignore() from None
     except Exception as e:
         jobs.write_manifest(root, job_id, job.failure_manifest(describe(e)))
         # a failed run is neither queued nor running: free its model for the next retrain
@@ -151,7 +160,7 @@ def _run(task, root, job, lock):
     t_start = time.time()
     config = config_from_dict(job.config)
     dataset = sources.load_training(job.data, skip_bad=job.skip_bad,
-                                 progress=lambda done, total: lock.extend(LOCK_TTL, replace_ttl=True))
+                                 progress=lambda done, total: keep_lock(redis_client(task), lock, job_id, LOCK_TTL))
     state_ref = jobs.ref(root, job_id, "state.npz")
     state = None
     if storage.exists(state_ref):

@@ -9,7 +9,7 @@ from celery import Celery
 from celery.signals import beat_init, worker_init, worker_process_init
 from kombu import Exchange, Queue
 
-from tasks.queueing import DEFAULT_QUEUE, QUEUES, ROUTES
+from tasks.queueing import DEFAULT_QUEUE, PREDICT_CHUNK, QUEUES, ROUTES
 from worker import settings as settings_mod
 from worker import watchdog
 from worker.schedule import beat_schedule
@@ -95,11 +95,18 @@ def celery_config(s, broker_url=None):
         task_publish_retry_policy={"max_retries": max(3, int(s.broker_outage)), "interval_start": 0,
                                    "interval_step": 0.5, "interval_max": 1},
         worker_hijack_root_logger=False,
+        # a chunk far slower than its peers (its process frozen, say) is taken back: at the soft
+        # limit a live chunk raises and is retried; at the hard one its process is killed and the
+        # message requeued (predict_chunk does not ack a timeout)
+        task_annotations={PREDICT_CHUNK: {"soft_time_limit": 0.8 * s.chunk_time_limit,
+                                          "time_limit": s.chunk_time_limit}},
         # the project's own settings, read by the tasks
         digits_storage=s.storage,
         digits_promote_tolerance=s.promote_tolerance,
         digits_chunk_retries=s.chunk_retries,
         digits_retry_backoff=s.retry_backoff,
+        digits_poison_limit=s.poison_limit,
+        digits_breaker_chunks=s.breaker_chunks,
     )
 
 

@@ -22,6 +22,13 @@
     DIGITS_CHUNK_RETRIES      retries of a chunk that fails as a whole (default 5)
     DIGITS_RETRY_BACKOFF      seconds before the first retry, doubled each time (default 2:
                               with 5 retries, 62 s in all, so a minute's network cut is ridden out)
+    DIGITS_POISON_LIMIT       deliveries of one chunk or training job whose process died
+                              (killed: out of memory?) before it is failed (default 3)
+    DIGITS_CHUNK_TIME_LIMIT   seconds a chunk may run before its process is killed and the
+                              chunk sent again (a frozen process; default 300, about 100 x
+                              a default chunk's time)
+    DIGITS_BREAKER_CHUNKS     chunks of one job failing in a row for the same storage reason
+                              (disk full, permission denied) that stop the job early (default 5)
     DIGITS_VISIBILITY_TIMEOUT seconds before Redis redelivers an unacked task (default 12 h)
     DIGITS_RESULT_EXPIRES     seconds task results are kept (default 7 days)
     DIGITS_TRAIN_MAX_TASKS_PER_CHILD  recycle a training process after N jobs (default 1)
@@ -110,6 +117,9 @@ class Settings:
     job_window: int
     chunk_retries: int
     retry_backoff: float
+    poison_limit: int
+    chunk_time_limit: float
+    breaker_chunks: int
     visibility_timeout: int
     result_expires: int
     train_max_tasks_per_child: int
@@ -191,6 +201,9 @@ def load():
         job_window=_int("DIGITS_JOB_WINDOW", 2 * _int("DIGITS_PREDICT_CONCURRENCY", os.cpu_count() or 2)),
         chunk_retries=_int("DIGITS_CHUNK_RETRIES", 5),
         retry_backoff=_float("DIGITS_RETRY_BACKOFF", 2.0),
+        poison_limit=_int("DIGITS_POISON_LIMIT", 3),
+        chunk_time_limit=_float("DIGITS_CHUNK_TIME_LIMIT", 300.0),
+        breaker_chunks=_int("DIGITS_BREAKER_CHUNKS", 5),
         visibility_timeout=_int("DIGITS_VISIBILITY_TIMEOUT", 12 * 3600),
         result_expires=_int("DIGITS_RESULT_EXPIRES", 7 * 24 * 3600),
         train_max_tasks_per_child=_int("DIGITS_TRAIN_MAX_TASKS_PER_CHILD", 1),
@@ -222,6 +235,8 @@ def load():
         raise ConfigError("DIGITS_CHUNK_ROWS and DIGITS_CHUNK_IMAGES must be >= 1")
     if s.job_window < 1 or s.chunk_retries < 0 or s.retry_backoff < 0:
         raise ConfigError("DIGITS_JOB_WINDOW must be >= 1, DIGITS_CHUNK_RETRIES and DIGITS_RETRY_BACKOFF >= 0")
+    if s.poison_limit < 1 or s.chunk_time_limit <= 0 or s.breaker_chunks < 1:
+        raise ConfigError("DIGITS_POISON_LIMIT and DIGITS_BREAKER_CHUNKS must be >= 1, DIGITS_CHUNK_TIME_LIMIT > 0")
     if s.predict_concurrency < 1 or s.train_concurrency < 1:
         raise ConfigError("worker concurrency must be >= 1")
     if min(s.watchdog_interval, s.watchdog_grace, s.broker_outage, s.stop_grace) < 0 or s.restart_limit < 1:
