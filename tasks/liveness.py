@@ -37,6 +37,7 @@ def keep_lock(r, lock, job_id, ttl):
         pass
     token = lock.local.token
     if token is not None and lock.acquire(blocking=False, token=token):
+        lock.extend(ttl, replace_ttl=True)
         r.set(keys.lock_owner(job_id), me(), ex=ttl)
         log.warning("job %s: its lock lapsed while this run was paused; nobody had taken it: taken back", job_id)
         return
