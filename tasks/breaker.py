@@ -22,10 +22,10 @@ log = get_task_logger(__name__)
 STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS}
 TTL = 7 * 86400
 
-# KEYS[1] the breaker hash; ARGV[1] the reason's kind, ARGV[2] its line, ARGV[3] the streak that
-# trips, ARGV[4] ttl -> the tripped reason, or false
+# KEYS[1] the breaker hash, KEYS[2] the job's stopped key; ARGV[1] the reason's kind, ARGV[2] its
+# line, ARGV[3] the streak that trips, ARGV[4] ttl -> the tripped reason, or false
 _FAILED = """
-local tripped = redis.call('HGET', KEYS[1], 'tripped')
+local tripped = redis.call('GET', KEYS[2])
 if tripped then return tripped end
 local streak = 1
 if redis.call('HGET', KEYS[1], 'kind') == ARGV[1] then
@@ -35,7 +35,7 @@ redis.call('HSET', KEYS[1], 'kind', ARGV[1], 'streak', streak, 'last', ARGV[2])
 redis.call('EXPIRE', KEYS[1], tonumber(ARGV[4]))
 if streak >= tonumber(ARGV[3]) then
   local line = 'stopped early: ' .. streak .. ' chunks in a row failed with ' .. ARGV[2]
-  redis.call('HSET', KEYS[1], 'tripped', line)
+  redis.call('SET', KEYS[2], line, 'EX', tonumber(ARGV[4]))
   return line
 end
 return false
@@ -58,7 +58,8 @@ def chunk_failed(r, job_id, exc, streak_limit):
     if kind is None:
         r.hdel(keys.job_breaker(job_id), "kind", "streak")
         return None
-    tripped = r.eval(_FAILED, 1, keys.job_breaker(job_id), kind, describe(exc), int(streak_limit), TTL)
+    tripped = r.eval(_FAILED, 2, keys.job_breaker(job_id), keys.job_stopped(job_id), kind, describe(exc),
+                     int(streak_limit), TTL)
     if tripped:
         tripped = tripped.decode() if isinstance(tripped, bytes) else tripped
         log.error("job %s %s", job_id, tripped)
@@ -72,5 +73,5 @@ def chunk_done(r, job_id):
 
 def tripped(r, job_id):
     """The reason job_id stopped early for, or None."""
-    raw = r.hget(keys.job_breaker(job_id), "tripped")
+    raw = r.get(keys.job_stopped(job_id))
     return raw.decode() if isinstance(raw, bytes) else raw

@@ -38,10 +38,15 @@ def chunks_sent(job_id):
 
 
 def job_breaker(job_id):
-    """Hash of a prediction job's circuit breaker: "reason" (the storage reason of the last
-    failed chunk), "streak" (chunks failed in a row for it), "tripped" (the reason the job
-    stopped early for, once the streak reached DIGITS_BREAKER_CHUNKS; see tasks.breaker)."""
+    """Hash of a prediction job's circuit breaker: "kind" (the storage reason of the last
+    failed chunk), "streak" (chunks failed in a row for it), "last" (its line)."""
     return f"{PREFIX}job:{job_id}:breaker"
+
+
+def job_stopped(job_id):
+    """Why a prediction job stops early (its breaker tripped: tasks.breaker), one line; read
+    by `digits status` and the waiting client while its remaining chunks are failed."""
+    return f"{PREFIX}job:{job_id}:stopped"
 
 
 def train_deliveries(job_id):
@@ -98,4 +103,5 @@ def task_meta(task_id):
 def job_keys(job_id):
     """The keys of one job, for a resubmission to clear."""
     return [chunk_marks(job_id), assemble_lock(job_id), assemble_runs(job_id), job_touched(job_id),
-            chunk_deliveries(job_id), chunks_sent(job_id), job_breaker(job_id), train_deliveries(job_id)]
+            chunk_deliveries(job_id), chunks_sent(job_id), job_breaker(job_id), job_stopped(job_id),
+            train_deliveries(job_id)]

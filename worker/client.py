@@ -253,6 +253,10 @@ class Job:
             out["state"] = record.storage_state(root, out["progress"])
             if out["state"] == jobs.PENDING and meta["status"] not in ("PENDING", "SUCCESS"):
                 out["state"] = meta["status"]  # STARTED, RETRY: what the broker knows more
+        if self.app is not None and record.kind == "predict":  # stopping early: why (tasks.breaker)
+            why = self.app.backend.client.get(keys.job_stopped(self.id))
+            if why:
+                out["stopping"] = why.decode() if isinstance(why, bytes) else why
         return out
 
     def result(self):
