@@ -17,6 +17,7 @@ from celery.utils.log import get_task_logger
 
 from model.errors import describe
 from tasks import keys
+from tasks.scripts import REFUSED
 
 log = get_task_logger(__name__)
 STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS}
@@ -24,14 +25,15 @@ TTL = 7 * 86400
 
 # KEYS[1] the breaker hash, KEYS[2] the job's stopped key; ARGV[1] the reason's kind, ARGV[2] its
 # line, ARGV[3] the streak that trips, ARGV[4] ttl -> the tripped reason, or false
-_FAILED = """
+_FAILED = REFUSED + """
 local tripped = redis.call('GET', KEYS[2])
 if tripped then return tripped end
 local streak = 1
 if redis.call('HGET', KEYS[1], 'kind') == ARGV[1] then
   streak = tonumber(redis.call('HGET', KEYS[1], 'streak') or '0') + 1
 end
-redis.call('HSET', KEYS[1], 'kind', ARGV[1], 'streak', streak, 'last', ARGV[2])
+local no = refused(redis.pcall('HSET', KEYS[1], 'kind', ARGV[1], 'streak', streak, 'last', ARGV[2]))
+if no then return no end
 redis.call('EXPIRE', KEYS[1], tonumber(ARGV[4]))
 if streak >= tonumber(ARGV[3]) then
   local line = 'stopped early: ' .. streak .. ' chunks in a row failed with ' .. ARGV[2]

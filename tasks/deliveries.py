@@ -13,6 +13,7 @@ from celery.signals import task_postrun
 from celery.utils.log import get_task_logger
 
 from tasks import keys
+from tasks.scripts import REFUSED
 
 log = get_task_logger(__name__)
 TTL = 7 * 86400  # the counters live as long as the marks
@@ -24,9 +25,11 @@ def poison_reason(died):
 
 
 # KEYS[1] the counters hash; ARGV[1] the "begun" field, ARGV[2] the "ended" field, ARGV[3] ttl.
-# -> deliveries that began before this one and never ended.
-_BEGIN = """
-local begun = redis.call('HINCRBY', KEYS[1], ARGV[1], 1)
+# -> deliveries that began before this one and never ended. A full Redis refuses the first write:
+# its error reply is returned as Redis gave it (tasks.scripts).
+_BEGIN = REFUSED + """
+local begun = redis.pcall('HINCRBY', KEYS[1], ARGV[1], 1)
+if refused(begun) then return refused(begun) end
 local ended = tonumber(redis.call('HGET', KEYS[1], ARGV[2]) or '0')
 redis.call('EXPIRE', KEYS[1], tonumber(ARGV[3]))
 return begun - 1 - ended

@@ -32,6 +32,7 @@ from model import batch, checkpoint, sources, storage
 from model.errors import JobError, describe
 from tasks import breaker, deliveries, jobs, keys, window
 from tasks.jobs import storage_root
+from tasks.scripts import REFUSED
 from tasks.queueing import (ASSEMBLE, PREDICT_CHUNK, DirectSender, queue_assemble, queue_chunk, release_output,
                             touch)
 
@@ -47,9 +48,11 @@ _REDIS_URLS = ("redis://", "rediss://", "redis+socket://", "unix://")  # brokers
 # ARGV[1] chunk index, ARGV[2] mark (JSON), ARGV[3] ttl in seconds, ARGV[4] job id, ARGV[5]
 # the time now. A first mark gets the next order number and returns {1, mark}; a repeated
 # one changes no mark and returns {0, the first mark}. Either way the job is touched
-# (queueing.touch: when it last moved, and that it is active), all in one round trip.
-_MARK = """
-redis.call('SET', KEYS[2], ARGV[5], 'EX', tonumber(ARGV[3]))
+# (queueing.touch: when it last moved, and that it is active), all in one round trip. A full
+# Redis refuses the first write: its error reply is returned as Redis gave it (tasks.scripts).
+_MARK = REFUSED + """
+local no = refused(redis.pcall('SET', KEYS[2], ARGV[5], 'EX', tonumber(ARGV[3])))
+if no then return no end
 redis.call('SADD', KEYS[3], ARGV[4])
 local old = redis.call('HGET', KEYS[1], ARGV[1])
 if old then return {0, old} end

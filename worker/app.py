@@ -26,11 +26,16 @@ def ride_out_outages(**_):
     redis-py gives a client made from a connection pool, as Celery makes it, no retries.
     Clients keep that: they say that the broker is down instead of hanging (worker.outage).
     """
+    import socket
     from redis.backoff import ExponentialBackoff
+    from redis.exceptions import ConnectionError, OutOfMemoryError, TimeoutError
     from redis.retry import Retry
     s = settings_mod.load()
+    # a full Redis (maxmemory, noeviction) refuses writes until memory is freed: an outage too
     _bound["app"].backend.client.set_retry(Retry(ExponentialBackoff(cap=1, base=0.05),
-                                                 retries=max(1, int(s.broker_outage))))
+                                                 retries=max(1, int(s.broker_outage)),
+                                                 supported_errors=(ConnectionError, TimeoutError, socket.timeout,
+                                                                   OutOfMemoryError)))
 
 
 worker_init.connect(ride_out_outages, weak=False)
@@ -91,6 +96,9 @@ def celery_config(s, broker_url=None):
         task_default_routing_key=DEFAULT_QUEUE,
         task_routes={name: {"queue": q} for name, q in ROUTES.items()},
         broker_connection_retry_on_startup=True,
+        # a broker error reply (a full Redis refusing a write: OOM) restarts the consumer, which
+        # reconnects and waits, instead of stopping the worker ("Unrecoverable error")
+        broker_channel_error_retry=True,
         # a message sent while Redis restarts (a chunk queueing the next, a retry) waits for it
         task_publish_retry_policy={"max_retries": max(3, int(s.broker_outage)), "interval_start": 0,
                                    "interval_step": 0.5, "interval_max": 1},

@@ -46,8 +46,10 @@
     DIGITS_BROKER_OUTAGE      seconds a submitting or waiting client rides out an unreachable broker (default 120)
     DIGITS_STOP_GRACE         seconds `digits up` lets workers finish their tasks on shutdown
                               before it cancels them back to the queue (default 10)
-    DIGITS_RESTART_LIMIT      restarts of one service within a minute before `digits up`
-                              gives up (default 5)
+    DIGITS_RESTART_LIMIT      restarts of Redis within a minute before `digits up` gives up;
+                              a worker past it is restarted every 10 s instead (default 5)
+    DIGITS_WORKER_PATIENCE    seconds a worker of `digits up` may answer no ping while Redis
+                              takes writes before it is replaced as hung (default 30)
     DIGITS_GC_CRON            when the scheduler removes old jobs' chunk files, uploaded
                               inputs and training states (cron or "every N[s|m|h]"; default
                               "0 4 * * *", daily at 04:00 UTC; "off" = never)
@@ -137,6 +139,7 @@ class Settings:
     broker_outage: float
     stop_grace: float
     restart_limit: int
+    worker_patience: float
     gc_cron: str | None  # None = no scheduled retention
     gc_older_than: float  # seconds
 
@@ -221,6 +224,7 @@ def load():
         broker_outage=_float("DIGITS_BROKER_OUTAGE", 120.0),
         stop_grace=_float("DIGITS_STOP_GRACE", 10.0),
         restart_limit=_int("DIGITS_RESTART_LIMIT", 5),
+        worker_patience=_float("DIGITS_WORKER_PATIENCE", 30.0),
         gc_cron=None if _str("DIGITS_GC_CRON", "0 4 * * *").strip().lower() == "off"
         else _str("DIGITS_GC_CRON", "0 4 * * *"),
         gc_older_than=parse_duration(_str("DIGITS_GC_OLDER_THAN", "7d"), "DIGITS_GC_OLDER_THAN"),

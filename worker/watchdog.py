@@ -74,6 +74,7 @@ class Watchdog:
     def __init__(self, app, grace, workers=None, census_timeout=1.0):
         self.app, self.grace, self.workers, self.census_timeout = app, grace, workers, census_timeout
         self.suspects = set()  # delivery tags no live worker held at the last scan
+        self.lost_training = set()  # training job ids found nowhere at the last scan
         self.requeued = 0  # how many messages this watchdog put back, in all
 
     def scan(self):
@@ -82,7 +83,53 @@ class Watchdog:
         caller tries again at the next interval)."""
         requeued = self.restore_unheld()
         self.resume_stalled()
+        self.resend_lost_training()
         return requeued
+
+    def _busy(self, held):
+        """Task ids that exist somewhere: held by a live worker (held), taken and unacked, or
+        waiting in a queue."""
+        with self.app.connection_for_write() as conn:  # the broker's Redis (maybe not the backend's)
+            channel = conn.default_channel
+            broker = channel.client
+            busy = set(held) | {task_id(raw) for raw in broker.hvals(channel.unacked_key)}
+            for q in self.app.conf.task_queues:
+                busy.update(_queued_task_id(m) for m in broker.lrange(q.name, 0, -1))
+        return busy
+
+    def resend_lost_training(self):
+        """Send again training jobs that are neither ended, nor running (their lock is free),
+        nor anywhere as a message (no queue, no unacked entry, no live worker holds them), in two
+        scans in a row: their message was lost with its bookkeeping (a worker took it from the
+        queue and a full Redis refused to record it as taken, a Redis killed before it wrote it
+        to disk) -> [job ids]. A training job resumes from its checkpoint under its lock, so a
+        copy of one that was only slow to show up costs nothing."""
+        from tasks import jobs, keys
+        from tasks.queueing import TRAIN_JOB, send
+        client, root = self.app.backend.client, self.app.conf.digits_storage
+        open_jobs = set()
+        for key in client.scan_iter(match=keys.model_active("*"), count=100):
+            job_id = (client.get(key) or b"").decode()
+            if job_id and not client.exists(keys.job_lock(job_id)) and not jobs.read_manifest(root, job_id):
+                open_jobs.add(job_id)
+        if not open_jobs:
+            self.lost_training = set()
+            return []
+        held = held_task_ids(self.app, self.census_timeout, self.workers)
+        if held is None:
+            return []
+        lost = open_jobs - self._busy(held)
+        due, self.lost_training = lost & self.lost_training, lost
+        for job_id in sorted(due):
+            try:
+                record = jobs.load(root, job_id)
+            except Exception as e:  # no record (yet, or any more): nothing to send
+                log.warning("watchdog: training job %s has no readable record (%s)", job_id, e)
+                continue
+            send(self.app, TRAIN_JOB, (job_id, record.name, record.config.get("recipe")), job_id)
+            log.info("watchdog: training job %s was neither running nor queued anywhere: sent again", job_id)
+        self.lost_training -= due
+        return sorted(due)
 
     def resume_stalled(self):
         """Send again the missing work of prediction jobs that have not moved for the grace
@@ -102,12 +149,7 @@ class Watchdog:
         held = held_task_ids(self.app, self.census_timeout, self.workers)
         if held is None:
             return []
-        with self.app.connection_for_write() as conn:  # the broker's Redis (maybe not the backend's)
-            channel = conn.default_channel
-            broker = channel.client
-            busy = set(held) | {task_id(raw) for raw in broker.hvals(channel.unacked_key)}
-            for q in self.app.conf.task_queues:
-                busy.update(_queued_task_id(m) for m in broker.lrange(q.name, 0, -1))
+        busy = self._busy(held)
         resumed = []
         for job_id in quiet:
             if any(t and (t == job_id or t.startswith(job_id + "-")) for t in busy):
