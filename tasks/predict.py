@@ -322,6 +322,7 @@ def _assemble(task, root, job_id):
     manifest["timings"] = _timings(job, done, assemble_started, time.perf_counter() - t0)  # and per stage
     jobs.write_manifest(root, job_id, manifest)
     r.srem(keys.ACTIVE_PREDICTIONS, job_id)
+    deliveries.job_ended(r, job_id)
     r.incr(keys.assemble_runs(job_id))
     r.expire(keys.assemble_runs(job_id), int(task.app.conf.result_expires or 7 * 86400))
     release_output(r, job, job_id)

@@ -50,11 +50,12 @@ def test_a_full_redis_mid_job_is_an_outage_not_a_crash(drill, up, inputs, tmp_pa
             for _ in range(1000):  # the next writes fill the last kilobyte
                 r.set("digits:test:filler", "x" * 4096)
         # a client submitting now says so in one line and, past DIGITS_BROKER_OUTAGE, exits 3
-        refused = drill["run"](*train_args(inputs, tmp_path / "m.npz", "train-full"), DIGITS_BROKER_OUTAGE="3",
-                               timeout=60)
-        assert refused.returncode == 3, refused.stderr
-        assert "Traceback" not in refused.stderr, refused.stderr
-        assert "is out of memory" in refused.stderr and "unreachable" not in refused.stderr, refused.stderr
+        for args in (train_args(inputs, tmp_path / "m.npz", "train-full"),
+                     predict_args(inputs, tmp_path / "p.csv", "predict-refused")):
+            refused = drill["run"](*args, DIGITS_BROKER_OUTAGE="3", timeout=60)
+            assert refused.returncode == 3, refused.stderr
+            assert "Traceback" not in refused.stderr, refused.stderr
+            assert "is out of memory" in refused.stderr and "unreachable" not in refused.stderr, refused.stderr
         time.sleep(max(0.0, FULL - (time.monotonic() - full_at)))  # the outage lasts FULL seconds
     finally:
         r.config_set("maxmemory", 0)
