@@ -30,9 +30,10 @@ from celery.utils.log import get_task_logger
 
 from model import batch, checkpoint, sources, storage
 from model.errors import JobError, describe
-from tasks import breaker, deliveries, jobs, keys, window
+from tasks import breaker, deliveries, jobs, keys
 from tasks.jobs import storage_root
 from tasks.scripts import REFUSED
+from tasks.window import record_sent, sent_or_marked
 from tasks.queueing import (ASSEMBLE, PREDICT_CHUNK, DirectSender, queue_assemble, queue_chunk, release_output,
                             touch)
 
@@ -163,9 +164,9 @@ def _after_mark(task, job, source, the_mark, repeated):
     job_id, total, window = job["job_id"], len(source.chunks), job.get("window") or len(source.chunks)
     order = the_mark["order"]
     nxt = order + window - 1  # 0-based index released by the order-th mark
-    if nxt < total and not (repeated and window.sent_or_marked(redis_client(task), job_id, nxt)):
+    if nxt < total and not (repeated and sent_or_marked(redis_client(task), job_id, nxt)):
         queue_chunk(sender(task), job_id, nxt, source)
-        window.record_sent(redis_client(task), job_id, nxt)
+        record_sent(redis_client(task), job_id, nxt)
     if order == total or (repeated and redis_client(task).hlen(keys.chunk_marks(job_id)) >= total):
         if not (repeated and jobs.read_manifest(job["root"], job_id)):
             queue_assemble(sender(task), job_id)
