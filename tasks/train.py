@@ -138,10 +138,11 @@ def train_job(self, job_id, name=None, recipe=None):
         log.warning("%s", e)
         raise Ignore() from None
     except Exception as e:
-        jobs.write_manifest(root, job_id, job.failure_manifest(describe(e)))
         # a failed run is neither queued nor running: free its model for the next retrain
-        # (else the marker lives on for visibility_timeout when it failed before publishing)
+        # (else the marker lives on for visibility_timeout when it failed before publishing),
+        # before the manifest, which a waiting client reads as the end
         _clear_active(redis_client(self), job.name, job_id)
+        jobs.write_manifest(root, job_id, job.failure_manifest(describe(e)))
         if job.sweep:
             sweep.job_ended(self, job, jobs.FAILURE)
         raise
@@ -237,6 +238,7 @@ def retrain(self, name, data_ref, recipe="default"):
                     redis_client(self).get(active_key(name)))
         return None
     jobs.TrainJob.new(job_id, name, data_ref, make_config(recipe).to_dict()).write(root)
+    redis_client(self).sadd(keys.ACTIVE_TRAINING, job_id)  # the watchdog re-sends it if its message is lost
     train_job.apply_async((job_id, name, recipe), task_id=job_id)
     log.info("retrain of %s queued as %s", name, job_id)
     return job_id

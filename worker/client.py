@@ -406,6 +406,7 @@ def _submit_training(data_ref, name, config, app, s, skip_bad, checkpoint_every,
         # read as this delivery's by status()/wait()
         app.backend.forget(job_id)
     app.backend.client.set(active_key(record.name), job_id, ex=s.visibility_timeout)
+    app.backend.client.sadd(keys.ACTIVE_TRAINING, job_id)  # the watchdog re-sends it if its message is lost
     send(app, TRAIN_JOB, (job_id, record.name, record.config["recipe"]), job_id, retry_policy=CLIENT_PUBLISH_RETRY)
     return TrainingJob(app, s, job_id, record)
 

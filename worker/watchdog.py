@@ -86,16 +86,15 @@ class Watchdog:
         self.resend_lost_training()
         return requeued
 
-    def _busy(self, held):
-        """Task ids that exist somewhere: held by a live worker (held), taken and unacked, or
-        waiting in a queue."""
+    def _in_broker(self):
+        """Task ids taken and unacked, or waiting in a queue."""
         with self.app.connection_for_write() as conn:  # the broker's Redis (maybe not the backend's)
             channel = conn.default_channel
             broker = channel.client
-            busy = set(held) | {task_id(raw) for raw in broker.hvals(channel.unacked_key)}
+            found = {task_id(raw) for raw in broker.hvals(channel.unacked_key)}
             for q in self.app.conf.task_queues:
-                busy.update(_queued_task_id(m) for m in broker.lrange(q.name, 0, -1))
-        return busy
+                found.update(_queued_task_id(m) for m in broker.lrange(q.name, 0, -1))
+        return found
 
     def resend_lost_training(self):
         """Send again training jobs that are neither ended, nor running (their lock is free),
@@ -107,19 +106,22 @@ class Watchdog:
         from tasks import jobs, keys
         from tasks.queueing import TRAIN_JOB, send
         client, root = self.app.backend.client, self.app.conf.digits_storage
-        open_jobs = set()
-        for key in client.scan_iter(match=keys.model_active("*"), count=100):
-            job_id = (client.get(key) or b"").decode()
-            if job_id and not client.exists(keys.job_lock(job_id)) and not jobs.read_manifest(root, job_id):
-                open_jobs.add(job_id)
-        if not open_jobs:
+        candidates = set()
+        for raw in client.smembers(keys.ACTIVE_TRAINING):
+            job_id = raw.decode() if isinstance(raw, bytes) else raw
+            if jobs.read_manifest(root, job_id):
+                client.srem(keys.ACTIVE_TRAINING, job_id)
+            elif not client.exists(keys.job_lock(job_id)):
+                candidates.add(job_id)
+        candidates -= self._in_broker()
+        if not candidates:
             self.lost_training = set()
             return []
         held = held_task_ids(self.app, self.census_timeout, self.workers)
         if held is None:
             return []
-        lost = open_jobs - self._busy(held)
-        due, self.lost_training = lost & self.lost_training, lost
+        lost = candidates - held
+        due, self.lost_training = lost & self.lost_training, lost - self.lost_training
         for job_id in sorted(due):
             try:
                 record = jobs.load(root, job_id)
@@ -128,38 +130,7 @@ class Watchdog:
                 continue
             send(self.app, TRAIN_JOB, (job_id, record.name, record.config.get("recipe")), job_id)
             log.info("watchdog: training job %s was neither running nor queued anywhere: sent again", job_id)
-        self.lost_training -= due
         return sorted(due)
-
-    def resume_stalled(self):
-        """Send again the missing work of prediction jobs that have not moved for the grace
-        period while no live worker holds, and no queue holds, any task of theirs: their
-        messages were lost (a Redis killed before it wrote them to disk) -> [job ids].
-
-        The unacked entries above cover work a dead worker had taken; this covers work that
-        no longer exists anywhere, which kombu would never redeliver."""
-        from tasks import keys
-        from tasks.predict import resume
-        client = self.app.backend.client
-        active = [j.decode() if isinstance(j, bytes) else j for j in client.smembers(keys.ACTIVE_PREDICTIONS)]
-        now = time.time()
-        quiet = [j for j in active if now - float(client.get(keys.job_touched(j)) or 0) > self.grace]
-        if not quiet:
-            return []
-        held = held_task_ids(self.app, self.census_timeout, self.workers)
-        if held is None:
-            return []
-        busy = self._busy(held)
-        resumed = []
-        for job_id in quiet:
-            if any(t and (t == job_id or t.startswith(job_id + "-")) for t in busy):
-                continue
-            sent = resume(self.app, job_id)
-            if sent:
-                log.info("watchdog: job %s had not moved for %ss and no worker or queue held its work: "
-                         "sent again %s", job_id, self.grace, sent)
-                resumed.append(job_id)
-        return resumed
 
     def restore_unheld(self):
         """Requeue unacked messages that no live worker held in two scans -> [(tag, task id)]."""
