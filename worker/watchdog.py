@@ -132,6 +132,36 @@ class Watchdog:
             log.info("watchdog: training job %s was neither running nor queued anywhere: sent again", job_id)
         return sorted(due)
 
+    def resume_stalled(self):
+        """Send again the missing work of prediction jobs that have not moved for the grace
+        period while no live worker holds, and no queue holds, any task of theirs: their
+        messages were lost (a Redis killed before it wrote them to disk) -> [job ids].
+
+        The unacked entries above cover work a dead worker had taken; this covers work that
+        no longer exists anywhere, which kombu would never redeliver."""
+        from tasks import keys
+        from tasks.predict import resume
+        client = self.app.backend.client
+        active = [j.decode() if isinstance(j, bytes) else j for j in client.smembers(keys.ACTIVE_PREDICTIONS)]
+        now = time.time()
+        quiet = [j for j in active if now - float(client.get(keys.job_touched(j)) or 0) > self.grace]
+        if not quiet:
+            return []
+        held = held_task_ids(self.app, self.census_timeout, self.workers)
+        if held is None:
+            return []
+        busy = set(held) | self._in_broker()
+        resumed = []
+        for job_id in quiet:
+            if any(t and (t == job_id or t.startswith(job_id + "-")) for t in busy):
+                continue
+            sent = resume(self.app, job_id)
+            if sent:
+                log.info("watchdog: job %s had not moved for %ss and no worker or queue held its work: "
+                         "sent again %s", job_id, self.grace, sent)
+                resumed.append(job_id)
+        return resumed
+
     def restore_unheld(self):
         """Requeue unacked messages that no live worker held in two scans -> [(tag, task id)]."""
         with self.app.connection_for_write() as conn:
@@ -187,6 +217,11 @@ class Every:
         except BROKER_ERRORS as e:
             if not self.failing:
                 log.warning("%s: broker unreachable (%s); trying again every %ss", self.what, e, self.interval)
+            self.failing = True
+            return None
+        except Exception:  # a scan's own failure (storage, a bug) must not stop the stack running it
+            if not self.failing:
+                log.exception("%s failed; trying again every %ss", self.what, self.interval)
             self.failing = True
             return None
         self.failing = False
