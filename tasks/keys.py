@@ -18,6 +18,7 @@ def chunk_marks(job_id):
 ACTIVE_PREDICTIONS = f"{PREFIX}predictions:active"  # set of prediction job ids not yet assembled
 # set of training job ids submitted; the watchdog removes those that ended (worker.watchdog)
 ACTIVE_TRAINING = f"{PREFIX}training:active"
+SUPERVISOR_PROBE = f"{PREFIX}probe:supervisor"  # written by `digits up` to see that Redis takes writes
 
 
 def job_touched(job_id):

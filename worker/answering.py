@@ -21,8 +21,9 @@ import os
 import signal
 import time
 
+from tasks.keys import SUPERVISOR_PROBE
+
 log = logging.getLogger("digits.answering")
-PROBE = "digits:probe:supervisor"  # a key the check writes to see that Redis takes writes
 
 
 class Answering:
@@ -39,7 +40,7 @@ class Answering:
 
     def _broker_takes_writes(self):
         try:
-            return bool(self.r.set(PROBE, "1", ex=60))
+            return bool(self.r.set(SUPERVISOR_PROBE, "1", ex=60))
         except Exception:  # unreachable, or full (OutOfMemoryError): an outage, not a hung worker
             return False
 
