@@ -15,8 +15,9 @@ import pytest
 import redis
 
 from tests.conftest import wait_for
-from tests.worker.test_recovery import (RECOVERY, Up, assert_exact_output, assert_exact_weights, chunks_done,  # noqa: F401
-                                        drill, ended, finish, inputs, predict_args, start, train_args)
+from tests.worker.test_recovery import (  # noqa: F401 (drill and inputs are fixtures)
+    RECOVERY, Up, assert_exact_output, assert_exact_weights, chunks_done, drill, ended, finish, inputs, predict_args,
+    start, train_args)
 
 pytestmark = pytest.mark.integration
 FULL = 20  # seconds Redis stays full
