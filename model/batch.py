@@ -13,6 +13,7 @@ go to `<out without .csv>.errors.csv` with columns `row,reason` or `path,reason`
 do the records of a chunk that failed as a whole (reason "chunk N failed: ...").
 """
 import io
+import itertools
 import json
 import re
 from collections import Counter
@@ -81,6 +82,7 @@ class ChunkResult:
 
 
 _MAGIC = b"digits-chunk-result 1\n"
+_LINES_AT_ONCE = 4096  # errors lines joined into one write
 
 
 @dataclass
@@ -176,7 +178,13 @@ def _assemble(source, outcomes, out_file, bad_file):
 def _write_outcomes(source, outcomes, out, bad):
     """out: the output's binary file; bad: the errors' text file."""
     def bad_rows(rows):  # CSV lines, quoted as the output's cells are (sources.csv_cell)
-        bad.write("".join(f"{csv_cell(str(a))},{csv_cell(str(b))}\n" for a, b in rows))
+        # written a slice at a time: a failed chunk of millions of records costs one slice
+        rows = iter(rows)
+        while True:
+            lines = [f"{csv_cell(str(a))},{csv_cell(str(b))}\n" for a, b in itertools.islice(rows, _LINES_AT_ONCE)]
+            if not lines:
+                return
+            bad.write("".join(lines))
 
     out.write((",".join(source.output_header) + "\n").encode())
     bad_rows([source.error_header])

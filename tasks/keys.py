@@ -33,12 +33,45 @@ def chunks_retrying(job_id):
 
 
 ACTIVE_PREDICTIONS = f"{PREFIX}predictions:active"  # set of prediction job ids not yet assembled
+# set of training job ids submitted; the watchdog removes those that ended (worker.watchdog)
+ACTIVE_TRAINING = f"{PREFIX}training:active"
+SUPERVISOR_PROBE = f"{PREFIX}probe:supervisor"  # written by `digits up` to see that Redis takes writes
 
 
 def job_touched(job_id):
     """When a prediction job last moved (submitted, a chunk marked), in epoch seconds; the
     watchdog re-sends the missing work of a job that stopped moving (see tasks.predict.resume)."""
     return f"{PREFIX}job:{job_id}:touched"
+
+
+def chunk_deliveries(job_id):
+    """Hash of a prediction job: "begun:<chunk index>" -> deliveries of that chunk that began
+    running, "ended:<chunk index>" -> those that ended (returned, raised or retried); a
+    delivery that began and never ended had its process killed (tasks.deliveries)."""
+    return f"{PREFIX}job:{job_id}:deliveries"
+
+
+def chunks_sent(job_id):
+    """Set of a prediction job's chunk indexes that a chunk's mark has queued: a repeated mark
+    queues a chunk again only when it is not in it (no duplicate cascade)."""
+    return f"{PREFIX}job:{job_id}:sent"
+
+
+def job_breaker(job_id):
+    """Hash of a prediction job's circuit breaker: "kind" (the storage reason of the last
+    failed chunk), "streak" (chunks failed in a row for it), "last" (its line)."""
+    return f"{PREFIX}job:{job_id}:breaker"
+
+
+def job_stopped(job_id):
+    """Why a prediction job stops early (its breaker tripped: tasks.breaker), one line; read
+    by `digits status` and the waiting client while its remaining chunks are failed."""
+    return f"{PREFIX}job:{job_id}:stopped"
+
+
+def train_deliveries(job_id):
+    """Hash of a training job: "begun" and "ended" deliveries that ran it (tasks.deliveries)."""
+    return f"{PREFIX}train:{job_id}:deliveries"
 
 
 def assemble_lock(job_id):
@@ -102,4 +135,6 @@ def task_meta(task_id):
 def job_keys(job_id):
     """The keys of one job, for a resubmission to clear."""
     return [chunk_marks(job_id), chunk_counts(job_id), chunks_retrying(job_id), assemble_lock(job_id),
-            assemble_runs(job_id), job_touched(job_id), task_meta(assemble_task_id(job_id))]
+            assemble_runs(job_id), job_touched(job_id), task_meta(assemble_task_id(job_id)),
+            chunk_deliveries(job_id), chunks_sent(job_id), job_breaker(job_id), job_stopped(job_id),
+            train_deliveries(job_id)]

@@ -33,9 +33,11 @@ from celery.utils.log import get_task_logger
 
 from model import batch, checkpoint, sources, storage
 from model.errors import DataError, JobError, describe
-from tasks import events, jobs, keys
+from tasks import breaker, deliveries, events, jobs, keys
 from tasks.jobs import storage_root
 from tasks.queueing import ASSEMBLE, PREDICT_CHUNK, queue_assemble, queue_chunk, release_output, touch
+from tasks.scripts import REFUSED
+from tasks.window import record_sent, sent_or_marked
 
 log = get_task_logger(__name__)
 _MODELS = OrderedDict()  # model version -> Model, per worker process
@@ -50,10 +52,12 @@ LOCK_SECONDS = 600  # an assemble lock left by a killed process frees itself aft
 # the time now, ARGV[6] the mark's state. A first mark gets the next order number, is
 # counted, and returns {1, mark, counts, retrying}; a repeated one changes no mark and
 # returns {0, the first mark, counts, retrying}. Either way the job is touched
-# (queueing.touch: when it last moved, and that it is active), all in one round trip.
-_MARK = """
+# (queueing.touch: when it last moved, and that it is active), all in one round trip. A full
+# Redis refuses the first write: its error reply is returned as Redis gave it (tasks.scripts).
+_MARK = REFUSED + """
 local ttl = tonumber(ARGV[3])
-redis.call('SET', KEYS[2], ARGV[5], 'EX', ttl)
+local no = refused(redis.pcall('SET', KEYS[2], ARGV[5], 'EX', ttl))
+if no then return no end
 redis.call('SADD', KEYS[3], ARGV[4])
 redis.call('SREM', KEYS[5], ARGV[1])
 local first, text = 0, redis.call('HGET', KEYS[1], ARGV[1])
@@ -165,14 +169,17 @@ def _after_mark(task, job, source, the_mark, repeated):
     job_id, total, window = job["job_id"], len(source.chunks), job.get("window") or len(source.chunks)
     order = the_mark["order"]
     nxt = order + window - 1  # 0-based index released by the order-th mark
-    if nxt < total and not (repeated and redis_client(task).hexists(keys.chunk_marks(job_id), nxt)):
+    if nxt < total and not (repeated and sent_or_marked(redis_client(task), job_id, nxt)):
         queue_chunk(task.app, job_id, nxt, source)
+        record_sent(redis_client(task), job_id, nxt)
     if order == total or (repeated and redis_client(task).hlen(keys.chunk_marks(job_id)) >= total):
         if not (repeated and jobs.read_manifest(job["root"], job_id)):
             queue_assemble(task.app, job_id)
 
 
-@shared_task(bind=True, name=PREDICT_CHUNK, ignore_result=True, track_started=False, throws=(JobError,))
+# acks_on_timeout=False: a chunk killed at its hard time limit (a frozen process) goes back to its queue
+@shared_task(bind=True, name=PREDICT_CHUNK, ignore_result=True, track_started=False, throws=(JobError,),
+             acks_on_timeout=False)
 def predict_chunk(self, job_id, index, lo=None, hi=None):
     """Predict chunk `index` of job `job_id` -> one line for Flower ("chunk 3/101: 10000
     rows, 2 bad, 0.24s").
@@ -202,6 +209,12 @@ def predict_chunk(self, job_id, index, lo=None, hi=None):
         first, the_mark = mark(self, job, index, "skipped")
         _after_mark(self, job, source, the_mark, repeated=not first)
         return _ended(self, job, index, the_mark)
+    # faults: a job stopped early (tasks.breaker), a chunk that killed its process (tasks.deliveries)
+    refused = breaker.tripped(redis_client(self), job_id) or deliveries.chunk_poisoned(self, job_id, index)
+    if refused:
+        first, the_mark = mark(self, job, index, "failed", reason=refused)
+        _after_mark(self, job, source, the_mark, repeated=not first)
+        return _ended(self, job, index, the_mark)
     if index == 0 and not self.request.retries:  # the job's row says STARTED from its first chunk on
         events.job_progress(self, job, *events.chunk_counts(redis_client(self), job_id))
     target = jobs.chunk_ref(root, job_id, index)
@@ -225,17 +238,19 @@ def predict_chunk(self, job_id, index, lo=None, hi=None):
             stages["write"] = time.perf_counter() - t
     except Exception as e:
         retries, limit = self.request.retries, self.app.conf.digits_chunk_retries
-        if retries < limit and not isinstance(e, DataError):  # the data says the same on every try
+        stopped = breaker.chunk_failed(redis_client(self), job_id, e, self.app.conf.digits_breaker_chunks)
+        if retries < limit and not stopped and not isinstance(e, DataError):  # the data says the same on every try
             countdown = self.app.conf.digits_retry_backoff * 2 ** retries
             log.warning("job %s chunk %s failed (%s); retry %s of %s in %.1fs", job_id, index,
                         describe(e), retries + 1, limit, countdown)
             _retrying(self, job, index)
             raise self.retry(countdown=countdown, max_retries=limit, exc=e)
         log.error("job %s chunk %s failed for good: %s", job_id, index, describe(e))
-        first, the_mark = mark(self, job, index, "failed", reason=describe(e))
+        first, the_mark = mark(self, job, index, "failed", reason=stopped or describe(e))
         _after_mark(self, job, source, the_mark, repeated=not first)
         return _ended(self, job, index, the_mark)
     seconds = round(time.perf_counter() - t0, 4)
+    breaker.chunk_done(redis_client(self), job_id)
     first, the_mark = mark(self, job, index, "done", rows=len(result), bad=len(result.errors),
                            seconds=seconds, started=started, finished=time.time(),
                            **{k: round(v, 4) for k, v in stages.items()})
@@ -361,6 +376,7 @@ def _assemble(task, root, job_id):
     manifest["timings"] = _timings(job, done, assemble_started, time.perf_counter() - t0)  # and per stage
     jobs.write_manifest(root, job_id, manifest)
     r.srem(keys.ACTIVE_PREDICTIONS, job_id)
+    deliveries.job_ended(r, job_id)
     r.incr(keys.assemble_runs(job_id))
     r.expire(keys.assemble_runs(job_id), keys.ttl(task.app))
     release_output(r, job, job_id)

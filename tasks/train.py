@@ -23,7 +23,8 @@ from model import checkpoint, sources, storage
 from model.errors import JobError, describe
 from model.registry import Registry
 from model.train import Trainer, config_from_dict, make_config
-from tasks import jobs, keys, sweep
+from tasks import deliveries, jobs, keys, sweep
+from tasks.liveness import LockLost, keep_lock
 from tasks.jobs import storage_root
 from tasks.queueing import train_repr
 
@@ -94,8 +95,8 @@ class _Publisher:
         # task-started again: a STARTED event after STARTED replaces the Result and keeps the
         # state (celery.events.state), where a custom event type would leave the STARTED filter
         self.task.send_event("task-started", result=text, progress=p)
-        self.lock.extend(LOCK_TTL, replace_ttl=True)
         r = redis_client(self.task)
+        keep_lock(r, self.lock, self.job_id, LOCK_TTL)
         r.expire(keys.lock_owner(self.job_id), LOCK_TTL)
         r.expire(active_key(self.name), max(LOCK_TTL, 120))
 
@@ -133,13 +134,21 @@ def train_job(self, job_id, name=None, recipe=None):
     r.set(keys.lock_owner(job_id), _me(), ex=LOCK_TTL)
     if job.sweep:
         sweep.run_started(self, job)
+    died = deliveries.begin(self, keys.train_deliveries(job_id))  # poison: runs that died before
     try:
+        if died >= deliveries.limit(self):
+            deliveries.reset(self, keys.train_deliveries(job_id))  # a resubmission starts afresh
+            raise JobError(f"job {job_id}: {deliveries.poison_reason(died)}")
         manifest = _run(self, root, job, lock)
+    except LockLost as e:  # another delivery runs the job now: leave it everything
+        log.warning("%s", e)
+        raise Ignore() from None
     except Exception as e:
-        jobs.write_manifest(root, job_id, job.failure_manifest(describe(e)))
         # a failed run is neither queued nor running: free its model for the next retrain
-        # (else the marker lives on for visibility_timeout when it failed before publishing)
+        # (else the marker lives on for visibility_timeout when it failed before publishing),
+        # before the manifest, which a waiting client reads as the end
         _clear_active(redis_client(self), job.name, job_id)
+        jobs.write_manifest(root, job_id, job.failure_manifest(describe(e)))
         if job.sweep:
             sweep.job_ended(self, job, jobs.FAILURE)
         raise
@@ -171,7 +180,7 @@ def _run(task, root, job, lock):
     t_start = time.time()
     config = config_from_dict(job.config)
     dataset = sources.load_training(job.data, skip_bad=job.skip_bad,
-                                 progress=lambda done, total: lock.extend(LOCK_TTL, replace_ttl=True))
+                                 progress=lambda done, total: keep_lock(redis_client(task), lock, job_id, LOCK_TTL))
     state_ref = jobs.ref(root, job_id, "state.npz")
     state = None
     if storage.exists(state_ref):
@@ -249,6 +258,7 @@ def retrain(self, name, data_ref, recipe="default"):
         return None
     record = jobs.TrainJob.new(job_id, name, data_ref, make_config(recipe).to_dict())
     record.write(root)
+    redis_client(self).sadd(keys.ACTIVE_TRAINING, job_id)  # the watchdog re-sends it if its message is lost
     train_job.apply_async((job_id, name, recipe), task_id=job_id, argsrepr=train_repr(record), kwargsrepr="{}")
     log.info("retrain of %s queued as %s", name, job_id)
     return job_id

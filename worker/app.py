@@ -8,7 +8,7 @@ from celery.signals import beat_init, worker_init, worker_process_init
 from kombu import Exchange, Queue
 
 from tasks import events
-from tasks.queueing import DEFAULT_QUEUE, QUEUES, ROUTES
+from tasks.queueing import DEFAULT_QUEUE, PREDICT_CHUNK, QUEUES, ROUTES
 from worker import sentinel
 from worker import settings as settings_mod
 from worker import watchdog
@@ -26,11 +26,16 @@ def ride_out_outages(**_):
     redis-py gives a client made from a connection pool, as Celery makes it, no retries.
     Clients keep that: they say that the broker is down instead of hanging (worker.outage).
     """
+    import socket
     from redis.backoff import ExponentialBackoff
+    from redis.exceptions import ConnectionError, OutOfMemoryError, TimeoutError
     from redis.retry import Retry
     s = settings_mod.load()
+    # a full Redis (maxmemory, noeviction) refuses writes until memory is freed: an outage too
     _bound["app"].backend.client.set_retry(Retry(ExponentialBackoff(cap=1, base=0.05),
-                                                 retries=max(1, int(s.broker_outage))))
+                                                 retries=max(1, int(s.broker_outage)),
+                                                 supported_errors=(ConnectionError, TimeoutError, socket.timeout,
+                                                                   OutOfMemoryError)))
 
 
 worker_init.connect(ride_out_outages, weak=False)
@@ -91,16 +96,26 @@ def celery_config(s, broker_url=None):
         task_default_routing_key=DEFAULT_QUEUE,
         task_routes={name: {"queue": q} for name, q in ROUTES.items()},
         broker_connection_retry_on_startup=True,
+        # a broker error reply (a full Redis refusing a write: OOM) restarts the consumer, which
+        # reconnects and waits, instead of stopping the worker ("Unrecoverable error")
+        broker_channel_error_retry=True,
         # a message sent while Redis restarts (a chunk queueing the next, a retry) waits for it
         task_publish_retry_policy={"max_retries": max(3, int(s.broker_outage)), "interval_start": 0,
                                    "interval_step": 0.5, "interval_max": 1},
         worker_hijack_root_logger=False,
+        # a chunk far slower than its peers (its process frozen, say) is taken back: at the soft
+        # limit a live chunk raises and is retried; at the hard one its process is killed and the
+        # message requeued (predict_chunk does not ack a timeout)
+        task_annotations={PREDICT_CHUNK: {"soft_time_limit": 0.8 * s.chunk_time_limit,
+                                          "time_limit": s.chunk_time_limit}},
         # the project's own settings, read by the tasks
         digits_broker_url=broker,  # as configured (broker_url may be rewritten below)
         digits_storage=s.storage,
         digits_promote_tolerance=s.promote_tolerance,
         digits_chunk_retries=s.chunk_retries,
         digits_retry_backoff=s.retry_backoff,
+        digits_poison_limit=s.poison_limit,
+        digits_breaker_chunks=s.breaker_chunks,
     )
     # sentinel:// URLs: kombu's and Celery's Sentinel forms, the master's name, short timeouts
     for key, value in sentinel.celery_entries(broker, backend, s).items():

@@ -271,6 +271,10 @@ class Job:
             if out["state"] == jobs.PENDING and meta["status"] not in ("PENDING", "SUCCESS"):
                 # what the broker knows more: a job whose work began (STARTED), a retry
                 out["state"] = jobs.PROGRESS if meta["status"] == "STARTED" else meta["status"]
+        if self.app is not None and record.kind == "predict":  # stopping early: why (tasks.breaker)
+            why = self.app.backend.client.get(keys.job_stopped(self.id))
+            if why:
+                out["stopping"] = why.decode() if isinstance(why, bytes) else why
         return out
 
     def result(self):
@@ -420,6 +424,7 @@ def _submit_training(data_ref, name, config, app, s, skip_bad, checkpoint_every,
         # read as this delivery's by status()/wait()
         app.backend.forget(job_id)
     app.backend.client.set(active_key(record.name), job_id, ex=s.visibility_timeout)
+    app.backend.client.sadd(keys.ACTIVE_TRAINING, job_id)  # the watchdog re-sends it if its message is lost
     links = {"root_id": sweep, "parent_id": sweep} if sweep else {}  # a sweep's run is a child of its row
     send(app, TRAIN_JOB, (job_id, record.name, record.config["recipe"]), job_id, retry_policy=CLIENT_PUBLISH_RETRY,
          argsrepr=train_repr(record), kwargsrepr="{}", **links)

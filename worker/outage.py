@@ -84,6 +84,22 @@ def cut_short(error):
     return kind == "cut"
 
 
+def out_of_memory(error):
+    """True for a full Redis's refusal of a write (maxmemory reached under the noeviction
+    policy: its "OOM" error reply, redis-py's OutOfMemoryError): an outage that ends when
+    memory is freed, ridden out like an unreachable broker."""
+    seen = 0
+    while error is not None and seen < 5:  # kombu wraps redis-py's error in its OperationalError
+        if type(error).__name__ == "OutOfMemoryError" or str(error).startswith("OOM "):
+            return True
+        error, seen = error.__cause__ or error.__context__, seen + 1
+    return False
+
+
+def _outage(error):
+    return isinstance(error, broker_errors()) or out_of_memory(error)
+
+
 def say_stderr(line):
     print(f"digits: {line}", file=sys.stderr, flush=True)
 
@@ -104,7 +120,9 @@ class Outage:
     def call(self, poll):
         try:
             result = poll()
-        except broker_errors() as e:
+        except Exception as e:
+            if not _outage(e):
+                raise
             self.failed(e)
             return None
         self.since = None
@@ -120,7 +138,9 @@ class Outage:
         while True:
             try:
                 result = attempt()
-            except broker_errors() as e:
+            except Exception as e:
+                if not _outage(e):
+                    raise
                 if refused(e):
                     if doubted or not cut_short(e):
                         raise
@@ -136,11 +156,17 @@ class Outage:
     def failed(self, error):
         """Count a failed attempt: the first one of an outage is said, one past the limit raises."""
         now = time.monotonic()
+        full = out_of_memory(error)
         if self.since is None:
             self.since = now
-            self.say(f"broker {self.url} unreachable ({_reason(error)}); reconnecting for up to {self.limit:g}s")
+            if full:
+                self.say(f"broker {self.url} is out of memory: {_reason(error)} (see docs/failures.md); "
+                         f"waiting for up to {self.limit:g}s")
+            else:
+                self.say(f"broker {self.url} unreachable ({_reason(error)}); reconnecting for up to {self.limit:g}s")
         elif now - self.since > self.limit:
-            raise BrokerUnreachable(f"broker {self.url} unreachable for more than {self.limit:g}s "
+            what = "out of memory" if full else "unreachable"
+            raise BrokerUnreachable(f"broker {self.url} {what} for more than {self.limit:g}s "
                                     f"({_reason(error)}); set DIGITS_BROKER_OUTAGE to wait longer") from None
 
 

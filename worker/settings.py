@@ -120,6 +120,15 @@ class Settings:
     retry_backoff: float = setting(
         "DIGITS_RETRY_BACKOFF", _float, 2.0, "seconds before a chunk's first retry, doubled each time (62 s in "
         "all with the defaults: a minute's network cut is ridden out)")
+    poison_limit: int = setting(
+        "DIGITS_POISON_LIMIT", _int, 3, "deliveries of one chunk or training job whose process died (killed: out "
+        "of memory?) before it is failed with that reason")
+    chunk_time_limit: float = setting(
+        "DIGITS_CHUNK_TIME_LIMIT", _float, 300.0, "seconds a chunk may run before its process is killed and the "
+        "chunk sent again (a frozen process; about 100 x a default chunk's time)")
+    breaker_chunks: int = setting(
+        "DIGITS_BREAKER_CHUNKS", _int, 5, "chunks of one job failing in a row for the same storage reason (disk "
+        "full, permission denied) that stop the job early as PARTIAL")
     visibility_timeout: int = setting(
         "DIGITS_VISIBILITY_TIMEOUT", _int, 12 * 3600, "seconds before kombu itself redelivers an unacknowledged "
         "task; longer than the longest training run (the watchdog acts long before)", example="")
@@ -163,7 +172,11 @@ class Settings:
         "DIGITS_STOP_GRACE", _float, 10.0, "on shutdown, seconds workers may finish running tasks before these "
         "are sent back to the queue")
     restart_limit: int = setting(
-        "DIGITS_RESTART_LIMIT", _int, 5, "restarts of one service within a minute before `digits up` gives up")
+        "DIGITS_RESTART_LIMIT", _int, 5, "restarts of Redis within a minute before `digits up` gives up; a "
+        "worker past it is restarted every 10 s instead")
+    worker_patience: float = setting(
+        "DIGITS_WORKER_PATIENCE", _float, 30.0, "seconds a worker of `digits up` may answer no ping while Redis "
+        "takes writes before it is replaced as hung")
     gc_cron: str | None = setting(
         "DIGITS_GC_CRON", _cron, "0 4 * * *", "when the scheduler runs retention (`digits.gc`): cron in UTC or "
         "`every N[s|m|h]`; `off` = never")
@@ -240,6 +253,8 @@ def load():
         raise ConfigError("DIGITS_CHUNK_ROWS and DIGITS_CHUNK_IMAGES must be >= 1")
     if s.job_window < 1 or s.chunk_retries < 0 or s.retry_backoff < 0:
         raise ConfigError("DIGITS_JOB_WINDOW must be >= 1, DIGITS_CHUNK_RETRIES and DIGITS_RETRY_BACKOFF >= 0")
+    if s.poison_limit < 1 or s.chunk_time_limit <= 0 or s.breaker_chunks < 1:
+        raise ConfigError("DIGITS_POISON_LIMIT and DIGITS_BREAKER_CHUNKS must be >= 1, DIGITS_CHUNK_TIME_LIMIT > 0")
     if s.predict_concurrency < 1 or s.train_concurrency < 1:
         raise ConfigError("worker concurrency must be >= 1")
     if min(s.watchdog_interval, s.watchdog_grace, s.broker_outage, s.stop_grace) < 0 or s.restart_limit < 1:

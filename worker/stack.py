@@ -20,6 +20,7 @@ from pathlib import Path
 
 from worker.errors import StackError
 from worker import services, supervise
+from worker.answering import Answering, CrashLoop
 
 
 def redis_server_binary():
@@ -116,6 +117,7 @@ class Stack:
         self.lock = supervise.HomeLock(self.home)
         self.watchdog = None
         self._watchdog_every = None
+        self.crash_loop = CrashLoop(log)
 
     # ------------------------------------------------------------------ start
     def _spawn(self, name, argv, env=None, death_signal=signal.SIGKILL):
@@ -186,8 +188,11 @@ class Stack:
             raise
         from worker.app import configure
         from worker.watchdog import Every, Watchdog
-        self.watchdog = Watchdog(configure(self.url), self.s.watchdog_grace, workers=len(WORKERS))
+        app = configure(self.url)
+        self.watchdog = Watchdog(app, self.s.watchdog_grace, workers=len(WORKERS))
         self._watchdog_every = Every(self.s.watchdog_interval, self.watchdog.scan, "watchdog")
+        self.answering = Answering(app, dict(zip(WORKERS, self.worker_names())), app.backend.client,
+                                   patience=self.s.worker_patience)
         return self
 
     def _held_text(self):
@@ -269,8 +274,11 @@ class Stack:
                 continue
             recent = [t for t in self.restarts.get(name, []) if time.monotonic() - t < 60]
             if len(recent) >= self.s.restart_limit:
-                raise StackError(f"{name} died {len(recent) + 1} times within a minute; see "
-                                 f"{self.home / 'logs' / (name + '.log')}")
+                if name == "redis":  # the broker itself crash-loops: nothing to ride out
+                    raise StackError(f"{name} died {len(recent) + 1} times within a minute; see "
+                                     f"{self.home / 'logs' / (name + '.log')}")
+                if self.crash_loop.hold(name, recent, self.home / "logs" / (name + ".log")):
+                    continue  # a worker crash-looping never takes the broker down with it
             self.restarts[name] = recent + [time.monotonic()]
             self.log(f"{name} exited with code {proc.returncode}; restarting it")
             if name == "redis":
@@ -278,7 +286,9 @@ class Stack:
             else:
                 argv, env, sig = self.specs[name]
                 self._spawn(name, argv, env, sig)
+                self.answering.started(name)
             restarted.append(name)
+        self.answering.replace_hung(self.procs, self.log)  # a worker that exists but answers no ping
         if restarted:
             self._write_record()
         if self._watchdog_every is not None:

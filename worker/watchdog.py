@@ -76,6 +76,7 @@ class Watchdog:
     def __init__(self, app, grace, workers=None, census_timeout=1.0):
         self.app, self.grace, self.workers, self.census_timeout = app, grace, workers, census_timeout
         self.suspects = set()  # delivery tags no live worker held at the last scan
+        self.lost_training = set()  # training job ids found nowhere at the last scan
         self.requeued = 0  # how many messages this watchdog put back, in all
         from worker.failover import FailoverAudit
         self.audit = FailoverAudit(app)  # jobs a Redis failover lost whole (worker.failover)
@@ -87,7 +88,54 @@ class Watchdog:
         requeued = self.restore_unheld()
         self.audit.scan(lambda: held_task_ids(self.app, self.census_timeout, self.workers))
         self.resume_stalled()
+        self.resend_lost_training()
         return requeued
+
+    def _in_broker(self):
+        """Task ids taken and unacked, or waiting in a queue."""
+        with self.app.connection_for_write() as conn:  # the broker's Redis (maybe not the backend's)
+            channel = conn.default_channel
+            broker = channel.client
+            found = {task_id(raw) for raw in broker.hvals(channel.unacked_key)}
+            for q in self.app.conf.task_queues:
+                found.update(_queued_task_id(m) for m in broker.lrange(q.name, 0, -1))
+        return found
+
+    def resend_lost_training(self):
+        """Send again training jobs that are neither ended, nor running (their lock is free),
+        nor anywhere as a message (no queue, no unacked entry, no live worker holds them), in two
+        scans in a row: their message was lost with its bookkeeping (a worker took it from the
+        queue and a full Redis refused to record it as taken, a Redis killed before it wrote it
+        to disk) -> [job ids]. A training job resumes from its checkpoint under its lock, so a
+        copy of one that was only slow to show up costs nothing."""
+        from tasks import jobs, keys
+        from tasks.queueing import TRAIN_JOB, send
+        client, root = self.app.backend.client, self.app.conf.digits_storage
+        candidates = set()
+        for raw in client.smembers(keys.ACTIVE_TRAINING):
+            job_id = raw.decode() if isinstance(raw, bytes) else raw
+            if jobs.read_manifest(root, job_id):
+                client.srem(keys.ACTIVE_TRAINING, job_id)
+            elif not client.exists(keys.job_lock(job_id)):
+                candidates.add(job_id)
+        candidates -= self._in_broker()
+        if not candidates:
+            self.lost_training = set()
+            return []
+        held = held_task_ids(self.app, self.census_timeout, self.workers)
+        if held is None:
+            return []
+        lost = candidates - held
+        due, self.lost_training = lost & self.lost_training, lost - self.lost_training
+        for job_id in sorted(due):
+            try:
+                record = jobs.load(root, job_id)
+            except Exception as e:  # no record (yet, or any more): nothing to send
+                log.warning("watchdog: training job %s has no readable record (%s)", job_id, e)
+                continue
+            send(self.app, TRAIN_JOB, (job_id, record.name, record.config.get("recipe")), job_id)
+            log.info("watchdog: training job %s was neither running nor queued anywhere: sent again", job_id)
+        return sorted(due)
 
     def resume_stalled(self):
         """Send again the missing work of prediction jobs that have not moved for the grace
@@ -107,12 +155,7 @@ class Watchdog:
         held = held_task_ids(self.app, self.census_timeout, self.workers)
         if held is None:
             return []
-        with self.app.connection_for_write() as conn:  # the broker's Redis (maybe not the backend's)
-            channel = conn.default_channel
-            broker = channel.client
-            busy = set(held) | {task_id(raw) for raw in broker.hvals(channel.unacked_key)}
-            for q in self.app.conf.task_queues:
-                busy.update(_queued_task_id(m) for m in broker.lrange(q.name, 0, -1))
+        busy = set(held) | self._in_broker()
         resumed = []
         for job_id in quiet:
             if any(t and (t == job_id or t.startswith(keys.job_task_ids(job_id))) for t in busy):
@@ -179,6 +222,11 @@ class Every:
         except BROKER_ERRORS as e:
             if not self.failing:
                 log.warning("%s: broker unreachable (%s); trying again every %ss", self.what, e, self.interval)
+            self.failing = True
+            return None
+        except Exception:  # a scan's own failure (storage, a bug) must not stop the stack running it
+            if not self.failing:
+                log.exception("%s failed; trying again every %ss", self.what, self.interval)
             self.failing = True
             return None
         self.failing = False

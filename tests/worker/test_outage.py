@@ -127,3 +127,44 @@ def test_a_stream_cut_short_is_tried_once_more_unsaid():
     with pytest.raises(redis.ConnectionError, match="Error 8"):
         Outage("redis://h:6379/0", 30, said.append).ride(hanging_up, pause=0.01)
     assert len(calls) == 2 and said == []
+
+
+def _raised_from(cause, wrapper):
+    try:
+        try:
+            raise cause
+        except Exception as e:
+            raise wrapper from e
+    except Exception as e:
+        return e
+
+
+def test_a_full_redis_is_an_outage_said_as_such():
+    """A full Redis's refusal (its "OOM" error reply) as redis-py, kombu (wrapping redis-py's)
+    and a script's error reply (a plain ResponseError) raise it is an outage: said once as "out of memory", then given up
+    on past the limit; any other error reply is not an outage."""
+    import redis
+    from kombu.exceptions import OperationalError
+    from redis.exceptions import ResponseError as ReplyError
+    from worker.outage import out_of_memory
+    full = redis.exceptions.OutOfMemoryError("command not allowed when used memory > 'maxmemory'.")
+    for e in (full, _raised_from(full, OperationalError(str(full))),
+              ReplyError("OOM command not allowed when used memory > 'maxmemory'.")):
+        assert out_of_memory(e)
+    assert not out_of_memory(ReplyError("ERR unknown command")) and not out_of_memory(ConnectionError("refused"))
+    said, calls = [], []
+
+    def attempt():
+        calls.append(1)
+        if len(calls) < 3:
+            raise ReplyError("OOM command not allowed when used memory > 'maxmemory'.")
+        return "queued"
+    assert Outage("redis://h:6379/0", 10, said.append).ride(attempt, pause=0.01) == "queued"
+    assert len(said) == 1 and "is out of memory" in said[0] and "unreachable" not in said[0]
+    with pytest.raises(ValueError):  # an error that is no outage is raised at once
+        Outage("redis://h:6379/0", 10, said.append).call(lambda: (_ for _ in ()).throw(ValueError("bug")))
+    gone = Outage("redis://h:6379/0", 0.05, said.append)
+    with pytest.raises(BrokerUnreachable, match="out of memory for more than"):
+        while True:
+            gone.call(lambda: (_ for _ in ()).throw(full))
+            time.sleep(0.01)

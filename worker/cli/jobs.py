@@ -62,6 +62,8 @@ def cmd_status(a, s):
         p.pop("eta_seconds", None)
     if kind.bar(p)[1]:
         print(f"progress: {kind.progress_text(p)}")
+    if st.get("stopping"):
+        print(st["stopping"])
     for line in kind.result_lines(st):
         print(line)
     for key in ("submitted_at", "finished_at"):

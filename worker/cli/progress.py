@@ -71,9 +71,15 @@ class JobBar:
 def wait(job, label, settle=0.0):
     """Wait for a queued job with its bar -> the manifest (settle: see Job.wait)."""
     bar = JobBar(label)
+    said = []
+
+    def on_progress(st):
+        bar.update(st["kind"], st.get("progress") or {}, st["state"])
+        if st.get("stopping") and not said:  # the job stops early (a full disk): say why, once
+            eprint(f"job {st['job_id']} {st['stopping']}")
+            said.append(True)
     try:
-        return job.wait(on_progress=lambda st: bar.update(st["kind"], st.get("progress") or {}, st["state"]),
-                        settle=settle)
+        return job.wait(on_progress=on_progress, settle=settle)
     finally:
         bar.close()
 
