@@ -4,9 +4,8 @@ page's queues; and the job rows: a 1,000,000-row prediction job followed live to
 job whose chunk failed for good shown as FAILURE. Screenshots go to the test's tmp dir.
 
 Skipped where chromium is absent, unless DIGITS_REQUIRE_BROWSER=1 (CI sets it): then a
-missing browser fails. Cases marked `jobrows` need the prediction job's own task
-(digits.predict_job) and the true task states that come with it; they are skipped while
-the workers do not register that task.
+missing browser fails. The job rows (digits.predict_job, task id = the job id) are fed by
+task events from the clients and the chunk marks (tasks/events.py).
 """
 import os
 import re
@@ -75,19 +74,6 @@ def page(live):
 
 def flower(live, path=""):
     return live.stack.flower_url + path
-
-
-def job_rows_known(live):
-    """True when the stack's workers register the prediction job's own task."""
-    import requests
-    workers = requests.get(flower(live, "/api/workers"), auth=AUTH, params={"refresh": 1}, timeout=30).json()
-    return any(JOB_TASK in (info.get("registered") or []) for info in workers.values())
-
-
-@pytest.fixture(autouse=True)
-def _jobrows_need_the_job_task(request, live):
-    if request.node.get_closest_marker("jobrows") and not job_rows_known(live):
-        pytest.skip(f"the workers do not register {JOB_TASK}: no job rows in Flower to look at")
 
 
 # ----------------------------------------------------------------------------- reading Flower's pages
@@ -188,8 +174,6 @@ class TestATrainingRun:
         assert jobs.read_manifest(live.settings.storage, training_run.id) is None  # still running
         assert row["name"] == "digits.train_job"
         shots(page, "training-running")
-
-    @pytest.mark.jobrows
     def test_it_is_under_the_started_filter_and_the_active_link(self, live, page, shots, training_run):
         def under_started():
             page.goto(flower(live, "/tasks"))
@@ -223,9 +207,6 @@ def write_big_csv(path, pixels, rows):
             f.write(block)
         f.write("".join(",".join(map(str, r)) + "\n" for r in pixels[: rows % per_block].tolist()).encode())
     return str(path)
-
-
-@pytest.mark.jobrows
 def test_a_million_row_job_is_followed_on_its_row_to_success(live, page, shots, trained_model, sample, tmp_path):
     from worker.client import submit_prediction
     data = write_big_csv(tmp_path / "big.csv", sample["test_x"], BIG_ROWS)
@@ -259,9 +240,6 @@ def test_a_million_row_job_is_followed_on_its_row_to_success(live, page, shots, 
         for path in (tmp_path / "big.csv", out):
             if path.exists():
                 path.unlink()
-
-
-@pytest.mark.jobrows
 def test_a_chunk_that_fails_for_good_shows_failure_on_it_and_on_its_job(live, page, shots, trained_model, sample,
                                                                         tmp_path):
     from worker.client import submit_prediction
