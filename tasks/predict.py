@@ -35,7 +35,7 @@ from model import batch, checkpoint, sources, storage
 from model.errors import DataError, JobError, describe
 from tasks import breaker, deliveries, events, jobs, keys
 from tasks.jobs import storage_root
-from tasks.queueing import ASSEMBLE, PREDICT_CHUNK, queue_assemble, queue_chunk, release_output, touch
+from tasks.queueing import ASSEMBLE, PREDICT_CHUNK, queue_assemble, queue_chunk, release_output, retry, touch
 from tasks.scripts import REFUSED
 from tasks.window import record_sent, sent_or_marked
 
@@ -244,7 +244,7 @@ def predict_chunk(self, job_id, index, lo=None, hi=None):
             log.warning("job %s chunk %s failed (%s); retry %s of %s in %.1fs", job_id, index,
                         describe(e), retries + 1, limit, countdown)
             _retrying(self, job, index)
-            raise self.retry(countdown=countdown, max_retries=limit, exc=e)
+            raise retry(self, countdown=countdown, max_retries=limit, exc=e)
         log.error("job %s chunk %s failed for good: %s", job_id, index, describe(e))
         first, the_mark = mark(self, job, index, "failed", reason=stopped or describe(e))
         _after_mark(self, job, source, the_mark, repeated=not first)
@@ -323,7 +323,7 @@ def assemble(self, job_id):
     r = redis_client(self)
     lock = r.lock(keys.assemble_lock(job_id), timeout=LOCK_SECONDS, blocking=False)
     if not lock.acquire(blocking=False):
-        raise self.retry(countdown=1, max_retries=ASSEMBLE_WAIT_RETRIES)
+        raise retry(self, countdown=1, max_retries=ASSEMBLE_WAIT_RETRIES)
     try:
         done = jobs.read_manifest(root, job_id)
         if done:
@@ -350,7 +350,7 @@ def _assemble(task, root, job_id):
     cancelled = jobs.is_cancelled(root, job_id)
     if len(chunk_marks) < len(source.chunks) and not cancelled:
         # queued early (a resubmission, a repeated last chunk): wait for the stragglers
-        raise task.retry(countdown=1, max_retries=ASSEMBLE_WAIT_RETRIES)
+        raise retry(task, countdown=1, max_retries=ASSEMBLE_WAIT_RETRIES)
     assemble_started, t0 = time.time(), time.perf_counter()
     r = redis_client(task)
     try:
@@ -358,7 +358,7 @@ def _assemble(task, root, job_id):
     except Exception as e:  # the output cannot be written: retry, then fail naming the path
         retries, limit = task.request.retries, task.app.conf.digits_chunk_retries
         if retries < limit:
-            raise task.retry(countdown=task.app.conf.digits_retry_backoff * 2 ** retries,
+            raise retry(task, countdown=task.app.conf.digits_retry_backoff * 2 ** retries,
                              max_retries=limit, exc=e)
         error = f"job {job_id}: the output cannot be written: {describe(e)}"
         manifest = record.failure_manifest(error)

@@ -40,6 +40,13 @@ def send(app, name, args, task_id, **options):
     result.backend = None  # let go: no AsyncResult.__del__ against a closed connection at exit
 
 
+def retry(task, **options):
+    """task.retry(**options) with the arguments Flower shows kept: Celery builds a retry's
+    message from the request without its argsrepr, so a retried chunk showed raw byte offsets."""
+    shown = {k: getattr(task.request, k, None) for k in ("argsrepr", "kwargsrepr")}
+    return task.retry(**{k: v for k, v in shown.items() if v is not None}, **options)
+
+
 def chunk_repr(job_id, index, source):
     """What Flower shows as a chunk's arguments: "job=predict-1f.., chunk=3/101, bytes 1200-1800"."""
     return f"job={job_id}, chunk={index}/{len(source.chunks)}, {source.where(index)}"

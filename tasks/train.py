@@ -26,7 +26,7 @@ from model.train import Trainer, config_from_dict, make_config
 from tasks import deliveries, jobs, keys, sweep
 from tasks.liveness import LockLost, keep_lock
 from tasks.jobs import storage_root
-from tasks.queueing import train_repr
+from tasks.queueing import retry, train_repr
 
 log = get_task_logger(__name__)
 LOCK_TTL = 30  # seconds; renewed while the job runs, so a dead run's lock frees quickly
@@ -130,7 +130,7 @@ def train_job(self, job_id, name=None, recipe=None):
     lock = r.lock(keys.job_lock(job_id), timeout=LOCK_TTL, blocking=False)
     if not lock.acquire(blocking=False) and not _break_dead_lock(r, lock, job_id):
         log.warning("job %s is running in another delivery; this one retries in %ss", job_id, LOCKED_RETRY)
-        raise self.retry(countdown=LOCKED_RETRY)
+        raise retry(self, countdown=LOCKED_RETRY)
     r.set(keys.lock_owner(job_id), _me(), ex=LOCK_TTL)
     if job.sweep:
         sweep.run_started(self, job)

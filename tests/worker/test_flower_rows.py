@@ -96,6 +96,7 @@ def test_a_chunk_that_fails_for_good_fails_its_row_and_the_job_s(live, sample, t
     assert row["result"].startswith(f"job {job_id}: 1 chunk(s) failed (2), ") and row["exception"]
     chunk = ended_row(live, keys.chunk_task_id(job_id, 2), "FAILURE")
     assert "chunk 2/" in chunk["exception"] and "failed for good" in chunk["exception"]
+    assert chunk["retries"] >= 1 and chunk["args"].startswith(f"job={job_id}, chunk=2/")  # retries keep the labels
     assert ended_row(live, keys.chunk_task_id(job_id, 1), "SUCCESS")
     failed = get(live, "/api/tasks", state="FAILURE").json()
     assert {job_id, keys.chunk_task_id(job_id, 2)} <= set(failed)
