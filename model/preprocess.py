@@ -26,11 +26,14 @@ import functools
 import numpy as np
 from PIL import Image
 
+from model import ink
+
 SIDE = 28  # the output field
 BOX = 20  # the ink is scaled to fit BOX x BOX
 CENTRE = 14.0  # where the centre of mass goes (row and column index); MNIST's mean is 14.0
 LIGHT = 127  # a border median above this means dark ink on light paper
 INK_THRESHOLD = 0.1  # after the background is removed, ink below this share of the peak is zeroed
+PEAK_PERCENTILE = 99  # the ink's full strength: this percentile of the digit's ink (not one bright speck)
 MIN_CONTRAST = 16  # gray levels between background and peak below which an image counts as blank
 LUMA = (0.299, 0.587, 0.114)  # ITU-R 601, as PIL's convert("L")
 
@@ -87,19 +90,26 @@ def to_mnist(gray):
     blank = np.zeros((SIDE, SIDE), np.uint8)
     if g.ndim != 2 or g.size == 0:
         return blank, steps + ["no ink: blank image"]
-    frame = border(g)
-    if float(np.median(frame)) > LIGHT:
+    dark_on_light = float(np.median(border(g))) > LIGHT
+    if dark_on_light:
         g = 255.0 - g
-        frame = 255.0 - frame
         steps.append("inverted dark-on-light")
-    background = float(np.median(frame))
-    g = g - background
-    np.maximum(g, 0, out=g)
-    peak = float(g.max())
+    level = float(np.median(border(g)))
+    g, paper = ink.flatten(g, dark_on_light, level)
+    if float(g.max()) < MIN_CONTRAST:
+        return blank, steps + ["no ink: blank image"]
+    if paper is None and level >= 1:
+        steps.append(f"removed background level {level:.0f}")
+    elif paper is not None:
+        lo, hi = (255 - paper[1], 255 - paper[0]) if dark_on_light else paper
+        steps.append(f"background flattened (levels {lo:.0f}..{hi:.0f})")
+    keep, peak, parts, kept = ink.digit_mask(g, MIN_CONTRAST / 2, INK_THRESHOLD, PEAK_PERCENTILE)
+    if parts > kept:
+        steps.append(f"kept {kept} of {parts} ink parts")
+    g = np.where(keep, g, 0)
     if peak < MIN_CONTRAST:
         return blank, steps + ["no ink: blank image"]
-    if background >= 1:
-        steps.append(f"removed background level {background:.0f}")
+    np.minimum(g, peak, out=g)
     g *= 255.0 / peak
     g[g < INK_THRESHOLD * 255] = 0
     rows = np.flatnonzero(g.any(axis=1))

@@ -298,7 +298,9 @@ def test_unknown_file_type(tmp_path):
     e = raises_data_error(data.load_image, str(tmp_path), "x.txt")
     assert e.source.endswith("x.txt") and "unknown file type '.txt'" in e.reason
     (tmp_path / "noext").write_bytes(b"")
-    assert "unknown file type" in raises_data_error(data.load_image, str(tmp_path), "noext").reason
+    assert raises_data_error(data.load_image, str(tmp_path), "noext").reason == "empty file"
+    (tmp_path / "notes").write_bytes(b"not an image at all")
+    assert "unknown file type '(none)'" in raises_data_error(data.load_image, str(tmp_path), "notes").reason
 
 
 @pytest.mark.parametrize("size", [(27, 28), (28, 29), (56, 56), (1, 1)])
