@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from model import network, png28, storage
-from model.imagedecode import (MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS, REDUCE_TO, SNIFF_BYTES, decode,  # noqa: F401
-                               decode_image, decoders, not_an_image, sniff)
+from model.imagedecode import (IMAGE_TYPES, MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS, REDUCE_TO, SNIFF_BYTES,  # noqa: F401
+                               decode, decode_image, decoders, not_an_image, sniff)
 from model.csvparse import MAX_LINE, parse_rows, too_long
 from model.errors import DataError, describe
 
@@ -31,7 +31,6 @@ N_PIXELS = network.N_IN
 SIDE = 28
 PIXEL_COLUMNS = [f"pixel{i}" for i in range(N_PIXELS)]
 TRAIN_COLUMNS = ["label"] + PIXEL_COLUMNS
-IMAGE_TYPES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")  # read unsniffed
 READ_GROUP_BYTES = 64 << 20  # a chunk's files are fetched in groups of about this many bytes
 READ_GROUP_FILES = 32  # ... or of this many files when their sizes are not known
 HEADER_LIMIT = 1 << 20  # bytes searched for the end of the header line

@@ -13,6 +13,7 @@ light ink on black then goes through model.preprocess.to_mnist.
 """
 import functools
 import io
+import posixpath
 import warnings
 
 import numpy as np
@@ -22,6 +23,7 @@ from model.errors import DataError, describe
 
 SIDE = 28
 N_PIXELS = SIDE * SIDE
+IMAGE_TYPES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")  # names of images
 IMAGE_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "TIFF", "WEBP")  # the only decoders PIL may use
 FORMAT_NAMES = "PNG, JPEG, BMP, GIF, TIFF or WebP"
 MAX_IMAGE_BYTES = 32 << 20  # a larger image file is refused unread
@@ -115,7 +117,9 @@ def _decode_pil(Image, raw, path):
         if len(raw) > MAX_IMAGE_BYTES:
             raise DataError(path, f"file is over the limit of {MAX_IMAGE_BYTES >> 20} MB")
         if sniff(raw) is None:
-            raise DataError(path, f"corrupt or unreadable image (not a {FORMAT_NAMES} image)")
+            ext = posixpath.splitext(posixpath.basename(str(path)))[1].lower()
+            raise DataError(path, f"corrupt or unreadable image (not a {FORMAT_NAMES} image)"
+                            if ext in IMAGE_TYPES else not_an_image(ext))
         with Image.open(io.BytesIO(raw), formats=IMAGE_FORMATS) as img:
             w, h = img.size
             if w * h > MAX_IMAGE_PIXELS or w < 1 or h < 1:
