@@ -49,13 +49,17 @@ def _blocks(a, f, reduce):
     return b.mean(axis=(1, 3)) if reduce == "mean" else b.any(axis=(1, 3))
 
 
-def _filter(a, k, op):
-    """A k x k separable min, max or mean filter of a (h, w), edges padded with edge values."""
+def _filter(a, k, op, odd=False):
+    """A k x k separable min, max or mean filter of a (h, w), edges padded with edge values,
+    or with odd=True (floats) continued linearly (odd reflection), so that a gradient running
+    off the page is followed to its edge rather than flattened there."""
     r = k // 2
     for axis in (0, 1):
         pad = [(0, 0), (0, 0)]
         pad[axis] = (r, k - 1 - r)
-        win = sliding_window_view(np.pad(a, pad, mode="edge"), k, axis=axis)  # (h, w, k)
+        padded = np.pad(a, pad, mode="reflect", reflect_type="odd") if odd and a.shape[axis] > k \
+            else np.pad(a, pad, mode="edge")
+        win = sliding_window_view(padded, k, axis=axis)  # (h, w, k)
         a = op(win, axis=-1)
     return a
 
@@ -73,7 +77,7 @@ def flatten(v, divide, even_level):
     k = max(3, int(round(max(small.shape) * WINDOW_SHARE)) | 1)
     lo = hi = 0.0
     if min(small.shape) >= 3 and max(small.shape) >= MIN_LOCAL:  # (else one level: the border's)
-        back = _filter(_filter(_filter(small, k, np.min), k, np.max), SMOOTH, np.mean)  # (h, w) opening, smoothed
+        back = _filter(_filter(_filter(small, k, np.min, True), k, np.max, True), SMOOTH, np.mean, True)  # (h, w)
         lo, hi = float(back.min()), float(back.max())
     if hi - lo < FLAT_SPREAD:
         return np.maximum(v - even_level, 0), None
@@ -88,7 +92,7 @@ def flatten(v, divide, even_level):
 def otsu(ink):
     """The threshold (float) between paper and ink of ink (H, W) >= 0 by Otsu's method on a
     256-bin histogram of its values clipped to 0..255 (the level maximizing the between-class
-    variance); 0.0 for a constant image."""
+    variance; the middle of the levels that tie, 128.0 for a constant image)."""
     hist = np.bincount(np.clip(ink, 0, 255).astype(np.int64).ravel(), minlength=256)[:256].astype(np.float64)
     levels = np.arange(256, dtype=np.float64)
     w0 = np.cumsum(hist)  # (256,) pixels at or below each level
@@ -97,7 +101,8 @@ def otsu(ink):
     mean0 = m0 / np.maximum(w0, 1)
     mean1 = (m0[-1] - m0) / np.maximum(w1, 1)
     between = w0 * w1 * (mean0 - mean1) ** 2  # (256,)
-    return float(np.argmax(between)) + 0.5
+    best = np.flatnonzero(between >= between.max() * (1 - 1e-9))  # flat across an empty gap:
+    return float(best[0] + best[-1]) / 2 + 0.5  # its middle, not its lower end
 
 
 def label(mask):
