@@ -20,7 +20,7 @@ from model.imagedecode import MAX_IMAGE_BYTES
 
 MAGIC = (b"PK\x03\x04", b"PK\x05\x06")  # a zip's first bytes (a member, or an empty zip's end record)
 MAX_RATIO = 200  # a member inflating more than this many times its compressed size is refused
-CSV_SUFFIXES = (".csv", ".csv.gz", ".csv.bz2", ".csv.xz", ".tsv", ".txt")
+CSV_SUFFIXES = (".csv", ".csv.gz", ".csv.bz2", ".csv.xz", ".tsv")
 SKIPPED = ("__MACOSX/",)  # folders of archiver metadata, never images
 
 

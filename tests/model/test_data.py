@@ -645,3 +645,32 @@ def test_a_chunk_of_large_images_never_holds_all_their_bytes(tmp_path, sample, m
     monkeypatch.setattr(data.storage, "read_many", lambda refs, limit=None: calls.append(len(refs)) or real(refs, limit))
     block = data.read_images(str(tmp_path), [f"{k}.png" for k in range(8)])
     assert calls == [3, 3, 2] and not block.errors and len(block.notes) == 8
+
+
+def test_a_folder_nested_2000_levels_deep_is_walked(tmp_path, sample):
+    """os.walk (Python 3.11) recursed once per level and failed whole with RecursionError."""
+    path = tmp_path / "deep"
+    path.mkdir()
+    p = str(path)
+    for _ in range(2000):  # os.makedirs recurses too: one level at a time
+        p = os.path.join(p, "d")
+        os.mkdir(p)
+    Image.fromarray(digit(sample, 4)).save(os.path.join(p, "x.png"))
+    Image.fromarray(digit(sample, 5)).save(path / "top.png")
+    rels = data.list_images(str(path))
+    assert rels == ["d/" * 2000 + "x.png", "top.png"]
+    block = data.read_images(str(path), rels)
+    assert block.errors == {} and np.array_equal(block.pixels, sample["train_x"][[4, 5]])
+
+
+def test_symlink_loops_end_and_each_folder_is_walked_once(tmp_path, sample):
+    root = tmp_path / "loops"
+    (root / "a" / "b").mkdir(parents=True)
+    Image.fromarray(digit(sample, 0)).save(root / "a" / "b" / "x.png")
+    os.symlink(root, root / "a" / "b" / "up")  # a loop back to the top
+    os.symlink(root / "a", root / "a" / "self")  # a folder holding itself
+    os.symlink(root / "nowhere", root / "dangling.png")  # a broken link: listed, then its error
+    rels = data.list_images(str(root))
+    assert rels == ["a/b/x.png", "dangling.png"]
+    block = data.read_images(str(root), rels)
+    assert list(block.errors) == [1] and np.array_equal(block.pixels[0], sample["train_x"][0])
