@@ -655,12 +655,19 @@ def test_a_folder_nested_2000_levels_deep_is_walked(tmp_path, sample):
     for _ in range(2000):  # os.makedirs recurses too: one level at a time
         p = os.path.join(p, "d")
         os.mkdir(p)
-    Image.fromarray(digit(sample, 4)).save(os.path.join(p, "x.png"))
-    Image.fromarray(digit(sample, 5)).save(path / "top.png")
-    rels = data.list_images(str(path))
-    assert rels == ["d/" * 2000 + "x.png", "top.png"]
-    block = data.read_images(str(path), rels)
-    assert block.errors == {} and np.array_equal(block.pixels, sample["train_x"][[4, 5]])
+    try:
+        Image.fromarray(digit(sample, 4)).save(os.path.join(p, "x.png"))
+        Image.fromarray(digit(sample, 5)).save(path / "top.png")
+        rels = data.list_images(str(path))
+        assert rels == ["d/" * 2000 + "x.png", "top.png"]
+        block = data.read_images(str(path), rels)
+        assert block.errors == {} and np.array_equal(block.pixels, sample["train_x"][[4, 5]])
+    finally:  # shutil.rmtree (pytest's clean-up) recurses too: undone level by level
+        if os.path.exists(os.path.join(p, "x.png")):
+            os.remove(os.path.join(p, "x.png"))
+        while p != str(path):
+            os.rmdir(p)
+            p = os.path.dirname(p)
 
 
 def test_symlink_loops_end_and_each_folder_is_walked_once(tmp_path, sample):
