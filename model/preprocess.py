@@ -7,19 +7,22 @@ centre of mass of the ink sits at the field's centre. A scanned or photographed 
 
 1. grayscale (an (H, W, 3|4) array is converted with the ITU-R 601 luma weights);
 2. polarity: if the border is light (median of the outermost pixels > 127), invert;
-3. background: subtract the border's median level, stretch the ink to 0..255 and zero
-   what stays below `INK_THRESHOLD` of it (paper grain, JPEG noise);
-4. crop to the ink's bounding box;
-5. scale it to fit 20x20, aspect ratio kept (PIL, Lanczos: antialiased when shrinking);
-6. paste it in a 28x28 field, translated by whole pixels so that its centre of mass lands
+3. background: the paper's light is estimated locally and removed (model.ink.flatten:
+   gradients, shadows), or, on an evenly lit page, the border's median level subtracted;
+4. ink: the digit's parts are found at Otsu's level, specks and far-off marks dropped
+   (model.ink.digit_mask); the ink is stretched so that its strength (the 99th percentile)
+   is 255, and what stays below `INK_THRESHOLD` of it is zeroed (paper grain, JPEG noise);
+5. crop to the ink's bounding box;
+6. scale it to fit 20x20, aspect ratio kept (PIL, Lanczos: antialiased when shrinking);
+7. paste it in a 28x28 field, translated by whole pixels so that its centre of mass lands
    on (14, 14), as in MNIST (whose centres of mass sit within half a pixel of it).
 
     pixels, steps = to_mnist(gray)         # gray (H, W) uint8 -> (28, 28) uint8, [str, ...]
     if needs_preprocessing(gray): ...      # not 28x28, or dark-on-light
 
-`steps` says what was done, e.g. ["inverted dark-on-light", "removed background level 201",
-"cropped to ink 143x201", "scaled to 14x20", "centred by mass"]. Nothing raises on odd
-input: a blank or constant image gives a black 28x28 and the step "no ink: blank image".
+`steps` says what was done, e.g. ["inverted dark-on-light", "background flattened (levels
+120..235)", "kept 1 of 7 ink parts", "cropped to ink 143x201", "scaled to 14x20", "centred by
+mass"]. Nothing raises on odd input: a blank or constant image gives a black 28x28 and the step "no ink: blank image".
 """
 import functools
 

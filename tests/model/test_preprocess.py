@@ -2,6 +2,7 @@
 off-centre; digits drawn with a font; and the odd images that must not raise."""
 import numpy as np
 import pytest
+from hypothesis import given, settings, strategies as st
 from PIL import Image, ImageDraw, ImageFont
 
 from model import checkpoint
@@ -242,3 +243,23 @@ def _png(a):
     buf = io.BytesIO()
     Image.fromarray(a, "L").save(buf, "PNG")
     return buf.getvalue()
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.integers(1, 70), st.integers(1, 70), st.sampled_from(["noise", "flat", "specks", "nan"]),
+       st.integers(0, 2 ** 32 - 1))
+def test_any_array_gives_a_digit_or_blank_without_raising(h, w, kind, seed):
+    rng = np.random.default_rng(seed)
+    if kind == "noise":
+        a = rng.integers(0, 256, (h, w)).astype(np.uint8)
+    elif kind == "flat":
+        a = np.full((h, w), rng.integers(0, 256), np.uint8)
+    elif kind == "specks":
+        a = np.full((h, w), 230, np.uint8)
+        a[rng.integers(0, h, 5), rng.integers(0, w, 5)] = 0
+    else:
+        a = rng.normal(128, 80, (h, w))
+        a[rng.random((h, w)) < 0.2] = np.nan
+    p, steps = to_mnist(a)
+    assert p.shape == (28, 28) and p.dtype == np.uint8
+    assert steps[-1] in ("centred by mass", "no ink: blank image")
