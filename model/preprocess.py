@@ -22,7 +22,8 @@ centre of mass of the ink sits at the field's centre. A scanned or photographed 
 
 `steps` says what was done, e.g. ["inverted dark-on-light", "background flattened (levels
 120..235)", "kept 1 of 7 ink parts", "cropped to ink 143x201", "scaled to 14x20", "centred by
-mass"]. Nothing raises on odd input: a blank or constant image gives a black 28x28 and the step "no ink: blank image".
+mass"]. Nothing raises on odd input: a blank or constant image gives a black 28x28 and the
+step "no ink: blank image".
 """
 import functools
 
