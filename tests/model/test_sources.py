@@ -87,7 +87,7 @@ def test_any_header_is_accepted_or_named(tmp_path_factory, head):
 # ----------------------------------------------------------------------------- images
 
 @FAST
-@given(st.binary(max_size=2000), st.sampled_from([".png", ".jpg", ".gif", ".bmp"]))
+@given(st.binary(max_size=2000), st.sampled_from([".png", ".jpg", ".gif", ".bmp", ".tif", ".webp", "", ".dat"]))
 def test_image_of_arbitrary_bytes_is_an_image_or_a_named_error(tmp_path_factory, raw, ext):
     folder = tmp_path_factory.mktemp("img")
     (folder / f"x{ext}").write_bytes(raw)
