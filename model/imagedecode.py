@@ -29,6 +29,7 @@ FORMAT_NAMES = "PNG, JPEG, BMP, GIF, TIFF or WebP"
 MAX_IMAGE_BYTES = 32 << 20  # a larger image file is refused unread
 MAX_IMAGE_PIXELS = 4096 * 4096  # a larger image is refused from its header, undecoded
 REDUCE_TO = 1024  # a larger image is reduced to this many pixels a side as it is decoded
+JPEG_DRAFT = 16  # a baseline JPEG may have this many times MAX_IMAGE_PIXELS (decoded reduced)
 ORIENTATION = 0x0112  # the EXIF tag
 SIGNATURES = ((b"\x89PNG\r\n\x1a\n", "PNG"), (b"\xff\xd8\xff", "JPEG"), (b"GIF87a", "GIF"), (b"GIF89a", "GIF"),
               (b"BM", "BMP"), (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"))
@@ -122,14 +123,15 @@ def _decode_pil(Image, raw, path):
                             if ext in IMAGE_TYPES else not_an_image(ext))
         with Image.open(io.BytesIO(raw), formats=IMAGE_FORMATS) as img:
             w, h = img.size
-            if w * h > MAX_IMAGE_PIXELS or w < 1 or h < 1:
-                raise DataError(path, f"image is {w}x{h}, over the limit of {MAX_IMAGE_PIXELS:,} pixels")
+            _check_size(img, path, w, h)
             orientation = _orientation(img)
             if (w, h) == (SIDE, SIDE) and img.mode == "L" and "transparency" not in img.info \
                     and getattr(img, "n_frames", 1) == 1 and orientation == 1:  # MNIST-style: short
                 img.load()
                 return np.frombuffer(img.tobytes(), np.uint8).reshape(SIDE, SIDE), w, h, ""  # (28, 28)
             gray = _load_gray(img, path, w, h)  # (H, W)
+            if img.format == "PNG" and orientation == 1:  # an eXIf chunk after the pixels, read now
+                orientation = _orientation(img)
             # PIL turns a TIFF upright itself as it loads it (its tag is gone after): not twice
             pending = _orientation(img) if img.format == "TIFF" else orientation
             return _upright(gray, pending), w, h, f"rotated by EXIF {orientation}" if orientation != 1 else ""
@@ -177,12 +179,22 @@ def _upright(gray, orientation):
             8: lambda a: np.rot90(a, 1)}[orientation](gray)
 
 
+def _check_size(img, path, w, h):
+    """DataError unless an opened image's header size (w, h) may be decoded: at most
+    MAX_IMAGE_PIXELS, or, for a baseline JPEG (decoded at up to 1/8 scale, a strip at a time:
+    a 50-megapixel phone photo), at most JPEG_DRAFT times as many."""
+    limit = MAX_IMAGE_PIXELS
+    if img.format == "JPEG" and not img.info.get("progressive") and not img.info.get("progression"):
+        limit *= JPEG_DRAFT
+    if w * h > limit or w < 1 or h < 1:
+        raise DataError(path, f"image is {w}x{h}, over the limit of {limit:,} pixels")
+
+
 def _load_gray(img, path, w, h):
     """An opened image of any size and mode -> (H, W) uint8 grayscale: its size checked
     from the header, animations and multi-page files refused, a large one reduced while
     decoded."""
-    if w * h > MAX_IMAGE_PIXELS or w < 1 or h < 1:
-        raise DataError(path, f"image is {w}x{h}, over the limit of {MAX_IMAGE_PIXELS:,} pixels")
+    _check_size(img, path, w, h)
     frames = getattr(img, "n_frames", 1)
     if frames > 1:
         what = "multi-page image of" if img.format == "TIFF" else "animated image of"

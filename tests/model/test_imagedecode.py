@@ -140,3 +140,34 @@ def test_mutated_photos_never_raise(sample, draw):
     raw = bytes(raw[:draw.draw(st.integers(1, len(raw)))])
     block = data.read_images("/nowhere", ["x"], fetch=lambda wanted: [raw for _ in wanted])
     assert len(block) == 1 and (0 in block.errors or block.pixels[0].shape == (784,))
+
+
+def test_a_50_megapixel_baseline_jpeg_is_decoded_reduced_a_progressive_one_refused(monkeypatch):
+    """A baseline JPEG is decoded at 1/8 scale a strip at a time, so a phone's 50 MP photo is
+    read; a progressive one would hold all its coefficients at once, so the header limit holds."""
+    a = np.full((6000, 8000), 230, np.uint8)
+    a[2000:4000, 3900:4100] = 20  # a "1" with a foot
+    a[3800:4000, 3600:4400] = 20
+    sizes = []
+    real = Image.Image.load
+    monkeypatch.setattr(Image.Image, "load", lambda self: sizes.append(self.size) or real(self))
+    pixels, note = data.decode_image(encode(a, "JPEG", quality=80), "big.jpg")
+    assert note.startswith("8000x6000: inverted dark-on-light") and max(sizes[-1]) <= 1024
+    with pytest.raises(DataError, match="image is 8000x6000, over the limit of 16,777,216 pixels"):
+        data.decode_image(encode(a, "JPEG", quality=80, progressive=True), "big.jpg")
+
+
+def test_a_png_exif_chunk_after_the_pixels_is_applied():
+    import struct
+    import zlib
+    a = np.full((40, 60), 200, np.uint8)
+    a[5:35, 10:15] = 10
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    body = exif.tobytes()[6:] if exif.tobytes().startswith(b"Exif") else exif.tobytes()
+    chunk = struct.pack(">I", len(body)) + b"eXIf" + body + struct.pack(">I", zlib.crc32(b"eXIf" + body))
+    raw = encode(a, "PNG")
+    late = raw[:-12] + chunk + raw[-12:]  # just before IEND
+    pixels, note = data.decode_image(late, "late.png")
+    upright, _ = data.decode_image(encode(np.rot90(a, -1).copy(), "PNG"), "up.png")
+    assert "rotated by EXIF 6" in note and np.array_equal(pixels, upright)
