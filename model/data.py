@@ -22,10 +22,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from model import network, png28, storage
-from model.imagedecode import (IMAGE_TYPES, MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS, REDUCE_TO, SNIFF_BYTES,  # noqa: F401
-                               decode, decode_image, decoders, not_an_image, sniff)
 from model.csvparse import MAX_LINE, parse_rows, too_long
 from model.errors import DataError, describe
+from model.imagedecode import (IMAGE_TYPES, MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS, REDUCE_TO, SNIFF_BYTES,  # noqa: F401
+                               decode, decode_image, decoders, not_an_image, sniff)
 
 N_PIXELS = network.N_IN
 SIDE = 28
