@@ -5,6 +5,7 @@ Pure NumPy, no I/O; model.preprocess calls these in order on an image whose ink 
 
     ink, paper = flatten(v, divide, level)   # v (H, W) float, ink bright -> ink above the local background
     keep, peak, parts, kept = digit_mask(ink, 8, 0.1, 99)   # (H, W) bool: the digit, specks left out
+    floor = noise_floor(ink, keep)       # what sensor noise reaches off the digit
 
 The background is estimated locally, on a copy reduced to at most WORK pixels a side (block
 means, which also average sensor noise away): a grey-level opening (a minimum then a maximum
@@ -29,6 +30,7 @@ FLAT_SPREAD = 12.0  # a background varying less than this many gray levels count
 KEEP_SHARE = 0.08  # a part of the ink near the digit is kept if it has this share of its mass ...
 KEEP_SPAN = 0.2  # ... or spans this share of the digit's larger side (a stroke, not a speck)
 MIN_LOCAL = 48  # an image under this many pixels a side is the digit alone: one background level
+NOISE_PERCENTILE = 99  # the noise floor: this percentile of the ink off the digit
 NEAR = 0.35  # "near": within this share of the digit's larger side of its bounding box
 MIN_PAPER = 24.0  # the darkest paper level ink is measured against (deep shadow, no division by ~0)
 
@@ -179,6 +181,17 @@ def digit_mask(ink, floor, low_share, percentile):
     grown = np.isin(grown, np.unique(grown[chosen]))  # the low parts that hold the digit's
     grown = _filter(grown.astype(np.uint8), 3, np.max).astype(bool)  # and one block around
     return _upsample(grown, f, H, W), peak, int(on.sum()), len(keep_ids)
+
+
+def noise_floor(ink, keep, percentile=NOISE_PERCENTILE):
+    """The level (float) that sensor noise reaches off the digit: the given percentile of ink
+    (H, W) where keep (H, W) is False, 0.0 if it is everywhere. Ink below it near the digit is
+    noise too (it would widen the crop by the margin's grain)."""
+    off = ink[~keep]
+    if off.size == 0:
+        return 0.0
+    step = max(1, off.size // 50000)  # a sample is enough for a percentile
+    return float(np.percentile(off[::step], percentile))
 
 
 def _upsample(grid, f, H, W):

@@ -10,8 +10,9 @@ centre of mass of the ink sits at the field's centre. A scanned or photographed 
 3. background: the paper's light is estimated locally and removed (model.ink.flatten:
    gradients, shadows), or, on an evenly lit page, the border's median level subtracted;
 4. ink: the digit's parts are found at Otsu's level, specks and far-off marks dropped
-   (model.ink.digit_mask); the ink is stretched so that its strength (the 99th percentile)
-   is 255, and what stays below `INK_THRESHOLD` of it is zeroed (paper grain, JPEG noise);
+   (model.ink.digit_mask); what stays below `INK_THRESHOLD` of its strength (the 99th
+   percentile), or below what noise reaches off the digit, is zeroed (paper grain, sensor
+   and JPEG noise), and the ink is stretched so that its strength is 255;
 5. crop to the ink's bounding box;
 6. scale it to fit 20x20, aspect ratio kept (PIL, Lanczos: antialiased when shrinking);
 7. paste it in a 28x28 field, translated by whole pixels so that its centre of mass lands
@@ -110,12 +111,14 @@ def to_mnist(gray):
     keep, peak, parts, kept = ink.digit_mask(g, MIN_CONTRAST / 2, INK_THRESHOLD, PEAK_PERCENTILE)
     if parts > kept:
         steps.append(f"kept {kept} of {parts} ink parts")
+    noise = ink.noise_floor(g, keep)
     g = np.where(keep, g, 0)
     if peak < MIN_CONTRAST:
         return blank, steps + ["no ink: blank image"]
+    cut = min(max(INK_THRESHOLD * peak, noise), peak)  # paper grain and sensor noise (the peak stays)
     np.minimum(g, peak, out=g)
+    g[g < cut] = 0
     g *= 255.0 / peak
-    g[g < INK_THRESHOLD * 255] = 0
     rows = np.flatnonzero(g.any(axis=1))
     cols = np.flatnonzero(g.any(axis=0))
     g = g[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
