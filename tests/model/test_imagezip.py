@@ -124,3 +124,17 @@ def test_a_corrupt_member_is_its_own_error(tmp_path, sample):
     block = sources.open_source(str(z), 10).read(0)
     assert block.errors[0].startswith("unreadable zip member") and "CRC" in block.errors[0]
     assert np.array_equal(block.pixels[1], sample["test_x"][1])
+
+
+def test_a_zip_on_an_object_store_is_read_by_ranges(tmp_path, sample):
+    from model import storage
+    members = {f"{i}.png": png(sample["test_x"][i]) for i in range(5)}
+    local = write_zip(tmp_path / "remote.zip", members)
+    url = f"memory://zip-test/{tmp_path.name}/remote.zip"
+    storage.upload(local, url)
+    source = sources.open_source(url, 3)
+    assert isinstance(source, sources.ImageZipSource) and source.names(0, 0, 2) == ["remote.zip::0.png",
+                                                                                   "remote.zip::1.png"]
+    blocks = [source.read(i) for i in range(len(source.chunks))]
+    assert all(not b.errors for b in blocks)
+    assert np.array_equal(np.concatenate([b.pixels for b in blocks]), sample["test_x"][:5])
