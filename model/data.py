@@ -309,7 +309,7 @@ def check_image_type(path, head=b""):
         return
     if not head:
         raise DataError(path, "empty file")
-    raise DataError(path, not_an_image(ext))
+    raise DataError(path, not_an_image(ext, head))
 
 
 def load_image(folder, rel):

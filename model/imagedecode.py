@@ -34,6 +34,7 @@ ORIENTATION = 0x0112  # the EXIF tag
 SIGNATURES = ((b"\x89PNG\r\n\x1a\n", "PNG"), (b"\xff\xd8\xff", "JPEG"), (b"GIF87a", "GIF"), (b"GIF89a", "GIF"),
               (b"BM", "BMP"), (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"))
 SNIFF_BYTES = 16  # enough of a file's start for sniff
+HEIF_BRANDS = (b"heic", b"heix", b"hevc", b"heim", b"heis", b"mif1", b"msf1", b"avif")  # ISO-BMFF images
 
 
 def sniff(head):
@@ -47,8 +48,11 @@ def sniff(head):
     return None
 
 
-def not_an_image(ext):
-    """The reason given for a file that is no image: neither its name nor its bytes say one."""
+def not_an_image(ext, head=b""):
+    """The reason given for a file that is no image we read: neither its name nor its bytes
+    say one (an iPhone's HEIC photo is named as such)."""
+    if head[4:8] == b"ftyp" and head[8:12] in HEIF_BRANDS:
+        return "HEIC/HEIF image: not read; export it as JPEG or PNG (most phones can)"
     return f"unknown file type {ext or '(none)'!r}: not a {FORMAT_NAMES} image"
 
 
@@ -120,7 +124,7 @@ def _decode_pil(Image, raw, path):
         if sniff(raw) is None:
             ext = posixpath.splitext(posixpath.basename(str(path)))[1].lower()
             raise DataError(path, f"corrupt or unreadable image (not a {FORMAT_NAMES} image)"
-                            if ext in IMAGE_TYPES else not_an_image(ext))
+                            if ext in IMAGE_TYPES else not_an_image(ext, raw[:SNIFF_BYTES]))
         with Image.open(io.BytesIO(raw), formats=IMAGE_FORMATS) as img:
             w, h = img.size
             _check_size(img, path, w, h)

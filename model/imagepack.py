@@ -51,7 +51,7 @@ def pack(folder, target, image_types, max_bytes):
                     with open(path, "rb") as f:
                         head = f.read(SNIFF_BYTES)
                     if not sniff(head):
-                        error = not_an_image(ext) if head else "empty file"
+                        error = not_an_image(ext, head) if head else "empty file"
                 if error is None:
                     size = os.path.getsize(path)
                     if size > max_bytes:

@@ -171,3 +171,10 @@ def test_a_png_exif_chunk_after_the_pixels_is_applied():
     pixels, note = data.decode_image(late, "late.png")
     upright, _ = data.decode_image(encode(np.rot90(a, -1).copy(), "PNG"), "up.png")
     assert "rotated by EXIF 6" in note and np.array_equal(pixels, upright)
+
+
+def test_an_iphone_heic_photo_is_named_for_what_it_is(tmp_path):
+    heic = b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + os.urandom(200)
+    (tmp_path / "IMG_0001.HEIC").write_bytes(heic)
+    block = data.read_images(str(tmp_path), ["IMG_0001.HEIC"])
+    assert block.errors == {0: "HEIC/HEIF image: not read; export it as JPEG or PNG (most phones can)"}
