@@ -19,6 +19,7 @@ import shutil
 import tempfile
 
 from model.errors import StorageError, describe
+from model.walk import walk_local
 
 UPLOAD_PART = 16 << 20  # an upload to an object store of 2 parts or more is multipart, parts in parallel
 READ_STEP = 64 << 10  # a local read asks for at least this much at a time (a small file: one read and one empty)
@@ -120,7 +121,7 @@ def walk_files(ref):
     with naming(ref):
         path = local_path(ref)
         if path is not None:
-            return _walk_local(path)
+            return walk_local(path)
         fs, root = filesystem(ref)
         root = root.rstrip("/")
         out = []
@@ -128,37 +129,6 @@ def walk_files(ref):
             rel = p[len(root):].lstrip("/")
             out.append(rel.replace(os.sep, "/"))
         return sorted(out)
-
-
-def _walk_local(root):
-    """Every file under a local folder -> sorted relative "/"-paths: a loop, not a recursion,
-    so a folder of any depth is walked (Python 3.11's os.walk recurses once per level);
-    symlinked folders are followed, each real folder once (a symlink loop ends there), the
-    first name in sorted depth-first order kept for a folder reached twice."""
-    out, seen, stack = [], set(), [("", root)]
-    while stack:
-        prefix, folder = stack.pop()
-        try:
-            st = os.stat(folder)
-            if (st.st_dev, st.st_ino) in seen:  # a symlink loop, or a folder reached twice
-                continue
-            seen.add((st.st_dev, st.st_ino))
-            with os.scandir(folder) as listing:
-                entries = sorted(listing, key=lambda e: e.name)
-        except OSError:  # as os.walk: a folder that cannot be listed lists nothing
-            continue
-        folders = []
-        for entry in entries:
-            try:
-                is_dir = entry.is_dir()  # a symlink to a folder counts as one
-            except OSError:
-                is_dir = False
-            if is_dir:
-                folders.append((prefix + entry.name + "/", entry.path))
-            else:
-                out.append(prefix + entry.name)
-        stack.extend(reversed(folders))  # the first name is walked first
-    return sorted(out)
 
 
 @functools.cache
