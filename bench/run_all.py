@@ -27,6 +27,7 @@ BENCHMARKS = {
     "cli": ("bench_cli.py", ["--rounds", "11"], ["--rounds", "5"]),
     "memory": ("bench_memory.py", [], []),
     "images": ("bench_images.py", ["--rounds", "7"], ["--rounds", "3", "--big-rounds", "1"]),
+    "photos": ("bench_photos.py", ["--digits", "400"], ["--digits", "200"]),
     "train": ("bench_train.py", [], []),
     "csvparse": ("bench_csvparse.py", [], ["--mb", "50", "--repeat", "3"]),
     "queue_train": ("bench_queue_train.py", [], []),
@@ -128,6 +129,12 @@ def rows(f):
         row("the same, whole commands (`digits predict` start to exit, 2 / 1 processes, vs the loop)",
             f"loop {i['loop_s']:.3f} s", f"{i['cli2_s']:.3f} s", f"{i['vs_loop_cli']:.2f}x ({i['scaling_cli']:.2f}x)",
             "(info)", True)
+    ph = f.get("photos")
+    if ph:
+        for kind, v in ph["kinds"].items():
+            row(f"{ph['digits']} held-out digits as `{kind}` images vs the same as plain 28x28 (faithful model)",
+                f"plain {ph['plain']:.3f}", f"{v['accuracy']:.3f}", f"{v['points']:+.1f} points", ">= -3 points",
+                v["points"] >= -3)
     t = f.get("train")
     if t:
         row("training, seconds per epoch (faithful, 60,000 images, 1 BLAS thread)", f"{t['seed_epoch_s']:.3f} s",

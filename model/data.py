@@ -7,16 +7,14 @@ does not grow with the file; records are numbered 1.. as pandas does, blank line
 counted (for a test file, record n is ImageId n).
 
 Image folders: for training, one sub-folder per digit `0`..`9`; for prediction, every
-file under the folder, sorted by relative path. PNG, JPEG, BMP and GIF are read and
-converted to 8-bit grayscale; an MNIST-style PNG (28x28, 8-bit gray) is decoded by
-model.png28, any other file by PIL, and an image that is not 28x28 light ink on black goes
-through model.preprocess (see decode_image).
+file under the folder, sorted by relative path. PNG, JPEG, BMP, GIF, TIFF and WebP are read
+(by their bytes, whatever their name) and converted to 8-bit grayscale; an MNIST-style PNG
+(28x28, 8-bit gray) is decoded by model.png28, any other file by model.imagedecode, and an
+image that is not 28x28 light ink on black goes through model.preprocess.
 
 Every reader returns a Block: pixels (n, 784) uint8 with bad records zero-filled,
 labels (n,) or None, and errors {record index: reason}. Nothing is dropped silently.
 """
-import functools
-import io
 import math
 import posixpath
 import re
@@ -28,18 +26,15 @@ import numpy as np
 from model import archive, csvdialect, network, png28, storage
 from model.csvparse import MAX_LINE, TooManyLines, count_records, too_long
 from model.errors import DataError, describe
+from model.imagedecode import (IMAGE_TYPES, MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS, REDUCE_TO, SNIFF_BYTES,  # noqa: F401
+                               decode, decode_image, decoders, not_an_image, sniff)
 
 N_PIXELS = network.N_IN
 SIDE = network.SIDE
 PIXEL_COLUMNS = [f"pixel{i}" for i in range(N_PIXELS)]
 TRAIN_COLUMNS = ["label"] + PIXEL_COLUMNS
-IMAGE_TYPES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
-IMAGE_FORMATS = ("PNG", "JPEG", "BMP", "GIF")  # the only decoders PIL may use
-MAX_IMAGE_BYTES = 32 << 20  # a larger image file is refused unread
-MAX_IMAGE_PIXELS = 4096 * 4096  # a larger image is refused from its header, undecoded
 READ_GROUP_BYTES = 64 << 20  # a chunk's files are fetched in groups of about this many bytes
 READ_GROUP_FILES = 32  # ... or of this many files when their sizes are not known
-REDUCE_TO = 1024  # a larger image is reduced to this many pixels a side as it is decoded
 HEADER_LIMIT = 1 << 20  # bytes searched for the end of the header line
 READ_WINDOW = 4 << 20  # bytes of a CSV range read at a time
 PLAN_SLACK = 0.03  # chunks may be this much larger than asked rather than one more chunk be added
@@ -374,140 +369,25 @@ def display_names(rels):
         return [display_name(r) for r in rels]
 
 
-def check_image_type(path):
-    """DataError unless the file name ends in a known image extension."""
-    ext = posixpath.splitext(str(path))[1].lower()
-    if ext not in IMAGE_TYPES:
-        raise DataError(path, f"unknown file type {ext or '(none)'!r}; expected one of "
-                        + ", ".join(IMAGE_TYPES))
+def check_image_type(path, head=b""):
+    """DataError unless the file is an image by its name (an IMAGE_TYPES extension) or by its
+    first bytes `head` (see imagedecode.sniff): a PNG named `.png`, `scan` or `x.dat` is read."""
+    ext = posixpath.splitext(posixpath.basename(str(path)))[1].lower()
+    if ext in IMAGE_TYPES or sniff(head):
+        return
+    if not head:
+        raise DataError(path, "empty file")
+    raise DataError(path, not_an_image(ext, head))
 
 
 def load_image(folder, rel):
     """One image file -> (784,) uint8, light ink on black (decode_image, without its note)."""
     path = storage.join(str(folder), rel)
-    check_image_type(path)
     raw = storage.read_many([path], MAX_IMAGE_BYTES + 1)[0]
     if isinstance(raw, BaseException):
         raise DataError(path, f"cannot read ({describe(raw, 200)})")
+    check_image_type(path, raw[:SNIFF_BYTES])
     return decode_image(raw, path)[0]
-
-
-def decode_image(raw, path):
-    """The bytes of one image file -> ((784,) uint8 grayscale, light ink on black as in MNIST,
-    note: what preprocessing did, "" for an MNIST-style 28x28 image).
-
-    Any failure becomes a DataError naming the path and the reason: the decoders' own
-    exceptions whatever they are, a file over MAX_IMAGE_BYTES, a size over MAX_IMAGE_PIXELS
-    (read from the header, before any pixel is decoded), an animated image, no ink. Only
-    PNG, JPEG, BMP and GIF decoders are used, whatever the bytes claim. An image that is not
-    28x28, or is dark ink on a light background, goes through model.preprocess.to_mnist
-    (the steps MNIST itself used); a large one is first reduced to at most REDUCE_TO pixels
-    a side while decoding.
-    """
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # a decoder's warnings about a damaged file
-        return _decode(raw, path)
-
-
-@functools.cache
-def _decoders():
-    """(PIL.Image, model.preprocess), imported at the first image (a CSV job never loads
-    PIL), with PIL's own size check off: decode_image checks an image's size from its
-    header against its own limits before any pixel is decoded; PIL's check would raise
-    first, about attacks."""
-    from PIL import Image
-    from model import preprocess
-    Image.MAX_IMAGE_PIXELS = None
-    return Image, preprocess
-
-
-_UNTRIED = object()  # _decode's gray when png28 has not looked at the bytes yet
-
-
-def _decode(raw, path, gray=_UNTRIED):
-    """decode_image without its warnings filter (read_images sets it once for a whole batch);
-    gray: png28.decode(raw) when the caller already has it ((28, 28) pixels, or None)."""
-    Image, pre = _decoders()
-    if gray is _UNTRIED:
-        gray = png28.decode(raw)  # (28, 28) for an MNIST-style PNG, else None: PIL decides
-    if gray is not None:
-        w = h = SIDE
-    else:
-        gray, w, h = _decode_pil(Image, raw, path)
-    if not pre.needs_preprocessing(gray):
-        return gray.reshape(N_PIXELS), ""
-    pixels, steps = pre.to_mnist(gray)  # (28, 28)
-    if steps and steps[-1].startswith("no ink"):
-        raise DataError(path, f"{steps[-1]} (an image {w}x{h} with no digit found)")
-    note = (f"{w}x{h}: " if (w, h) != (SIDE, SIDE) else "") + "; ".join(steps)
-    return pixels.reshape(N_PIXELS), note
-
-
-def _decode_pil(Image, raw, path):
-    """Any image file's bytes -> ((H, W) uint8 grayscale, W, H) through PIL, or DataError."""
-    try:
-        if len(raw) > MAX_IMAGE_BYTES:
-            raise DataError(path, f"file is over the limit of {MAX_IMAGE_BYTES >> 20} MB")
-        with Image.open(io.BytesIO(raw), formats=IMAGE_FORMATS) as img:
-            w, h = img.size
-            if (w, h) == (SIDE, SIDE) and img.mode == "L" and "transparency" not in img.info \
-                    and getattr(img, "n_frames", 1) == 1:  # MNIST-style: the common case, short
-                img.load()
-                return np.frombuffer(img.tobytes(), np.uint8).reshape(SIDE, SIDE), w, h  # (28, 28)
-            return _load_gray(img, path, w, h), w, h  # (H, W)
-    except DataError:
-        raise
-    except Image.UnidentifiedImageError:
-        raise DataError(path, "corrupt or unreadable image (not a PNG, JPEG, BMP or GIF image)") from None
-    except Exception as e:  # a decoder's failure, whatever it is, is this image's error
-        raise DataError(path, f"corrupt or unreadable image ({describe(e, 200)})") from None
-
-
-def _load_gray(img, path, w, h):
-    """An opened image of any size and mode -> (H, W) uint8 grayscale: its size checked
-    from the header, animations refused, a large one reduced while decoded."""
-    if w * h > MAX_IMAGE_PIXELS or w < 1 or h < 1:
-        raise DataError(path, f"image is {w}x{h}, over the limit of {MAX_IMAGE_PIXELS:,} pixels")
-    frames = getattr(img, "n_frames", 1)
-    if frames > 1:
-        raise DataError(path, f"animated image of {frames} frames; give one frame")
-    factor = -(-max(w, h) // REDUCE_TO)
-    if factor > 1 and img.format == "JPEG":
-        img.draft(img.mode, (w // factor, h // factor))  # decode at a reduced scale
-    img.load()
-    factor = -(-max(img.size) // REDUCE_TO)
-    return _gray8(img if factor <= 1 else img.reduce(factor))  # (H, W)
-
-
-def _gray8(img):
-    """A PIL image -> (H, W) uint8 grayscale; 16-bit grayscale is scaled, not clipped;
-    transparency is composited (see _composite)."""
-    if img.mode.startswith("I;16") or (img.mode == "I" and np.asarray(img).max() > 255):
-        wide = np.asarray(img, dtype=np.int64)  # (H, W) 0..65535
-        return ((np.clip(wide, 0, 65535) + 128) // 257).astype(np.uint8)
-    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in img.info:
-        rgba = img.convert("RGBA")
-        alpha = np.asarray(rgba.getchannel("A"), dtype=np.uint16)  # (H, W)
-        gray = np.asarray(rgba.convert("RGB").convert("L"), dtype=np.uint16)  # (H, W)
-        if alpha.min() < 255:
-            return _composite(gray, alpha)
-        return gray.astype(np.uint8)
-    gray = img if img.mode == "L" else img.convert("L")
-    w, h = gray.size
-    return np.frombuffer(gray.tobytes(), np.uint8).reshape(h, w)  # (H, W), read-only
-
-
-def _composite(gray, alpha):
-    """Gray levels and alpha (H, W) 0..255 -> (H, W) uint8, light ink on black.
-
-    The ink is what is opaque. Light ink (its alpha-weighted mean gray >= 128) is laid
-    over black; dark ink over white and then inverted, so a black stroke drawn in the
-    alpha channel comes out as MNIST draws it. A fully transparent image is black.
-    """
-    weight = int(alpha.sum())
-    light = weight == 0 or int((gray * alpha).sum()) >= 128 * weight
-    ink = gray if light else 255 - gray  # (H, W)
-    return ((ink * alpha + 127) // 255).astype(np.uint8)
 
 
 def _groups(wanted, sizes):
@@ -549,11 +429,12 @@ def read_images(folder, rels, labels=None, fetch=None, sizes=None):
     paths = [storage.join(str(folder), rel) for rel in rels]
     wanted = []
     for i, path in enumerate(paths):
-        try:
-            check_image_type(path)
+        try:  # a name without an image extension: its first bytes decide (a packed file's, its entry)
+            if fetch is None and posixpath.splitext(rels[i])[1].lower() not in IMAGE_TYPES:
+                check_image_type(path, storage.read_bytes(path, 0, SNIFF_BYTES))
             wanted.append(i)
-        except DataError as e:
-            errors[i] = e.reason
+        except Exception as e:  # not an image, or unreadable: this file's own error
+            errors[i] = e.reason if isinstance(e, DataError) else f"unreadable ({describe(e, 200)})"
     quick = []  # indices of the MNIST-style PNGs (png28), their polarity checked at once below
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # decoders' warnings about damaged files (set once a batch)
@@ -574,17 +455,17 @@ def read_images(folder, rels, labels=None, fetch=None, sizes=None):
             _decode_into(pixels, notes, errors, i, raw, paths[i], None)
         if quick:  # the few that may be dark ink on light paper go on to preprocessing
             index = np.array(quick, np.int64)
-            for i in index[_decoders()[1].may_be_dark_on_light(pixels[index])].tolist():
+            for i in index[decoders()[1].may_be_dark_on_light(pixels[index])].tolist():
                 _decode_into(pixels, notes, errors, i, None, paths[i], pixels[i].reshape(SIDE, SIDE).copy())
     lab = None if labels is None else np.asarray(labels, np.int64)
     return Block(pixels, lab, errors, notes)
 
 
 def _decode_into(pixels, notes, errors, i, raw, path, gray):
-    """_decode(raw, path, gray) into row i of pixels (n, 784) and notes[i], or errors[i]
+    """decode(raw, path, gray) into row i of pixels (n, 784) and notes[i], or errors[i]
     (the row zeroed) for whatever goes wrong with it."""
     try:
-        pixels[i], note = _decode(raw, path, gray)
+        pixels[i], note = decode(raw, path, gray)
         if note:
             notes[i] = note
     except Exception as e:  # a DataError names the reason; anything else is still this file's

@@ -18,6 +18,7 @@ import os
 
 from model import storage
 from model.errors import DataError, describe
+from model.imagedecode import SNIFF_BYTES, not_an_image, sniff
 
 PACK = ".digits-images.pack"
 INDEX = ".digits-images.index.json"
@@ -33,8 +34,9 @@ def is_packed(ref):
 def pack(folder, target, image_types, max_bytes):
     """Pack local folder `folder` to storage path `target` (a folder path or URL) -> files packed.
 
-    Files whose name has no extension of image_types are listed without their bytes (the
-    reader refuses them by name); files over max_bytes, or unreadable, with their reason.
+    Files whose name has no extension of image_types and whose first bytes are no image's
+    (imagedecode.sniff) are listed without their bytes, with the reason the reader gives;
+    files over max_bytes, or unreadable, likewise.
     The pack is streamed (memory stays flat) and uploaded in one piece; the index last, so
     a pack without its index is never read."""
     rels = storage.walk_files(folder)
@@ -43,16 +45,22 @@ def pack(folder, target, image_types, max_bytes):
         for rel in rels:
             path = os.path.join(folder, *rel.split("/"))
             error, data = None, b""
-            if os.path.splitext(rel)[1].lower() in image_types:
-                try:
+            try:
+                ext = os.path.splitext(rel)[1].lower()
+                if ext not in image_types:  # no image's name: its first bytes decide
+                    with open(path, "rb") as f:
+                        head = f.read(SNIFF_BYTES)
+                    if not sniff(head):
+                        error = not_an_image(ext, head) if head else "empty file"
+                if error is None:
                     size = os.path.getsize(path)
                     if size > max_bytes:
                         error = f"file is over the limit of {max_bytes >> 20} MB"
                     else:
                         with open(path, "rb") as f:
                             data = f.read(max_bytes + 1)
-                except OSError as e:
-                    error = f"unreadable ({describe(e, 200)})"
+            except OSError as e:
+                error = f"unreadable ({describe(e, 200)})"
             out.write(data)
             entries.append([rel, offset, len(data), error])
             offset += len(data)

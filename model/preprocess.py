@@ -7,31 +7,38 @@ centre of mass of the ink sits at the field's centre. A scanned or photographed 
 
 1. grayscale (an (H, W, 3|4) array is converted with the ITU-R 601 luma weights);
 2. polarity: if the border is light (median of the outermost pixels > 127), invert;
-3. background: subtract the border's median level, stretch the ink to 0..255 and zero
-   what stays below `INK_THRESHOLD` of it (paper grain, JPEG noise);
-4. crop to the ink's bounding box;
-5. scale it to fit 20x20, aspect ratio kept (PIL, Lanczos: antialiased when shrinking);
-6. paste it in a 28x28 field, translated by whole pixels so that its centre of mass lands
+3. background: the paper's light is estimated locally and removed (model.ink.flatten:
+   gradients, shadows), or, on an evenly lit page, the border's median level subtracted;
+4. ink: the digit's parts are found at Otsu's level, specks and far-off marks dropped
+   (model.ink.digit_mask); what stays below `INK_THRESHOLD` of its strength (the 99th
+   percentile), or below what noise reaches off the digit, is zeroed (paper grain, sensor
+   and JPEG noise), and the ink is stretched so that its strength is 255;
+5. crop to the ink's bounding box;
+6. scale it to fit 20x20, aspect ratio kept (PIL, Lanczos: antialiased when shrinking);
+7. paste it in a 28x28 field, translated by whole pixels so that its centre of mass lands
    on (14, 14), as in MNIST (whose centres of mass sit within half a pixel of it).
 
     pixels, steps = to_mnist(gray)         # gray (H, W) uint8 -> (28, 28) uint8, [str, ...]
     if needs_preprocessing(gray): ...      # not 28x28, or dark-on-light
 
-`steps` says what was done, e.g. ["inverted dark-on-light", "removed background level 201",
-"cropped to ink 143x201", "scaled to 14x20", "centred by mass"]. Nothing raises on odd
-input: a blank or constant image gives a black 28x28 and the step "no ink: blank image".
+`steps` says what was done, e.g. ["inverted dark-on-light", "background flattened (levels
+120..235)", "kept 1 of 7 ink parts", "cropped to ink 143x201", "scaled to 14x20", "centred by
+mass"]. Nothing raises on odd input: a blank or constant image gives a black 28x28 and the
+step "no ink: blank image".
 """
 import functools
 
 import numpy as np
 from PIL import Image
 
+from model import ink
 from model.network import SIDE  # the output field
 
 BOX = 20  # the ink is scaled to fit BOX x BOX
 CENTRE = 14.0  # where the centre of mass goes (row and column index); MNIST's mean is 14.0
 LIGHT = 127  # a border median above this means dark ink on light paper
 INK_THRESHOLD = 0.1  # after the background is removed, ink below this share of the peak is zeroed
+PEAK_PERCENTILE = 99  # the ink's full strength: this percentile of the digit's ink (not one bright speck)
 MIN_CONTRAST = 16  # gray levels between background and peak below which an image counts as blank
 LUMA = (0.299, 0.587, 0.114)  # ITU-R 601, as PIL's convert("L")
 
@@ -88,21 +95,30 @@ def to_mnist(gray):
     blank = np.zeros((SIDE, SIDE), np.uint8)
     if g.ndim != 2 or g.size == 0:
         return blank, steps + ["no ink: blank image"]
-    frame = border(g)
-    if float(np.median(frame)) > LIGHT:
+    dark_on_light = float(np.median(border(g))) > LIGHT
+    if dark_on_light:
         g = 255.0 - g
-        frame = 255.0 - frame
         steps.append("inverted dark-on-light")
-    background = float(np.median(frame))
-    g = g - background
-    np.maximum(g, 0, out=g)
-    peak = float(g.max())
+    level = float(np.median(border(g)))
+    g, paper = ink.flatten(g, dark_on_light, level)
+    if float(g.max()) < MIN_CONTRAST:
+        return blank, steps + ["no ink: blank image"]
+    if paper is None and level >= 1:
+        steps.append(f"removed background level {level:.0f}")
+    elif paper is not None:
+        lo, hi = (255 - paper[1], 255 - paper[0]) if dark_on_light else paper
+        steps.append(f"background flattened (levels {lo:.0f}..{hi:.0f})")
+    keep, peak, parts, kept = ink.digit_mask(g, MIN_CONTRAST / 2, INK_THRESHOLD, PEAK_PERCENTILE)
+    if parts > kept:
+        steps.append(f"kept {kept} of {parts} ink parts")
+    noise = ink.noise_floor(g, keep)
+    g = np.where(keep, g, 0)
     if peak < MIN_CONTRAST:
         return blank, steps + ["no ink: blank image"]
-    if background >= 1:
-        steps.append(f"removed background level {background:.0f}")
+    cut = min(max(INK_THRESHOLD * peak, noise), peak)  # paper grain and sensor noise (the peak stays)
+    np.minimum(g, peak, out=g)
+    g[g < cut] = 0
     g *= 255.0 / peak
-    g[g < INK_THRESHOLD * 255] = 0
     rows = np.flatnonzero(g.any(axis=1))
     cols = np.flatnonzero(g.any(axis=0))
     g = g[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]

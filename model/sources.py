@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from model import archive, csvdialect, data, imagepack, storage
+from model import archive, csvdialect, data, imagepack, imagezip, storage
 from model.errors import ConfigError, DataError
 
 
@@ -147,6 +147,10 @@ class ImageFolderSource:
         lo, hi = self.chunks[index]
         return f"files {lo + 1}-{hi}"
 
+    def locate(self, name):
+        """A record's name (names() or unplaced) -> where the file is, for an error."""
+        return storage.join(self.input, name)
+
     def progress(self, index):
         return self.chunks[index][1], len(self.paths)
 
@@ -166,6 +170,56 @@ class ImageFolderSource:
         else:  # MNIST-style files with plain names (nearly always): no cell needs a look
             lines = [f"{names[i]},{lab},{c},\n" for i, lab, c in rows]
         return "".join(lines).encode("utf-8")
+
+
+class ImageZipSource(ImageFolderSource):
+    """A zip of image files read as an image folder (model.imagezip): slices of its sorted
+    member list; record names are `archive.zip::path/in/zip.png`. For training, the members
+    of digit sub-folders 0..9 carry their digit (under one common top folder, if all are)."""
+
+    kind = "imagezip"
+
+    def __init__(self, input, chunks, paths, labels=None, unplaced=(), sizes=None):
+        super().__init__(input, chunks, paths, labels, unplaced)
+        self.sizes = None if sizes is None else list(sizes)
+
+    @classmethod
+    def plan(cls, ref, chunk_rows, chunk_images=None, training=False):
+        step = _check_step("chunk_images", chunk_images or chunk_rows)
+        paths, sizes = imagezip.list_members(ref)
+        labels, unplaced = None, []
+        if training:
+            top = {p.split("/", 1)[0] for p in paths}
+            lead = top.pop() + "/" if len(top) == 1 and all("/" in p for p in paths) and \
+                paths[0].split("/", 1)[0] not in tuple("0123456789") else ""
+            size_of = dict(zip(paths, sizes))
+            rels, labels, unplaced = data.list_training_images(ref, [p[len(lead):] for p in paths])
+            paths = [lead + r for r in rels]
+            unplaced = [(lead + p, reason) for p, reason in unplaced]
+            sizes = [size_of[p] for p in paths]
+        chunks = [[lo, min(lo + step, len(paths))] for lo in range(0, len(paths), step)]
+        return cls(ref, chunks, paths, labels, unplaced, sizes)
+
+    def to_dict(self):
+        d = super().to_dict()
+        del d["pack"]
+        d["sizes"] = self.sizes
+        return d
+
+    def read(self, index, labels=False):
+        lo, hi = self.chunks[index]
+        names = self.paths[lo:hi]
+        return data.read_images(self.input, names,
+                                self.labels[lo:hi] if labels and self.labels is not None else None,
+                                lambda wanted: imagezip.read_members(self.input, [names[i] for i in wanted]),
+                                None if self.sizes is None else self.sizes[lo:hi])
+
+    def names(self, index, first, n):
+        lo = self.chunks[index][0]
+        return data.display_names([imagezip.record_name(self.input, p) for p in self.paths[lo:lo + n]])
+
+    def locate(self, name):
+        return name if "::" in name else imagezip.record_name(self.input, name)
 
 
 _FOUR_PLACES = []  # "0.0000" .. "1.0000", made at the first use
@@ -231,7 +285,7 @@ def submission_lines(ids, labels):
     return out.tobytes()
 
 
-KINDS = {cls.kind: cls for cls in (CsvSource, ImageFolderSource)}
+KINDS = {cls.kind: cls for cls in (CsvSource, ImageFolderSource, ImageZipSource)}
 
 
 def open_source(ref, chunk_rows, chunk_images=None, training=False, unpack_to=None):
@@ -245,6 +299,8 @@ def open_source(ref, chunk_rows, chunk_images=None, training=False, unpack_to=No
     ref = str(ref)
     _check_step("chunk_rows", chunk_rows)
     path, member, kind, folder = _locate(ref)
+    if _image_zip(path, kind, member):  # a zip of images is read as an image folder
+        return ImageZipSource.plan(path, chunk_rows, chunk_images, training)
     if kind:
         if unpack_to is None:
             raise DataError(ref, f"a {kind} file, and no folder was given to decompress it into")
@@ -273,6 +329,11 @@ def _locate(ref):
     return path, member, kind, folder
 
 
+def _image_zip(path, kind, member):
+    """True for a zip, named as a whole, that holds images and no CSV (model.imagezip)."""
+    return kind == "zip" and member is None and imagezip.is_image_zip(path)
+
+
 def _member(path, kind, member, training):
     """The zip member to read (the one named, else model.archive.choose_member's), None for
     a compressed file."""
@@ -297,9 +358,9 @@ def check_input(ref, training=False):
     file's header checked against the training layout). DataError names the reason."""
     ref = str(ref)
     path, member, kind, folder = _locate(ref)
-    if folder:
+    if folder or _image_zip(path, kind, member):
         if training:
-            ImageFolderSource.plan(path, 10 ** 9, 10 ** 9, training=True)
+            (ImageFolderSource if folder else ImageZipSource).plan(path, 10 ** 9, 10 ** 9, training=True)
         return
     if kind:
         member = _member(path, kind, member, training)
@@ -366,7 +427,7 @@ def _load_training(ref, source, skip_bad, progress):
         more = f" (and {len(bad) - 1} more bad records)" if len(bad) > 1 else ""
         if isinstance(where, int):
             raise DataError(ref, f"{reason}{more}; pass --skip-bad to train on the good ones", row=where)
-        raise DataError(storage.join(ref, where), f"{reason}{more}; pass --skip-bad to train on the good ones")
+        raise DataError(source.locate(where), f"{reason}{more}; pass --skip-bad to train on the good ones")
     pixels = np.concatenate(parts_x) if parts_x else np.zeros((0, data.N_PIXELS), np.uint8)
     labels = np.concatenate(parts_y) if parts_y else np.zeros(0, np.int64)
     if len(labels) < 2:

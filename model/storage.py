@@ -19,6 +19,7 @@ import shutil
 import tempfile
 
 from model.errors import StorageError, describe
+from model.walk import walk_local
 
 UPLOAD_PART = 16 << 20  # an upload to an object store of 2 parts or more is multipart, parts in parallel
 READ_STEP = 64 << 10  # a local read asks for at least this much at a time (a small file: one read and one empty)
@@ -120,7 +121,7 @@ def walk_files(ref):
     with naming(ref):
         path = local_path(ref)
         if path is not None:
-            return _walk_local(path)
+            return walk_local(path)
         fs, root = filesystem(ref)
         root = root.rstrip("/")
         out = []
@@ -128,21 +129,6 @@ def walk_files(ref):
             rel = p[len(root):].lstrip("/")
             out.append(rel.replace(os.sep, "/"))
         return sorted(out)
-
-
-def _walk_local(root):
-    out, seen = [], set()
-    for folder, dirs, files in os.walk(root, followlinks=True):
-        st = os.stat(folder)
-        if (st.st_dev, st.st_ino) in seen:  # a symlink loop, or a folder reached twice
-            dirs[:] = []
-            continue
-        seen.add((st.st_dev, st.st_ino))
-        dirs.sort()  # the first name of a folder reached twice is kept, whatever the listing order
-        rel = os.path.relpath(folder, root)
-        prefix = "" if rel == "." else rel.replace(os.sep, "/") + "/"
-        out += [prefix + f for f in files]
-    return sorted(out)
 
 
 @functools.cache

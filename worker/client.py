@@ -51,6 +51,8 @@ def stage_input(s, job_id, ref, name="input"):
         return ref
     folder = os.path.isdir(ref)
     target = storage.join(s.storage, "inputs", job_id, name + ("" if folder else os.path.splitext(ref)[1]))
+    if not folder and ref.lower().endswith(".zip"):  # its name kept: records are named `name.zip::member`
+        target = storage.join(s.storage, "inputs", job_id, name, os.path.basename(ref))
     if folder:
         from model import data, imagepack
         imagepack.pack(ref, target, data.IMAGE_TYPES, data.MAX_IMAGE_BYTES)

@@ -297,7 +297,9 @@ def test_unknown_file_type(tmp_path):
     e = raises_data_error(data.load_image, str(tmp_path), "x.txt")
     assert e.source.endswith("x.txt") and "unknown file type '.txt'" in e.reason
     (tmp_path / "noext").write_bytes(b"")
-    assert "unknown file type" in raises_data_error(data.load_image, str(tmp_path), "noext").reason
+    assert raises_data_error(data.load_image, str(tmp_path), "noext").reason == "empty file"
+    (tmp_path / "notes").write_bytes(b"not an image at all")
+    assert "unknown file type '(none)'" in raises_data_error(data.load_image, str(tmp_path), "notes").reason
 
 
 @pytest.mark.parametrize("size", [(27, 28), (28, 29), (56, 56), (1, 1)])
@@ -697,3 +699,39 @@ def test_bad_records_up_to_the_cap_are_listed_past_it_the_chunk_fails(tmp_path, 
     counts = batch.run(source, Model(), str(tmp_path / "out.csv"))
     assert counts["rows_failed"] == 53 and counts["rows_ok"] == 0 and batch.final_state(counts) == "FAILURE"
     assert "more than 50 bad records" in batch.failure_line(counts)
+
+
+def test_a_folder_nested_2000_levels_deep_is_walked(tmp_path, sample):
+    """os.walk (Python 3.11) recursed once per level and failed whole with RecursionError."""
+    path = tmp_path / "deep"
+    path.mkdir()
+    p = str(path)
+    for _ in range(2000):  # os.makedirs recurses too: one level at a time
+        p = os.path.join(p, "d")
+        os.mkdir(p)
+    try:
+        Image.fromarray(digit(sample, 4)).save(os.path.join(p, "x.png"))
+        Image.fromarray(digit(sample, 5)).save(path / "top.png")
+        rels = data.list_images(str(path))
+        assert rels == ["d/" * 2000 + "x.png", "top.png"]
+        block = data.read_images(str(path), rels)
+        assert block.errors == {} and np.array_equal(block.pixels, sample["train_x"][[4, 5]])
+    finally:  # shutil.rmtree (pytest's clean-up) recurses too: undone level by level
+        if os.path.exists(os.path.join(p, "x.png")):
+            os.remove(os.path.join(p, "x.png"))
+        while p != str(path):
+            os.rmdir(p)
+            p = os.path.dirname(p)
+
+
+def test_symlink_loops_end_and_each_folder_is_walked_once(tmp_path, sample):
+    root = tmp_path / "loops"
+    (root / "a" / "b").mkdir(parents=True)
+    Image.fromarray(digit(sample, 0)).save(root / "a" / "b" / "x.png")
+    os.symlink(root, root / "a" / "b" / "up")  # a loop back to the top
+    os.symlink(root / "a", root / "a" / "self")  # a folder holding itself
+    os.symlink(root / "nowhere", root / "dangling.png")  # a broken link: listed, then its error
+    rels = data.list_images(str(root))
+    assert rels == ["a/b/x.png", "dangling.png"]
+    block = data.read_images(str(root), rels)
+    assert list(block.errors) == [1] and np.array_equal(block.pixels[0], sample["train_x"][0])

@@ -25,6 +25,9 @@ def odd_folder(tmp_path_factory, sample):
     name = os.fsencode(os.path.join(train, "6")) + b"/caf\xe9.png"
     Image.fromarray(sample["train_x"][0].reshape(28, 28), "L").save(name.decode("utf-8", "surrogateescape"))
     Image.fromarray(np.full((300, 300), 255, np.uint8), "L").save(os.path.join(train, "7", "big.png"))
+    Image.fromarray(sample["train_x"][1].reshape(28, 28), "L").save(os.path.join(train, "2", "scan"), "PNG")
+    Image.fromarray(255 - sample["train_x"][2].reshape(28, 28), "L").save(os.path.join(train, "1", "page.tif"))
+    open(os.path.join(train, "9", "blank"), "wb").close()
     return train
 
 
@@ -51,8 +54,10 @@ def test_packed_folder_reads_as_the_folder(odd_folder, tmp_path, to_url):
     for i in range(len(packed.chunks)):
         block = packed.read(i)
         errors.update((packed.paths[packed.chunks[i][0] + k], r) for k, r in block.errors.items())
-    assert set(errors) == {"README.txt", "3/broken.png", "4/empty.png", "5/dangling.png", "7/big.png"}  # no ink
+    assert set(errors) == {"README.txt", "3/broken.png", "4/empty.png", "5/dangling.png", "7/big.png",  # no ink
+                           "9/blank"}
     assert "unreadable" in errors["5/dangling.png"] and "unknown file type" in errors["README.txt"]
+    assert errors["4/empty.png"] == errors["9/blank"] == "empty file"  # "2/scan", a PNG, is read
     # training from the pack: the same labels, the same files left out
     plain_t = sources.open_source(odd_folder, 64, 64, training=True)
     packed_t = sources.open_source(target, 64, 64, training=True)

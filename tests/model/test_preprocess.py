@@ -2,6 +2,7 @@
 off-centre; digits drawn with a font; and the odd images that must not raise."""
 import numpy as np
 import pytest
+from hypothesis import given, settings, strategies as st
 from PIL import Image, ImageDraw, ImageFont
 
 from model import checkpoint
@@ -166,3 +167,99 @@ def test_dark_on_light_shortcut_agrees_with_the_border_median():
         k = int(rng.integers(0, len(frame) + 1)) if trial % 3 else 0
         g.reshape(-1)[rng.choice(frame, size=k, replace=False)] = rng.integers(128, 256, k)  # k light ones
         assert is_dark_on_light(g) == (float(np.median(border(g))) > 127), (h, w, k)
+
+
+# ----------------------------------------------------------------------------- photos and scans
+
+def photo_accuracy(model, sample, n, **kw):
+    """Accuracy on the first n held-out sample digits drawn as pages (tests/model/photos.page)
+    and read through data.decode_image as JPEGs, and the notes of the first."""
+    from model import data
+    from tests.model.photos import encode, page
+    rng = np.random.default_rng(7)
+    pixels, notes = [], []
+    for x in sample["test_x"][:n]:
+        p, note = data.decode_image(encode(page(x, rng, **kw)), "p.jpg")
+        pixels.append(p)
+        notes.append(note)
+    return accuracy(model, pixels, sample["test_y"][:n]), notes
+
+
+@pytest.mark.parametrize("kw", [dict(light="mild"), dict(light="strong"), dict(light="shadow"),
+                                dict(noise=12.0, specks=40), dict(paper=(245, 225, 150), ink=(30, 40, 110)),
+                                dict(paper=(175, 205, 240), ink=(20, 20, 60), light="mild")],
+                         ids=["gradient-mild", "gradient-strong", "shadow", "noise-and-specks", "yellow-paper",
+                              "blue-paper-lit-unevenly"])
+def test_uneven_light_noise_and_coloured_paper_predict_as_the_plain_digits(model, sample, kw):
+    n = 120
+    plain = accuracy(model, sample["test_x"][:n], sample["test_y"][:n])
+    got, notes = photo_accuracy(model, sample, n, **kw)
+    assert got >= plain - 0.05, (got, plain)
+    if kw.get("light") in ("mild", "strong", "shadow"):
+        assert all("background flattened" in note for note in notes)
+    if kw.get("specks"):
+        assert sum("ink parts" in note for note in notes) > n // 2  # the specks were seen and dropped
+
+
+def test_the_uneven_page_crops_to_the_digit_not_to_the_dark_side(sample):
+    """The crop of a digit on a page lit 120 -> 235 is the crop of the same digit lit evenly."""
+    from tests.model.photos import gray, page
+    for i in range(10):
+        even = gray(page(sample["test_x"][i], np.random.default_rng(i), noise=0))
+        strong = gray(page(sample["test_x"][i], np.random.default_rng(i), light="strong", noise=0))
+        crops = [next(s for s in to_mnist(g)[1] if s.startswith("cropped")) for g in (even, strong)]
+        w0, h0 = map(int, crops[0].split()[-1].split("x"))
+        w1, h1 = map(int, crops[1].split()[-1].split("x"))
+        assert abs(w0 - w1) <= 6 and abs(h0 - h1) <= 6, crops
+
+
+def test_a_speck_far_from_the_digit_does_not_widen_the_crop(sample):
+    from tests.model.photos import gray, page
+    clean = gray(page(sample["test_x"][0], np.random.default_rng(0), noise=0))
+    specked = clean.copy()
+    specked[2:4, 2:4] = 0  # a dark speck in the corner: averaged away
+    specked[-9:-3, 5:11] = 0  # and a larger one: seen, and dropped
+    a, s1 = to_mnist(clean)
+    b, s2 = to_mnist(specked)
+    assert np.array_equal(a, b) and "kept 1 of 2 ink parts" in s2
+
+
+def test_mnist_sized_inputs_are_read_as_before(sample):
+    """28x28 light-on-dark digits never reach to_mnist (needs_preprocessing is False) and are
+    read unchanged; inverted ones are still put back as MNIST draws them."""
+    from model import data
+    X = sample["test_x"][:200]
+    assert not any(needs_preprocessing(x.reshape(28, 28)) for x in X)
+    for x in X[:50]:
+        pixels, note = data.decode_image(_png(x.reshape(28, 28)), "x.png")
+        assert np.array_equal(pixels, x) and note == ""
+    inverted = [to_mnist(255 - x.reshape(28, 28)) for x in X[:50]]
+    assert all(steps[0] == "inverted dark-on-light" and "background flattened" not in " ".join(steps)
+               for _, steps in inverted)
+
+
+def _png(a):
+    import io
+    buf = io.BytesIO()
+    Image.fromarray(a, "L").save(buf, "PNG")
+    return buf.getvalue()
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.integers(1, 70), st.integers(1, 70), st.sampled_from(["noise", "flat", "specks", "nan"]),
+       st.integers(0, 2 ** 32 - 1))
+def test_any_array_gives_a_digit_or_blank_without_raising(h, w, kind, seed):
+    rng = np.random.default_rng(seed)
+    if kind == "noise":
+        a = rng.integers(0, 256, (h, w)).astype(np.uint8)
+    elif kind == "flat":
+        a = np.full((h, w), rng.integers(0, 256), np.uint8)
+    elif kind == "specks":
+        a = np.full((h, w), 230, np.uint8)
+        a[rng.integers(0, h, 5), rng.integers(0, w, 5)] = 0
+    else:
+        a = rng.normal(128, 80, (h, w))
+        a[rng.random((h, w)) < 0.2] = np.nan
+    p, steps = to_mnist(a)
+    assert p.shape == (28, 28) and p.dtype == np.uint8
+    assert steps[-1] in ("centred by mass", "no ink: blank image")

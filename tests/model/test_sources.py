@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 from PIL import Image
 
-from model import data, sources
+from model import data, imagedecode, sources
 from model.csvparse import count_records, parse_rows
 from model.errors import DataError
 from model.samples import load_sample
@@ -89,7 +89,7 @@ def test_any_header_is_accepted_or_named(tmp_path_factory, head):
 # ----------------------------------------------------------------------------- images
 
 @FAST
-@given(st.binary(max_size=2000), st.sampled_from([".png", ".jpg", ".gif", ".bmp"]))
+@given(st.binary(max_size=2000), st.sampled_from([".png", ".jpg", ".gif", ".bmp", ".tif", ".webp", "", ".dat"]))
 def test_image_of_arbitrary_bytes_is_an_image_or_a_named_error(tmp_path_factory, raw, ext):
     folder = tmp_path_factory.mktemp("img")
     (folder / f"x{ext}").write_bytes(raw)
@@ -150,16 +150,18 @@ def test_huge_image_is_refused_from_its_header_without_decoding(tmp_path, monkey
     assert decoded == []
 
 
-def test_unlisted_decoders_are_never_used(tmp_path, sample):
-    """A TIFF (or any other format PIL knows) named .png is not decoded."""
-    Image.fromarray(sample["test_x"][0].reshape(28, 28), "L").save(tmp_path / "tiff.png", "TIFF")
-    with pytest.raises(DataError, match="not a PNG, JPEG, BMP or GIF"):
-        data.load_image(str(tmp_path), "tiff.png")
+@pytest.mark.parametrize("fmt", ["PPM", "PCX", "ICO", "TGA"])
+def test_unlisted_decoders_are_never_used(tmp_path, sample, fmt):
+    """A PPM, PCX, ICO or TGA (formats PIL knows) named .png is not decoded."""
+    Image.fromarray(sample["test_x"][0].reshape(28, 28), "L").save(tmp_path / "other.png", fmt)
+    with pytest.raises(DataError, match="not a PNG, JPEG, BMP, GIF, TIFF or WebP image"):
+        data.load_image(str(tmp_path), "other.png")
 
 
 def test_oversized_file_is_refused_unread(tmp_path, monkeypatch):
     monkeypatch.setattr(data, "MAX_IMAGE_BYTES", 1000)
-    (tmp_path / "big.png").write_bytes(b"\x89PNG" + os.urandom(2000))
+    monkeypatch.setattr(imagedecode, "MAX_IMAGE_BYTES", 1000)
+    (tmp_path / "big.png").write_bytes(b"\x89PNG\r\n\x1a\n" + os.urandom(2000))
     with pytest.raises(DataError, match="over the limit"):
         data.load_image(str(tmp_path), "big.png")
 

@@ -62,7 +62,6 @@ def test_a_full_disk_stops_a_1000_chunk_job_early_with_its_reason(stack_env, sam
     local_predict(csv, model_path, tmp_path / "local.csv", chunk_rows=CHUNK_ROWS)
     _, local_labels = read_submission(tmp_path / "local.csv")
     with small_disk(tmp_path / "disk") as disk, drill_stack(tmp_path / "home", storage=disk / "storage") as live:
-        r = live.app.backend.client
         job_id = f"full-disk-{uuid.uuid4().hex[:8]}"
         job = submit_prediction(csv, model_path, str(tmp_path / "out.csv"), app=live.app, settings=live.settings,
                                 chunk_rows=CHUNK_ROWS, job_id=job_id)

@@ -12,7 +12,6 @@ import psutil
 import pytest
 
 from tasks import deliveries, jobs, keys
-from tests.conftest import wait_for
 from tests.tasks.faultstack import hits, plan
 from tests.tasks.test_predict_jobs import chunk_row_ranges, fast_csv, local_predict, read_rows, read_submission
 from worker.client import status, submit_prediction, submit_training

@@ -234,6 +234,55 @@ def test_bad_rows_and_images_are_reported_not_fatal(live, sample, model_path, mo
     assert [int(r[1]) for r in rows] == model.predict(sample["test_x"][:6])[0].tolist()
 
 
+def test_a_folder_of_phone_photos_and_scans_through_the_queue(live, sample, model_path, model, data_dir, tmp_path):
+    """Photos stored turned with EXIF tags, pages lit unevenly, TIFF, WebP, a PNG without an
+    extension and a zip of them: the queue's output is the in-process one, byte for byte, and
+    says what was done to each image."""
+    import zipfile
+    from tests.model.photos import encode, gray, page
+    folder = data_dir / "photos"
+    folder.mkdir()
+    kinds = {"a-exif6.jpg": dict(orientation=6), "b-exif3.jpg": dict(orientation=3),
+             "c-gradient.png": dict(fmt="PNG", light="strong"), "d-shadow.jpg": dict(light="shadow"),
+             "e-scan.tiff": dict(fmt="TIFF"), "f-specks.webp": dict(fmt="WEBP", specks=30, noise=10.0),
+             "g-no-extension": dict(fmt="PNG", light="mild")}
+    for i, (name, kw) in enumerate(kinds.items()):
+        fmt, orientation = kw.pop("fmt", "JPEG"), kw.pop("orientation", 1)
+        (folder / name).write_bytes(encode(gray(page(sample["test_x"][i], np.random.default_rng(i), **kw)),
+                                           fmt, orientation))
+    (folder / "h-empty.png").write_bytes(b"")
+    with zipfile.ZipFile(folder / "i-more.zip", "w") as zf:  # inside a folder a zip is just a file
+        zf.writestr("x.png", b"")
+    archive = data_dir / "photos.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for name in sorted(kinds):
+            zf.write(folder / name, f"photos/{name}")
+
+    job = submit(live, folder, model_path, tmp_path / "queue.csv", chunk_rows=2)
+    zjob = submit(live, archive, model_path, tmp_path / "zip.csv", chunk_rows=3)
+    m, mz = job.wait(timeout=WAIT), zjob.wait(timeout=WAIT)
+    assert m["state"] == mz["state"] == "SUCCESS"
+    assert (m["rows_in"], m["rows_ok"], m["rows_bad"]) == (9, 7, 2)
+    assert (mz["rows_in"], mz["rows_ok"], mz["rows_bad"]) == (7, 7, 0)
+    local_predict(folder, model_path, tmp_path / "local.csv", chunk_rows=2)
+    assert (tmp_path / "queue.csv").read_bytes() == (tmp_path / "local.csv").read_bytes()
+
+    header, rows = read_rows(tmp_path / "queue.csv")
+    notes = {r[0]: r[3] for r in rows}
+    assert "rotated by EXIF 6; inverted dark-on-light" in notes["a-exif6.jpg"]
+    assert "rotated by EXIF 3" in notes["b-exif3.jpg"]
+    assert "background flattened" in notes["c-gradient.png"] and "background flattened" in notes["d-shadow.jpg"]
+    assert "ink parts" in notes["f-specks.webp"]
+    labels = [int(r[1]) for r in rows]
+    assert sum(a == b for a, b in zip(labels, model.predict(sample["test_x"][:7])[0])) >= 6
+    _, errs = read_rows(tmp_path / "queue.errors.csv")
+    assert dict(errs) == {"h-empty.png": "empty file",
+                          "i-more.zip": "unknown file type '.zip': not a PNG, JPEG, BMP, GIF, TIFF or WebP image"}
+    _, zrows = read_rows(tmp_path / "zip.csv")
+    assert [r[0] for r in zrows] == [f"photos.zip::photos/{r[0]}" for r in rows]
+    assert [r[1:] for r in zrows] == [r[1:] for r in rows]
+
+
 def test_empty_inputs_fail_with_header_only_outputs(live, model_path, data_dir, tmp_path):
     """No job succeeds with nothing: an input without records ends FAILURE, saying so."""
     header_only = data_dir / "header-only.csv"

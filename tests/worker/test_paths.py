@@ -38,3 +38,26 @@ def test_client_local_input_is_copied_and_output_redirected(tmp_path):
     inside = str(store / "out" / "sub.csv")
     assert output_ref(s, "job-1", inside) == inside
     assert stage_input(s, "job-2", str(store / "x.csv")) == str(store / "x.csv")
+
+
+def test_a_staged_zip_keeps_its_name_for_its_records(tmp_path, sample):
+    """Records of a zip of images are named `archive.zip::member`: the copy workers read is
+    still called archive.zip."""
+    import io
+    import zipfile
+
+    from PIL import Image
+
+    from model import sources
+    store = tmp_path / "shared"
+    store.mkdir()
+    src = tmp_path / "home" / "archive.zip"
+    src.parent.mkdir()
+    buf = io.BytesIO()
+    Image.fromarray(sample["test_x"][0].reshape(28, 28), "L").save(buf, "PNG")
+    with zipfile.ZipFile(src, "w") as zf:
+        zf.writestr("d/x.png", buf.getvalue())
+    staged = stage_input(_settings(tmp_path, store), "job-3", str(src))
+    assert staged == str(store / "inputs" / "job-3" / "input" / "archive.zip")
+    source = sources.open_source(staged, 10)
+    assert source.names(0, 0, 1) == ["archive.zip::d/x.png"] and not source.read(0).errors
