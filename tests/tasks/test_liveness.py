@@ -2,7 +2,6 @@
 (SIGSTOP) in the middle of a chunk and never resumed; a whole worker frozen while the
 watchdog requeues its work, then resumed. Nothing is lost, nothing doubled, and the
 requeue does not cascade into duplicates (tasks/window.py)."""
-import os
 import signal
 import socket
 import time
