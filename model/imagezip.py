@@ -61,12 +61,14 @@ def _open(ref):
 
 def is_image_zip(ref):
     """True if the file at ref is a readable zip (by its first bytes, whatever its name)
-    holding no CSV; False for anything else, never raising."""
+    holding files and no CSV; False for anything else (an empty zip included: the CSV
+    reader names what it lacks), never raising."""
     try:
         if storage.read_bytes(ref, 0, 4) not in MAGIC:
             return False
         with _open(ref) as zf:
-            return not any(n.lower().endswith(CSV_SUFFIXES) for n in zf.namelist())
+            names = [i.filename for i in zf.infolist() if not i.is_dir() and not i.filename.startswith(SKIPPED)]
+            return bool(names) and not any(n.lower().endswith(CSV_SUFFIXES) for n in names)
     except Exception:  # not a zip after all, or unreadable: the other readers say why
         return False
 

@@ -110,7 +110,7 @@ def test_a_damaged_zip_and_zips_of_csvs_are_not_image_zips(tmp_path):
     assert not imagezip.is_image_zip(write_zip(tmp_path / "kaggle.zip", {"train.csv": b"label\n", "test.csv": b"x"}))
     (tmp_path / "broken.zip").write_bytes(b"PK\x03\x04" + os.urandom(300))
     assert not imagezip.is_image_zip(str(tmp_path / "broken.zip"))
-    assert imagezip.is_image_zip(write_zip(tmp_path / "empty.zip", {}))
+    assert not imagezip.is_image_zip(write_zip(tmp_path / "empty.zip", {}))  # refused at submit as a CSV zip
     assert imagezip.list_members(str(tmp_path / "empty.zip")) == ([], [])
 
 
