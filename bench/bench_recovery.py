@@ -26,8 +26,8 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from model import checkpoint  # noqa: E402
-from model.data import PIXEL_COLUMNS  # noqa: E402
-from model.samples import load_sample, write_sample  # noqa: E402
+from model.data.block import PIXEL_COLUMNS  # noqa: E402
+from model.data.samples import load_sample, write_sample  # noqa: E402
 from tasks import jobs  # noqa: E402
 
 DIGITS = [sys.executable, "-m", "worker.cli"]

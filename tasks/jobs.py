@@ -1,7 +1,7 @@
 """Job records on shared storage: what a job is, how far it got, and how it ended.
 
     jobs/<id>/job.json         the job as submitted (PredictJob / TrainJob.to_dict())
-    jobs/<id>/plan.json        prediction plan (model.sources)
+    jobs/<id>/plan.json        prediction plan (model.data.sources)
     jobs/<id>/chunks/<n>.result  one prediction chunk's result (model.batch.ChunkResult,
                                written atomically; <n>.npz by earlier versions)
     jobs/<id>/progress.json    training progress (epoch, batch, loss, val_accuracy, eta)

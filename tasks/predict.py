@@ -31,7 +31,8 @@ from celery import shared_task
 from celery.exceptions import Ignore
 from celery.utils.log import get_task_logger
 
-from model import batch, checkpoint, sources, storage
+from model import batch, checkpoint, storage
+from model.data import sources
 from model.errors import DataError, JobError, describe
 from tasks import breaker, deliveries, events, jobs, keys
 from tasks.jobs import storage_root

@@ -22,7 +22,7 @@ from celery.utils.log import get_task_logger
 
 from model import storage
 from model.errors import ConfigError, JobError
-from model.registry import Registry
+from model.registry.versions import Registry
 from tasks import events, jobs, keys
 from tasks.jobs import storage_root
 from tasks.states import JobState

@@ -19,9 +19,10 @@ from celery import shared_task
 from celery.exceptions import Ignore
 from celery.utils.log import get_task_logger
 
-from model import checkpoint, sources, storage
+from model import checkpoint, storage
+from model.data import sources
 from model.errors import JobError, describe
-from model.registry import Registry
+from model.registry.versions import Registry
 from model.train import Trainer, config_from_dict, make_config
 from tasks import deliveries, jobs, keys, sweep
 from tasks.liveness import LockLost, keep_lock

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from model import checkpoint
-from model.samples import load_sample
+from model.data.samples import load_sample
 from model.train import Trainer, make_config
 
 
@@ -86,8 +86,8 @@ def trained_model(sample, tmp_path_factory):
 
 def write_test_csv(path, pixels):
     """A Kaggle test CSV (pixel0..pixel783) of raw pixels (N, 784)."""
-    from model.samples import write_csv
-    from model.data import PIXEL_COLUMNS
+    from model.data.samples import write_csv
+    from model.data.block import PIXEL_COLUMNS
     write_csv(path, PIXEL_COLUMNS, np.asarray(pixels))
     return str(path)
 

@@ -86,8 +86,8 @@ def test_the_readme_commands_parse_as_written():
 
 @pytest.mark.integration
 def test_the_python_example_runs_as_written(tmp_path, sample):
-    from model.data import PIXEL_COLUMNS
-    from model.samples import write_csv
+    from model.data.block import PIXEL_COLUMNS
+    from model.data.samples import write_csv
     from worker.stack import broker_reachable
     (code,) = _blocks(README, "python")
     write_csv(tmp_path / "train.csv", ["label", *PIXEL_COLUMNS],

@@ -17,7 +17,7 @@ import tempfile
 from model.errors import DataError, JobError
 from tasks.states import JobState
 
-PIXELS = 784  # 28 x 28, one row per image (model.sources.SIDE squared)
+PIXELS = 784  # 28 x 28, one row per image (model.data.block.SIDE squared)
 
 
 class Client:

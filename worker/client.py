@@ -45,7 +45,7 @@ def shared(s, ref):
 def stage_input(s, job_id, ref, name="input"):
     """Where workers read `ref`: as is when it is shared (see shared()); otherwise the
     client's local file is uploaded to storage `inputs/<job id>/` first, and a local image
-    folder is packed there (model.imagepack: two objects instead of one per file)."""
+    folder is packed there (model.data.imagepack: two objects instead of one per file)."""
     ref = _abs(str(ref))
     if shared(s, ref):
         return ref
@@ -54,8 +54,9 @@ def stage_input(s, job_id, ref, name="input"):
     if not folder and ref.lower().endswith(".zip"):  # its name kept: records are named `name.zip::member`
         target = storage.join(s.storage, "inputs", job_id, name, os.path.basename(ref))
     if folder:
-        from model import data, imagepack
-        imagepack.pack(ref, target, data.IMAGE_TYPES, data.MAX_IMAGE_BYTES)
+        from model.data import imagepack
+        from model.data import imagefolder
+        imagepack.pack(ref, target, imagefolder.IMAGE_TYPES, imagefolder.MAX_IMAGE_BYTES)
     else:
         storage.upload(ref, target)
     return target
@@ -64,7 +65,7 @@ def stage_input(s, job_id, ref, name="input"):
 def stage_data(s, job_id, ref, name="input"):
     """stage_input of an input that may name a zip's member (`a.zip::test.csv`): the zip is
     staged, the member named after it."""
-    from model import archive
+    from model.data import archive
     path, member = archive.split_member(_abs(str(ref)))
     return stage_input(s, job_id, path, name) + (archive.MEMBER_SEP + member if member else "")
 
@@ -72,7 +73,7 @@ def stage_data(s, job_id, ref, name="input"):
 def check_paths(input_ref, out):
     """The input exists and a local --out is a file in an existing folder (else the job
     would fail only when it assembles its output)."""
-    from model import archive
+    from model.data import archive
     if not storage.exists(archive.split_member(_abs(str(input_ref)))[0]):
         raise DataError(input_ref, "no such file or folder")
     out = _abs(str(out))
@@ -88,8 +89,9 @@ def check_prediction(s, input_ref, model_ref, out):
     reference resolves to a readable model file -> (model path, registry info, Model), which
     submit_prediction(checked=...) takes instead of checking again."""
     check_paths(input_ref, out)
-    from model import checkpoint, sources
-    from model.registry import Registry
+    from model import checkpoint
+    from model.data import sources
+    from model.registry.versions import Registry
     sources.check_input(_abs(str(input_ref)))  # header, separator, compression, normalized values
     path, info = Registry(s.storage).resolve(str(model_ref))
     return path, info, checkpoint.load_model(path)
@@ -173,7 +175,7 @@ def submit_prediction(input_ref, model_ref, out, *, app, settings, job_id=None, 
 
 def _submit_prediction(input_ref, model_ref, out, app, s, job_id, chunk_rows, checked):
     """One attempt of submit_prediction."""
-    from model import sources
+    from model.data import sources
     from tasks import events
     from tasks.queueing import queue_assemble, queue_chunk, release_output, touch
     root = s.storage
@@ -437,7 +439,7 @@ def check_training(data_ref):
     """Fail fast, before a stack is started or anything queued: the training data exists
     and has labels (a labeled CSV header, compressed or not, or digit sub-folders) ->
     DataError naming it."""
-    from model import sources
+    from model.data import sources
     sources.check_input(_abs(str(data_ref)), training=True)
 
 

@@ -1,4 +1,4 @@
-"""Compressed and packed CSVs (model.archive through model.sources): known by their bytes,
+"""Compressed and packed CSVs (model.data.archive through model.data.sources): known by their bytes,
 decompressed once in bounded memory, a zip's member named or chosen by the rule."""
 import gzip
 import zipfile
@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from model import archive, sources
+from model.data import sources
+from model.data import archive
 from model.errors import DataError
 from tests.model import tool_files
 
@@ -16,7 +17,7 @@ FAST = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCh
 
 @pytest.fixture(scope="module")
 def sample():
-    from model.samples import load_sample
+    from model.data.samples import load_sample
     return load_sample()
 
 

@@ -1,12 +1,15 @@
-"""CSVs as tools write them (model.csvdialect through model.sources): every file of
+"""CSVs as tools write them (model.data.csvdialect through model.data.sources): every file of
 tests/model/tool_files.py reads back exactly the pixels it was written from, numbered
 1..N as pandas numbers them; normalized files are refused whole."""
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from model import csvdialect, data, sources
-from model.csvdialect import Dialect
+from model.data import sources
+from model.data import csvfile
+from model.data import csvdialect
+from model.data.block import PIXEL_COLUMNS, TRAIN_COLUMNS
+from model.data.csvdialect import Dialect
 from model.errors import DataError
 from tests.model import tool_files
 
@@ -16,7 +19,7 @@ N = 230  # records: several chunks of 50 and a blank line every 100 rows
 
 @pytest.fixture(scope="module")
 def images():
-    from model.samples import load_sample
+    from model.data.samples import load_sample
     x = load_sample()["test_x"][:N].copy()
     x[0, :5] = [255, 128, 1, 0, 200]  # values of every width in the first row
     return x
@@ -219,8 +222,8 @@ def test_float_parse_of_hostile_fields_agrees_with_one_by_one(fields):
 @given(st.binary(max_size=3000))
 def test_any_header_line_is_a_layout_or_a_named_error(head):
     try:
-        layout = data.csv_layout_of("h.csv", head, len(head))
-        assert layout.columns in (data.PIXEL_COLUMNS, data.TRAIN_COLUMNS)
+        layout = csvfile.csv_layout_of("h.csv", head, len(head))
+        assert layout.columns in (PIXEL_COLUMNS, TRAIN_COLUMNS)
     except DataError as e:
         assert e.source == "h.csv" and e.reason
 

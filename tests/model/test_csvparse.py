@@ -1,4 +1,4 @@
-"""model.csvparse.parse_rows: exact values on good data, exact reasons on bad lines.
+"""model.data.csvparse.parse_rows: exact values on good data, exact reasons on bad lines.
 
 A tiny piece size (monkeypatched _CHUNK) makes small blocks cross many piece boundaries,
 so line numbering and the fast/careful split are exercised without big inputs.
@@ -9,8 +9,8 @@ import re
 import numpy as np
 import pytest
 
-from model import csvparse
-from model.csvparse import parse_rows
+from model.data import csvparse
+from model.data.csvparse import parse_rows
 
 TRAIN = ["label"] + [f"pixel{i}" for i in range(784)]
 _INT = re.compile(rb"[ \t]*([+-]?[0-9]+)[ \t]*")

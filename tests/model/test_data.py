@@ -5,12 +5,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from model import data, sources
+from model.data import sources
+from model.data import imagefolder
+from model.data import csvfile
+from model.data.block import PIXEL_COLUMNS, TRAIN_COLUMNS
 from model.errors import DataError
-from model.samples import load_sample
+from model.data.samples import load_sample
 
-TRAIN_HEADER = ",".join(data.TRAIN_COLUMNS)
-TEST_HEADER = ",".join(data.PIXEL_COLUMNS)
+TRAIN_HEADER = ",".join(TRAIN_COLUMNS)
+TEST_HEADER = ",".join(PIXEL_COLUMNS)
 
 
 @pytest.fixture(scope="module")
@@ -139,7 +142,7 @@ def test_test_file_cannot_train(tmp_path, sample):
 
 def test_missing_header(tmp_path, sample):
     ref = write(tmp_path / "noheader.csv", None, train_rows(sample, 3))
-    for fn in (data.read_csv_layout, sources.load_training):
+    for fn in (csvfile.read_csv_layout, sources.load_training):
         e = raises_data_error(fn, ref)
         assert e.source == ref and e.row is None and "missing header" in e.reason
         assert ref in str(e)
@@ -154,7 +157,7 @@ def test_missing_header(tmp_path, sample):
 ])
 def test_wrong_header(tmp_path, sample, header, reason):
     ref = write(tmp_path / "wrong.csv", header, train_rows(sample, 2))
-    e = raises_data_error(data.read_csv_layout, ref)
+    e = raises_data_error(csvfile.read_csv_layout, ref)
     assert e.source == ref and "wrong header" in e.reason and reason in e.reason
     e = raises_data_error(sources.load_training, ref)
     assert e.source == ref and "wrong header" in e.reason
@@ -164,15 +167,15 @@ def test_wrong_header(tmp_path, sample, header, reason):
 def test_empty_file(tmp_path, content):
     ref = tmp_path / "empty.csv"
     ref.write_text(content)
-    e = raises_data_error(data.read_csv_layout, str(ref))
+    e = raises_data_error(csvfile.read_csv_layout, str(ref))
     assert e.source == str(ref) and e.reason == "empty file"
     assert raises_data_error(sources.load_training, str(ref)).reason == "empty file"
 
 
 def test_header_only_file(tmp_path):
     ref = write(tmp_path / "h.csv", TRAIN_HEADER, [])
-    layout = data.read_csv_layout(ref)
-    assert layout.labeled and data.plan_csv(layout, 10) == []
+    layout = csvfile.read_csv_layout(ref)
+    assert layout.labeled and csvfile.plan_csv(layout, 10) == []
     e = raises_data_error(sources.load_training, ref)
     assert e.source == ref and "0 usable" in e.reason
 
@@ -181,27 +184,27 @@ def test_missing_file_and_folder(tmp_path):
     ref = str(tmp_path / "nope.csv")
     e = raises_data_error(sources.load_training, ref)
     assert e.source == ref and "no such" in e.reason
-    assert "no such" in raises_data_error(data.read_csv_layout, ref).reason
-    assert "no such folder" in raises_data_error(data.list_images, str(tmp_path / "nodir")).reason
+    assert "no such" in raises_data_error(csvfile.read_csv_layout, ref).reason
+    assert "no such folder" in raises_data_error(imagefolder.list_images, str(tmp_path / "nodir")).reason
     f = tmp_path / "file.csv"
     f.write_text("x")
-    assert "not a folder" in raises_data_error(data.list_images, str(f)).reason
+    assert "not a folder" in raises_data_error(imagefolder.list_images, str(f)).reason
 
 
 def test_layouts(tmp_path, sample):
     train = write(tmp_path / "train.csv", TRAIN_HEADER, train_rows(sample, 2))
     test = write(tmp_path / "test.csv", TEST_HEADER, [csv_row(sample["test_x"][0].tolist())])
-    lt, ls = data.read_csv_layout(train), data.read_csv_layout(test)
-    assert lt.labeled and lt.columns == data.TRAIN_COLUMNS and lt.data_start == len(TRAIN_HEADER) + 1
-    assert not ls.labeled and ls.columns == data.PIXEL_COLUMNS and ls.size == os.path.getsize(test)
-    block = data.read_csv_range(ls, ls.data_start, ls.size)
+    lt, ls = csvfile.read_csv_layout(train), csvfile.read_csv_layout(test)
+    assert lt.labeled and lt.columns == TRAIN_COLUMNS and lt.data_start == len(TRAIN_HEADER) + 1
+    assert not ls.labeled and ls.columns == PIXEL_COLUMNS and ls.size == os.path.getsize(test)
+    block = csvfile.read_csv_range(ls, ls.data_start, ls.size)
     assert block.labels is None and np.array_equal(block.pixels, sample["test_x"][:1])
 
 
 # ----------------------------------------------------------------------------- row ranges
 
 def check_plan(layout, rows_per_chunk, n_rows, expected_pixels):
-    ranges = data.plan_csv(layout, rows_per_chunk)
+    ranges = csvfile.plan_csv(layout, rows_per_chunk)
     raw = open(layout.ref, "rb").read()
     assert ranges[0][0] == layout.data_start and ranges[-1][1] == layout.size
     for (s1, e1), (s2, _) in zip(ranges, ranges[1:]):
@@ -210,7 +213,7 @@ def check_plan(layout, rows_per_chunk, n_rows, expected_pixels):
         assert s < e
         assert raw[s - 1:s] == b"\n"  # starts right after a line break
         assert e == layout.size or raw[e - 1:e] == b"\n"  # ends right after one
-    blocks = [data.read_csv_range(layout, s, e) for s, e in ranges]
+    blocks = [csvfile.read_csv_range(layout, s, e) for s, e in ranges]
     assert sum(len(b) for b in blocks) == n_rows
     assert all(not b.errors for b in blocks)
     pixels = np.concatenate([b.pixels for b in blocks])
@@ -223,7 +226,7 @@ def check_plan(layout, rows_per_chunk, n_rows, expected_pixels):
 def test_plan_csv_covers_rows_once_in_order(tmp_path, sample, trailing_newline, rows_per_chunk):
     n = 120
     ref = write(tmp_path / "train.csv", TRAIN_HEADER, train_rows(sample, n), trailing_newline)
-    layout = data.read_csv_layout(ref)
+    layout = csvfile.read_csv_layout(ref)
     ranges, blocks = check_plan(layout, rows_per_chunk, n, sample["train_x"][:n])
     labels = np.concatenate([b.labels for b in blocks])
     assert np.array_equal(labels, sample["train_y"][:n])
@@ -239,15 +242,15 @@ def test_plan_csv_with_rows_of_very_different_lengths(tmp_path, sample):
     # short rows (all zeros) then long rows (real digits with three-digit pixels), test layout
     x = np.concatenate([np.zeros((30, 784), np.uint8), sample["test_x"][:30], np.full((30, 784), 255, np.uint8)])
     ref = write(tmp_path / "test.csv", TEST_HEADER, [csv_row(r) for r in x.tolist()], trailing_newline=False)
-    layout = data.read_csv_layout(ref)
+    layout = csvfile.read_csv_layout(ref)
     for k in (1, 4, 9, 25):
         check_plan(layout, k, len(x), x)
 
 
 def test_single_row_file_without_newline(tmp_path, sample):
     ref = write(tmp_path / "one.csv", TEST_HEADER, [csv_row(sample["test_x"][0].tolist())], False)
-    layout = data.read_csv_layout(ref)
-    assert data.plan_csv(layout, 1) == [(layout.data_start, layout.size)]
+    layout = csvfile.read_csv_layout(ref)
+    assert csvfile.plan_csv(layout, 1) == [(layout.data_start, layout.size)]
     check_plan(layout, 1, 1, sample["test_x"][:1])
 
 
@@ -255,11 +258,11 @@ def test_read_csv_range_errors_are_block_relative(tmp_path, sample):
     rows = [csv_row(r) for r in sample["test_x"][:6].tolist()]
     rows[4] = "1,2"
     ref = write(tmp_path / "test.csv", TEST_HEADER, rows)
-    layout = data.read_csv_layout(ref)
+    layout = csvfile.read_csv_layout(ref)
     raw = open(ref, "rb").read()
     third = layout.data_start + sum(len(r) + 1 for r in rows[:2])  # start of data row 3
     assert raw[third - 1:third] == b"\n"
-    block = data.read_csv_range(layout, third, layout.size)
+    block = csvfile.read_csv_range(layout, third, layout.size)
     assert len(block) == 4 and list(block.errors) == [2]  # data row 5 is the block's 3rd record
     assert block.ok_mask().tolist() == [True, True, False, True]
     assert not block.pixels[2].any()  # zero-filled
@@ -280,7 +283,7 @@ def digit(sample, i=0):
 
 def test_corrupt_image(tmp_path):
     (tmp_path / "x.png").write_bytes(b"\x89PNG garbage, not an image \x00\x01\x02" * 3)
-    e = raises_data_error(data.load_image, str(tmp_path), "x.png")
+    e = raises_data_error(imagefolder.load_image, str(tmp_path), "x.png")
     assert e.source == os.path.join(str(tmp_path), "x.png") and "corrupt or unreadable image" in e.reason
     assert e.source in str(e)
 
@@ -288,25 +291,25 @@ def test_corrupt_image(tmp_path):
 def test_truncated_image(tmp_path, sample):
     p = save(tmp_path / "t.png", digit(sample))
     p.write_bytes(p.read_bytes()[:60])
-    e = raises_data_error(data.load_image, str(tmp_path), "t.png")
+    e = raises_data_error(imagefolder.load_image, str(tmp_path), "t.png")
     assert e.source.endswith("t.png") and "corrupt or unreadable" in e.reason
 
 
 def test_unknown_file_type(tmp_path):
     (tmp_path / "x.txt").write_text("hello")
-    e = raises_data_error(data.load_image, str(tmp_path), "x.txt")
+    e = raises_data_error(imagefolder.load_image, str(tmp_path), "x.txt")
     assert e.source.endswith("x.txt") and "unknown file type '.txt'" in e.reason
     (tmp_path / "noext").write_bytes(b"")
-    assert raises_data_error(data.load_image, str(tmp_path), "noext").reason == "empty file"
+    assert raises_data_error(imagefolder.load_image, str(tmp_path), "noext").reason == "empty file"
     (tmp_path / "notes").write_bytes(b"not an image at all")
-    assert "unknown file type '(none)'" in raises_data_error(data.load_image, str(tmp_path), "notes").reason
+    assert "unknown file type '(none)'" in raises_data_error(imagefolder.load_image, str(tmp_path), "notes").reason
 
 
 @pytest.mark.parametrize("size", [(27, 28), (28, 29), (56, 56), (1, 1)])
 def test_image_not_28x28(tmp_path, size):
     w, h = size
     save(tmp_path / "big.png", np.zeros((h, w), np.uint8))
-    e = raises_data_error(data.load_image, str(tmp_path), "big.png")  # preprocessed, and blank
+    e = raises_data_error(imagefolder.load_image, str(tmp_path), "big.png")  # preprocessed, and blank
     assert e.source.endswith("big.png") and e.reason == f"no ink: blank image (an image {w}x{h} with no digit found)"
 
 
@@ -314,7 +317,7 @@ def test_image_not_28x28(tmp_path, size):
 def test_lossless_formats_read_exactly(tmp_path, sample, ext, kw):
     a = digit(sample, 3)
     save(tmp_path / f"d{ext}", a, **kw)
-    got = data.load_image(str(tmp_path), f"d{ext}")
+    got = imagefolder.load_image(str(tmp_path), f"d{ext}")
     assert got.dtype == np.uint8 and got.shape == (784,)
     assert np.array_equal(got, a.ravel())
 
@@ -324,7 +327,7 @@ def test_jpeg_grayscale_reads(tmp_path, sample, ext):
     a = digit(sample, 4)
     save(tmp_path / f"d{ext}", a, quality=95)
     assert Image.open(tmp_path / f"d{ext}").mode == "L"
-    got = data.load_image(str(tmp_path), f"d{ext}")
+    got = imagefolder.load_image(str(tmp_path), f"d{ext}")
     assert got.shape == (784,) and got.dtype == np.uint8
     assert np.abs(got.astype(int) - a.ravel()).mean() < 4  # lossy, but close
     assert np.corrcoef(got, a.ravel())[0, 1] > 0.99
@@ -333,18 +336,18 @@ def test_jpeg_grayscale_reads(tmp_path, sample, ext):
 def test_rgb_and_other_modes_become_grayscale(tmp_path, sample):
     a = digit(sample, 5)
     save(tmp_path / "gray-rgb.png", np.stack([a, a, a], -1), "RGB")
-    assert np.array_equal(data.load_image(str(tmp_path), "gray-rgb.png"), a.ravel())
+    assert np.array_equal(imagefolder.load_image(str(tmp_path), "gray-rgb.png"), a.ravel())
     red = np.zeros((28, 28, 3), np.uint8)
     red[..., 0] = 255
     save(tmp_path / "red.bmp", red, "RGB")
-    assert set(data.load_image(str(tmp_path), "red.bmp").tolist()) == {76}  # ITU-R 601 luma of red
+    assert set(imagefolder.load_image(str(tmp_path), "red.bmp").tolist()) == {76}  # ITU-R 601 luma of red
     save(tmp_path / "la.png", np.stack([a, np.full_like(a, 255)], -1), "LA")
-    assert np.array_equal(data.load_image(str(tmp_path), "la.png"), a.ravel())
+    assert np.array_equal(imagefolder.load_image(str(tmp_path), "la.png"), a.ravel())
     Image.fromarray(a, "L").convert("P").save(tmp_path / "p.gif")
-    assert np.array_equal(data.load_image(str(tmp_path), "p.gif"), a.ravel())
+    assert np.array_equal(imagefolder.load_image(str(tmp_path), "p.gif"), a.ravel())
     rgb = np.stack([a, a, a], -1)
     save(tmp_path / "rgb.jpg", rgb, "RGB", quality=95)
-    got = data.load_image(str(tmp_path), "rgb.jpg")
+    got = imagefolder.load_image(str(tmp_path), "rgb.jpg")
     assert got.shape == (784,) and np.abs(got.astype(int) - a.ravel()).mean() < 4
 
 
@@ -353,7 +356,7 @@ def test_16bit_grayscale_png_is_scaled_or_refused(tmp_path, sample):
     Image.fromarray(a.astype(np.uint16) * 257).save(tmp_path / "d16.png")  # full 16-bit range
     assert Image.open(tmp_path / "d16.png").mode.startswith("I")
     try:
-        got = data.load_image(str(tmp_path), "d16.png")
+        got = imagefolder.load_image(str(tmp_path), "d16.png")
     except DataError:
         return  # refusing it with a reason would be acceptable too
     assert np.abs(got.astype(int) - a.ravel()).max() <= 1
@@ -373,7 +376,7 @@ def make_training_folder(root, sample, per_digit=3):
 
 def test_training_folder(tmp_path, sample):
     expected = make_training_folder(tmp_path / "train", sample)
-    rels, labels, errors = data.list_training_images(str(tmp_path / "train"))
+    rels, labels, errors = imagefolder.list_training_images(str(tmp_path / "train"))
     assert rels == [r for r, _, _ in expected] and labels == [d for _, d, _ in expected] and errors == []
     td = sources.load_training(str(tmp_path / "train"), block_rows=7)
     assert np.array_equal(td.labels, [d for _, d, _ in expected])
@@ -386,7 +389,7 @@ def test_training_folder_with_file_outside_digit_folders(tmp_path, sample):
     save(root / "stray.png", digit(sample))
     save(root / "cats" / "c.png", digit(sample))
     save(root / "10" / "ten.png", digit(sample))
-    rels, labels, errors = data.list_training_images(str(root))
+    rels, labels, errors = imagefolder.list_training_images(str(root))
     assert len(rels) == 20
     assert sorted(p for p, _ in errors) == ["10/ten.png", "cats/c.png", "stray.png"]
     assert all("not inside a digit sub-folder 0..9" in r for _, r in errors)
@@ -417,9 +420,9 @@ def test_prediction_folder_listing_is_sorted_by_relative_path(tmp_path, sample):
     names = ["b.png", "a/z.png", "a/b.png", "10.png", "9.png", "a/sub/c.gif", "B.bmp"]
     for n in names:
         save(root / n, digit(sample))
-    listed = data.list_images(str(root))
+    listed = imagefolder.list_images(str(root))
     assert listed == sorted(names) == ["10.png", "9.png", "B.bmp", "a/b.png", "a/sub/c.gif", "a/z.png", "b.png"]
-    block = data.read_images(str(root), listed)
+    block = imagefolder.read_images(str(root), listed)
     assert len(block) == len(names) and block.errors == {} and block.labels is None
 
 
@@ -428,7 +431,7 @@ def test_read_images_turns_bad_images_into_zero_rows(tmp_path, sample):
     save(root / "a.png", digit(sample, 1))
     (root / "b.png").write_bytes(b"junk")
     save(root / "c.png", digit(sample, 2))
-    block = data.read_images(str(root), ["a.png", "b.png", "c.png"], labels=[1, 2, 3])
+    block = imagefolder.read_images(str(root), ["a.png", "b.png", "c.png"], labels=[1, 2, 3])
     assert list(block.errors) == [1] and "corrupt" in block.errors[1]
     assert not block.pixels[1].any()
     assert np.array_equal(block.pixels[[0, 2]], sample["train_x"][[1, 2]])
@@ -445,25 +448,25 @@ def test_digit_drawn_in_alpha_keeps_the_digit(tmp_path, sample):
     save(tmp_path / "black.png", black_ink, "RGBA")
     save(tmp_path / "la.png", np.stack([np.zeros_like(a), a], -1), "LA")
     for name in ("white.png", "black.png", "la.png"):
-        assert np.array_equal(data.load_image(str(tmp_path), name), a.ravel()), name
+        assert np.array_equal(imagefolder.load_image(str(tmp_path), name), a.ravel()), name
 
 
 def test_opaque_alpha_and_palette_transparency(tmp_path, sample):
     a = digit(sample, 8)
     save(tmp_path / "opaque.png", np.stack([a, a, a, np.full_like(a, 255)], -1), "RGBA")
-    assert np.array_equal(data.load_image(str(tmp_path), "opaque.png"), a.ravel())
+    assert np.array_equal(imagefolder.load_image(str(tmp_path), "opaque.png"), a.ravel())
     # light ink over a transparent palette background composites over black
     img = Image.fromarray(np.where(a > 127, 255, 0).astype(np.uint8), "L").convert("P")
     img.info["transparency"] = img.getpixel((0, 0))
     img.save(tmp_path / "t.gif", transparency=img.getpixel((0, 0)))
-    got = data.load_image(str(tmp_path), "t.gif").reshape(28, 28)
+    got = imagefolder.load_image(str(tmp_path), "t.gif").reshape(28, 28)
     assert np.array_equal(got > 127, a > 127)
 
 
 def test_animated_gif_is_refused_with_its_frame_count(tmp_path, sample):
     frames = [Image.fromarray(digit(sample, i), "L") for i in range(3)]
     frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:])
-    e = raises_data_error(data.load_image, str(tmp_path), "anim.gif")
+    e = raises_data_error(imagefolder.load_image, str(tmp_path), "anim.gif")
     assert e.reason == "animated image of 3 frames; give one frame"
 
 
@@ -471,11 +474,11 @@ def test_non_utf8_file_names_are_listed_and_escaped(tmp_path, sample):
     raw_name = b"caf\xe9-\xff.png"  # Latin-1 bytes, not UTF-8
     with open(os.path.join(os.fsencode(str(tmp_path)), raw_name), "wb") as f:
         Image.fromarray(digit(sample, 1), "L").save(f, "PNG")
-    listed = data.list_images(str(tmp_path))
+    listed = imagefolder.list_images(str(tmp_path))
     assert len(listed) == 1
-    block = data.read_images(str(tmp_path), listed)
+    block = imagefolder.read_images(str(tmp_path), listed)
     assert not block.errors and np.array_equal(block.pixels[0], digit(sample, 1).ravel())
-    shown = data.display_name(listed[0])
+    shown = imagefolder.display_name(listed[0])
     assert shown == "caf\\xe9-\\xff.png" and shown.encode("utf-8")
 
 
@@ -483,32 +486,32 @@ def test_labels_of_a_labeled_file_are_ignored_in_prediction(tmp_path, sample):
     x = sample["train_x"][:4]
     rows = [",".join([lab] + [str(v) for v in px]) for lab, px in zip(["10", "x", "", "3"], x.tolist())]
     ref = tmp_path / "labeled.csv"
-    ref.write_text(",".join(data.TRAIN_COLUMNS) + "\n" + "\n".join(rows) + "\n")
-    layout = data.read_csv_layout(ref)
-    block = data.read_csv_range(layout, layout.data_start, layout.size, labels=False)
+    ref.write_text(",".join(TRAIN_COLUMNS) + "\n" + "\n".join(rows) + "\n")
+    layout = csvfile.read_csv_layout(ref)
+    block = csvfile.read_csv_range(layout, layout.data_start, layout.size, labels=False)
     assert block.errors == {} and block.labels is None and np.array_equal(block.pixels, x)
-    trained = data.read_csv_range(layout, layout.data_start, layout.size)  # training checks them
+    trained = csvfile.read_csv_range(layout, layout.data_start, layout.size)  # training checks them
     assert sorted(trained.errors) == [0, 1, 2]
 
 
 @pytest.mark.parametrize("url", [False, True])  # a URL's next window is fetched ahead, in a thread
 def test_csv_range_is_read_in_windows_with_long_lines_skipped(tmp_path, sample, monkeypatch, url):
-    monkeypatch.setattr(data, "READ_WINDOW", 4096)
+    monkeypatch.setattr(csvfile, "READ_WINDOW", 4096)
     x = sample["test_x"][:20]
     lines = [",".join(map(str, r)) for r in x.tolist()]
     lines.insert(7, "9" * 200_000)
-    text = ",".join(data.PIXEL_COLUMNS) + "\n" + "\n".join(lines) + "\n"
+    text = ",".join(PIXEL_COLUMNS) + "\n" + "\n".join(lines) + "\n"
     ref = f"memory://windows/{tmp_path.name}/long.csv" if url else tmp_path / "long.csv"
-    data.storage.write_text(ref, text)
-    layout = data.read_csv_layout(ref)
+    csvfile.storage.write_text(ref, text)
+    layout = csvfile.read_csv_layout(ref)
     reads = []
-    real = data.storage.read_bytes
-    monkeypatch.setattr(data.storage, "read_bytes", lambda r, a=None, b=None: reads.append(b - a) or real(r, a, b))
-    block = data.read_csv_range(layout, layout.data_start, layout.size)
+    real = csvfile.storage.read_bytes
+    monkeypatch.setattr(csvfile.storage, "read_bytes", lambda r, a=None, b=None: reads.append(b - a) or real(r, a, b))
+    block = csvfile.read_csv_range(layout, layout.data_start, layout.size)
     assert max(reads) <= 4096
     assert block.errors == {7: "line of 200000 bytes is longer than the limit of 65536"}
     assert np.array_equal(np.delete(block.pixels, 7, axis=0), x)
-    assert data.count_lines(ref, layout.data_start, layout.size) == 21
+    assert csvfile.count_lines(ref, layout.data_start, layout.size) == 21
 
 
 @pytest.mark.parametrize("rows,per_chunk,chunks", [(500, 73, 7), (10_000, 10_000, 1), (10_000, 3000, 4),
@@ -516,9 +519,9 @@ def test_csv_range_is_read_in_windows_with_long_lines_skipped(tmp_path, sample, 
 def test_plan_spreads_rows_evenly_over_ceil_rows_per_chunk(tmp_path, sample, rows, per_chunk, chunks):
     x = np.tile(sample["test_x"], (rows // 500 + 1, 1))[:rows]
     ref = tmp_path / "t.csv"
-    ref.write_text(",".join(data.PIXEL_COLUMNS) + "\n" + "".join(",".join(map(str, r)) + "\n" for r in x.tolist()))
-    layout = data.read_csv_layout(ref)
-    sizes = [data.count_lines(ref, s, e) for s, e in data.plan_csv(layout, per_chunk)]
+    ref.write_text(",".join(PIXEL_COLUMNS) + "\n" + "".join(",".join(map(str, r)) + "\n" for r in x.tolist()))
+    layout = csvfile.read_csv_layout(ref)
+    sizes = [csvfile.count_lines(ref, s, e) for s, e in csvfile.plan_csv(layout, per_chunk)]
     assert sum(sizes) == rows and len(sizes) == chunks
     assert max(sizes) - min(sizes) <= max(2, rows // chunks // 20), sizes  # even, within 5%
 
@@ -559,8 +562,8 @@ def test_large_inverted_off_centre_digits_predict_as_well_as_the_originals(tmp_p
         at = (int(rng.integers(0, canvas[0] - 28 * scale)), int(rng.integers(0, canvas[1] - 28 * scale)))
         a = _render(x[i], scale, invert=i % 2 == 0, canvas=canvas, at=at)
         Image.fromarray(a, "L").save(folder / f"{i:03d}{'.png' if i % 3 else '.jpg'}")
-    rels = data.list_images(str(folder))
-    block = data.read_images(str(folder), rels)
+    rels = imagefolder.list_images(str(folder))
+    block = imagefolder.read_images(str(folder), rels)
     assert block.errors == {}
     assert len(block.notes) == len(x)  # every image says what was done to it
     assert all("cropped to ink" in n and "centred by mass" in n for n in block.notes.values())
@@ -583,8 +586,8 @@ def test_font_digits_at_several_sizes_are_recognized(tmp_path, digit_model):
             ImageDraw.Draw(img).text((size // 2, size // 4), str(d), fill=0, font=font)
             img.save(folder / f"{size}-{d}.png")
             truth[f"{size}-{d}.png"] = d
-    rels = data.list_images(str(folder))
-    block = data.read_images(str(folder), rels)
+    rels = imagefolder.list_images(str(folder))
+    block = imagefolder.read_images(str(folder), rels)
     assert block.errors == {}
     got = digit_model.predict(block.pixels)[0]
     accuracy = np.mean([g == truth[r] for g, r in zip(got, rels)])
@@ -595,12 +598,12 @@ def test_a_large_photo_is_reduced_while_decoding(tmp_path, sample, monkeypatch):
     big = _render(sample["test_x"][3], 100, invert=True)  # 2800x2800, dark on light
     Image.fromarray(big, "L").save(tmp_path / "photo.jpg", quality=90)
     sizes = []
-    from model import preprocess
+    from model.data import preprocess
     real = preprocess.to_mnist
     monkeypatch.setattr(preprocess, "to_mnist", lambda g: sizes.append(g.shape) or real(g))
-    block = data.read_images(str(tmp_path), ["photo.jpg"])
+    block = imagefolder.read_images(str(tmp_path), ["photo.jpg"])
     assert block.errors == {} and block.notes[0].startswith("2800x2800: inverted dark-on-light")
-    assert max(sizes[0]) <= data.REDUCE_TO
+    assert max(sizes[0]) <= imagefolder.REDUCE_TO
     direct, _ = real(np.asarray(Image.open(tmp_path / "photo.jpg").convert("L")))
     assert np.corrcoef(block.pixels[0], direct.ravel())[0, 1] > 0.95  # the same digit
 
@@ -612,8 +615,8 @@ def test_training_folders_get_the_same_preprocessing(tmp_path, sample):
         (root / str(d)).mkdir(parents=True, exist_ok=True)
         Image.fromarray(_render(sample["train_x"][i], 2, invert=True), "L").save(root / str(d) / f"{i}.png")
     td = sources.load_training(str(root))
-    rels = data.list_images(str(root))
-    want = data.read_images(str(root), rels).pixels
+    rels = imagefolder.list_images(str(root))
+    want = imagefolder.read_images(str(root), rels).pixels
     assert np.array_equal(td.pixels, want) and not td.skipped
     img = td.pixels.reshape(-1, 28, 28).astype(float)
     rows, cols = np.indices((28, 28))
@@ -623,26 +626,26 @@ def test_training_folders_get_the_same_preprocessing(tmp_path, sample):
 
 
 def test_files_are_fetched_in_groups_bounded_by_bytes_or_count(monkeypatch):
-    monkeypatch.setattr(data, "READ_GROUP_BYTES", 100)
-    monkeypatch.setattr(data, "READ_GROUP_FILES", 4)  # unknown sizes count 25 bytes each
-    assert list(data._groups(list(range(10)), None)) == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
+    monkeypatch.setattr(imagefolder, "READ_GROUP_BYTES", 100)
+    monkeypatch.setattr(imagefolder, "READ_GROUP_FILES", 4)  # unknown sizes count 25 bytes each
+    assert list(imagefolder._groups(list(range(10)), None)) == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
     sizes = [60, 30, 20, 500, 0, 0, 99, 2]
-    assert list(data._groups(list(range(8)), sizes)) == [[0, 1], [2], [3], [4, 5, 6], [7]]
-    assert list(data._groups([1, 3, 5], [None, 10, None, 95, None, 2])) == [[1], [3, 5]]
-    assert list(data._groups([], None)) == []
+    assert list(imagefolder._groups(list(range(8)), sizes)) == [[0, 1], [2], [3], [4, 5, 6], [7]]
+    assert list(imagefolder._groups([1, 3, 5], [None, 10, None, 95, None, 2])) == [[1], [3, 5]]
+    assert list(imagefolder._groups([], None)) == []
 
 
 def test_a_chunk_of_large_images_never_holds_all_their_bytes(tmp_path, sample, monkeypatch):
     """A chunk of big photos is read a group at a time: each read_many call gets at most
     READ_GROUP_FILES files, and every file is still read and decoded."""
-    monkeypatch.setattr(data, "READ_GROUP_FILES", 3)
+    monkeypatch.setattr(imagefolder, "READ_GROUP_FILES", 3)
     img = np.kron(digit(sample, 4), np.ones((40, 40), np.uint8))  # 1120x1120
     for k in range(8):
         save(tmp_path / f"{k}.png", img)
     calls = []
-    real = data.storage.read_many
-    monkeypatch.setattr(data.storage, "read_many", lambda refs, limit=None: calls.append(len(refs)) or real(refs, limit))
-    block = data.read_images(str(tmp_path), [f"{k}.png" for k in range(8)])
+    real = csvfile.storage.read_many
+    monkeypatch.setattr(csvfile.storage, "read_many", lambda refs, limit=None: calls.append(len(refs)) or real(refs, limit))
+    block = imagefolder.read_images(str(tmp_path), [f"{k}.png" for k in range(8)])
     assert calls == [3, 3, 2] and not block.errors and len(block.notes) == 8
 
 
@@ -653,7 +656,7 @@ def _garbage_file(path, short_lines, bad=b"x\n"):
     rows), a good row."""
     row = ",".join(["7"] * 784).encode() + b"\n"
     with open(path, "wb") as f:
-        f.write(",".join(data.PIXEL_COLUMNS).encode() + b"\n" + row + bad * short_lines + row)
+        f.write(",".join(PIXEL_COLUMNS).encode() + b"\n" + row + bad * short_lines + row)
     return str(path)
 
 
@@ -662,23 +665,23 @@ def test_a_chunk_of_millions_of_short_bad_lines_is_refused_whole_in_bounded_memo
     is refused, saying why, before their rows are allocated."""
     import tracemalloc
     ref = _garbage_file(tmp_path / "garbage.csv", 4 << 20)
-    layout = data.read_csv_layout(ref)
+    layout = csvfile.read_csv_layout(ref)
     tracemalloc.start()
     try:
         with pytest.raises(DataError) as e:
-            data.read_csv_range(layout, layout.data_start, layout.size)
+            csvfile.read_csv_range(layout, layout.data_start, layout.size)
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
     assert e.value.source == ref
-    assert f"more than {data.MAX_BAD_RECORDS:,} bad records in one chunk" in e.value.reason
+    assert f"more than {csvfile.MAX_BAD_RECORDS:,} bad records in one chunk" in e.value.reason
     assert "too short to hold 784 values" in e.value.reason
     assert peak < 100 << 20, f"{peak} bytes traced"
 
 
 def test_bad_records_up_to_the_cap_are_listed_past_it_the_chunk_fails(tmp_path, monkeypatch):
     from model import batch
-    monkeypatch.setattr(data, "MAX_BAD_RECORDS", 50)
+    monkeypatch.setattr(csvfile, "MAX_BAD_RECORDS", 50)
     ref = _garbage_file(tmp_path / "fifty.csv", 50)
     block = sources.open_source(ref, 1000).read(0)
     assert len(block) == 52 and len(block.errors) == 50
@@ -712,9 +715,9 @@ def test_a_folder_nested_2000_levels_deep_is_walked(tmp_path, sample):
     try:
         Image.fromarray(digit(sample, 4)).save(os.path.join(p, "x.png"))
         Image.fromarray(digit(sample, 5)).save(path / "top.png")
-        rels = data.list_images(str(path))
+        rels = imagefolder.list_images(str(path))
         assert rels == ["d/" * 2000 + "x.png", "top.png"]
-        block = data.read_images(str(path), rels)
+        block = imagefolder.read_images(str(path), rels)
         assert block.errors == {} and np.array_equal(block.pixels, sample["train_x"][[4, 5]])
     finally:  # shutil.rmtree (pytest's clean-up) recurses too: undone level by level
         if os.path.exists(os.path.join(p, "x.png")):
@@ -731,7 +734,7 @@ def test_symlink_loops_end_and_each_folder_is_walked_once(tmp_path, sample):
     os.symlink(root, root / "a" / "b" / "up")  # a loop back to the top
     os.symlink(root / "a", root / "a" / "self")  # a folder holding itself
     os.symlink(root / "nowhere", root / "dangling.png")  # a broken link: listed, then its error
-    rels = data.list_images(str(root))
+    rels = imagefolder.list_images(str(root))
     assert rels == ["a/b/x.png", "dangling.png"]
-    block = data.read_images(str(root), rels)
+    block = imagefolder.read_images(str(root), rels)
     assert list(block.errors) == [1] and np.array_equal(block.pixels[0], sample["train_x"][0])

@@ -1,4 +1,4 @@
-"""model.imagedecode: files as cameras and scanners write them (EXIF orientation, TIFF, WebP),
+"""model.data.imagedecode: files as cameras and scanners write them (EXIF orientation, TIFF, WebP),
 read by their bytes whatever their name, and no bytes raise out of the reader."""
 import io
 import os
@@ -8,7 +8,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 from PIL import Image, ImageOps
 
-from model import data, imagedecode, sources
+from model.data import imagedecode
+from model.data import sources
+from model.data import imagefolder
 from model.errors import DataError
 from tests.model.photos import encode, gray, page
 
@@ -34,17 +36,17 @@ def test_exif_orientation_is_applied_as_pil_exif_transpose_does(fmt, orientation
 def test_phone_photos_stored_turned_read_as_the_upright_ones(sample, orientation):
     for i in range(5):
         upright = gray(page(sample["test_x"][i], np.random.default_rng(i)))
-        straight, note0 = data.decode_image(encode(upright, "PNG"), "up.png")
-        turned, note = data.decode_image(encode(upright, "PNG", orientation), "turned.png")
+        straight, note0 = imagefolder.decode_image(encode(upright, "PNG"), "up.png")
+        turned, note = imagefolder.decode_image(encode(upright, "PNG", orientation), "turned.png")
         assert np.array_equal(straight, turned)
         assert note.split(": ", 1)[1].startswith(f"rotated by EXIF {orientation}; inverted dark-on-light")
-        jpeg, _ = data.decode_image(encode(upright, "JPEG", orientation), "turned.jpg")
+        jpeg, _ = imagefolder.decode_image(encode(upright, "JPEG", orientation), "turned.jpg")
         assert np.corrcoef(jpeg, straight)[0, 1] > 0.9  # the same digit, the same way up
 
 
 def test_a_28x28_mnist_image_stored_turned_is_turned_back(sample):
     x = sample["test_x"][0].reshape(28, 28)
-    pixels, note = data.decode_image(encode(x, "PNG", 6), "x.png")
+    pixels, note = imagefolder.decode_image(encode(x, "PNG", 6), "x.png")
     assert np.array_equal(pixels.reshape(28, 28), x) and note == "rotated by EXIF 6"
 
 
@@ -52,9 +54,9 @@ def test_a_28x28_mnist_image_stored_turned_is_turned_back(sample):
                                      b"Exif\x00\x00II*\x00\x08\x00\x00\x00\xff\xff" + os.urandom(30)])
 def test_a_damaged_exif_block_is_ignored(sample, garbage):
     upright = gray(page(sample["test_x"][1], np.random.default_rng(1)))
-    plain, note = data.decode_image(encode(upright, "JPEG"), "a.jpg")
+    plain, note = imagefolder.decode_image(encode(upright, "JPEG"), "a.jpg")
     raw = encode(upright, "JPEG", exif=garbage)
-    pixels, note2 = data.decode_image(raw, "b.jpg")
+    pixels, note2 = imagefolder.decode_image(raw, "b.jpg")
     assert np.array_equal(pixels, plain) and "EXIF" not in note2
 
 
@@ -62,7 +64,7 @@ def test_a_damaged_exif_block_is_ignored(sample, garbage):
 def test_tiff_and_webp_are_read_exactly(tmp_path, sample, fmt, ext):
     x = sample["test_x"][2].reshape(28, 28)
     (tmp_path / f"d{ext}").write_bytes(encode(x, fmt, **LOSSLESS[fmt]))
-    assert np.array_equal(data.load_image(str(tmp_path), f"d{ext}"), x.reshape(784))
+    assert np.array_equal(imagefolder.load_image(str(tmp_path), f"d{ext}"), x.reshape(784))
 
 
 def test_a_folder_holding_only_tiffs_predicts_them(tmp_path, sample):
@@ -79,7 +81,7 @@ def test_a_multi_page_tiff_is_refused_with_its_page_count(tmp_path, sample):
     frames = [Image.fromarray(sample["test_x"][i].reshape(28, 28)) for i in range(3)]
     frames[0].save(tmp_path / "pages.tif", save_all=True, append_images=frames[1:])
     with pytest.raises(DataError, match="multi-page image of 3 frames"):
-        data.load_image(str(tmp_path), "pages.tif")
+        imagefolder.load_image(str(tmp_path), "pages.tif")
 
 
 @pytest.mark.parametrize("fmt", ["TIFF", "WEBP"])
@@ -90,7 +92,7 @@ def test_tiff_and_webp_sizes_are_checked_from_the_header(tmp_path, monkeypatch, 
     real = Image.Image.load
     monkeypatch.setattr(Image.Image, "load", lambda self: decoded.append(self.size) or real(self))
     with pytest.raises(DataError, match="image is 200x300, over the limit of 10,000 pixels"):
-        data.load_image(str(tmp_path), "big")
+        imagefolder.load_image(str(tmp_path), "big")
     assert decoded == []
 
 
@@ -98,8 +100,8 @@ def test_tiff_and_webp_sizes_are_checked_from_the_header(tmp_path, monkeypatch, 
 def test_files_are_read_by_their_bytes_whatever_their_name(tmp_path, sample, name):
     x = sample["test_x"][3]
     (tmp_path / name).write_bytes(encode(x.reshape(28, 28), "PNG"))  # a PNG, whatever it is called
-    assert np.array_equal(data.load_image(str(tmp_path), name), x)
-    block = data.read_images(str(tmp_path), [name])
+    assert np.array_equal(imagefolder.load_image(str(tmp_path), name), x)
+    block = imagefolder.read_images(str(tmp_path), [name])
     assert block.errors == {} and np.array_equal(block.pixels[0], x)
 
 
@@ -110,7 +112,7 @@ def test_empty_and_non_image_files_are_named_for_what_they_are(tmp_path, sample)
     (tmp_path / "README").write_text("hello")
     (tmp_path / "ok").write_bytes(encode(sample["test_x"][0].reshape(28, 28), "PNG"))
     rels = ["README", "empty", "empty.png", "notes.txt", "ok"]
-    block = data.read_images(str(tmp_path), rels)
+    block = imagefolder.read_images(str(tmp_path), rels)
     assert block.errors == {0: "unknown file type '(none)': not a PNG, JPEG, BMP, GIF, TIFF or WebP image",
                             1: "empty file", 2: "empty file",
                             3: "unknown file type '.txt': not a PNG, JPEG, BMP, GIF, TIFF or WebP image"}
@@ -123,7 +125,7 @@ def test_empty_and_non_image_files_are_named_for_what_they_are(tmp_path, sample)
 def test_arbitrary_bytes_never_raise_out_of_the_image_reader(magic, tail):
     """Any bytes, starting like an image or not: pixels and a note, or a DataError."""
     try:
-        pixels, note = data.decode_image(magic + tail, "x")
+        pixels, note = imagefolder.decode_image(magic + tail, "x")
         assert pixels.shape == (784,) and pixels.dtype == np.uint8 and isinstance(note, str)
     except DataError as e:
         assert e.source == "x" and e.reason
@@ -138,7 +140,7 @@ def test_mutated_photos_never_raise(sample, draw):
     for _ in range(draw.draw(st.integers(1, 6))):
         raw[draw.draw(st.integers(0, len(raw) - 1))] = draw.draw(st.integers(0, 255))
     raw = bytes(raw[:draw.draw(st.integers(1, len(raw)))])
-    block = data.read_images("/nowhere", ["x"], fetch=lambda wanted: [raw for _ in wanted])
+    block = imagefolder.read_images("/nowhere", ["x"], fetch=lambda wanted: [raw for _ in wanted])
     assert len(block) == 1 and (0 in block.errors or block.pixels[0].shape == (784,))
 
 
@@ -151,10 +153,10 @@ def test_a_50_megapixel_baseline_jpeg_is_decoded_reduced_a_progressive_one_refus
     sizes = []
     real = Image.Image.load
     monkeypatch.setattr(Image.Image, "load", lambda self: sizes.append(self.size) or real(self))
-    pixels, note = data.decode_image(encode(a, "JPEG", quality=80), "big.jpg")
+    pixels, note = imagefolder.decode_image(encode(a, "JPEG", quality=80), "big.jpg")
     assert note.startswith("8000x6000: inverted dark-on-light") and max(sizes[-1]) <= 1024
     with pytest.raises(DataError, match="image is 8000x6000, over the limit of 16,777,216 pixels"):
-        data.decode_image(encode(a, "JPEG", quality=80, progressive=True), "big.jpg")
+        imagefolder.decode_image(encode(a, "JPEG", quality=80, progressive=True), "big.jpg")
 
 
 def test_a_png_exif_chunk_after_the_pixels_is_applied():
@@ -168,13 +170,13 @@ def test_a_png_exif_chunk_after_the_pixels_is_applied():
     chunk = struct.pack(">I", len(body)) + b"eXIf" + body + struct.pack(">I", zlib.crc32(b"eXIf" + body))
     raw = encode(a, "PNG")
     late = raw[:-12] + chunk + raw[-12:]  # just before IEND
-    pixels, note = data.decode_image(late, "late.png")
-    upright, _ = data.decode_image(encode(np.rot90(a, -1).copy(), "PNG"), "up.png")
+    pixels, note = imagefolder.decode_image(late, "late.png")
+    upright, _ = imagefolder.decode_image(encode(np.rot90(a, -1).copy(), "PNG"), "up.png")
     assert "rotated by EXIF 6" in note and np.array_equal(pixels, upright)
 
 
 def test_an_iphone_heic_photo_is_named_for_what_it_is(tmp_path):
     heic = b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + os.urandom(200)
     (tmp_path / "IMG_0001.HEIC").write_bytes(heic)
-    block = data.read_images(str(tmp_path), ["IMG_0001.HEIC"])
+    block = imagefolder.read_images(str(tmp_path), ["IMG_0001.HEIC"])
     assert block.errors == {0: "HEIC/HEIF image: not read; export it as JPEG or PNG (most phones can)"}

@@ -1,4 +1,4 @@
-"""model.imagepack: a packed folder reads exactly as the folder itself, file by file."""
+"""model.data.imagepack: a packed folder reads exactly as the folder itself, file by file."""
 import json
 import os
 
@@ -7,8 +7,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 from PIL import Image
 
-from model import data, imagepack, sources, storage
-from model.samples import write_sample
+from model import storage
+from model.data import imagepack
+from model.data import sources
+from model.data import imagefolder
+from model.data.samples import write_sample
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +47,7 @@ def same_reads(a, b):
 @pytest.mark.parametrize("to_url", [False, True])
 def test_packed_folder_reads_as_the_folder(odd_folder, tmp_path, to_url):
     target = "memory://pack-test/" + tmp_path.name if to_url else str(tmp_path / "packed")
-    n = imagepack.pack(odd_folder, target, data.IMAGE_TYPES, data.MAX_IMAGE_BYTES)
+    n = imagepack.pack(odd_folder, target, imagefolder.IMAGE_TYPES, imagefolder.MAX_IMAGE_BYTES)
     assert n == len(storage.walk_files(odd_folder)) and imagepack.is_packed(target)
     assert storage.listdir(target) == sorted([imagepack.INDEX, imagepack.PACK])  # two objects, not one per file
     plain, packed = sources.open_source(odd_folder, 64, 64), sources.open_source(target, 64, 64)
@@ -70,19 +73,19 @@ def test_packed_folder_reads_as_the_folder(odd_folder, tmp_path, to_url):
 
 def test_a_file_over_the_limit_is_packed_without_its_bytes(odd_folder, tmp_path):
     target = str(tmp_path / "packed")
-    imagepack.pack(odd_folder, target, data.IMAGE_TYPES, max_bytes=400)
+    imagepack.pack(odd_folder, target, imagefolder.IMAGE_TYPES, max_bytes=400)
     entries = {e[0]: e for e in imagepack.read_index(target)}
     big = entries["7/big.png"]
     assert big[2] == 0 and big[3] == "file is over the limit of 0 MB"
     assert os.path.getsize(os.path.join(target, imagepack.PACK)) == sum(e[2] for e in entries.values())
     got = imagepack.read_entries(target, [big, entries["0/" + sorted(os.listdir(os.path.join(odd_folder, "0")))[0]]])
-    assert isinstance(got[0], data.DataError) and got[0].reason.startswith("file is over the limit")
+    assert isinstance(got[0], imagefolder.DataError) and got[0].reason.startswith("file is over the limit")
     assert isinstance(got[1], bytes) and got[1].startswith(b"\x89PNG")
 
 
 def test_one_range_request_per_chunk(odd_folder, tmp_path, monkeypatch):
     target = str(tmp_path / "packed")
-    imagepack.pack(odd_folder, target, data.IMAGE_TYPES, data.MAX_IMAGE_BYTES)
+    imagepack.pack(odd_folder, target, imagefolder.IMAGE_TYPES, imagefolder.MAX_IMAGE_BYTES)
     source = sources.open_source(target, 100, 100)
     calls = []
     real = storage.read_ranges
@@ -95,7 +98,7 @@ def test_a_damaged_index_is_a_data_error(tmp_path):
     target = tmp_path / "packed"
     target.mkdir()
     (target / imagepack.INDEX).write_text('{"format": 99}')
-    with pytest.raises(data.DataError, match="not an image pack index"):
+    with pytest.raises(imagefolder.DataError, match="not an image pack index"):
         sources.open_source(str(target), 10, 10)
 
 
@@ -110,7 +113,7 @@ def test_an_index_of_arbitrary_bytes_is_a_data_error_or_an_index(tmp_path, raw):
     (target / imagepack.INDEX).write_bytes(raw)
     try:
         entries = imagepack.read_index(str(target))
-    except data.DataError as e:
+    except imagefolder.DataError as e:
         assert imagepack.INDEX in str(e)
     else:  # only what pack() writes gets through
         assert all(isinstance(e[0], str) and e[1] >= 0 and e[2] >= 0 for e in entries)
@@ -121,6 +124,6 @@ def test_a_pack_that_cannot_be_written_names_its_path_and_leaves_no_index(odd_fo
     blocker.write_text("in the way")
     target = str(blocker / "packed")  # its folder would have to be inside a file
     with pytest.raises(OSError) as e:
-        imagepack.pack(odd_folder, target, data.IMAGE_TYPES, data.MAX_IMAGE_BYTES)
+        imagepack.pack(odd_folder, target, imagefolder.IMAGE_TYPES, imagefolder.MAX_IMAGE_BYTES)
     assert str(blocker) in str(e.value)
     assert not imagepack.is_packed(target)

@@ -1,4 +1,4 @@
-"""model.imagezip and sources.ImageZipSource: a zip of images reads as the image folder it holds."""
+"""model.data.imagezip and sources.ImageZipSource: a zip of images reads as the image folder it holds."""
 import csv
 import io
 import os
@@ -8,7 +8,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from model import batch, checkpoint, imagedecode, imagezip, sources
+from model import batch, checkpoint
+from model.data import imagezip
+from model.data import imagedecode
+from model.data import sources
 from model.errors import DataError
 from tests.model.photos import encode, gray, page
 

@@ -1,8 +1,8 @@
-"""model.ink: the parts of a mask against a flood-fill oracle, Otsu's level, the local background."""
+"""model.data.ink: the parts of a mask against a flood-fill oracle, Otsu's level, the local background."""
 import numpy as np
 from hypothesis import given, settings, strategies as st
 
-from model import ink
+from model.data import ink
 
 
 def flood_parts(mask):

@@ -1,6 +1,6 @@
-"""model.png28, the short path for MNIST-style PNGs: it must decode exactly what PIL decodes,
+"""model.data.png28, the short path for MNIST-style PNGs: it must decode exactly what PIL decodes,
 take only the files it can vouch for, and leave every other file, damaged ones above all,
-to PIL with the same outcome as before (compared here through data.decode_image with the
+to PIL with the same outcome as before (compared here through imagefolder.decode_image with the
 short path on and off)."""
 import io
 import struct
@@ -11,9 +11,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 from PIL import Image
 
-from model import data, png28
+from model.data import png28
+from model.data import imagefolder
 from model.errors import DataError
-from model.samples import load_sample
+from model.data.samples import load_sample
 
 SIG = b"\x89PNG\r\n\x1a\n"
 
@@ -75,7 +76,7 @@ def outcome(raw, monkeypatch=None, short=True):
     if not short:
         png28._LOADER[:] = [None]
     try:
-        pixels, note = data.decode_image(raw, "x.png")
+        pixels, note = imagefolder.decode_image(raw, "x.png")
         return ("ok", pixels.tobytes(), note)
     except DataError as e:
         return ("error", e.reason)
@@ -162,7 +163,7 @@ def test_without_pyspng_everything_goes_to_pil(digits):
     png28._LOADER[:] = [None]
     try:
         assert png28.decode(raw) is None
-        assert np.array_equal(data.decode_image(raw, "x.png")[0], digits[3].reshape(784))
+        assert np.array_equal(imagefolder.decode_image(raw, "x.png")[0], digits[3].reshape(784))
     finally:
         png28._LOADER[:] = saved
 
@@ -224,11 +225,11 @@ def test_a_folder_reads_the_same_with_and_without_the_short_path(digits, tmp_pat
         (tmp_path / name).write_bytes(png(img, (4,) * 28))
     (tmp_path / "broken.png").write_bytes(png(digits[3])[:80])
     rels = sorted(p.name for p in tmp_path.iterdir())
-    quick = data.read_images(str(tmp_path), rels)
+    quick = imagefolder.read_images(str(tmp_path), rels)
     saved = list(png28._LOADER)
     png28._LOADER[:] = [None]
     try:
-        slow = data.read_images(str(tmp_path), rels)
+        slow = imagefolder.read_images(str(tmp_path), rels)
     finally:
         png28._LOADER[:] = saved
     assert np.array_equal(quick.pixels, slow.pixels) and quick.errors == slow.errors and quick.notes == slow.notes

@@ -6,7 +6,7 @@ from hypothesis import given, settings, strategies as st
 from PIL import Image, ImageDraw, ImageFont
 
 from model import checkpoint
-from model.preprocess import border, is_dark_on_light, needs_preprocessing, to_mnist
+from model.data.preprocess import border, is_dark_on_light, needs_preprocessing, to_mnist
 from model.train import Trainer, make_config
 
 
@@ -173,13 +173,13 @@ def test_dark_on_light_shortcut_agrees_with_the_border_median():
 
 def photo_accuracy(model, sample, n, **kw):
     """Accuracy on the first n held-out sample digits drawn as pages (tests/model/photos.page)
-    and read through data.decode_image as JPEGs, and the notes of the first."""
-    from model import data
+    and read through imagefolder.decode_image as JPEGs, and the notes of the first."""
+    from model.data import imagefolder
     from tests.model.photos import encode, page
     rng = np.random.default_rng(7)
     pixels, notes = [], []
     for x in sample["test_x"][:n]:
-        p, note = data.decode_image(encode(page(x, rng, **kw)), "p.jpg")
+        p, note = imagefolder.decode_image(encode(page(x, rng, **kw)), "p.jpg")
         pixels.append(p)
         notes.append(note)
     return accuracy(model, pixels, sample["test_y"][:n]), notes
@@ -227,11 +227,11 @@ def test_a_speck_far_from_the_digit_does_not_widen_the_crop(sample):
 def test_mnist_sized_inputs_are_read_as_before(sample):
     """28x28 light-on-dark digits never reach to_mnist (needs_preprocessing is False) and are
     read unchanged; inverted ones are still put back as MNIST draws them."""
-    from model import data
+    from model.data import imagefolder
     X = sample["test_x"][:200]
     assert not any(needs_preprocessing(x.reshape(28, 28)) for x in X)
     for x in X[:50]:
-        pixels, note = data.decode_image(_png(x.reshape(28, 28)), "x.png")
+        pixels, note = imagefolder.decode_image(_png(x.reshape(28, 28)), "x.png")
         assert np.array_equal(pixels, x) and note == ""
     inverted = [to_mnist(255 - x.reshape(28, 28)) for x in X[:50]]
     assert all(steps[0] == "inverted dark-on-light" and "background flattened" not in " ".join(steps)

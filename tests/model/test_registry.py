@@ -8,7 +8,7 @@ import pytest
 
 from model import checkpoint, network, storage
 from model.errors import RegistryError
-from model.registry import Registry
+from model.registry.versions import Registry
 
 ZEROS, ONES = np.zeros(784, np.float32), np.ones(784, np.float32)
 

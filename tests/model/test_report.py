@@ -3,7 +3,7 @@ import math
 
 import numpy as np
 
-from model.report import render_report, write_report
+from model.registry.report import render_report, write_report
 from model.train import EpochMetrics
 
 

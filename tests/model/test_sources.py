@@ -9,10 +9,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 from PIL import Image
 
-from model import data, imagedecode, sources
-from model.csvparse import count_records, parse_rows
+from model.data import imagedecode
+from model.data import sources
+from model.data import csvout
+from model.data import imagefolder
+from model.data.block import PIXEL_COLUMNS
+from model.data.csvparse import count_records, parse_rows
 from model.errors import DataError
-from model.samples import load_sample
+from model.data.samples import load_sample
 
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 ROW = ",".join(["0"] * 783 + ["255"])
@@ -65,7 +69,7 @@ def test_parser_on_mixed_good_and_hostile_lines(lines, noise):
 @given(st.binary(max_size=3000))
 def test_csv_file_of_arbitrary_bytes_is_a_data_error_or_records(tmp_path_factory, body):
     path = tmp_path_factory.mktemp("csv") / "t.csv"
-    path.write_bytes(",".join(data.PIXEL_COLUMNS).encode() + b"\n" + body)
+    path.write_bytes(",".join(PIXEL_COLUMNS).encode() + b"\n" + body)
     source = sources.open_source(str(path), 3)
     total = 0
     for i in range(len(source.chunks)):
@@ -94,7 +98,7 @@ def test_image_of_arbitrary_bytes_is_an_image_or_a_named_error(tmp_path_factory,
     folder = tmp_path_factory.mktemp("img")
     (folder / f"x{ext}").write_bytes(raw)
     try:
-        pixels = data.load_image(str(folder), f"x{ext}")
+        pixels = imagefolder.load_image(str(folder), f"x{ext}")
         assert pixels.shape == (784,) and pixels.dtype == np.uint8
     except DataError as e:
         assert e.source.endswith(f"x{ext}") and e.reason
@@ -111,7 +115,7 @@ def test_mutated_real_images_never_raise(tmp_path_factory, sample, draw):
     folder = tmp_path_factory.mktemp("mut")
     for i, blob in enumerate((bytes(raw), bytes(raw[:cut]))):
         (folder / f"{i}.png").write_bytes(blob)
-    block = data.read_images(str(folder), ["0.png", "1.png"])
+    block = imagefolder.read_images(str(folder), ["0.png", "1.png"])
     assert len(block) == 2
     for i in range(2):
         assert (i in block.errors) or block.pixels[i].shape == (784,)
@@ -135,7 +139,7 @@ def test_decompression_bomb_header_is_an_error_not_a_crash(tmp_path, sample):
     assert len(bomb) < 400
     (tmp_path / "bomb.png").write_bytes(bomb)
     (tmp_path / "good.png").write_bytes(png_bytes(sample["test_x"][0].reshape(28, 28)))
-    block = data.read_images(str(tmp_path), ["bomb.png", "good.png"])
+    block = imagefolder.read_images(str(tmp_path), ["bomb.png", "good.png"])
     assert block.errors == {0: "image is 20000x20000, over the limit of 16,777,216 pixels"}
     assert np.array_equal(block.pixels[1], sample["test_x"][0])
 
@@ -146,7 +150,7 @@ def test_huge_image_is_refused_from_its_header_without_decoding(tmp_path, monkey
     real = Image.Image.load
     monkeypatch.setattr(Image.Image, "load", lambda self: decoded.append(self.size) or real(self))
     with pytest.raises(DataError, match="image is 12000x12000, over the limit of 16,777,216 pixels"):
-        data.load_image(str(tmp_path), "huge.png")
+        imagefolder.load_image(str(tmp_path), "huge.png")
     assert decoded == []
 
 
@@ -155,15 +159,15 @@ def test_unlisted_decoders_are_never_used(tmp_path, sample, fmt):
     """A PPM, PCX, ICO or TGA (formats PIL knows) named .png is not decoded."""
     Image.fromarray(sample["test_x"][0].reshape(28, 28), "L").save(tmp_path / "other.png", fmt)
     with pytest.raises(DataError, match="not a PNG, JPEG, BMP, GIF, TIFF or WebP image"):
-        data.load_image(str(tmp_path), "other.png")
+        imagefolder.load_image(str(tmp_path), "other.png")
 
 
 def test_oversized_file_is_refused_unread(tmp_path, monkeypatch):
-    monkeypatch.setattr(data, "MAX_IMAGE_BYTES", 1000)
+    monkeypatch.setattr(imagefolder, "MAX_IMAGE_BYTES", 1000)
     monkeypatch.setattr(imagedecode, "MAX_IMAGE_BYTES", 1000)
     (tmp_path / "big.png").write_bytes(b"\x89PNG\r\n\x1a\n" + os.urandom(2000))
     with pytest.raises(DataError, match="over the limit"):
-        data.load_image(str(tmp_path), "big.png")
+        imagefolder.load_image(str(tmp_path), "big.png")
 
 
 @given(st.lists(st.integers(0, 10 ** 12), max_size=60), st.data())
@@ -171,20 +175,20 @@ def test_oversized_file_is_refused_unread(tmp_path, monkeypatch):
 def test_submission_lines_are_the_f_string_lines(ids, data_):
     labels = data_.draw(st.lists(st.integers(0, 9), min_size=len(ids), max_size=len(ids)))
     want = "".join(f"{i},{lab}\n" for i, lab in zip(ids, labels)).encode()
-    assert sources.submission_lines(np.array(ids, np.int64), np.array(labels, np.int16)) == want
+    assert csvout.submission_lines(np.array(ids, np.int64), np.array(labels, np.int16)) == want
 
 
 def test_submission_lines_around_powers_of_ten():
     ids = np.array([0, 1, 9, 10, 11, 99, 100, 999, 1000, 9999, 10000, 999999, 1000000, 10 ** 18 - 1])
     labels = np.arange(len(ids)) % 10
     want = "".join(f"{i},{lab}\n" for i, lab in zip(ids.tolist(), labels.tolist())).encode()
-    assert sources.submission_lines(ids, labels) == want
+    assert csvout.submission_lines(ids, labels) == want
 
 
 def test_submission_lines_of_a_chunk_of_equally_long_ids():
     ids, labels = np.arange(990001, 1000001), np.arange(10000) % 10  # one width: the fast path
     want = "".join(f"{i},{lab}\n" for i, lab in zip(ids.tolist(), labels.tolist())).encode()
-    assert sources.submission_lines(ids, labels) == want
+    assert csvout.submission_lines(ids, labels) == want
 
 
 CELL = st.text(st.sampled_from(list('ab,"\r\n é\\\t\x00;')), max_size=8)
@@ -211,21 +215,21 @@ def test_image_output_lines_read_back_as_their_cells(rows, data_):
 @given(st.lists(st.text(st.sampled_from(list("ab/é\udc80\udcff")), max_size=6), max_size=8))
 @settings(max_examples=200, deadline=None)
 def test_display_names_are_display_name_of_each(rels):
-    assert data.display_names(rels) == [data.display_name(r) for r in rels]
+    assert imagefolder.display_names(rels) == [imagefolder.display_name(r) for r in rels]
 
 
 @given(st.lists(st.floats(0, 1, width=32), max_size=40))
 @settings(max_examples=300, deadline=None)
 def test_confidence_texts_are_the_f_string_texts(values):
     c = np.array(values, np.float32)
-    assert sources.confidence_texts(c) == [f"{x:.4f}" for x in c.tolist()]
+    assert csvout.confidence_texts(c) == [f"{x:.4f}" for x in c.tolist()]
 
 
 def test_confidence_texts_at_ties_and_edges():
     ties = np.array([k / 10000 + d for k in range(0, 10001, 7) for d in (0, 0.00005)], np.float32)
     ties = np.concatenate([ties, np.nextafter(ties, 0), np.nextafter(ties, 1), [0.03125, 0.00005, 1.0, 0.0]])
     c = np.clip(ties, 0, 1).astype(np.float32)
-    assert sources.confidence_texts(c) == [f"{x:.4f}" for x in c.tolist()]
+    assert csvout.confidence_texts(c) == [f"{x:.4f}" for x in c.tolist()]
     odd = np.array([np.nan, 1.5, -0.0], np.float32)  # out of range, NaN: formatted one by one
-    assert sources.confidence_texts(odd) == [f"{x:.4f}" for x in odd.tolist()]
-    assert sources.confidence_texts(np.array([0.25, 0.5])) == ["0.2500", "0.5000"]  # float64: one by one
+    assert csvout.confidence_texts(odd) == [f"{x:.4f}" for x in odd.tolist()]
+    assert csvout.confidence_texts(np.array([0.25, 0.5])) == ["0.2500", "0.5000"]  # float64: one by one

@@ -75,7 +75,7 @@ def kill_first_deliveries(live, job_id, n, stop):
 
 
 def test_a_training_job_killed_on_every_delivery_ends_failed_and_resumes_by_its_id(fault_stack, tmp_path):
-    from model.samples import write_sample
+    from model.data.samples import write_sample
     live = fault_stack
     data = write_sample(str(tmp_path / "sample"), images=False)["train"]
     job_id = f"train-poison-{uuid.uuid4().hex[:8]}"

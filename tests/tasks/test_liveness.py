@@ -11,7 +11,7 @@ import numpy as np
 import psutil
 import pytest
 
-from model import sources
+from model.data import sources
 from tasks import deliveries, jobs, keys
 from tests.conftest import wait_for
 from tests.tasks.faultstack import hits, plan

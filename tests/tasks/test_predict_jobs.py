@@ -15,8 +15,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from model import batch, checkpoint, sources, storage
-from model.data import PIXEL_COLUMNS
+from model import batch, checkpoint, storage
+from model.data import sources
+from model.data.block import PIXEL_COLUMNS
 from model.errors import ConfigError, JobError
 from tasks import jobs, keys
 from tests.conftest import wait_for, write_test_csv

@@ -8,9 +8,9 @@ import subprocess
 import numpy as np
 import pytest
 
-from model.data import TRAIN_COLUMNS
-from model.registry import Registry
-from model.samples import write_csv
+from model.data.block import TRAIN_COLUMNS
+from model.registry.versions import Registry
+from model.data.samples import write_csv
 from tasks import sweep
 from tests.conftest import wait_for
 

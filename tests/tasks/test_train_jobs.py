@@ -7,9 +7,10 @@ import time
 import numpy as np
 import pytest
 
-from model import checkpoint, sources, storage
-from model.registry import Registry
-from model.samples import write_sample
+from model import checkpoint, storage
+from model.data import sources
+from model.registry.versions import Registry
+from model.data.samples import write_sample
 from model.train import Trainer, make_config
 from tasks import jobs, keys
 from tests.conftest import wait_for

@@ -21,8 +21,8 @@ def trained(live, sample):
 
 
 def _labeled_csv(live, sample):
-    from model.data import PIXEL_COLUMNS
-    from model.samples import write_csv
+    from model.data.block import PIXEL_COLUMNS
+    from model.data.samples import write_csv
     path = f"{live.home}/api-train.csv"
     xy = np.column_stack([sample["train_y"][:600], sample["train_x"][:600]])  # (600, 785)
     write_csv(path, ["label", *PIXEL_COLUMNS], xy)

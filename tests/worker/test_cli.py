@@ -15,9 +15,10 @@ import time
 import numpy as np
 import pytest
 
-from model import batch, checkpoint, sources
-from model.data import PIXEL_COLUMNS, TRAIN_COLUMNS
-from model.samples import write_csv, write_sample
+from model import batch, checkpoint
+from model.data import sources
+from model.data.block import PIXEL_COLUMNS, TRAIN_COLUMNS
+from model.data.samples import write_csv, write_sample
 from tests.conftest import wait_for, write_test_csv
 
 pytestmark = pytest.mark.integration

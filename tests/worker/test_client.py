@@ -76,7 +76,7 @@ def test_a_submission_rides_out_a_redis_that_is_down(kind, when, s, tmp_path, mo
     import json
     import threading
     import redis
-    from model.samples import write_sample
+    from model.data.samples import write_sample
     from model.train import make_config
     from tasks import jobs, keys, queueing
     from tests.conftest import start_redis

@@ -6,7 +6,7 @@ import re
 import pytest
 import requests
 
-from model.samples import write_sample
+from model.data.samples import write_sample
 from model.train import make_config
 from tasks import jobs
 from tests.conftest import wait_for

@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from model.samples import write_sample
+from model.data.samples import write_sample
 from model.train import make_config
 from tasks import jobs
 from tests.conftest import wait_for, write_test_csv
@@ -200,7 +200,7 @@ def write_big_csv(path, pixels, rows):
     again (cheap: no per-row formatting)."""
     block = "".join(",".join(map(str, r)) + "\n" for r in pixels.tolist()).encode()
     per_block = len(pixels)
-    from model.data import PIXEL_COLUMNS
+    from model.data.block import PIXEL_COLUMNS
     with open(path, "wb") as f:
         f.write((",".join(PIXEL_COLUMNS) + "\n").encode())
         for _ in range(rows // per_block):

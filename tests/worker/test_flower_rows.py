@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import requests
 
-from model.samples import write_sample
+from model.data.samples import write_sample
 from model.train import make_config
 from tasks import jobs, keys
 from tests.conftest import wait_for, write_test_csv

@@ -48,7 +48,7 @@ def test_a_staged_zip_keeps_its_name_for_its_records(tmp_path, sample):
 
     from PIL import Image
 
-    from model import sources
+    from model.data import sources
     store = tmp_path / "shared"
     store.mkdir()
     src = tmp_path / "home" / "archive.zip"

@@ -17,9 +17,10 @@ import numpy as np
 import psutil
 import pytest
 
-from model import checkpoint, sources
-from model.data import PIXEL_COLUMNS
-from model.samples import write_sample
+from model import checkpoint
+from model.data import sources
+from model.data.block import PIXEL_COLUMNS
+from model.data.samples import write_sample
 from model.train import Trainer, make_config
 from tasks import jobs
 from tests.conftest import wait_for

@@ -13,7 +13,7 @@ import pytest
 from celery.schedules import crontab, schedule
 
 from model.errors import ConfigError
-from model.samples import write_sample
+from model.data.samples import write_sample
 from worker import settings
 from worker.schedule import beat_schedule, describe, parse
 
@@ -191,7 +191,7 @@ def schedule_env(tmp_path):
 
 @pytest.mark.integration
 def test_beat_retrains_on_schedule_without_overlapping_runs(schedule_env):
-    from model.registry import Registry
+    from model.registry.versions import Registry
     from tasks import jobs
     from worker.stack import Stack
     s = settings.load()

@@ -32,10 +32,11 @@ def cmd_predict(a, s):
 
 def _predict_local(a, s):
     import tempfile
-    from model import checkpoint, sources
+    from model import checkpoint
+    from model.data import sources
     from worker.malloc import keep_freed_memory
     keep_freed_memory()  # as in a worker process: the parser's temporaries reused
-    from model.registry import Registry
+    from model.registry.versions import Registry
     from worker.client import check_paths
     check_paths(a.input, a.out)
     sources.check_input(a.input)  # before the model is loaded or anything decompressed

@@ -72,7 +72,7 @@ def _busy_check(stack):
 
 
 def cmd_demo(a, s):
-    from model.samples import write_sample
+    from model.data.samples import write_sample
     from worker.stack import reachable
     from worker.client import submit_prediction, submit_training
     from worker.app import configure

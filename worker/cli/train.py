@@ -3,7 +3,8 @@ import time
 
 from tqdm import tqdm
 
-from model import checkpoint, sources, storage
+from model import checkpoint, storage
+from model.data import sources
 from model.errors import UsageError
 from worker.cli.common import eprint, queue_app
 from worker.cli.progress import JobBar, train_wait
@@ -85,7 +86,7 @@ def _train_local(a, s, config):
         checkpoint.save_model(model, a.out)
         print(f"model written to {a.out} (version {model.version})")
     if a.name:
-        from model.registry import Registry
+        from model.registry.versions import Registry
         meta = Registry(s.storage).register_trained(a.name, model, trainer, job_id=None,
                                                     tolerance=s.promote_tolerance)
         print(f"registered {a.name} version {meta['version']}; {TrainJob.promotion_text(meta['promotion'])}")

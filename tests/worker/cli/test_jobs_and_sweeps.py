@@ -8,8 +8,8 @@ import re
 import numpy as np
 import pytest
 
-from model.data import TRAIN_COLUMNS
-from model.samples import write_csv
+from model.data.block import TRAIN_COLUMNS
+from model.data.samples import write_csv
 from tasks import jobs, sweep
 from tests.conftest import wait_for
 from tests.worker.test_cli import cli, files  # noqa: F401 (fixtures)

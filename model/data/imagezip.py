@@ -16,7 +16,7 @@ import zipfile
 
 from model import storage
 from model.errors import DataError, describe
-from model.imagedecode import MAX_IMAGE_BYTES
+from model.data.imagedecode import MAX_IMAGE_BYTES
 
 MAGIC = (b"PK\x03\x04", b"PK\x05\x06")  # a zip's first bytes (a member, or an empty zip's end record)
 MAX_RATIO = 200  # a member inflating more than this many times its compressed size is refused

@@ -6,10 +6,10 @@ uploads and 10,000 reads. Packed, it is two objects under the folder's storage p
     <ref>/.digits-images.pack         the files' bytes, back to back, in sorted path order
     <ref>/.digits-images.index.json   {"format": 1, "files": [[path, offset, length, error], ...]}
 
-paths are those data.list_images gives for the local folder ("/"-separated, relative);
+paths are those imagefolder.list_images gives for the local folder ("/"-separated, relative);
 error is null, or why the file's bytes are not in the pack (unreadable, over the size
 limit), which the reader reports as that file's error, as it would for the folder itself.
-A worker reads a chunk's images with one range request (read_entries, as data.read_images'
+A worker reads a chunk's images with one range request (read_entries, as imagefolder.read_images'
 fetch).
 Outputs are the same, byte for byte, as for the folder read file by file.
 """
@@ -18,7 +18,7 @@ import os
 
 from model import storage
 from model.errors import DataError, describe
-from model.imagedecode import SNIFF_BYTES, not_an_image, sniff
+from model.data.imagedecode import SNIFF_BYTES, not_an_image, sniff
 
 PACK = ".digits-images.pack"
 INDEX = ".digits-images.index.json"

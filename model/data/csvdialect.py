@@ -1,5 +1,5 @@
 """How tools write a Kaggle digit CSV, and how their lines become the plain digits that
-model.csvparse reads fast. Pure: bytes in, bytes or arrays out, no I/O.
+model.data.csvparse reads fast. Pure: bytes in, bytes or arrays out, no I/O.
 
 pandas, R, numpy and Excel write the same pixels in different clothes:
   separator       `,`, `;` or a tab, found from the header line (Dialect.sep)
@@ -10,7 +10,7 @@ pandas, R, numpy and Excel write the same pixels in different clothes:
   numpy header    `# pixel0,...` (np.savetxt's comment prefix): a header like the others
   floats          `128.0`, `1.28e+02`, `0.000000000000000000e+00`: a pixel when integral;
                   a file of fractions in 0..1 is refused as normalized (check_not_normalized)
-Blank lines and a DOS end-of-file Ctrl-Z are dropped by the parser (model.csvparse).
+Blank lines and a DOS end-of-file Ctrl-Z are dropped by the parser (model.data.csvparse).
 """
 import re
 import warnings
@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from model.csvparse import TooManyLines, drop_blank_lines, parse_rows
+from model.data.csvparse import TooManyLines, drop_blank_lines, parse_rows
 
 SEPARATORS = (",", ";", "\t")
 INDEX_NAMES = ("", "unnamed: 0", "id", "index", "imageid")  # a first column read as a row index
@@ -172,7 +172,7 @@ def _first_commas(c, starts, ends):
 
 def parse_block(block, n_fields, columns, skip=0, max_lines=None):
     """Plain lines (normalize's output) -> (values (n, n_fields) uint8, errors) as
-    model.csvparse.parse_rows (max_lines too), and floats too: a block with a `.`, `e` or
+    model.data.csvparse.parse_rows (max_lines too), and floats too: a block with a `.`, `e` or
     `E` goes through parse_float_rows."""
     if b"." in block and _after_digits(block):  # pandas' "128.0": integers with ".0" take the fast path
         ints = block.replace(b".0,", b",").replace(b".0\n", b"\n").replace(b".0\r", b"\r")

@@ -7,10 +7,10 @@ centre of mass of the ink sits at the field's centre. A scanned or photographed 
 
 1. grayscale (an (H, W, 3|4) array is converted with the ITU-R 601 luma weights);
 2. polarity: if the border is light (median of the outermost pixels > 127), invert;
-3. background: the paper's light is estimated locally and removed (model.ink.flatten:
+3. background: the paper's light is estimated locally and removed (model.data.ink.flatten:
    gradients, shadows), or, on an evenly lit page, the border's median level subtracted;
 4. ink: the digit's parts are found at Otsu's level, specks and far-off marks dropped
-   (model.ink.digit_mask); what stays below `INK_THRESHOLD` of its strength (the 99th
+   (model.data.ink.digit_mask); what stays below `INK_THRESHOLD` of its strength (the 99th
    percentile), or below what noise reaches off the digit, is zeroed (paper grain, sensor
    and JPEG noise), and the ink is stretched so that its strength is 255;
 5. crop to the ink's bounding box;
@@ -31,7 +31,7 @@ import functools
 import numpy as np
 from PIL import Image
 
-from model import ink
+from model.data import ink
 from model.network import SIDE  # the output field
 
 BOX = 20  # the ink is scaled to fit BOX x BOX

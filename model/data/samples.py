@@ -5,12 +5,12 @@ from importlib.resources import files
 import numpy as np
 from PIL import Image
 
-from model.data import PIXEL_COLUMNS, TRAIN_COLUMNS, SIDE
+from model.data.block import PIXEL_COLUMNS, TRAIN_COLUMNS, SIDE
 
 
 def load_sample():
     """The sample as arrays: {"train_x" (2500, 784), "train_y", "test_x" (500, 784), "test_y"}."""
-    with files("model").joinpath("sample/sample.npz").open("rb") as f:
+    with files("model.data").joinpath("sample/sample.npz").open("rb") as f:
         with np.load(f, allow_pickle=False) as z:
             return {k: z[k] for k in z.files}
 

@@ -1,6 +1,6 @@
 """Finding the ink of a photographed or scanned digit: the paper's light, a threshold, the digit's parts.
 
-Pure NumPy, no I/O; model.preprocess calls these in order on an image whose ink is bright
+Pure NumPy, no I/O; model.data.preprocess calls these in order on an image whose ink is bright
 (dark-on-light images are inverted first):
 
     ink, paper = flatten(v, divide, level)   # v (H, W) float, ink bright -> ink above the local background

@@ -9,7 +9,7 @@ used. Every size is checked from the header before a pixel is decoded (MAX_IMAGE
 file over MAX_IMAGE_BYTES is refused unread, and any failure is a DataError naming the path.
 A photo's EXIF Orientation tag (2..8) is applied, so a phone picture stored on its side is
 read upright ("rotated by EXIF 6"); a damaged EXIF block is ignored. An image that is not 28x28
-light ink on black then goes through model.preprocess.to_mnist.
+light ink on black then goes through model.data.preprocess.to_mnist.
 """
 import functools
 import io
@@ -18,7 +18,7 @@ import warnings
 
 import numpy as np
 
-from model import png28
+from model.data import png28
 from model.errors import DataError, describe
 
 SIDE = 28
@@ -65,7 +65,7 @@ def decode_image(raw, path):
     MAX_IMAGE_BYTES, a size over MAX_IMAGE_PIXELS (read from the header, before any pixel is
     decoded), an animated or multi-page image, no ink. An image that is not 28x28, or is
     dark ink on a light background, or was stored turned (EXIF), goes through
-    model.preprocess.to_mnist (the steps MNIST itself used); a large one is first reduced
+    model.data.preprocess.to_mnist (the steps MNIST itself used); a large one is first reduced
     to at most REDUCE_TO pixels a side while decoding.
     """
     with warnings.catch_warnings():
@@ -75,12 +75,12 @@ def decode_image(raw, path):
 
 @functools.cache
 def decoders():
-    """(PIL.Image, model.preprocess), imported at the first image (a CSV job never loads
+    """(PIL.Image, model.data.preprocess), imported at the first image (a CSV job never loads
     PIL), with PIL's own size check off: decode checks an image's size from its header
     against its own limits before any pixel is decoded; PIL's check would raise first,
     about attacks."""
     from PIL import Image
-    from model import preprocess
+    from model.data import preprocess
     Image.MAX_IMAGE_PIXELS = None
     return Image, preprocess
 
@@ -89,7 +89,7 @@ UNTRIED = object()  # decode's gray when png28 has not looked at the bytes yet
 
 
 def decode(raw, path, gray=UNTRIED):
-    """decode_image without its warnings filter (data.read_images sets it once for a whole
+    """decode_image without its warnings filter (imagefolder.read_images sets it once for a whole
     batch); gray: png28.decode(raw) when the caller already has it ((28, 28) pixels, or None)."""
     Image, pre = decoders()
     if gray is UNTRIED:

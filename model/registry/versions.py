@@ -7,7 +7,7 @@ Layout under a storage root (a folder path or fsspec URL such as memory://x or s
                                              data_source, metrics, history, confusion, job_id,
                                              created_at, model_version (weights hash),
                                              promotion {decision}, report ("report.html" or null)
-    models/<name>/<version>/report.html      training report (model.report)
+    models/<name>/<version>/report.html      training report (model.registry.report)
     models/<name>/aliases/<alias>.json       {"version", "updated_at", "reason", "previous"}
 
 Versions are "1", "2", ... A version exists once its metadata.json exists; a folder without
@@ -24,7 +24,8 @@ import re
 
 import numpy as np
 
-from model import checkpoint, report, storage
+from model import checkpoint, storage
+from model.registry import report
 from model.errors import RegistryError
 
 NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
