@@ -1,7 +1,7 @@
 """Local folder vs an S3 stand-in (moto's server on 127.0.0.1), for a CSV and an image folder.
 
 For each input: read where it lies (a local folder or file: plan and read, nothing to
-upload), against the S3 stand-in: the upload a client does (worker.client.stage_input: a
+upload), against the S3 stand-in: the upload a client does (worker.client.staging.stage_input: a
 file in parts, an image folder packed by model.data.imagepack into two objects), the plan
 (sources.open_source) with the number of S3 requests it made, and reading every chunk as
 the workers do (source.read). S3 requests are counted from the stand-in's access log. moto

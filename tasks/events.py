@@ -19,7 +19,7 @@ repeats the row's name and arguments, so a Flower started mid-job still names th
 
 The job's result key (celery-task-meta-<job id>) holds the same: STARTED with the progress
 (counts and ETA, computed here, the one place a prediction's ETA is measured) while it
-runs, then the final state, which wakes a waiting client (worker.client.Job.wait).
+runs, then the final state, which wakes a waiting client (worker.client.handles.Job.wait).
 Events are sent through Celery's event dispatcher; a failure to send one is logged, never
 raised: a row in Flower never fails the work it shows.
 """

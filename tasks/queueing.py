@@ -81,7 +81,7 @@ def touch(r, job_id, ttl=keys.TTL):
 
 
 def release_output(r, job, job_id):
-    """Free the job's claim on its output path (see worker.client.claim_output)."""
+    """Free the job's claim on its output path (see worker.client.submission.claim_output)."""
     key = keys.output_owner(job.get("download_to") or job["output"])
     if (r.get(key) or b"").decode() == job_id:
         r.delete(key)

@@ -74,7 +74,7 @@ def test_a_send_subscribes_to_nothing_and_a_dead_redis_is_a_broker_error(tmp_pat
     from tests.conftest import start_redis
     from worker import settings
     from worker.app import make_app
-    from worker.client import CLIENT_PUBLISH_RETRY
+    from worker.client.submission import CLIENT_PUBLISH_RETRY
     from worker.outage import broker_errors
     sock = tmp_path / "r.sock"
     proc = start_redis(sock)

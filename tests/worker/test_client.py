@@ -3,7 +3,7 @@ import pytest
 
 from model.errors import DataError, JobError, RegistryError
 from worker import settings
-from worker.client import check_prediction
+from worker.client.submission import check_prediction
 from tests.conftest import write_test_csv
 
 
@@ -44,7 +44,7 @@ def test_bad_predictions_fail_before_queueing(s, tmp_path, sample, trained_model
 
 
 def test_training_data_is_checked_before_queueing(s, tmp_path, sample):
-    from worker.client import check_training
+    from worker.client.submission import check_training
     csv = write_test_csv(tmp_path / "test.csv", sample["test_x"][:5])  # no label column
     with pytest.raises(DataError, match="has no label column"):
         check_training(csv)
@@ -54,7 +54,8 @@ def test_training_data_is_checked_before_queueing(s, tmp_path, sample):
 
 def test_each_kind_has_its_handle_class(s, tmp_path):
     from tasks import jobs
-    from worker.client import PredictionJob, TrainingJob, open_job, status
+    from worker.client.handles import PredictionJob, TrainingJob
+    from worker.client import open_job, status
     jobs.PredictJob(job_id="predict-k", chunks=2, output="/o.csv", download_to="/o.csv", submitted_at=1.0).write(s.storage)
     jobs.TrainJob.new("train-k", "digits", "/d.csv", {"recipe": "faithful"}).write(s.storage)
     assert type(open_job(None, s, "predict-k")) is PredictionJob

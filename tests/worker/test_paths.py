@@ -4,7 +4,7 @@ local path is the client's own and goes through storage."""
 import dataclasses
 
 from worker import settings
-from worker.client import output_ref, shared, stage_input
+from worker.client.staging import output_ref, shared, stage_input
 
 
 def _settings(tmp_path, storage, broker="redis://h:6379/0"):

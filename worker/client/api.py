@@ -79,7 +79,7 @@ class Client:
 
         source: a CSV path or URL, or an image folder -> with wait, the job's manifest
         ({"job_id", "state", "rows_in", "rows_ok", "rows_bad", "output", "errors", ...});
-        without, the job handle (worker.client.PredictionJob: progress(), wait(), cancel()).
+        without, the job handle (worker.client.handles.PredictionJob: progress(), wait(), cancel()).
         out is required for a path (the output CSV).
         source: a pandas DataFrame (columns pixel0..pixel783, or 784 columns; a `label` column
         is ignored) or a NumPy array (n, 784) -> a DataFrame with one row per input row:
@@ -91,7 +91,7 @@ class Client:
             return self._predict_frame(source, model, timeout, chunk_rows)
         if out is None:
             raise JobError("predict(path) needs out=, the output CSV file")
-        from worker.client import submit_prediction
+        from worker.client.submission import submit_prediction
         job = submit_prediction(str(source), model, str(out), app=self._app(), settings=self.settings,
                                 job_id=job_id, chunk_rows=chunk_rows)
         return job.wait(timeout=timeout) if wait else job
@@ -104,7 +104,7 @@ class Client:
         "val_accuracy", "promotion", "report", ...}); without, the job handle. A cancelled
         run's manifest has state CANCELLED; a failed run raises JobError."""
         from model.train import make_config
-        from worker.client import submit_training
+        from worker.client.submission import submit_training
         config = make_config(recipe, **options)
         job = submit_training(data, name, config, app=self._app(), settings=self.settings, skip_bad=skip_bad,
                               job_id=job_id)
@@ -121,12 +121,12 @@ class Client:
 
     def status(self, job_id):
         """A job's state, progress and, once ended, its manifest's fields -> dict."""
-        from worker.client import status
+        from worker.client.handles import status
         return status(self.app, self.settings, job_id)
 
     def job(self, job_id):
         """The handle of an existing job (progress(), wait(), result(), cancel())."""
-        from worker.client import open_job
+        from worker.client.handles import open_job
         return open_job(self._app(), self.settings, job_id)
 
     def cancel(self, job_id):
