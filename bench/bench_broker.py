@@ -34,7 +34,7 @@ def commands(r):
 
 
 def start_redis(folder):
-    from worker.stack import redis_server_binary
+    from worker.stack.embedded import redis_server_binary
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]

@@ -73,8 +73,8 @@ def latest_job(home):
 # The imports are those the command makes (the Celery app it sends through among them); any
 # heavy module it loads besides is named.
 TRACED = ("import time, sys; t_code = time.time(); "
-          "import worker.cli, worker.cli.predict, worker.cli.progress, worker.client, worker.app, "
-          "worker.stack, model.checkpoint, model.data.sources, model.registry.versions, tasks.queueing, tasks.events; "
+          "import worker.cli, worker.cli.predict, worker.cli.progress, worker.client.submission, worker.app, "
+          "worker.stack.broker, model.checkpoint, model.data.sources, model.registry.versions, tasks.queueing, tasks.events; "
           "t_imports = time.time(); from worker.cli import main, _exit_now; rc = main(sys.argv[1:]); "
           "heavy = [m for m in ('celery', 'kombu', 'redis', 'fsspec', 'pandas', 'PIL') if m in sys.modules]; "
           "print('TRACE', t_code, t_imports, ','.join(heavy) or '-', file=sys.stderr, flush=True); _exit_now(rc)")

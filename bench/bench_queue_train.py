@@ -30,7 +30,7 @@ def main():
     from worker import settings
     from worker.app import configure
     from worker.client import submit_training
-    from worker.stack import broker_for
+    from worker.stack.broker import broker_for
     config = make_config("faithful", epochs=a.epochs)
 
     def local():

@@ -24,7 +24,7 @@ def two_trainers(live, sample, tmp_path_factory):
     from worker import settings
     from celery import current_app
     from worker.app import configure
-    from worker.stack import Stack
+    from worker.stack.embedded import Stack
     old_broker = current_app.conf.broker_url  # the live stack's (the app the shared tasks follow)
     home = tmp_path_factory.mktemp("sweep-home")
     s = dataclasses.replace(settings.load(), home=home, storage=str(home / "storage"), train_concurrency=2,

@@ -1,8 +1,8 @@
-"""worker.answering: the crash-loop pacing of `digits up` (pure logic; the hung-worker check is
+"""worker.stack.answering: the crash-loop pacing of `digits up` (pure logic; the hung-worker check is
 drilled on a real stack in tests/worker/test_full_redis.py)."""
 import time
 
-from worker.answering import CrashLoop
+from worker.stack.answering import CrashLoop
 
 
 def test_a_crash_looping_worker_is_paced_and_said_once():

@@ -101,7 +101,7 @@ def test_a_closed_client_refuses_jobs(live, tmp_path):
 
 def test_a_temporary_stack_lives_for_the_block(trained, sample, tmp_path, monkeypatch):
     from worker import settings
-    from worker.stack import broker_reachable
+    from worker.stack.broker import broker_reachable
     home = tmp_path / "home"
     monkeypatch.setenv("DIGITS_HOME", str(home))
     monkeypatch.setenv("DIGITS_STORAGE", str(home / "storage"))

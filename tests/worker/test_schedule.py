@@ -193,7 +193,7 @@ def schedule_env(tmp_path):
 def test_beat_retrains_on_schedule_without_overlapping_runs(schedule_env):
     from model.registry.versions import Registry
     from tasks import jobs
-    from worker.stack import Stack
+    from worker.stack.embedded import Stack
     s = settings.load()
     assert s.retrain_cron == f"every {INTERVAL}s" and str(s.home) == schedule_env["DIGITS_HOME"]
     stack = Stack(s, flower=False, scheduler=True, record=False, log=lambda *a: None)

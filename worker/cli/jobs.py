@@ -14,8 +14,8 @@ def _job_status(s, job_id, apps, stored=None):
     st = stored or status(None, s, job_id)
     if st["state"] in FINAL_STATES:
         return st
-    from worker import stack
-    url = stack.live_broker(s)
+    from worker.stack import broker
+    url = broker.live_broker(s)
     if url is None:
         from worker.outage import BrokerDown
         raise BrokerDown(f"no broker answers at {s.broker_url or s.embedded_url}")
@@ -181,9 +181,9 @@ def cmd_jobs(a, s):
 
 def cmd_gc(a, s):
     from tasks.retention import collect, format_bytes, summary_line
-    from worker import stack
+    from worker.stack import broker
     from worker.app import configure
-    url = stack.live_broker(s)  # the result backend's keys too, when a broker answers (none is started)
+    url = broker.live_broker(s)  # the result backend's keys too, when a broker answers (none is started)
     redis = configure(url).backend.client if url else None
     report = collect(s.storage, a.older_than, dry_run=a.dry_run, redis=redis)
     if a.json:

@@ -107,10 +107,10 @@ def _table(st):
 
 
 def _status(a, s):
-    from worker import stack
+    from worker.stack import broker
     from worker.app import configure
     from worker.client import sweep_status
-    url = stack.live_broker(s)
+    url = broker.live_broker(s)
     st = sweep_status(configure(url) if url else None, s, a.sweep)
     if a.json:
         print_json(st)

@@ -6,7 +6,7 @@
         c.predict(frame, model="digits")     # DataFrame or (n, 784) array -> DataFrame
         c.jobs(), c.status(job_id), c.cancel(job_id)
 
-Built on what the command line uses: worker.stack.reachable finds or starts the broker,
+Built on what the command line uses: worker.stack.broker.reachable finds or starts the broker,
 worker.client's submit_prediction / submit_training queue the jobs and their handles wait,
 the `digits jobs` listing lists them. Jobs live on shared storage, so `digits status` and
 Flower see the same jobs as this client.
@@ -39,9 +39,9 @@ class Client:
         """Reach a broker (starting a temporary embedded stack when none runs) -> self."""
         if self.app is not None:
             return self
-        from worker import stack
+        from worker.stack import broker
         from worker.app import configure
-        self._stack = stack.reachable(self.settings, log=self._log)
+        self._stack = broker.reachable(self.settings, log=self._log)
         info = self._stack.__enter__()
         try:
             self.broker_url = info["broker_url"]
