@@ -68,7 +68,7 @@ def queue_assemble(app, job_id, **options):
 
 def train_repr(record):
     """What Flower shows as a training run's arguments: "job=train-1f.., model=digits, recipe=default,
-    epochs=30" (and its sweep); record: its tasks.jobs.TrainJob."""
+    epochs=30" (and its sweep); record: its tasks.records.TrainJob."""
     config = record.config or {}
     text = f"job={record.job_id}, model={record.name}, recipe={config.get('recipe')}, epochs={config.get('epochs')}"
     return text + (f", sweep={record.sweep}" if record.sweep else "")

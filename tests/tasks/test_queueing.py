@@ -51,8 +51,8 @@ def test_assemble_has_its_own_task_id_and_the_job_as_parent():
 
 
 def test_a_training_run_says_its_job_model_recipe_and_sweep():
-    from tasks import jobs
-    record = jobs.TrainJob.new("train-77", "digits", "/d.csv", {"recipe": "default", "epochs": 30}, sweep="sweep-1")
+    from tasks import records
+    record = records.TrainJob.new("train-77", "digits", "/d.csv", {"recipe": "default", "epochs": 30}, sweep="sweep-1")
     assert queueing.train_repr(record) == "job=train-77, model=digits, recipe=default, epochs=30, sweep=sweep-1"
 
 

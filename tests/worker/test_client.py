@@ -53,16 +53,16 @@ def test_training_data_is_checked_before_queueing(s, tmp_path, sample):
 
 
 def test_each_kind_has_its_handle_class(s, tmp_path):
-    from tasks import jobs
+    from tasks import jobfiles, records
     from worker.client.handles import PredictionJob, TrainingJob
     from worker.client import open_job, status
-    jobs.PredictJob(job_id="predict-k", chunks=2, output="/o.csv", download_to="/o.csv", submitted_at=1.0).write(s.storage)
-    jobs.TrainJob.new("train-k", "digits", "/d.csv", {"recipe": "faithful"}).write(s.storage)
+    records.PredictJob(job_id="predict-k", chunks=2, output="/o.csv", download_to="/o.csv", submitted_at=1.0).write(s.storage)
+    records.TrainJob.new("train-k", "digits", "/d.csv", {"recipe": "faithful"}).write(s.storage)
     assert type(open_job(None, s, "predict-k")) is PredictionJob
     assert type(open_job(None, s, "train-k")) is TrainingJob
     # no broker (app None): the state from storage alone
     assert status(None, s, "predict-k")["progress"] == {"chunks_done": 0, "chunks": 2, "fraction": 0.0}
-    jobs.request_cancel(s.storage, "train-k")
+    jobfiles.request_cancel(s.storage, "train-k")
     assert status(None, s, "train-k")["state"] == "CANCELLING"
 
 
@@ -79,7 +79,7 @@ def test_a_submission_rides_out_a_redis_that_is_down(kind, when, s, tmp_path, mo
     import redis
     from model.data.samples import write_sample
     from model.train import make_config
-    from tasks import jobs, keys, queueing
+    from tasks import jobfiles, keys, queueing
     from tests.conftest import start_redis
     from worker.app import make_app
     from worker.client import submit_prediction, submit_training
@@ -130,7 +130,7 @@ def test_a_submission_rides_out_a_redis_that_is_down(kind, when, s, tmp_path, mo
         queued = [json.loads(m)["headers"]["id"] for m in r.lrange(queueing.queue_of(name), 0, -1)]
         assert sorted(set(queued)) == sorted(ids), queued  # each of the job's first messages, nothing else
         assert r.get("before") == b"the outage"  # the same Redis data, back from its append-only file
-        assert jobs.read_json(jobs.ref(s.storage, job.id, "job.json"))["job_id"] == job.id
+        assert jobfiles.read_json(jobfiles.ref(s.storage, job.id, "job.json"))["job_id"] == job.id
     finally:
         for timer in timers:
             timer.join()

@@ -46,7 +46,7 @@ def cmd_schedule(a, s):
               f"cron '{info['cron']}'; next run {info['next_run']}")
     gc = info["gc"]
     if gc["enabled"]:
-        from tasks.jobs import format_seconds
+        from tasks.times import format_seconds
         print(f"gc of jobs ended more than {format_seconds(gc['older_than_seconds'])} ago on cron "
               f"'{gc['cron']}'; next run {gc['next_run']}")
     else:

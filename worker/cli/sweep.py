@@ -124,7 +124,7 @@ LIST_HEADER = ["SWEEP", "MODEL", "STATE", "RUNS", "BEST", "PROMOTED", "SUBMITTED
 
 def _list(a, s):
     """`digits sweep list`: every sweep, newest first (storage only, like `digits jobs`)."""
-    from tasks.jobs import iso, iso_times
+    from tasks.times import iso, iso_times
     from tasks.sweep import list_sweeps
     found = list_sweeps(s.storage)
     if a.json:

@@ -43,10 +43,11 @@ def cmd_train(a, s):
 def report_train(manifest, out):
     """Print what a training job ended with (version, val_accuracy, promoted or not and why,
     report) -> exit code: 1 for a cancelled run."""
-    from tasks.jobs import CANCELLED, TrainJob
+    from tasks.records import TrainJob
+    from tasks.states import JobState
     for line in TrainJob.result_lines(manifest):
         print(line)
-    if manifest["state"] == CANCELLED:
+    if manifest["state"] == JobState.CANCELLED:
         return 1
     if out:
         storage.write_bytes(out, storage.read_bytes(manifest["model"]))
@@ -56,7 +57,7 @@ def report_train(manifest, out):
 
 def _train_local(a, s, config):
     from model.train import Trainer
-    from tasks.jobs import TrainJob
+    from tasks.records import TrainJob
     eprint(f"reading {a.data}")
     ds = sources.load_training(a.data, skip_bad=a.skip_bad)
     if ds.skipped:

@@ -131,11 +131,11 @@ class Client:
 
     def cancel(self, job_id):
         """Ask a job to stop (finished work is kept) -> False when it had already ended."""
-        from tasks import jobs
-        jobs.read_job(self.settings.storage, job_id)  # JobError for an unknown job
-        if jobs.read_manifest(self.settings.storage, job_id):
+        from tasks import jobfiles, records
+        records.read_job(self.settings.storage, job_id)  # JobError for an unknown job
+        if jobfiles.read_manifest(self.settings.storage, job_id):
             return False
-        jobs.request_cancel(self.settings.storage, job_id)
+        jobfiles.request_cancel(self.settings.storage, job_id)
         return True
 
     # ------------------------------------------------------------------ frames
@@ -190,13 +190,13 @@ def _confidences(root, job_id, n):
     (n,) float array; NaN for records of a chunk whose result is gone (a failed chunk)."""
     import numpy as np
     from model import batch
-    from tasks import jobs
+    from tasks import jobfiles
     conf = np.full(n, np.nan)  # (n,)
-    plan = jobs.read_json(jobs.ref(root, job_id, "plan.json")) or {}
+    plan = jobfiles.read_json(jobfiles.ref(root, job_id, "plan.json")) or {}
     first = 0
     for index in range(len(plan.get("chunks", []))):
         try:
-            r = batch.ChunkResult.from_bytes(jobs.read_chunk(root, job_id, index))
+            r = batch.ChunkResult.from_bytes(jobfiles.read_chunk(root, job_id, index))
         except Exception:  # a failed chunk left no result: its rows' count is unknown here
             break
         conf[first:first + len(r)] = r.confidence[:n - first]

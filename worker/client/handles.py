@@ -1,5 +1,5 @@
 """Job handles: status() and open_job() of any job id, and the handle classes over the
-job records of tasks.jobs (PredictionJob, TrainingJob; JOB_CLASSES).
+job records of tasks.records (PredictionJob, TrainingJob; JOB_CLASSES).
 
     job.progress()   # {"state", "progress": {...}, "output", ...}
     job.wait()       # the manifest once the job ended
@@ -14,13 +14,14 @@ import time
 
 from model import storage
 from model.errors import JobError
-from tasks import jobs, keys
+from tasks import jobfiles, keys, records
+from tasks import states
 from tasks.states import JobState
 
 # NumPy, the model code and Celery's task modules are imported where they are used, so
 # that `digits status` (status() below on an ended job) imports none of them.
 
-FINAL_STATES = jobs.FINAL_STATES
+FINAL_STATES = states.FINAL
 
 
 def status(app, s, job_id):
@@ -30,7 +31,7 @@ def status(app, s, job_id):
 
 def open_job(app, s, job_id):
     """The handle of an existing job, of its kind's class; JobError for an unknown job."""
-    record = jobs.load(s.storage, job_id)
+    record = records.load(s.storage, job_id)
     return JOB_CLASSES[record.kind](app, s, job_id, record)
 
 
@@ -43,9 +44,9 @@ class Job:
 
     @property
     def record(self):
-        """The job's typed record (tasks.jobs.PredictJob / TrainJob), read once."""
+        """The job's typed record (tasks.records.PredictJob / TrainJob), read once."""
         if self._record is None:
-            self._record = jobs.load(self.s.storage, self.id)
+            self._record = records.load(self.s.storage, self.id)
         return self._record
 
     def progress(self):
@@ -54,7 +55,7 @@ class Job:
         root, record = self.s.storage, self.record
         out = {"job_id": self.id, "kind": record.kind, "output": record.user_output,
                "progress": record.progress(root)}
-        manifest = jobs.read_manifest(root, self.id)
+        manifest = jobfiles.read_manifest(root, self.id)
         if manifest:
             out.update(manifest)
             out["output"] = record.output_of(manifest)
@@ -69,9 +70,9 @@ class Job:
                 # what the workers measured of a prediction: failed and retrying chunks, the ETA
                 out["progress"] = dict(meta["result"], **out["progress"])
             out["state"] = record.storage_state(root, out["progress"])
-            if out["state"] == jobs.PENDING and meta["status"] not in ("PENDING", "SUCCESS"):
+            if out["state"] == JobState.PENDING and meta["status"] not in ("PENDING", "SUCCESS"):
                 # what the broker knows more: a job whose work began (STARTED), a retry
-                out["state"] = jobs.PROGRESS if meta["status"] == "STARTED" else meta["status"]
+                out["state"] = JobState.PROGRESS if meta["status"] == "STARTED" else meta["status"]
         if self.app is not None and record.kind == "predict":  # stopping early: why (tasks.breaker)
             why = self.app.backend.client.get(keys.job_stopped(self.id))
             if why:
@@ -80,11 +81,11 @@ class Job:
 
     def result(self):
         """The manifest when the job has ended, else None."""
-        return jobs.read_manifest(self.s.storage, self.id)
+        return jobfiles.read_manifest(self.s.storage, self.id)
 
     def cancel(self):
         """Ask the job to stop: remaining chunks (or batches) are skipped, finished work kept."""
-        jobs.request_cancel(self.s.storage, self.id)
+        jobfiles.request_cancel(self.s.storage, self.id)
 
     def wait(self, timeout=None, on_progress=None, poll=0.25, on_outage=None, settle=0.0):
         """Block until the job ends -> its manifest; JobError if it failed or timed out.

@@ -4,14 +4,15 @@ submit_training, each riding out a broker outage by sending the same job id agai
     job = submit_prediction("test.csv", "model.npz", "submission.csv", app=app, settings=s)
     job = submit_training("train.csv", "digits", make_config(), app=app, settings=s)
 
-Both return a handle (worker.client.handles) over the job's record in tasks.jobs.
+Both return a handle (worker.client.handles) over the job's record in tasks.records.
 """
 import os
 import time
 
 from model import storage
 from model.errors import DataError, JobError
-from tasks import jobs, keys
+from tasks import jobfiles, keys, records
+from tasks.states import JobState
 from worker.client.handles import PredictionJob, TrainingJob
 from worker.client.staging import absolute, output_ref, stage_data, stage_input
 
@@ -68,8 +69,8 @@ def claim_output(app, job_id, out):
             r.set(key, job_id)
             return
         root = app.conf.digits_storage
-        record = jobs.read_json(jobs.ref(root, holder, "job.json"))
-        if record is not None and not jobs.read_manifest(root, holder):
+        record = jobfiles.read_json(jobfiles.ref(root, holder, "job.json"))
+        if record is not None and not jobfiles.read_manifest(root, holder):
             raise JobError(f"{out} is the output of job {holder}, which is still running: wait for it "
                            f"(digits watch {holder}), cancel it, or choose another --out")
         r.delete(key)  # its job ended or is gone: a stale claim
@@ -107,7 +108,7 @@ def submit_prediction(input_ref, model_ref, out, *, app, settings, job_id=None, 
     A broker outage meanwhile is ridden out (on_outage(line) told once; default stderr),
     by sending the job id again; past DIGITS_BROKER_OUTAGE, BrokerUnreachable.
     """
-    job_id = jobs.check_id(job_id or jobs.new_job_id("predict"))
+    job_id = jobfiles.check_id(job_id or jobfiles.new_job_id("predict"))
     return _ride(app, settings, job_id, lambda: _submit_prediction(input_ref, model_ref, out, app, settings,
                                                                    job_id, chunk_rows, checked), on_outage)
 
@@ -118,8 +119,8 @@ def _submit_prediction(input_ref, model_ref, out, app, s, job_id, chunk_rows, ch
     from tasks import events
     from tasks.queueing import queue_assemble, queue_chunk, release_output, touch
     root = s.storage
-    job = jobs.read_json(jobs.ref(root, job_id, "job.json"))
-    if job is not None and jobs.read_manifest(root, job_id):
+    job = jobfiles.read_json(jobfiles.ref(root, job_id, "job.json"))
+    if job is not None and jobfiles.read_manifest(root, job_id):
         _forget(app, s, job_id)  # ended: start afresh
         job = None
     if job is None:
@@ -133,8 +134,8 @@ def _submit_prediction(input_ref, model_ref, out, app, s, job_id, chunk_rows, ch
         except BaseException:
             release_output(app.backend.client, {"download_to": absolute(str(out))}, job_id)
             raise
-        jobs.write_json(jobs.ref(root, job_id, "plan.json"), source.to_dict())
-        record = jobs.PredictJob(job_id=job_id, input=staged, model=model, output=output_ref(s, job_id, out),
+        jobfiles.write_json(jobfiles.ref(root, job_id, "plan.json"), source.to_dict())
+        record = records.PredictJob(job_id=job_id, input=staged, model=model, output=output_ref(s, job_id, out),
                                  download_to=absolute(str(out)), chunks=len(source.chunks), input_kind=source.kind,
                                  window=s.job_window, submitted_at=time.time())
         record.write(root)
@@ -143,7 +144,7 @@ def _submit_prediction(input_ref, model_ref, out, app, s, job_id, chunk_rows, ch
     else:  # still running: its own plan, and the chunks without a mark
         if absolute(str(out)) != job.get("download_to"):
             raise JobError(f"job {job_id} is still running with --out {job.get('download_to')}")
-        source = sources.from_dict(jobs.read_json(jobs.ref(root, job_id, "plan.json")))
+        source = sources.from_dict(jobfiles.read_json(jobfiles.ref(root, job_id, "plan.json")))
         marked = {int(k) for k in app.backend.client.hkeys(keys.chunk_marks(job_id))}
         missing = [i for i in range(len(source.chunks)) if i not in marked]
     window = job.get("window") or len(source.chunks)
@@ -159,7 +160,7 @@ def _submit_prediction(input_ref, model_ref, out, app, s, job_id, chunk_rows, ch
 
 def _forget(app, s, job_id):
     """Clear an ended job's storage, Redis keys and task results before a resubmission."""
-    jobs.clear(s.storage, job_id)
+    jobfiles.clear(s.storage, job_id)
     r = app.backend.client
     r.delete(*keys.job_keys(job_id))
     app.backend.forget(job_id)  # the earlier assemble's result, which status() would read
@@ -172,7 +173,7 @@ def submit_training(data_ref, name, config, *, app, settings, skip_bad=False, ch
     Resubmitting an existing job id sends it again: it resumes from its last checkpoint.
     A broker outage meanwhile is ridden out as by submit_prediction.
     """
-    job_id = jobs.check_id(job_id or jobs.new_job_id("train"))
+    job_id = jobfiles.check_id(job_id or jobfiles.new_job_id("train"))
     return _ride(app, settings, job_id, lambda: _submit_training(data_ref, name, config, app, settings,
                                                                  skip_bad, checkpoint_every, job_id, sweep),
                  on_outage)
@@ -182,19 +183,19 @@ def _submit_training(data_ref, name, config, app, s, skip_bad, checkpoint_every,
     """One attempt of submit_training."""
     from tasks.queueing import TRAIN_JOB, send, train_repr
     from tasks.train import active_key
-    record = jobs.read_json(jobs.ref(s.storage, job_id, "job.json"))
+    record = jobfiles.read_json(jobfiles.ref(s.storage, job_id, "job.json"))
     if record is None:
         check_training(data_ref)
-        record = jobs.TrainJob.new(job_id, name, stage_data(s, job_id, data_ref, "data"), config.to_dict(),
+        record = records.TrainJob.new(job_id, name, stage_data(s, job_id, data_ref, "data"), config.to_dict(),
                                    skip_bad=skip_bad, checkpoint_every=checkpoint_every, sweep=sweep)
         record.write(s.storage)
     else:
-        record = jobs.TrainJob.from_dict(record)
-        ended = jobs.read_manifest(s.storage, job_id)
-        if ended and ended.get("state") == jobs.SUCCESS:
+        record = records.TrainJob.from_dict(record)
+        ended = jobfiles.read_manifest(s.storage, job_id)
+        if ended and ended.get("state") == JobState.SUCCESS:
             return TrainingJob(app, s, job_id, record)
         if ended:  # a cancelled or failed job resumes from its checkpoint
-            jobs.reopen(s.storage, job_id)
+            records.reopen(s.storage, job_id)
         # the previous delivery's result (a cancelled run's SUCCESS, a FAILURE) must not be
         # read as this delivery's by status()/wait()
         app.backend.forget(job_id)

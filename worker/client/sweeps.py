@@ -1,7 +1,7 @@
 """Sweeps: one training job per configuration of a grid, their joint status, cancelling them."""
 import time
 
-from tasks import jobs
+from tasks import jobfiles
 from tasks.states import JobState
 from worker.client.handles import FINAL_STATES, status
 from worker.client.submission import check_training, submit_training
@@ -20,10 +20,10 @@ def submit_sweep(data_ref, name, recipe, grid, *, app, settings, skip_bad=False,
     check_training(data_ref)
     sweep_id = sweep.new_sweep_id()
     staged = stage_data(s, sweep_id, data_ref, "data")  # once for every run
-    job_ids = [jobs.new_job_id("train") for _ in configs]
+    job_ids = [jobfiles.new_job_id("train") for _ in configs]
     record = {"sweep_id": sweep_id, "kind": "sweep", "name": name, "data": staged, "recipe": recipe,
               "grid": grid, "configs": configs, "jobs": job_ids, "submitted_at": time.time()}
-    jobs.write_json(sweep.ref(s.storage, sweep_id, "sweep.json"), record)
+    jobfiles.write_json(sweep.ref(s.storage, sweep_id, "sweep.json"), record)
     events.sweep_sent(app, record)  # the sweep's row in Flower, before its runs
     for job_id, config in zip(job_ids, built):
         submit_training(staged, name, config, app=app, settings=s, skip_bad=skip_bad, job_id=job_id,
@@ -50,7 +50,7 @@ def sweep_status(app, s, sweep_id):
         return dict(out, state=done["state"], best=done["best"], promotion=done["promotion"],
                     finished_at=done["finished_at"])
     ended = sum(r["state"] in FINAL_STATES for r in runs)
-    state = JobState.CANCELLING if jobs.read_json(sweep.ref(s.storage, sweep_id, "cancel")) else \
+    state = JobState.CANCELLING if jobfiles.read_json(sweep.ref(s.storage, sweep_id, "cancel")) else \
         JobState.PROGRESS if ended or any(r["state"] == JobState.PROGRESS for r in runs) else JobState.PENDING
     return dict(out, state=state, best=None, promotion=None)
 
@@ -59,8 +59,8 @@ def cancel_sweep(s, sweep_id):
     """Ask every run of a sweep to stop (finished runs are kept) -> the job ids asked."""
     from tasks import sweep
     record = sweep.read_sweep(s.storage, sweep_id)
-    jobs.write_json(sweep.ref(s.storage, sweep_id, "cancel"), {"requested_at": time.time()})
-    asked = [j for j in record["jobs"] if not jobs.read_manifest(s.storage, j)]
+    jobfiles.write_json(sweep.ref(s.storage, sweep_id, "cancel"), {"requested_at": time.time()})
+    asked = [j for j in record["jobs"] if not jobfiles.read_manifest(s.storage, j)]
     for job_id in asked:
-        jobs.request_cancel(s.storage, job_id)
+        jobfiles.request_cancel(s.storage, job_id)
     return asked

@@ -1,188 +1,25 @@
-"""Job records on shared storage: what a job is, how far it got, and how it ended.
+"""Job records: what a job is, how far it got, and how it ended.
 
     jobs/<id>/job.json         the job as submitted (PredictJob / TrainJob.to_dict())
-    jobs/<id>/plan.json        prediction plan (model.data.sources)
-    jobs/<id>/chunks/<n>.result  one prediction chunk's result (model.batch.ChunkResult,
-                               written atomically; <n>.npz by earlier versions)
-    jobs/<id>/progress.json    training progress (epoch, batch, loss, val_accuracy, eta)
-    jobs/<id>/state.npz        training checkpoint (weights, optimizer, RNG, position)
-    jobs/<id>/cancel           present once a cancel was requested
     jobs/<id>/manifest.json    how the job ended: state, counts, output, timings
-    jobs-index/<id>.json       the job's line in `digits jobs` (index_entry), rewritten at
-                               submit and at the end, so a listing reads one small object
-                               per job instead of every job's folder
 
-Storage is the source of truth, so any client with DIGITS_STORAGE can read a job, and a
-redelivered task finds what an earlier delivery already wrote. Times in records are epoch
-seconds (the Python API computes with them); what a person reads shows them as ISO-8601
-UTC (iso_times).
-
-One dataclass per kind owns its job.json schema, its manifest, its states and how its
-progress reads: PredictJob, TrainJob; KINDS maps a record's "kind" to its class.
+Times in records are epoch seconds (the Python API computes with them); what a person reads
+shows them as ISO-8601 UTC (tasks.times.iso_times). One dataclass per kind owns its job.json
+schema, its manifest, its states and how its progress reads: PredictJob, TrainJob; KINDS
+maps a record's "kind" to its class. Where the files live: tasks.jobfiles.
 """
 import dataclasses
-import json
-import os
-import re
 import time
-import uuid
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from typing import ClassVar
 
 from model import storage
 from model.errors import JobError
-from tasks import states
+from tasks.jobfiles import (chunks_done, full_ref, is_cancelled, job_dir, read_json, ref, write_index,
+                            write_json)
 from tasks.states import JobState
+from tasks.times import format_seconds
 
-_ID = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
-
-# job states (tasks.states): queued or running, ended, and unknown for want of a broker
-PENDING, PROGRESS, CANCELLING = JobState.PENDING, JobState.PROGRESS, JobState.CANCELLING
-SUCCESS, PARTIAL, CANCELLED, FAILURE = JobState.SUCCESS, JobState.PARTIAL, JobState.CANCELLED, JobState.FAILURE
-FINAL_STATES = states.FINAL
-STATES = states.RECORDED  # what a record can say (`digits jobs --state`)
-STALLED = JobState.STALLED
-ETA_MIN_FRACTION = 0.02  # no ETA before this share of the remaining work is done ...
-ETA_MIN_SECONDS = 1.0  # ... or before this much time was measured: first frames mislead
-
-
-def new_job_id(kind):
-    """A fresh job id such as 'predict-3f2a...'."""
-    return f"{kind}-{uuid.uuid4().hex[:16]}"
-
-
-def check_id(job_id):
-    if not _ID.match(job_id or ""):
-        raise JobError(f"bad job id {job_id!r}: use letters, digits, '.', '_' and '-'")
-    return job_id
-
-
-def full_ref(root, ref):
-    """A job's path as every command shows it: a URL as it is, a local path absolute; a
-    path relative to storage (a training run's output in records of earlier versions) is
-    joined onto root first. None stays None."""
-    if ref is None or storage.is_url(ref):
-        return ref
-    path = storage.local_path(ref)
-    if not os.path.isabs(path):
-        base = storage.local_path(root)
-        if base is None:  # storage is an object store: the path is a key under it
-            return storage.join(root, path)
-        path = os.path.join(base, path)
-    return os.path.abspath(path)
-
-
-def storage_root(task):
-    """The shared storage root a task's worker was configured with."""
-    return task.app.conf.digits_storage
-
-
-def job_dir(root, job_id):
-    return storage.join(root, "jobs", check_id(job_id))
-
-
-def ref(root, job_id, *parts):
-    return storage.join(job_dir(root, job_id), *parts)
-
-
-def index_dir(root):
-    return storage.join(root, "jobs-index")
-
-
-def index_ref(root, job_id):
-    return storage.join(index_dir(root), check_id(job_id) + ".json")
-
-
-def write_json(target, obj):
-    storage.write_text(target, json.dumps(obj, indent=1, sort_keys=True))
-
-
-def read_json(target, default=None):
-    try:
-        return json.loads(storage.read_text(target))
-    except FileNotFoundError:
-        return default
-
-
-CHUNK_SUFFIXES = (".result", ".npz")  # the current name of a chunk's result, then the earlier one
-
-
-def chunk_ref(root, job_id, index, suffix=CHUNK_SUFFIXES[0]):
-    return ref(root, job_id, "chunks", f"{index:06d}{suffix}")
-
-
-def read_chunk(root, job_id, index):
-    """The stored result of chunk `index` -> bytes; one written by an earlier version (a job
-    that ran across an upgrade) is found under its earlier name. The current name's error
-    when neither is readable."""
-    try:
-        return storage.read_bytes(chunk_ref(root, job_id, index))
-    except Exception as e:
-        try:
-            return storage.read_bytes(chunk_ref(root, job_id, index, CHUNK_SUFFIXES[1]))
-        except Exception:
-            raise e from None
-
-
-def chunks_done(root, job_id):
-    """How many chunks have a result on storage (not counting ".tmp-..." files being written,
-    or left behind by a process killed while writing; a chunk with a result under both
-    names, after an upgrade, counts once)."""
-    return len({n.rsplit(".", 1)[0] for n in storage.listdir(ref(root, job_id, "chunks"))
-                if n.endswith(CHUNK_SUFFIXES) and not n.startswith(".")})
-
-
-def request_cancel(root, job_id):
-    write_json(ref(root, job_id, "cancel"), {"requested_at": time.time()})
-
-
-def is_cancelled(root, job_id):
-    return storage.exists(ref(root, job_id, "cancel"))
-
-
-# ----------------------------------------------------------------------------- times and progress text
-
-def iso(t):
-    """Epoch seconds -> ISO-8601 UTC to the second ("2024-06-01T12:00:00+00:00"); None stays None."""
-    return None if t is None else datetime.fromtimestamp(t, timezone.utc).isoformat(timespec="seconds")
-
-
-def iso_times(obj):
-    """A copy of a record or status with every numeric "*_at" value as iso() text."""
-    if isinstance(obj, dict):
-        return {k: iso(v) if k.endswith("_at") and isinstance(v, (int, float)) and not isinstance(v, bool)
-                else iso_times(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [iso_times(v) for v in obj]
-    return obj
-
-
-def eta_seconds(done, total, elapsed, done_at_start=0):
-    """Seconds left at the rate measured so far -> float, or None while the measure is too
-    short to mean anything (the first frames of a job would say hours)."""
-    measured = done - done_at_start
-    if total <= 0 or measured <= 0 or elapsed < ETA_MIN_SECONDS \
-            or measured < ETA_MIN_FRACTION * (total - done_at_start):
-        return None
-    return max(0.0, (total - done) * elapsed / measured)
-
-
-def format_seconds(seconds):
-    """3.14 -> "3.1s", 21 -> "21s", 185 -> "3m05s", 7300 -> "2h01m", 604800 -> "7d"."""
-    if seconds < 10:
-        return f"{seconds:.1f}s"
-    s = int(round(seconds))
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m{s % 60:02d}s"
-    if s < 86400:
-        return f"{s // 3600}h{s % 3600 // 60:02d}m"
-    return f"{s // 86400}d" + (f"{s % 86400 // 3600:02d}h" if s % 86400 >= 3600 else "")
-
-
-# ----------------------------------------------------------------------------- typed records
 
 def _fields(cls, d):
     """The dataclass fields of cls present in dict d (others are ignored; missing ones take
@@ -225,8 +62,8 @@ class _Record:
     def storage_state(self, root, progress):
         """The state of an unfinished job as storage alone tells it."""
         if is_cancelled(root, self.job_id):
-            return CANCELLING
-        return PROGRESS if self.started(progress) else PENDING
+            return JobState.CANCELLING
+        return JobState.PROGRESS if self.started(progress) else JobState.PENDING
 
     def base_manifest(self, state, **fields):
         """Fields every manifest has."""
@@ -237,12 +74,12 @@ class _Record:
 
     def failure_manifest(self, error):
         """The manifest of a job that failed as a whole (error: one line)."""
-        return self.base_manifest(FAILURE, error=error)
+        return self.base_manifest(JobState.FAILURE, error=error)
 
     def index_entry(self, manifest=None):
         """The job's line in `digits jobs`: kind, state, times, output, model, counts."""
         m = manifest or {}
-        entry = {"job_id": self.job_id, "kind": self.kind, "state": m.get("state", PENDING),
+        entry = {"job_id": self.job_id, "kind": self.kind, "state": m.get("state", JobState.PENDING),
                  "submitted_at": self.submitted_at, "finished_at": m.get("finished_at"),
                  "output": (self.output_of(m) if manifest else None) or self.user_output, "error": m.get("error")}
         if self.output != self.user_output:
@@ -447,9 +284,9 @@ class TrainJob(_Record):
         epochs = f"{m['epochs_done']} epochs" if m.get("epochs_done") is not None else None
         facts = [x for x in (epochs, f"{m['skipped_records']} skipped records" if m.get("skipped_records") else None,
                              format_seconds(m["seconds"]) if m.get("seconds") is not None else None) if x]
-        if state == FAILURE:
+        if state == JobState.FAILURE:
             return f"failed: {m.get('error')}"
-        if state == CANCELLED:
+        if state == JobState.CANCELLED:
             return "; ".join([f"cancelled after {', '.join(facts)}" if facts else "cancelled",
                               f"checkpoint {m.get('checkpoint')}"])
         head = f"{m.get('name')}:{m.get('version')}"
@@ -470,7 +307,7 @@ class TrainJob(_Record):
                          f"model {manifest.get('name')} version {manifest['version']}")
         if manifest.get("report"):
             lines.append(f"report: {manifest['report']}")
-        if manifest.get("state") == CANCELLED:
+        if manifest.get("state") == JobState.CANCELLED:
             lines.append(f"cancelled after {manifest.get('epochs_done')} epochs; checkpoint kept at "
                          f"{manifest.get('checkpoint')} (resubmit the job id to resume)")
         if manifest.get("error"):
@@ -524,10 +361,6 @@ def load(root, job_id):
     return record_from_dict(read_job(root, job_id))
 
 
-def read_manifest(root, job_id):
-    return read_json(ref(root, job_id, "manifest.json"))
-
-
 def write_manifest(root, job_id, manifest):
     """Write how the job ended, then its index entry."""
     write_json(ref(root, job_id, "manifest.json"), manifest)
@@ -543,48 +376,3 @@ def reopen(root, job_id):
     record = read_json(ref(root, job_id, "job.json"))
     if record is not None:
         write_index(root, record_from_dict(record))
-
-
-def clear(root, job_id):
-    """Remove everything a job wrote on storage (its folder, its index entry), for a fresh
-    resubmission."""
-    storage.remove(job_dir(root, job_id), recursive=True)
-    storage.remove(index_ref(root, job_id))
-
-
-# ----------------------------------------------------------------------------- the index
-
-def write_index(root, record, manifest=None, **extra):
-    """(Re)write the job's index entry from its record and manifest."""
-    write_json(index_ref(root, record.job_id), dict(record.index_entry(manifest), **extra))
-
-
-def _read_many(refs):
-    """{ref: parsed JSON or None} of several small files, in one batch of requests."""
-    out = {}
-    for ref_, value in zip(refs, storage.read_many(refs)):
-        try:
-            out[ref_] = json.loads(value) if isinstance(value, bytes) else None
-        except ValueError:  # a damaged entry: rebuilt below
-            out[ref_] = None
-    return out
-
-
-def list_index(root):
-    """Every job's index entry, newest submission first -> list of dicts.
-
-    One listing of jobs-index/ and one batch of reads; a job folder without an entry
-    (written by an older version, or whose entry was lost) gets one rebuilt here."""
-    names = [n[:-5] for n in storage.listdir(index_dir(root)) if n.endswith(".json") and not n.startswith(".")]
-    entries = _read_many([index_ref(root, n) for n in names])
-    by_id = {e["job_id"]: e for e in entries.values() if isinstance(e, dict) and e.get("job_id")}
-    for job_id in storage.listdir(storage.join(root, "jobs")):
-        if job_id in by_id or not _ID.match(job_id):
-            continue
-        record = read_json(ref(root, job_id, "job.json"))
-        if record is None or record.get("kind") not in KINDS:
-            continue  # a job being created, or not ours
-        record = record_from_dict(record)
-        write_index(root, record, read_manifest(root, job_id))
-        by_id[job_id] = read_json(index_ref(root, job_id))
-    return sorted(by_id.values(), key=lambda e: e.get("submitted_at") or 0, reverse=True)
