@@ -12,7 +12,7 @@ nothing may trail IEND, and the pixel stream must inflate whole to 28 rows with 
 checksum verified (libspng alone decodes a stream whose checksum fails). Anything else (transparency, animation, a damaged byte, an
 unknown chunk, pyspng missing or failing) returns None, and the caller's PIL path gives
 the answer it always gave: this module never raises, never rejects and never decodes
-differently from PIL (tests/model/test_png28.py compares the two on valid and damaged
+differently from PIL (tests/model/data/test_png28.py compares the two on valid and damaged
 files).
 """
 import struct

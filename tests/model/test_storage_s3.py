@@ -119,7 +119,7 @@ def test_compressed_and_zipped_csvs_on_s3_are_read_by_ranges(s3, tmp_path):
 
     from model.data import sources
     from model.data.samples import load_sample
-    from tests.model import tool_files
+    from tests.model.data import tool_files
     sample = load_sample()
     x = sample["test_x"][:40]
     gz = storage.join(s3, "in", "test.csv.gz")

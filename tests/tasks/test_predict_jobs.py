@@ -240,7 +240,7 @@ def test_a_folder_of_phone_photos_and_scans_through_the_queue(live, sample, mode
     extension and a zip of them: the queue's output is the in-process one, byte for byte, and
     says what was done to each image."""
     import zipfile
-    from tests.model.photos import encode, gray, page
+    from tests.model.data.photos import encode, gray, page
     folder = data_dir / "photos"
     folder.mkdir()
     kinds = {"a-exif6.jpg": dict(orientation=6), "b-exif3.jpg": dict(orientation=3),

@@ -265,7 +265,7 @@ def test_status_without_a_running_broker_reads_storage(cli, stack_env, tmp_path)
 # ----------------------------------------------------------------------------- inputs that used to break a job
 
 def _png_claiming(width, height):
-    from tests.model.test_sources import png_claiming
+    from tests.model.data.test_sources import png_claiming
     return png_claiming(width, height)
 
 

@@ -1,5 +1,5 @@
 """CSVs as tools write them (model.data.csvdialect through model.data.sources): every file of
-tests/model/tool_files.py reads back exactly the pixels it was written from, numbered
+tests/model/data/tool_files.py reads back exactly the pixels it was written from, numbered
 1..N as pandas numbers them; normalized files are refused whole."""
 import numpy as np
 import pytest
@@ -11,7 +11,7 @@ from model.data import csvdialect
 from model.data.block import PIXEL_COLUMNS, TRAIN_COLUMNS
 from model.data.csvdialect import Dialect
 from model.errors import DataError
-from tests.model import tool_files
+from tests.model.data import tool_files
 
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 N = 230  # records: several chunks of 50 and a blank line every 100 rows

@@ -13,7 +13,7 @@ from model.data import imagezip
 from model.data import imagedecode
 from model.data import sources
 from model.errors import DataError
-from tests.model.photos import encode, gray, page
+from tests.model.data.photos import encode, gray, page
 
 
 def png(x):

@@ -12,7 +12,7 @@ from model.data import imagedecode
 from model.data import sources
 from model.data import imagefolder
 from model.errors import DataError
-from tests.model.photos import encode, gray, page
+from tests.model.data.photos import encode, gray, page
 
 FAST = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 LOSSLESS = {"PNG": {}, "TIFF": {}, "WEBP": {"lossless": True}, "JPEG": {"quality": 100}}

@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from model.data import sources
 from model.data import archive
 from model.errors import DataError
-from tests.model import tool_files
+from tests.model.data import tool_files
 
 FAST = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 

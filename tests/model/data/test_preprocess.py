@@ -175,7 +175,7 @@ def photo_accuracy(model, sample, n, **kw):
     """Accuracy on the first n held-out sample digits drawn as pages (tests/model/photos.page)
     and read through imagefolder.decode_image as JPEGs, and the notes of the first."""
     from model.data import imagefolder
-    from tests.model.photos import encode, page
+    from tests.model.data.photos import encode, page
     rng = np.random.default_rng(7)
     pixels, notes = [], []
     for x in sample["test_x"][:n]:
@@ -203,7 +203,7 @@ def test_uneven_light_noise_and_coloured_paper_predict_as_the_plain_digits(model
 
 def test_the_uneven_page_crops_to_the_digit_not_to_the_dark_side(sample):
     """The crop of a digit on a page lit 120 -> 235 is the crop of the same digit lit evenly."""
-    from tests.model.photos import gray, page
+    from tests.model.data.photos import gray, page
     for i in range(10):
         even = gray(page(sample["test_x"][i], np.random.default_rng(i), noise=0))
         strong = gray(page(sample["test_x"][i], np.random.default_rng(i), light="strong", noise=0))
@@ -214,7 +214,7 @@ def test_the_uneven_page_crops_to_the_digit_not_to_the_dark_side(sample):
 
 
 def test_a_speck_far_from_the_digit_does_not_widen_the_crop(sample):
-    from tests.model.photos import gray, page
+    from tests.model.data.photos import gray, page
     clean = gray(page(sample["test_x"][0], np.random.default_rng(0), noise=0))
     specked = clean.copy()
     specked[2:4, 2:4] = 0  # a dark speck in the corner: averaged away
