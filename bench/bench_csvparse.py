@@ -82,7 +82,7 @@ def main():
     import json
     print("FIGURES csvparse " + json.dumps({"mb_s": mb / t_fast, "mb_s_blocks": mb / t_blocks,
                                             "loadtxt_mb_s": mb / t_slow, "ratio": t_slow / t_fast}), flush=True)
-    del data, want, values, ref
+    data = want = values = ref = None  # the 100 MB of text freed before the next measures
     formats(args.formats_rows, args.repeat)
     blank_lines_memory()
 

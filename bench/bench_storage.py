@@ -53,9 +53,7 @@ def requests(log):
 def measure(kind, src, root, log):
     """root None: read src where it lies; else stage it under root as a client does, then read."""
     from model import storage
-    from model.data import imagepack
-    from model.data import sources
-    from model.data import imagefolder
+    from model.data import imagefolder, imagepack, sources
     row = {"upload": 0.0}
     ref = src
     if root is not None:

@@ -3,7 +3,15 @@
 import json
 
 from model import storage
-from tasks.jobfiles import _ID, index_dir, index_ref, read_json, read_manifest, ref, write_index
+from tasks.jobfiles import (
+    _ID,
+    index_dir,
+    index_ref,
+    read_json,
+    read_manifest,
+    ref,
+    write_index,
+)
 from tasks.records import KINDS, record_from_dict
 
 

@@ -15,8 +15,16 @@ from typing import ClassVar
 
 from model import storage
 from model.errors import JobError
-from tasks.jobfiles import (chunks_done, full_ref, is_cancelled, job_dir, read_json, ref, write_index,
-                            write_json)
+from tasks.jobfiles import (
+    chunks_done,
+    full_ref,
+    is_cancelled,
+    job_dir,
+    read_json,
+    ref,
+    write_index,
+    write_json,
+)
 from tasks.states import JobState
 from tasks.times import format_seconds
 

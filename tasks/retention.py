@@ -21,8 +21,7 @@ from celery import shared_task
 from celery.utils.log import get_task_logger
 
 from model import storage
-from tasks import index, jobfiles, keys, records, times
-from tasks import states
+from tasks import index, jobfiles, keys, records, states, times
 
 log = get_task_logger(__name__)
 

@@ -53,8 +53,7 @@ class FailoverAudit:
 
     def _unended(self, after):
         """{job id: kind} of the jobs submitted after `after` whose index says not ended."""
-        from tasks import index
-        from tasks import states
+        from tasks import index, states
         root = self.app.conf.digits_storage
         return {e["job_id"]: e.get("kind") for e in index.list_index(root)
                 if (e.get("submitted_at") or 0) >= after and e.get("state") not in states.FINAL}

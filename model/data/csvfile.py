@@ -11,8 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from model import storage
-from model.data import archive
-from model.data import csvdialect
+from model.data import archive, csvdialect
 from model.data.block import N_PIXELS, PIXEL_COLUMNS, TRAIN_COLUMNS, Block
 from model.data.csvparse import MAX_LINE, TooManyLines, count_records, too_long
 from model.errors import DataError

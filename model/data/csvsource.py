@@ -1,8 +1,7 @@
 """The CSV input source (see model.data.sources): chunks are byte ranges of whole lines."""
 import numpy as np
 
-from model.data import csvfile
-from model.data import csvdialect
+from model.data import csvdialect, csvfile
 from model.data.csvout import submission_lines
 from model.errors import ConfigError
 

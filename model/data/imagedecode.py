@@ -80,6 +80,7 @@ def decoders():
     against its own limits before any pixel is decoded; PIL's check would raise first,
     about attacks."""
     from PIL import Image
+
     from model.data import preprocess
     Image.MAX_IMAGE_PIXELS = None
     return Image, preprocess

@@ -13,9 +13,19 @@ import numpy as np
 from model import storage
 from model.data import png28
 from model.data.block import N_PIXELS, SIDE, Block
+from model.data.imagedecode import (  # noqa: F401
+    IMAGE_TYPES,
+    MAX_IMAGE_BYTES,
+    MAX_IMAGE_PIXELS,
+    REDUCE_TO,
+    SNIFF_BYTES,
+    decode,
+    decode_image,
+    decoders,
+    not_an_image,
+    sniff,
+)
 from model.errors import DataError, describe
-from model.data.imagedecode import (IMAGE_TYPES, MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS, REDUCE_TO, SNIFF_BYTES,  # noqa: F401
-                               decode, decode_image, decoders, not_an_image, sniff)
 
 READ_GROUP_BYTES = 64 << 20  # a chunk's files are fetched in groups of about this many bytes
 READ_GROUP_FILES = 32  # ... or of this many files when their sizes are not known

@@ -17,8 +17,8 @@ import json
 import os
 
 from model import storage
-from model.errors import DataError, describe
 from model.data.imagedecode import SNIFF_BYTES, not_an_image, sniff
+from model.errors import DataError, describe
 
 PACK = ".digits-images.pack"
 INDEX = ".digits-images.index.json"

@@ -1,9 +1,7 @@
 """The image input sources (see model.data.sources): a folder of image files, a zip of them,
 each in slices of its sorted file list."""
 from model import storage
-from model.data import imagepack
-from model.data import imagezip
-from model.data import imagefolder
+from model.data import imagefolder, imagepack, imagezip
 from model.data.csvout import SPECIAL_RE, confidence_texts, csv_cell
 from model.data.csvsource import check_step
 

@@ -15,8 +15,8 @@ import io
 import zipfile
 
 from model import storage
-from model.errors import DataError, describe
 from model.data.imagedecode import MAX_IMAGE_BYTES
+from model.errors import DataError, describe
 
 MAGIC = (b"PK\x03\x04", b"PK\x05\x06")  # a zip's first bytes (a member, or an empty zip's end record)
 MAX_RATIO = 200  # a member inflating more than this many times its compressed size is refused

@@ -5,7 +5,7 @@ from importlib.resources import files
 import numpy as np
 from PIL import Image
 
-from model.data.block import PIXEL_COLUMNS, TRAIN_COLUMNS, SIDE
+from model.data.block import PIXEL_COLUMNS, SIDE, TRAIN_COLUMNS
 
 
 def load_sample():

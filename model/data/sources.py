@@ -2,7 +2,7 @@
 
     source = open_source(ref, chunk_rows, chunk_images)   # plan the chunks of a CSV or folder
     source.chunks              # [[lo, hi], ...]: byte ranges of a CSV, slices of a sorted file list
-    source.read(i)             # chunk i -> block.Block (bad records as data, never raised)
+    source.read(i)             # chunk i -> model.data.block.Block (bad records as data, never raised)
     source.length(i)           # records in chunk i, without decoding them
     source.names(i, first, n)  # names of chunk i's records in outputs: ImageIds or paths
     source.to_dict()           # JSON, stored as the job's plan; from_dict(d) reads it back
@@ -17,14 +17,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from model import storage
-from model.data import imagezip
-from model.data import csvfile
-from model.data import archive
+from model.data import archive, csvfile, imagezip
 from model.data.block import N_PIXELS
 from model.data.csvsource import CsvSource, check_step
-from model.errors import DataError
 from model.data.imagesources import ImageFolderSource, ImageZipSource
-
+from model.errors import DataError
 
 KINDS = {cls.kind: cls for cls in (CsvSource, ImageFolderSource, ImageZipSource)}
 

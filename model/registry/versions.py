@@ -25,8 +25,8 @@ import re
 import numpy as np
 
 from model import checkpoint, storage
-from model.registry import report
 from model.errors import RegistryError
+from model.registry import report
 
 NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
 MODEL_FILE, META_FILE, REPORT_FILE = "model.npz", "metadata.json", "report.html"

@@ -14,8 +14,8 @@ from PIL import Image
 from model import batch, checkpoint, storage
 from model.data import sources
 from model.data.block import PIXEL_COLUMNS, TRAIN_COLUMNS
-from model.errors import ConfigError, DataError
 from model.data.samples import load_sample, write_csv
+from model.errors import ConfigError, DataError
 from model.train import Trainer, make_config
 
 N_ROWS = 200

@@ -97,9 +97,7 @@ def test_storage_errors_name_their_path(s3):
 
 def test_an_image_folder_packed_on_s3_reads_as_the_folder(s3, sample, tmp_path):
     """What a client uploads for a local image folder (model.data.imagepack), read back from S3."""
-    from model.data import imagepack
-    from model.data import sources
-    from model.data import imagefolder
+    from model.data import imagefolder, imagepack, sources
     from model.data.samples import write_sample
     write_sample(str(tmp_path), images=True)
     folder = str(tmp_path / "images" / "test")

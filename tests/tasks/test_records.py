@@ -7,9 +7,8 @@ import pytest
 
 from model import storage
 from model.errors import JobError
-from tasks import index, jobfiles, records, times
+from tasks import index, jobfiles, records, states, times
 from tasks.states import JobState
-from tasks import states
 
 
 def predict_record(job_id="predict-1", submitted_at=1000.0, **kw):
@@ -150,7 +149,9 @@ def test_many_jobs_list_in_one_pass(tmp_path):
 def test_chunk_results_are_read_under_their_earlier_name_too(tmp_path):
     """A job that ran across an upgrade has chunk results named <n>.npz, in the .npz form."""
     import io
+
     import numpy as np
+
     from model import batch
     root = str(tmp_path)
     new = batch.ChunkResult(np.array([1, 2], np.int16), np.array([0.5, 0.25], np.float32), {}, {})

@@ -7,8 +7,8 @@ import pytest
 
 from model import storage
 from tasks import index, jobfiles, keys, records
-from tasks.states import JobState
 from tasks.retention import collect, summary_line
+from tasks.states import JobState
 
 DAY = 86400
 

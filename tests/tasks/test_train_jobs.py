@@ -9,8 +9,8 @@ import pytest
 
 from model import checkpoint, storage
 from model.data import sources
-from model.registry.versions import Registry
 from model.data.samples import write_sample
+from model.registry.versions import Registry
 from model.train import Trainer, make_config
 from tasks import jobfiles, keys, records
 from tests.conftest import wait_for

@@ -14,8 +14,7 @@ import requests
 
 from model.data.samples import write_sample
 from model.train import make_config
-from tasks import jobfiles, keys, records
-from tasks import states
+from tasks import jobfiles, keys, records, states
 from tests.conftest import wait_for, write_test_csv
 
 pytestmark = pytest.mark.integration

@@ -12,8 +12,8 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from celery.schedules import crontab, schedule
 
-from model.errors import ConfigError
 from model.data.samples import write_sample
+from model.errors import ConfigError
 from worker import settings
 from worker.schedule import beat_schedule, describe, parse
 

@@ -11,9 +11,8 @@ import time
 
 from tqdm import tqdm
 
-from tasks import records, times
+from tasks import records, states, times
 from tasks.states import JobState
-from tasks import states
 from worker.cli.common import eprint
 
 BAR_FORMAT = "{desc} {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} {unit} [{elapsed}]{postfix}"

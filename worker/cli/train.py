@@ -24,8 +24,8 @@ def cmd_train(a, s):
     config = make_config(a.recipe, **_training_overrides(a))
     if a.local:
         return _train_local(a, s, config)
-    from worker.client.submission import check_training
     from worker.client import submit_training
+    from worker.client.submission import check_training
     name = a.name or "digits"
     if not a.job_id:
         check_training(a.data)  # a missing or unlabeled file fails here, before any stack starts

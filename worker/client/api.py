@@ -39,8 +39,8 @@ class Client:
         """Reach a broker (starting a temporary embedded stack when none runs) -> self."""
         if self.app is not None:
             return self
-        from worker.stack import broker
         from worker.app import configure
+        from worker.stack import broker
         self._stack = broker.reachable(self.settings, log=self._log)
         info = self._stack.__enter__()
         try:
@@ -189,6 +189,7 @@ def _confidences(root, job_id, n):
     """Each record's confidence from the job's chunk results (storage), in input order ->
     (n,) float array; NaN for records of a chunk whose result is gone (a failed chunk)."""
     import numpy as np
+
     from model import batch
     from tasks import jobfiles
     conf = np.full(n, np.nan)  # (n,)

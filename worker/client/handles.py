@@ -14,8 +14,7 @@ import time
 
 from model import storage
 from model.errors import JobError
-from tasks import jobfiles, keys, records
-from tasks import states
+from tasks import jobfiles, keys, records, states
 from tasks.states import JobState
 
 # NumPy, the model code and Celery's task modules are imported where they are used, so

@@ -36,8 +36,7 @@ def stage_input(s, job_id, ref, name="input"):
     if not folder and ref.lower().endswith(".zip"):  # its name kept: records are named `name.zip::member`
         target = storage.join(s.storage, "inputs", job_id, name, os.path.basename(ref))
     if folder:
-        from model.data import imagepack
-        from model.data import imagefolder
+        from model.data import imagefolder, imagepack
         imagepack.pack(ref, target, imagefolder.IMAGE_TYPES, imagefolder.MAX_IMAGE_BYTES)
     else:
         storage.upload(ref, target)

@@ -4,8 +4,8 @@ import time
 from tasks import jobfiles
 from tasks.states import JobState
 from worker.client.handles import FINAL_STATES, status
-from worker.client.submission import check_training, submit_training
 from worker.client.staging import stage_data
+from worker.client.submission import check_training, submit_training
 
 
 def submit_sweep(data_ref, name, recipe, grid, *, app, settings, skip_bad=False, overrides=None):

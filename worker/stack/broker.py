@@ -6,9 +6,9 @@ import subprocess
 import sys
 import time
 
+from worker.errors import StackError
 from worker.stack import supervise
 from worker.stack.embedded import Stack
-from worker.errors import StackError
 
 
 def broker_reachable(url, timeout=0.5, settings=None):

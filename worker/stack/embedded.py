@@ -17,8 +17,8 @@ import subprocess
 import time
 from pathlib import Path
 
-from worker.errors import StackError
 from worker import services
+from worker.errors import StackError
 from worker.stack import supervise
 from worker.stack.answering import Answering, CrashLoop
 

@@ -5,10 +5,10 @@ import zipfile
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from model.data import sources
-from model.data import archive
+from model.data import archive, sources
 from model.errors import DataError
 from tests.model.data import tool_files
 

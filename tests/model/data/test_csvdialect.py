@@ -3,11 +3,10 @@ tests/model/data/tool_files.py reads back exactly the pixels it was written from
 1..N as pandas numbers them; normalized files are refused whole."""
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from model.data import sources
-from model.data import csvfile
-from model.data import csvdialect
+from model.data import csvdialect, csvfile, sources
 from model.data.block import PIXEL_COLUMNS, TRAIN_COLUMNS
 from model.data.csvdialect import Dialect
 from model.errors import DataError

@@ -5,12 +5,11 @@ import os
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from PIL import Image, ImageOps
 
-from model.data import imagedecode
-from model.data import sources
-from model.data import imagefolder
+from model.data import imagedecode, imagefolder, sources
 from model.errors import DataError
 from tests.model.data.photos import encode, gray, page
 

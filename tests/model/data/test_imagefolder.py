@@ -5,12 +5,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from model.data import sources
-from model.data import imagefolder
-from model.data import csvfile
+from model.data import csvfile, imagefolder, sources
 from model.data.block import PIXEL_COLUMNS, TRAIN_COLUMNS
-from model.errors import DataError
 from model.data.samples import load_sample
+from model.errors import DataError
 
 TRAIN_HEADER = ",".join(TRAIN_COLUMNS)
 TEST_HEADER = ",".join(PIXEL_COLUMNS)

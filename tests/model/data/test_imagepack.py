@@ -4,13 +4,12 @@ import os
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from model import storage
-from model.data import imagepack
-from model.data import sources
-from model.data import imagefolder
+from model.data import imagefolder, imagepack, sources
 from model.data.samples import write_sample
 
 

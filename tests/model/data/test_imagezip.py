@@ -9,9 +9,7 @@ import pytest
 from PIL import Image
 
 from model import batch, checkpoint
-from model.data import imagezip
-from model.data import imagedecode
-from model.data import sources
+from model.data import imagedecode, imagezip, sources
 from model.errors import DataError
 from tests.model.data.photos import encode, gray, page
 

@@ -1,6 +1,7 @@
 """model.data.ink: the parts of a mask against a flood-fill oracle, Otsu's level, the local background."""
 import numpy as np
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from model.data import ink
 

@@ -8,13 +8,13 @@ import zlib
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
-from model.data import png28
-from model.data import imagefolder
-from model.errors import DataError
+from model.data import imagefolder, png28
 from model.data.samples import load_sample
+from model.errors import DataError
 
 SIG = b"\x89PNG\r\n\x1a\n"
 

@@ -2,11 +2,17 @@
 off-centre; digits drawn with a font; and the odd images that must not raise."""
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image, ImageDraw, ImageFont
 
 from model import checkpoint
-from model.data.preprocess import border, is_dark_on_light, needs_preprocessing, to_mnist
+from model.data.preprocess import (
+    border,
+    is_dark_on_light,
+    needs_preprocessing,
+    to_mnist,
+)
 from model.train import Trainer, make_config
 
 

@@ -6,17 +6,15 @@ import zlib
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
-from model.data import imagedecode
-from model.data import sources
-from model.data import csvout
-from model.data import imagefolder
+from model.data import csvout, imagedecode, imagefolder, sources
 from model.data.block import PIXEL_COLUMNS
 from model.data.csvparse import count_records, parse_rows
-from model.errors import DataError
 from model.data.samples import load_sample
+from model.errors import DataError
 
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 ROW = ",".join(["0"] * 783 + ["255"])

@@ -2,9 +2,9 @@
 import pytest
 
 from model.errors import DataError, JobError, RegistryError
+from tests.conftest import write_test_csv
 from worker import settings
 from worker.client.submission import check_prediction
-from tests.conftest import write_test_csv
 
 
 @pytest.fixture()
@@ -54,8 +54,8 @@ def test_training_data_is_checked_before_queueing(s, tmp_path, sample):
 
 def test_each_kind_has_its_handle_class(s, tmp_path):
     from tasks import jobfiles, records
-    from worker.client.handles import PredictionJob, TrainingJob
     from worker.client import open_job, status
+    from worker.client.handles import PredictionJob, TrainingJob
     records.PredictJob(job_id="predict-k", chunks=2, output="/o.csv", download_to="/o.csv", submitted_at=1.0).write(s.storage)
     records.TrainJob.new("train-k", "digits", "/d.csv", {"recipe": "faithful"}).write(s.storage)
     assert type(open_job(None, s, "predict-k")) is PredictionJob
@@ -76,7 +76,9 @@ def test_a_submission_rides_out_a_redis_that_is_down(kind, when, s, tmp_path, mo
     Redis is back."""
     import json
     import threading
+
     import redis
+
     from model.data.samples import write_sample
     from model.train import make_config
     from tasks import jobfiles, keys, queueing
