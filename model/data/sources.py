@@ -8,7 +8,8 @@
     source.to_dict()           # JSON, stored as the job's plan; from_dict(d) reads it back
 
 Prediction (model.batch) and training (load_training, below) both read through a
-source, so a third input format is one more class here and one more entry in KINDS.
+source, so a third input format is one more class (beside model.data.csvsource and
+model.data.imagesources) and one more entry in KINDS.
 """
 import hashlib
 import tempfile
