@@ -34,7 +34,7 @@ def commands(r):
 
 
 def start_redis(folder):
-    from worker.stack import redis_server_binary
+    from worker.stack.embedded import redis_server_binary
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -63,8 +63,8 @@ def main():
                OPENBLAS_NUM_THREADS="1", PYTHONPATH=os.path.join(os.path.dirname(__file__), ".."))
     os.environ.update({k: v for k, v in env.items() if k.startswith("DIGITS_")})
     from model import checkpoint
-    from model.samples import load_sample, write_csv
-    from model.data import PIXEL_COLUMNS
+    from model.data.samples import load_sample, write_csv
+    from model.data.block import PIXEL_COLUMNS
     from model.train import Trainer, make_config
     s = load_sample()
     t = Trainer(make_config("faithful", epochs=1), s["train_x"][:500], s["train_y"][:500])
@@ -111,7 +111,7 @@ def main():
                 proc.wait(30)
     # memory per queued chunk message: 5,000 predict_chunk messages, no worker
     from tasks.queueing import queue_chunk
-    from model import sources
+    from model.data import sources
     app = configure(url)
     source = sources.open_source(csv, 10)
     r.delete("predict")

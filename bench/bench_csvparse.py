@@ -1,5 +1,5 @@
-"""Throughput of model.csvparse.parse_rows against np.loadtxt on ~100 MB of MNIST-like rows,
-then of the whole CSV read path (model.data.read_csv_range: windows, dialect, parse) on test
+"""Throughput of model.data.csvparse.parse_rows against np.loadtxt on ~100 MB of MNIST-like rows,
+then of the whole CSV read path (model.data.csvfile.read_csv_range: windows, dialect, parse) on test
 files as tools write them, and the memory of 8 MB of blank lines.
 
     python bench/bench_csvparse.py [--mb 100] [--repeat 5] [--formats-rows 20000]
@@ -18,7 +18,7 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from model.csvparse import parse_rows  # noqa: E402
+from model.data.csvparse import parse_rows  # noqa: E402
 
 MNIST = "/work/shared/data/mnist-test-images.npz"
 
@@ -82,7 +82,7 @@ def main():
     import json
     print("FIGURES csvparse " + json.dumps({"mb_s": mb / t_fast, "mb_s_blocks": mb / t_blocks,
                                             "loadtxt_mb_s": mb / t_slow, "ratio": t_slow / t_fast}), flush=True)
-    del data, want, values, ref
+    data = want = values = ref = None  # the 100 MB of text freed before the next measures
     formats(args.formats_rows, args.repeat)
     blank_lines_memory()
 
@@ -106,7 +106,7 @@ def tool_files(x):
 def formats(rows, repeat):
     """Rows/s of the whole read path (what a prediction chunk runs) per file kind."""
     import tempfile
-    from model import data
+    from model.data import csvfile
     x = np.tile(images()[:10000], (max(1, -(-rows // 10000)), 1))[:rows]  # (rows, 784)
     with tempfile.TemporaryDirectory() as tmp:
         results = {}
@@ -115,11 +115,11 @@ def formats(rows, repeat):
             with open(ref, "wb") as f:
                 f.write(raw)
             try:
-                layout = data.read_csv_layout(ref)
+                layout = csvfile.read_csv_layout(ref)
             except Exception as e:  # a version of the reader that does not know this kind
                 print(f"read path, {kind:22s}: not read ({e})")
                 continue
-            t, block = best_time(lambda: data.read_csv_range(layout, layout.data_start, layout.size), repeat)
+            t, block = best_time(lambda: csvfile.read_csv_range(layout, layout.data_start, layout.size), repeat)
             ok = not block.errors and np.array_equal(block.pixels, x)
             results[kind] = rows / t
             print(f"read path, {kind:22s}: {rows / t:10,.0f} rows/s  {len(raw) / t / 1e6:6.0f} MB/s"
@@ -133,16 +133,16 @@ def blank_lines_memory():
     import json
     import tempfile
     import tracemalloc
-    from model import data
+    from model.data import csvfile
     row = ",".join(["7"] * 784).encode() + b"\n"
     with tempfile.TemporaryDirectory() as tmp:
         ref = os.path.join(tmp, "blank.csv")
         with open(ref, "wb") as f:
             f.write(",".join(f"pixel{i}" for i in range(784)).encode() + b"\n" + row + b"\n" * (8 << 20) + row)
-        layout = data.read_csv_layout(ref)
+        layout = csvfile.read_csv_layout(ref)
         tracemalloc.start()
         t = time.perf_counter()
-        block = data.read_csv_range(layout, layout.data_start, layout.size)
+        block = csvfile.read_csv_range(layout, layout.data_start, layout.size)
         t = time.perf_counter() - t
         peak = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()

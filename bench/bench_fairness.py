@@ -41,7 +41,7 @@ def main():
     from worker import settings
     from worker.app import configure
     from worker.client import submit_prediction
-    from worker.stack import Stack
+    from worker.stack.embedded import Stack
 
     model_path = sample_model(os.path.join(work, "model.npz"))
     s = settings.load()

@@ -110,26 +110,27 @@ def _work(folder, rels, model_path, starts, done):
     """One process's share of work_floor: for each start event, read and predict rels, then
     put the time it finished on done."""
     from threadpoolctl import threadpool_limits
-    from model import batch, checkpoint, data
+    from model import batch, checkpoint
+    from model.data import imagefolder
     threadpool_limits(1, user_api="blas")  # as in a predict worker process (tasks.predict.one_blas_thread)
     model = checkpoint.load_model(model_path)
-    batch.predict_block(data.read_images(folder, rels[:100]), model)  # imports and caches, untimed
+    batch.predict_block(imagefolder.read_images(folder, rels[:100]), model)  # imports and caches, untimed
     for start in starts:
         start.wait()
         for lo in range(0, len(rels), CHUNK):
-            batch.predict_block(data.read_images(folder, rels[lo:lo + CHUNK]), model)
+            batch.predict_block(imagefolder.read_images(folder, rels[lo:lo + CHUNK]), model)
         done.put(time.perf_counter())
 
 
 def work_floor(folder, model_path, procs, passes=3):
     """[seconds of each pass] for `procs` forked processes to read and predict the folder's
-    files in chunks of CHUNK with the project's own reader and model code (model.data,
+    files in chunks of CHUNK with the project's own reader and model code (model.data.imagefolder,
     model.batch), and nothing else: no queue, no storage, no output; `passes` passes, one right after the other. The
     best pass of procs=2 against the best of procs=1 is the most the machine's two cores give
     this very work; the median pass against the median, what they give it as the jobs are
     measured (one median over the rounds)."""
-    from model import data
-    rels = data.list_images(folder)
+    from model.data import imagefolder
+    rels = imagefolder.list_images(folder)
     ctx = mp.get_context("fork")
     starts, done = [ctx.Event() for _ in range(passes)], ctx.Queue()
     share = -(-len(rels) // CHUNK // procs) * CHUNK  # whole chunks per process

@@ -6,7 +6,7 @@ object per job under jobs-index/), against reading every job's folder as before 
 Writes N ended job records (half predictions, half training runs, each with its job.json,
 manifest and index entry) to a temporary storage folder, then times, as median of the
 repeats: the whole command as a new user runs it (`digits jobs --json`, a fresh process:
-interpreter start and imports included), tasks.jobs.list_index in this process, and the
+interpreter start and imports included), tasks.index.list_index in this process, and the
 baseline (listing jobs/ and reading every job.json and manifest.json).
 """
 import argparse
@@ -21,7 +21,8 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
-from tasks import jobs  # noqa: E402
+from tasks import index, jobfiles, records  # noqa: E402
+from tasks.states import JobState
 
 
 def write_jobs(root, n):
@@ -32,29 +33,29 @@ def write_jobs(root, n):
     for i in range(n):
         t = now - i
         if i % 2:
-            rec = jobs.PredictJob(job_id=f"predict-{i:06d}", input="/data/test.csv", output=f"/out/{i}.csv",
+            rec = records.PredictJob(job_id=f"predict-{i:06d}", input="/data/test.csv", output=f"/out/{i}.csv",
                                   download_to=f"/out/{i}.csv", chunks=3, input_kind="csv", window=4,
                                   model={"ref": "/m.npz", "version": "abc", "name": "digits",
                                          "registry_version": "1"}, submitted_at=t)
             rec.write(root)
             counts = {"rows_in": 28000, "rows_ok": 28000, "rows_bad": 0, "rows_failed": 0, "rows_skipped": 0,
                       "failed_chunks": [], "output": rec.output, "errors": None}
-            manifest = rec.manifest(counts, jobs.SUCCESS, 3, 1.0, 0.1)
+            manifest = rec.manifest(counts, JobState.SUCCESS, 3, 1.0, 0.1)
         else:
-            rec = jobs.TrainJob(job_id=f"train-{i:06d}", name="digits", data="/data/train.csv",
+            rec = records.TrainJob(job_id=f"train-{i:06d}", name="digits", data="/data/train.csv",
                                 config={"recipe": "plain", "epochs": 15}, submitted_at=t, output="models/digits")
             rec.write(root)
-            manifest = rec.manifest(jobs.SUCCESS, history, 0, 5.0, registered={
+            manifest = rec.manifest(JobState.SUCCESS, history, 0, 5.0, registered={
                 "version": str(i), "path": f"/s/models/digits/{i}", "model": "/m.npz", "report": "/r.html",
                 "promotion": {"promoted": True, "reason": "better"}})
-        jobs.write_manifest(root, rec.job_id, manifest)
+        records.write_manifest(root, rec.job_id, manifest)
 
 
 def read_every_folder(root):
     """The baseline: what a listing without an index reads."""
     out = []
     for job_id in os.listdir(os.path.join(root, "jobs")):
-        out.append((jobs.read_job(root, job_id), jobs.read_manifest(root, job_id)))
+        out.append((records.read_job(root, job_id), jobfiles.read_manifest(root, job_id)))
     return out
 
 
@@ -88,14 +89,14 @@ def main():
 
         cli()  # warm the page cache once
         wall = median_seconds(cli, a.repeat)
-        listing = median_seconds(lambda: jobs.list_index(root), a.repeat)
+        listing = median_seconds(lambda: index.list_index(root), a.repeat)
         baseline = median_seconds(lambda: read_every_folder(root), a.repeat)
         empty = os.path.join(tmp, "empty")
         startup = median_seconds(lambda: subprocess.run(command, env=dict(env, DIGITS_STORAGE=empty),
                                                         capture_output=True, check=True), a.repeat)
     print(f"`digits jobs --json` with {a.jobs} jobs: {wall:.3f} s end to end (median of {a.repeat}; "
           f"the same command on empty storage: {startup:.3f} s)")
-    print(f"tasks.jobs.list_index: {listing * 1000:.0f} ms; reading every job folder instead: "
+    print(f"tasks.index.list_index: {listing * 1000:.0f} ms; reading every job folder instead: "
           f"{baseline * 1000:.0f} ms ({baseline / listing:.1f}x)")
     print("limit 1 s:", "met" if wall <= 1.0 else "MISSED")
 

@@ -16,7 +16,7 @@ last --digits rows, never trained on, are rendered as:
   - specks: strong noise and 20-60 dark specks of dust anywhere on the page;
   - coloured paper: yellow, blue or pink paper, blue ink, an RGB JPEG;
   - light on dark: chalk on a dark board (the other polarity), a JPEG.
-Every file goes through data.decode_image, the reader the workers use, and the model predicts
+Every file goes through imagefolder.decode_image, the reader the workers use, and the model predicts
 its pixels. Prints per kind the accuracy, the plain images' accuracy on the same digits and
 the difference; the target is each kind within 3 points of plain.
 """
@@ -125,7 +125,7 @@ def _encode(img, fmt, **kw):
 
 def accuracy(model, kind, xs, ys, seed):
     """Render every digit as kind, read it as the workers do, predict -> (accuracy, errors, seconds)."""
-    from model import data
+    from model.data import imagefolder
     from model.errors import DataError
     rng = np.random.default_rng(seed)
     pixels = np.zeros((len(xs), 784), np.uint8)
@@ -133,7 +133,7 @@ def accuracy(model, kind, xs, ys, seed):
     for i, x in enumerate(xs):
         raw = render(kind, x, rng)
         try:
-            pixels[i] = data.decode_image(raw, f"{kind}-{i}")[0]
+            pixels[i] = imagefolder.decode_image(raw, f"{kind}-{i}")[0]
         except DataError:
             bad += 1  # counted as wrong: its row stays blank
     seconds = time.perf_counter() - t0

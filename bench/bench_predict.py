@@ -46,7 +46,7 @@ from bench.common import (Up, digits_argv, figures, median, mnist_rows, parser, 
 def bench_model(work):
     """A small trained model (faithful recipe, 3 epochs on the bundled sample) -> (path, seed weights)."""
     from model import checkpoint
-    from model.samples import load_sample
+    from model.data.samples import load_sample
     from model.train import Trainer, make_config
     s = load_sample()
     t = Trainer(make_config("faithful", epochs=3), s["train_x"], s["train_y"])
@@ -73,8 +73,8 @@ def latest_job(home):
 # The imports are those the command makes (the Celery app it sends through among them); any
 # heavy module it loads besides is named.
 TRACED = ("import time, sys; t_code = time.time(); "
-          "import worker.cli, worker.cli.predict, worker.cli.progress, worker.client, worker.app, "
-          "worker.stack, model.checkpoint, model.sources, model.registry, tasks.queueing, tasks.events; "
+          "import worker.cli, worker.cli.predict, worker.cli.progress, worker.client.submission, worker.app, "
+          "worker.stack.broker, model.checkpoint, model.data.sources, model.registry.versions, tasks.queueing, tasks.events; "
           "t_imports = time.time(); from worker.cli import main, _exit_now; rc = main(sys.argv[1:]); "
           "heavy = [m for m in ('celery', 'kombu', 'redis', 'fsspec', 'pandas', 'PIL') if m in sys.modules]; "
           "print('TRACE', t_code, t_imports, ','.join(heavy) or '-', file=sys.stderr, flush=True); _exit_now(rc)")

@@ -25,12 +25,12 @@ def main():
     home = tempfile.mkdtemp(prefix="digits-bench-home-")
     os.environ.update(DIGITS_HOME=home, DIGITS_STORAGE=os.path.join(home, "storage"))
     os.environ.pop("DIGITS_BROKER_URL", None)
-    from model import sources
+    from model.data import sources
     from model.train import Trainer, make_config
     from worker import settings
     from worker.app import configure
     from worker.client import submit_training
-    from worker.stack import broker_for
+    from worker.stack.broker import broker_for
     config = make_config("faithful", epochs=a.epochs)
 
     def local():

@@ -26,9 +26,9 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from model import checkpoint  # noqa: E402
-from model.data import PIXEL_COLUMNS  # noqa: E402
-from model.samples import load_sample, write_sample  # noqa: E402
-from tasks import jobs  # noqa: E402
+from model.data.block import PIXEL_COLUMNS  # noqa: E402
+from model.data.samples import load_sample, write_sample  # noqa: E402
+from tasks import jobfiles  # noqa: E402
 
 DIGITS = [sys.executable, "-m", "worker.cli"]
 TRAIN = ["--recipe", "faithful", "--epochs", "10", "--batch-size", "8", "--seed", "5"]
@@ -76,7 +76,7 @@ class Bench:
         return os.path.join(self.home, "storage", "jobs", job_id, *parts)
 
     def chunks(self, job_id):
-        return jobs.chunks_done(os.path.join(self.home, "storage"), job_id)
+        return jobfiles.chunks_done(os.path.join(self.home, "storage"), job_id)
 
     def epoch(self, job_id):
         try:

@@ -1,8 +1,8 @@
 """Local folder vs an S3 stand-in (moto's server on 127.0.0.1), for a CSV and an image folder.
 
 For each input: read where it lies (a local folder or file: plan and read, nothing to
-upload), against the S3 stand-in: the upload a client does (worker.client.stage_input: a
-file in parts, an image folder packed by model.imagepack into two objects), the plan
+upload), against the S3 stand-in: the upload a client does (worker.client.staging.stage_input: a
+file in parts, an image folder packed by model.data.imagepack into two objects), the plan
 (sources.open_source) with the number of S3 requests it made, and reading every chunk as
 the workers do (source.read). S3 requests are counted from the stand-in's access log. moto
 is slower than a real S3 per request and has no network latency: read the ratios, not the
@@ -52,14 +52,15 @@ def requests(log):
 
 def measure(kind, src, root, log):
     """root None: read src where it lies; else stage it under root as a client does, then read."""
-    from model import data, imagepack, sources, storage
+    from model import storage
+    from model.data import imagefolder, imagepack, sources
     row = {"upload": 0.0}
     ref = src
     if root is not None:
         ref = storage.join(root, "inputs", kind) + ("" if os.path.isdir(src) else ".csv")
         t0 = time.perf_counter()
         if os.path.isdir(src):
-            imagepack.pack(src, ref, data.IMAGE_TYPES, data.MAX_IMAGE_BYTES)
+            imagepack.pack(src, ref, imagefolder.IMAGE_TYPES, imagefolder.MAX_IMAGE_BYTES)
         else:
             storage.upload(src, ref)
         row["upload"] = time.perf_counter() - t0
@@ -92,9 +93,9 @@ def main():
             for name in sorted(os.listdir(images))[:a.images]:
                 os.symlink(os.path.join(images, name), os.path.join(only, name))
         images = only
-    from model import data
+    from model.data import imagefolder
     first = sorted(os.listdir(images))[0]
-    data.decode_image(open(os.path.join(images, first), "rb").read(), first)  # PIL imported before any timing
+    imagefolder.decode_image(open(os.path.join(images, first), "rb").read(), first)  # PIL imported before any timing
     moto, log = start_moto()
     try:
         results = {}

@@ -264,7 +264,7 @@ def sample_model(path, epochs=1):
     """A real model for the queue benchmarks: the faithful recipe for `epochs` epochs on the
     bundled sample, written to `path` -> path."""
     from model import checkpoint
-    from model.samples import load_sample
+    from model.data.samples import load_sample
     from model.train import Trainer, make_config
     s = load_sample()
     t = Trainer(make_config("faithful", epochs=epochs), s["train_x"], s["train_y"])

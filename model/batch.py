@@ -23,7 +23,7 @@ import numpy as np
 
 from model import storage
 from model.errors import describe
-from model.sources import csv_cell
+from model.data.csvout import csv_cell
 
 @dataclass
 class ChunkResult:
@@ -177,7 +177,7 @@ def _assemble(source, outcomes, out_file, bad_file):
 
 def _write_outcomes(source, outcomes, out, bad):
     """out: the output's binary file; bad: the errors' text file."""
-    def bad_rows(rows):  # CSV lines, quoted as the output's cells are (sources.csv_cell)
+    def bad_rows(rows):  # CSV lines, quoted as the output's cells are (csvout.csv_cell)
         # written a slice at a time: a failed chunk of millions of records costs one slice
         rows = iter(rows)
         while True:

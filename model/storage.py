@@ -18,8 +18,8 @@ import posixpath
 import shutil
 import tempfile
 
+from model.data.walk import walk_local
 from model.errors import StorageError, describe
-from model.walk import walk_local
 
 UPLOAD_PART = 16 << 20  # an upload to an object store of 2 parts or more is multipart, parts in parallel
 READ_STEP = 64 << 10  # a local read asks for at least this much at a time (a small file: one read and one empty)

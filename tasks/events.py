@@ -19,7 +19,7 @@ repeats the row's name and arguments, so a Flower started mid-job still names th
 
 The job's result key (celery-task-meta-<job id>) holds the same: STARTED with the progress
 (counts and ETA, computed here, the one place a prediction's ETA is measured) while it
-runs, then the final state, which wakes a waiting client (worker.client.Job.wait).
+runs, then the final state, which wakes a waiting client (worker.client.handles.Job.wait).
 Events are sent through Celery's event dispatcher; a failure to send one is logged, never
 raised: a row in Flower never fails the work it shows.
 """
@@ -29,13 +29,14 @@ import os
 import socket
 import time
 
-from tasks import jobs, keys
+from tasks import keys, records, times
+from tasks.states import JobState
 
 log = logging.getLogger(__name__)
 PREDICT_JOB = "digits.predict_job"
 SWEEP = "digits.sweep"
-FINAL = {jobs.SUCCESS: "task-succeeded", jobs.PARTIAL: "task-failed", jobs.FAILURE: "task-failed",
-         jobs.CANCELLED: "task-revoked"}  # a job's end state -> the event that ends its row
+FINAL = {JobState.SUCCESS: "task-succeeded", JobState.PARTIAL: "task-failed", JobState.FAILURE: "task-failed",
+         JobState.CANCELLED: "task-revoked"}  # a job's end state -> the event that ends its row
 
 # KEYS[1] a result key; ARGV[1] the meta (JSON), ARGV[2] ttl: set unless the key holds a
 # final state already (a chunk's progress arriving after assemble stored the job's end)
@@ -124,8 +125,8 @@ def job_progress(task, job, counts, retrying=0):
     ended = sum(counts.values())
     progress = {"chunks_done": counts.get("done", 0), "chunks": total, "failed": counts.get("failed", 0),
                 "skipped": counts.get("skipped", 0), "retrying": retrying,
-                "eta_seconds": _round(jobs.eta_seconds(ended, total, time.time() - job["submitted_at"]))}
-    text = jobs.PredictJob.progress_text(progress)
+                "eta_seconds": _round(times.eta_seconds(ended, total, time.time() - job["submitted_at"]))}
+    text = records.PredictJob.progress_text(progress)
     emit(task.app, task.request.hostname, "task-started", job["job_id"], result=text, **predict_row(job))
     _set_running(task.app, job["job_id"], PREDICT_JOB, progress)
     return progress
@@ -150,17 +151,17 @@ def job_ended(task, job, manifest):
     from celery import states
     from celery.exceptions import TaskRevokedError
     from model.errors import JobError
-    state, line = manifest["state"], jobs.PredictJob.summary(manifest)
+    state, line = manifest["state"], records.PredictJob.summary(manifest)
     fields = dict(predict_row(job), result=line)
     seconds = (manifest.get("timings") or {}).get("wall_seconds")
-    if state == jobs.SUCCESS:
+    if state == JobState.SUCCESS:
         fields["runtime"] = seconds
-    elif state == jobs.CANCELLED:
+    elif state == JobState.CANCELLED:
         fields.update(terminated=False, expired=False, signum=None)
     else:
         fields.update(exception=line, traceback=line)
     emit(task.app, task.request.hostname, FINAL[state], job["job_id"], always=True, **fields)
-    result = {jobs.SUCCESS: (line, states.SUCCESS), jobs.CANCELLED: (TaskRevokedError(line), states.REVOKED)}
+    result = {JobState.SUCCESS: (line, states.SUCCESS), JobState.CANCELLED: (TaskRevokedError(line), states.REVOKED)}
     value, celery_state = result.get(state, (JobError(line), states.FAILURE))
     task.app.backend.store_result(job["job_id"], value, celery_state)
 
@@ -169,7 +170,7 @@ def sweep_progress(task, record, ended):
     """A run of sweep `record` started or ended (ended: {job id: end state}): its row's Result."""
     n = len(record.get("jobs") or ())
     text = f"runs {len(ended)}/{n} ended"
-    failed = sum(1 for s in ended.values() if s != jobs.SUCCESS)
+    failed = sum(1 for s in ended.values() if s != JobState.SUCCESS)
     if failed:
         text += f", {failed} not successful"
     emit(task.app, task.request.hostname, "task-started", record["sweep_id"], result=text, **sweep_row(record))
@@ -179,9 +180,9 @@ def sweep_ended(task, record, manifest, line):
     """Sweep `record` ended: SUCCESS, FAILURE (PARTIAL or FAILURE) or REVOKED (cancelled)."""
     state = manifest["state"]
     fields = dict(sweep_row(record), result=line)
-    if state == jobs.CANCELLED:
+    if state == JobState.CANCELLED:
         fields.update(terminated=False, expired=False, signum=None)
-    elif state != jobs.SUCCESS:
+    elif state != JobState.SUCCESS:
         fields.update(exception=line, traceback=line)
     else:
         fields["runtime"] = round(manifest["finished_at"] - manifest["submitted_at"], 3)

@@ -6,7 +6,7 @@ there under the job id, so a redelivered chunk rewrites the same file and assemb
 reads exactly one result per chunk: no row is lost or doubled.
 
 One completion path. Each chunk, once its result is on storage (or it failed for good,
-or the job was cancelled), marks itself in a Redis hash with one atomic script that also
+or the job was cancelled), marks itself in a Redis hash with one atomic script (tasks.marks) that also
 numbers and counts the marks. The chunk whose mark is number `total` queues
 assemble(job_id) (task id "<job id>:assemble"). This replaces a chord: a chord counts its
 parts after storing each part's result, so a pool process killed between the two left it
@@ -31,12 +31,13 @@ from celery import shared_task
 from celery.exceptions import Ignore
 from celery.utils.log import get_task_logger
 
-from model import batch, checkpoint, sources, storage
+from model import batch, checkpoint, storage
+from model.data import sources
 from model.errors import DataError, JobError, describe
-from tasks import breaker, deliveries, events, jobs, keys
-from tasks.jobs import storage_root
+from tasks import breaker, deliveries, events, jobfiles, keys, records
+from tasks.jobfiles import storage_root
 from tasks.queueing import ASSEMBLE, PREDICT_CHUNK, queue_assemble, queue_chunk, release_output, retry, touch
-from tasks.scripts import REFUSED
+from tasks.marks import mark, marks, redis_client
 from tasks.window import record_sent, sent_or_marked
 
 log = get_task_logger(__name__)
@@ -45,34 +46,6 @@ _SOURCES = OrderedDict()  # job id -> source (the plan), per worker process
 _CACHE_SIZE = 4
 ASSEMBLE_WAIT_RETRIES = 600  # 1 s apart: an assemble that finds chunks unmarked waits this long
 LOCK_SECONDS = 600  # an assemble lock left by a killed process frees itself after this
-
-# KEYS[1] the marks hash, KEYS[2] the job's touched key, KEYS[3] the set of active jobs,
-# KEYS[4] the counts of marks by state, KEYS[5] the set of chunks waiting for a retry;
-# ARGV[1] chunk index, ARGV[2] mark (JSON), ARGV[3] ttl in seconds, ARGV[4] job id, ARGV[5]
-# the time now, ARGV[6] the mark's state. A first mark gets the next order number, is
-# counted, and returns {1, mark, counts, retrying}; a repeated one changes no mark and
-# returns {0, the first mark, counts, retrying}. Either way the job is touched
-# (queueing.touch: when it last moved, and that it is active), all in one round trip. A full
-# Redis refuses the first write: its error reply is returned as Redis gave it (tasks.scripts).
-_MARK = REFUSED + """
-local ttl = tonumber(ARGV[3])
-local no = refused(redis.pcall('SET', KEYS[2], ARGV[5], 'EX', ttl))
-if no then return no end
-redis.call('SADD', KEYS[3], ARGV[4])
-redis.call('SREM', KEYS[5], ARGV[1])
-local first, text = 0, redis.call('HGET', KEYS[1], ARGV[1])
-if not text then
-  local mark = cjson.decode(ARGV[2])
-  mark['order'] = redis.call('HLEN', KEYS[1]) + 1
-  text = cjson.encode(mark)
-  first = 1
-  redis.call('HSET', KEYS[1], ARGV[1], text)
-  redis.call('EXPIRE', KEYS[1], ttl)
-  redis.call('HINCRBY', KEYS[4], ARGV[6], 1)
-  redis.call('EXPIRE', KEYS[4], ttl)
-end
-return {first, text, redis.call('HGETALL', KEYS[4]), redis.call('SCARD', KEYS[5])}
-"""
 
 
 def _cached(cache, key, load):
@@ -98,7 +71,7 @@ def load_source(root, job):
     """The stored plan of a job -> its source (cached per process and submission: a
     resubmitted job id is planned anew)."""
     return _cached(_SOURCES, (job["job_id"], job["submitted_at"]), lambda: sources.from_dict(
-        jobs.read_json(jobs.ref(root, job["job_id"], "plan.json"))))
+        jobfiles.read_json(jobfiles.ref(root, job["job_id"], "plan.json"))))
 
 
 _BLAS = {"limited": False}
@@ -113,23 +86,6 @@ def one_blas_thread():
         _BLAS["limited"] = True
 
 
-def redis_client(task):
-    return task.app.backend.client
-
-
-def mark(task, job, index, state, **info):
-    """Mark chunk `index` of a job (its job.json dict) as done, failed or skipped, and move
-    the job's row in Flower -> (first time?, the mark)."""
-    r, job_id = redis_client(task), job["job_id"]
-    ttl = keys.ttl(task.app)
-    first, text, counts, retrying = r.eval(
-        _MARK, 5, keys.chunk_marks(job_id), keys.job_touched(job_id), keys.ACTIVE_PREDICTIONS,
-        keys.chunk_counts(job_id), keys.chunks_retrying(job_id),
-        index, json.dumps(dict(info, state=state)), ttl, job_id, repr(time.time()), state)
-    counts = {counts[i].decode(): int(counts[i + 1]) for i in range(0, len(counts), 2)}
-    events.job_progress(task, job, counts, int(retrying))
-    return bool(first), json.loads(text)
-
 
 def resume(app, job_id):
     """Send again the work of a prediction job that stopped moving (its queued messages
@@ -137,9 +93,9 @@ def resume(app, job_id):
     without a mark, or assemble once every chunk is marked -> what was sent. Every task is
     idempotent, so a copy of work that was only slow costs time, never a row."""
     root = app.conf.digits_storage
-    job = jobs.read_json(jobs.ref(root, job_id, "job.json"))
+    job = jobfiles.read_json(jobfiles.ref(root, job_id, "job.json"))
     r = app.backend.client
-    if job is None or jobs.read_manifest(root, job_id):
+    if job is None or jobfiles.read_manifest(root, job_id):
         r.srem(keys.ACTIVE_PREDICTIONS, job_id)
         return []
     source = load_source(root, job)
@@ -155,11 +111,6 @@ def resume(app, job_id):
     return sent
 
 
-def marks(task, job_id):
-    """{chunk index: mark} of a job."""
-    raw = redis_client(task).hgetall(keys.chunk_marks(job_id))
-    return {int(k): json.loads(v) for k, v in raw.items()}
-
 
 def _after_mark(task, job, source, the_mark, repeated):
     """Release the next chunk of the window and, for the last mark, queue assemble.
@@ -173,7 +124,7 @@ def _after_mark(task, job, source, the_mark, repeated):
         queue_chunk(task.app, job_id, nxt, source)
         record_sent(redis_client(task), job_id, nxt)
     if order == total or (repeated and redis_client(task).hlen(keys.chunk_marks(job_id)) >= total):
-        if not (repeated and jobs.read_manifest(job["root"], job_id)):
+        if not (repeated and jobfiles.read_manifest(job["root"], job_id)):
             queue_assemble(task.app, job_id)
 
 
@@ -194,7 +145,7 @@ def predict_chunk(self, job_id, index, lo=None, hi=None):
     not lost. A chunk of a cancelled job is marked skipped and ends REVOKED.
     """
     root = storage_root(self)
-    record = jobs.read_json(jobs.ref(root, job_id, "job.json"))
+    record = jobfiles.read_json(jobfiles.ref(root, job_id, "job.json"))
     if record is None:  # a late copy of a job whose record was cleared (resubmitted afresh)
         log.warning("job %s has no record (cleared for a resubmission?): chunk %s not run", job_id, index)
         return f"chunk {index}: not run, job {job_id} has no record"
@@ -205,7 +156,7 @@ def predict_chunk(self, job_id, index, lo=None, hi=None):
         the_mark = json.loads(existing)
         _after_mark(self, job, source, the_mark, repeated=True)
         return _ended(self, job, index, the_mark, repeated=True)
-    if jobs.is_cancelled(root, job_id):
+    if jobfiles.is_cancelled(root, job_id):
         first, the_mark = mark(self, job, index, "skipped")
         _after_mark(self, job, source, the_mark, repeated=not first)
         return _ended(self, job, index, the_mark)
@@ -217,7 +168,7 @@ def predict_chunk(self, job_id, index, lo=None, hi=None):
         return _ended(self, job, index, the_mark)
     if index == 0 and not self.request.retries:  # the job's row says STARTED from its first chunk on
         events.job_progress(self, job, *events.chunk_counts(redis_client(self), job_id))
-    target = jobs.chunk_ref(root, job_id, index)
+    target = jobfiles.chunk_ref(root, job_id, index)
     started, t0 = time.time(), time.perf_counter()
     stages = {}  # seconds spent reading+parsing, predicting, writing the result
     try:
@@ -303,7 +254,7 @@ def _outcomes(root, job_id, source, chunk_marks):
             yield batch.ChunkFailure(m.get("reason") or "failed", m.get("rows"))
         else:
             try:
-                yield batch.ChunkResult.from_bytes(jobs.read_chunk(root, job_id, i))
+                yield batch.ChunkResult.from_bytes(jobfiles.read_chunk(root, job_id, i))
             except Exception as e:  # its result is gone or unreadable: its records are failed
                 yield batch.ChunkFailure(f"its result cannot be read ({describe(e)})", m.get("rows"))
 
@@ -314,9 +265,9 @@ def assemble(self, job_id):
     one-line summary for Flower (the manifest itself is on storage), which ends the job's
     row too (tasks.events.job_ended) and stores its final state under the job id."""
     root = storage_root(self)
-    done = jobs.read_manifest(root, job_id)
+    done = jobfiles.read_manifest(root, job_id)
     if done:  # a repeated delivery: the first may have died before ending the job's row
-        record = jobs.read_json(jobs.ref(root, job_id, "job.json"))
+        record = jobfiles.read_json(jobfiles.ref(root, job_id, "job.json"))
         if record is not None:
             events.job_ended(self, record, done)
         return summary(done)
@@ -325,7 +276,7 @@ def assemble(self, job_id):
     if not lock.acquire(blocking=False):
         raise retry(self, countdown=1, max_retries=ASSEMBLE_WAIT_RETRIES)
     try:
-        done = jobs.read_manifest(root, job_id)
+        done = jobfiles.read_manifest(root, job_id)
         if done:
             return summary(done)
         return summary(_assemble(self, root, job_id))
@@ -337,17 +288,17 @@ def assemble(self, job_id):
 
 
 def _assemble(task, root, job_id):
-    job = jobs.read_json(jobs.ref(root, job_id, "job.json"))
+    job = jobfiles.read_json(jobfiles.ref(root, job_id, "job.json"))
     if job is None:
         # a late copy (say, a retry waiting for the lock) of a job that ended and was cleared
         # for a resubmission, run before the new record was written: nothing to assemble, and
         # no FAILURE stored under the job id, where the resubmitted job's status would find it
         log.warning("job %s has no record (cleared for a resubmission?): assemble not run", job_id)
         return {"job_id": job_id, "state": "NO RECORD"}  # summary() says so; nothing under the job id
-    record = jobs.PredictJob.from_dict(job)
+    record = records.PredictJob.from_dict(job)
     source = load_source(root, job)
     chunk_marks = marks(task, job_id)
-    cancelled = jobs.is_cancelled(root, job_id)
+    cancelled = jobfiles.is_cancelled(root, job_id)
     if len(chunk_marks) < len(source.chunks) and not cancelled:
         # queued early (a resubmission, a repeated last chunk): wait for the stragglers
         raise retry(task, countdown=1, max_retries=ASSEMBLE_WAIT_RETRIES)
@@ -362,7 +313,7 @@ def _assemble(task, root, job_id):
                              max_retries=limit, exc=e)
         error = f"job {job_id}: the output cannot be written: {describe(e)}"
         manifest = record.failure_manifest(error)
-        jobs.write_manifest(root, job_id, manifest)
+        records.write_manifest(root, job_id, manifest)
         release_output(r, job, job_id)
         events.job_ended(task, job, manifest)
         raise JobError(error) from None
@@ -374,7 +325,7 @@ def _assemble(task, root, job_id):
                                error=f"job {job_id}: {batch.failure_line(counts)}" if state in ("PARTIAL", "FAILURE")
                                else None)
     manifest["timings"] = _timings(job, done, assemble_started, time.perf_counter() - t0)  # and per stage
-    jobs.write_manifest(root, job_id, manifest)
+    records.write_manifest(root, job_id, manifest)
     r.srem(keys.ACTIVE_PREDICTIONS, job_id)
     deliveries.job_ended(r, job_id)
     r.incr(keys.assemble_runs(job_id))
@@ -401,7 +352,7 @@ def _timings(job, done, assemble_started, assemble_seconds):
 
 
 def summary(manifest):
-    """What Flower shows as an assemble's result: the job's one line (tasks.jobs.PredictJob.summary)."""
+    """What Flower shows as an assemble's result: the job's one line (tasks.records.PredictJob.summary)."""
     if manifest.get("state") == "NO RECORD":
         return f"job {manifest['job_id']} has no record (cleared for a resubmission?): nothing assembled"
-    return jobs.PredictJob.summary(manifest)
+    return records.PredictJob.summary(manifest)

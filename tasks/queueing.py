@@ -68,7 +68,7 @@ def queue_assemble(app, job_id, **options):
 
 def train_repr(record):
     """What Flower shows as a training run's arguments: "job=train-1f.., model=digits, recipe=default,
-    epochs=30" (and its sweep); record: its tasks.jobs.TrainJob."""
+    epochs=30" (and its sweep); record: its tasks.records.TrainJob."""
     config = record.config or {}
     text = f"job={record.job_id}, model={record.name}, recipe={config.get('recipe')}, epochs={config.get('epochs')}"
     return text + (f", sweep={record.sweep}" if record.sweep else "")
@@ -81,7 +81,7 @@ def touch(r, job_id, ttl=keys.TTL):
 
 
 def release_output(r, job, job_id):
-    """Free the job's claim on its output path (see worker.client.claim_output)."""
+    """Free the job's claim on its output path (see worker.client.submission.claim_output)."""
     key = keys.output_owner(job.get("download_to") or job["output"])
     if (r.get(key) or b"").decode() == job_id:
         r.delete(key)

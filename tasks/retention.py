@@ -21,15 +21,15 @@ from celery import shared_task
 from celery.utils.log import get_task_logger
 
 from model import storage
-from tasks import jobs, keys
+from tasks import index, jobfiles, keys, records, states, times
 
 log = get_task_logger(__name__)
 
 
 def _targets(root, job_id):
     """(what, path) of everything retention may remove of one job."""
-    return [("chunk files", jobs.ref(root, job_id, "chunks")),
-            ("training state", jobs.ref(root, job_id, "state.npz")),
+    return [("chunk files", jobfiles.ref(root, job_id, "chunks")),
+            ("training state", jobfiles.ref(root, job_id, "state.npz")),
             ("uploaded input", storage.join(root, "inputs", job_id))]
 
 
@@ -82,11 +82,11 @@ def collect(root, older_than, dry_run=False, redis=None, now=None):
     dry_run: report what would go, remove nothing."""
     now = time.time() if now is None else now
     cutoff = now - older_than
-    entries = jobs.list_index(root)
-    due = [e for e in entries if e.get("state") in jobs.FINAL_STATES and (e.get("finished_at") or now) < cutoff
+    entries = index.list_index(root)
+    due = [e for e in entries if e.get("state") in states.FINAL and (e.get("finished_at") or now) < cutoff
            and not e.get("collected_at")]
-    protected = _protected(root, entries, {e["job_id"] for e in entries if e.get("state") in jobs.FINAL_STATES})
-    report = {"cutoff": jobs.iso(cutoff), "dry_run": dry_run, "jobs": 0, "removed": [], "bytes": 0,
+    protected = _protected(root, entries, {e["job_id"] for e in entries if e.get("state") in states.FINAL})
+    report = {"cutoff": times.iso(cutoff), "dry_run": dry_run, "jobs": 0, "removed": [], "bytes": 0,
               "keys": [], "skipped": [], "redis_checked": redis is not None}
     for entry in due:
         job_id, touched = entry["job_id"], False
@@ -111,9 +111,9 @@ def collect(root, older_than, dry_run=False, redis=None, now=None):
             report["keys"] += found
             touched = touched or bool(found)
         report["jobs"] += touched
-        record = jobs.read_json(jobs.ref(root, job_id, "job.json"))
+        record = jobfiles.read_json(jobfiles.ref(root, job_id, "job.json"))
         if not dry_run and record is not None:  # later runs skip it (a resubmission rewrites the entry)
-            jobs.write_index(root, jobs.record_from_dict(record), jobs.read_manifest(root, job_id),
+            jobfiles.write_index(root, records.record_from_dict(record), jobfiles.read_manifest(root, job_id),
                              collected_at=now)
     return report
 
@@ -147,7 +147,7 @@ def summary_line(report):
 def gc(self, older_than):
     """Scheduled retention (DIGITS_GC_CRON) of jobs ended more than `older_than` seconds
     ago -> the summary line and counts, for Flower."""
-    report = collect(jobs.storage_root(self), float(older_than), redis=self.app.backend.client)
+    report = collect(jobfiles.storage_root(self), float(older_than), redis=self.app.backend.client)
     line = summary_line(report)
     log.info("gc: %s", line)
     return {"summary": line, "jobs": report["jobs"], "bytes": report["bytes"], "keys": len(report["keys"]),

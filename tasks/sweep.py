@@ -22,9 +22,9 @@ from celery.utils.log import get_task_logger
 
 from model import storage
 from model.errors import ConfigError, JobError
-from model.registry import Registry
-from tasks import events, jobs, keys
-from tasks.jobs import storage_root
+from model.registry.versions import Registry
+from tasks import events, jobfiles, keys, records
+from tasks.jobfiles import storage_root
 from tasks.states import JobState
 
 log = get_task_logger(__name__)
@@ -36,19 +36,19 @@ def new_sweep_id():
 
 
 def ref(root, sweep_id, *parts):
-    return storage.join(root, "sweeps", jobs.check_id(sweep_id), *parts)
+    return storage.join(root, "sweeps", jobfiles.check_id(sweep_id), *parts)
 
 
 def read_sweep(root, sweep_id):
     """The sweep record; JobError if there is none."""
-    record = jobs.read_json(ref(root, sweep_id, "sweep.json"))
+    record = jobfiles.read_json(ref(root, sweep_id, "sweep.json"))
     if record is None:
         raise JobError(f"unknown sweep {sweep_id!r} (no record under {ref(root, sweep_id)})")
     return record
 
 
 def read_manifest(root, sweep_id):
-    return jobs.read_json(ref(root, sweep_id, "manifest.json"))
+    return jobfiles.read_json(ref(root, sweep_id, "manifest.json"))
 
 
 def parse_grid(specs, fields):
@@ -83,7 +83,7 @@ def configurations(grid):
 
 
 def job_ended(task, job, state):
-    """Called by a sweep's train_job (job: its tasks.jobs.TrainJob) when it ends: mark it, and queue sweep_finish for the
+    """Called by a sweep's train_job (job: its tasks.records.TrainJob) when it ends: mark it, and queue sweep_finish for the
     last mark. A repeated mark (a redelivered run) changes nothing but may queue the finish
     again, which is harmless: sweep_finish returns an existing manifest."""
     sweep_id = job.sweep
@@ -123,7 +123,7 @@ def sweep_finish(self, sweep_id):
     record = read_sweep(root, sweep_id)
     runs = []
     for job_id, config in zip(record["jobs"], record["configs"]):
-        m = jobs.read_manifest(root, job_id) or {}
+        m = jobfiles.read_manifest(root, job_id) or {}
         runs.append({"job_id": job_id, "config": config, "state": m.get("state", JobState.FAILURE),
                      "version": m.get("version"), "val_accuracy": m.get("val_accuracy")})
     scored = [r for r in runs if r["state"] == JobState.SUCCESS and r["val_accuracy"] is not None]
@@ -133,13 +133,13 @@ def sweep_finish(self, sweep_id):
         decision = Registry(root).offer(record["name"], best["version"], self.app.conf.digits_promote_tolerance,
                                         why=f"best of sweep {sweep_id}")
     record_verdicts(root, sweep_id, runs, best, decision)
-    cancelled = jobs.read_json(ref(root, sweep_id, "cancel")) is not None
+    cancelled = jobfiles.read_json(ref(root, sweep_id, "cancel")) is not None
     state = JobState.CANCELLED if cancelled else JobState.SUCCESS if len(scored) == len(runs) else \
         JobState.PARTIAL if scored else JobState.FAILURE
     manifest = {"sweep_id": sweep_id, "kind": "sweep", "state": state, "name": record["name"], "runs": runs,
                 "best": best, "promotion": decision, "submitted_at": record["submitted_at"],
                 "finished_at": time.time()}
-    jobs.write_json(ref(root, sweep_id, "manifest.json"), manifest)
+    jobfiles.write_json(ref(root, sweep_id, "manifest.json"), manifest)
     log.info("sweep %s ended %s; best %s", sweep_id, state, best and best["version"])
     line = summary(manifest)
     events.sweep_ended(self, record, manifest, line)
@@ -151,7 +151,7 @@ def record_verdicts(root, sweep_id, runs, best, decision):
     that registered a version, in place of "deferred": the gate's decision for the best run,
     "not promoted" for the others. Then the jobs agree with the registry's aliases."""
     for run in runs:
-        m = jobs.read_manifest(root, run["job_id"])
+        m = jobfiles.read_manifest(root, run["job_id"])
         if not m or m.get("version") is None:
             continue
         if best and run["job_id"] == best["job_id"]:
@@ -160,7 +160,7 @@ def record_verdicts(root, sweep_id, runs, best, decision):
             why = f"version {best['version']} was the best of sweep {sweep_id}" if best else \
                 f"sweep {sweep_id} had no successful run"
             m["promotion"] = {"promoted": False, "reason": why}
-        jobs.write_manifest(root, run["job_id"], m)
+        records.write_manifest(root, run["job_id"], m)
 
 
 def list_sweeps(root):
@@ -171,7 +171,7 @@ def list_sweeps(root):
     out = []
     for sweep_id in storage.listdir(storage.join(root, "sweeps")):
         try:
-            record = jobs.read_json(ref(root, sweep_id, "sweep.json"))
+            record = jobfiles.read_json(ref(root, sweep_id, "sweep.json"))
         except JobError:  # not a sweep's folder
             continue
         if not record:
@@ -186,10 +186,10 @@ def list_sweeps(root):
                          best_version=best.get("version"), best_val_accuracy=best.get("val_accuracy"),
                          promoted=promo.get("promoted"))
         else:
-            ended = sum(jobs.read_manifest(root, j) is not None for j in record["jobs"])
-            running = ended or any(jobs.read_json(jobs.ref(root, j, "progress.json")) for j in record["jobs"])
-            state = jobs.CANCELLING if jobs.read_json(ref(root, sweep_id, "cancel")) is not None else \
-                jobs.PROGRESS if running else jobs.PENDING
+            ended = sum(jobfiles.read_manifest(root, j) is not None for j in record["jobs"])
+            running = ended or any(jobfiles.read_json(jobfiles.ref(root, j, "progress.json")) for j in record["jobs"])
+            state = JobState.CANCELLING if jobfiles.read_json(ref(root, sweep_id, "cancel")) is not None else \
+                JobState.PROGRESS if running else JobState.PENDING
             entry.update(state=state, runs_ended=ended)
         out.append(entry)
     return sorted(out, key=lambda e: e.get("submitted_at") or 0, reverse=True)
@@ -210,5 +210,5 @@ def summary(manifest):
         text += f"; best {manifest['name']}:{best.get('version')} val_accuracy {best['val_accuracy']:.4f} ({config})"
     promo = manifest.get("promotion")
     if promo:
-        text += f"; {jobs.TrainJob.promotion_text(promo)}"
+        text += f"; {records.TrainJob.promotion_text(promo)}"
     return text

@@ -19,13 +19,15 @@ from celery import shared_task
 from celery.exceptions import Ignore
 from celery.utils.log import get_task_logger
 
-from model import checkpoint, sources, storage
+from model import checkpoint, storage
+from model.data import sources
 from model.errors import JobError, describe
-from model.registry import Registry
+from model.registry.versions import Registry
 from model.train import Trainer, config_from_dict, make_config
-from tasks import deliveries, jobs, keys, sweep
+from tasks import deliveries, jobfiles, keys, records, sweep, times
+from tasks.states import JobState
 from tasks.liveness import LockLost, keep_lock
-from tasks.jobs import storage_root
+from tasks.jobfiles import storage_root
 from tasks.queueing import retry, train_repr
 
 log = get_task_logger(__name__)
@@ -40,7 +42,7 @@ def redis_client(task):
 
 
 active_key = keys.model_active
-progress_text = jobs.TrainJob.progress_text  # the one progress formatter (Flower, CLI)
+progress_text = records.TrainJob.progress_text  # the one progress formatter (Flower, CLI)
 
 
 class _Publisher:
@@ -79,7 +81,7 @@ class _Publisher:
         """The progress dict of a BatchInfo: position, loss, val_accuracy, ETA, history."""
         now = time.time()
         step = (info.epoch - 1) * info.batches + info.batch
-        eta = jobs.eta_seconds(step, self.total_steps, now - self.start, self.start_step)
+        eta = times.eta_seconds(step, self.total_steps, now - self.start, self.start_step)
         p = {"epoch": info.epoch, "epochs": info.epochs, "batch": info.batch, "batches": info.batches,
              "loss": round(info.loss, 6), "val_accuracy": self.val_accuracy, "lr": info.lr,
              "fraction": round(step / self.total_steps, 4),
@@ -89,7 +91,7 @@ class _Publisher:
         return p
 
     def publish(self, p):
-        jobs.write_json(jobs.ref(self.root, self.job_id, "progress.json"), p)
+        jobfiles.write_json(jobfiles.ref(self.root, self.job_id, "progress.json"), p)
         self.task.update_state(state="PROGRESS", meta=p)
         text = progress_text(p) if "epoch" in p else p.get("state", "")
         # task-started again: a STARTED event after STARTED replaces the Result and keeps the
@@ -104,7 +106,7 @@ class _Publisher:
         now = time.time()
         if now - self.checked >= PUBLISH_EVERY:
             self.checked = now
-            self.cancelled = jobs.is_cancelled(self.root, self.job_id)
+            self.cancelled = jobfiles.is_cancelled(self.root, self.job_id)
         return self.cancelled
 
 
@@ -119,8 +121,8 @@ def train_job(self, job_id, name=None, recipe=None):
     fails writes a FAILURE manifest with the reason in one line.
     """
     root = storage_root(self)
-    job = jobs.load(root, job_id)
-    done = jobs.read_manifest(root, job_id)
+    job = records.load(root, job_id)
+    done = jobfiles.read_manifest(root, job_id)
     if done:
         log.info("job %s already finished; nothing to do", job_id)
         if job.sweep:  # its first delivery may have died before marking its sweep
@@ -148,9 +150,9 @@ def train_job(self, job_id, name=None, recipe=None):
         # (else the marker lives on for visibility_timeout when it failed before publishing),
         # before the manifest, which a waiting client reads as the end
         _clear_active(redis_client(self), job.name, job_id)
-        jobs.write_manifest(root, job_id, job.failure_manifest(describe(e)))
+        records.write_manifest(root, job_id, job.failure_manifest(describe(e)))
         if job.sweep:
-            sweep.job_ended(self, job, jobs.FAILURE)
+            sweep.job_ended(self, job, JobState.FAILURE)
         raise
     finally:
         try:
@@ -165,8 +167,8 @@ def train_job(self, job_id, name=None, recipe=None):
 def _end(task, manifest):
     """The run's one-line summary (TrainJob.summary) as its result; a cancelled run ends
     REVOKED instead (its event and stored state, then Ignore: no SUCCESS follows)."""
-    line = jobs.TrainJob.summary(manifest)
-    if manifest["state"] == jobs.CANCELLED:
+    line = records.TrainJob.summary(manifest)
+    if manifest["state"] == JobState.CANCELLED:
         from celery import states
         from celery.exceptions import TaskRevokedError
         task.send_event("task-revoked", terminated=False, expired=False, signum=None, result=line)
@@ -181,7 +183,7 @@ def _run(task, root, job, lock):
     config = config_from_dict(job.config)
     dataset = sources.load_training(job.data, skip_bad=job.skip_bad,
                                  progress=lambda done, total: keep_lock(redis_client(task), lock, job_id, LOCK_TTL))
-    state_ref = jobs.ref(root, job_id, "state.npz")
+    state_ref = jobfiles.ref(root, job_id, "state.npz")
     state = None
     if storage.exists(state_ref):
         state = checkpoint.load_state(state_ref)
@@ -207,15 +209,15 @@ def _run(task, root, job, lock):
               "started_at": t_start}
     if not trainer.done:
         save_state()
-        manifest = job.manifest(jobs.CANCELLED, seconds=time.time() - t_start, checkpoint=state_ref, **common)
+        manifest = job.manifest(JobState.CANCELLED, seconds=time.time() - t_start, checkpoint=state_ref, **common)
     else:
         model = checkpoint.trained_model(trainer, dataset.fingerprint, job.data)
         meta = Registry(root).register_trained(name, model, trainer, job_id=job_id,
                                                tolerance=task.app.conf.digits_promote_tolerance,
                                                gate=not job.sweep)  # a sweep offers its best run
-        manifest = job.manifest(jobs.SUCCESS, seconds=time.time() - t_start, registered=meta, **common)
+        manifest = job.manifest(JobState.SUCCESS, seconds=time.time() - t_start, registered=meta, **common)
     pub.final(manifest["state"])
-    jobs.write_manifest(root, job_id, manifest)
+    records.write_manifest(root, job_id, manifest)
     _clear_active(redis_client(task), name, job_id)
     return manifest
 
@@ -250,13 +252,13 @@ def retrain(self, name, data_ref, recipe="default"):
     Skipped (and logged) while another run of the same model is queued or running.
     """
     root = storage_root(self)
-    job_id = jobs.new_job_id("train")
+    job_id = jobfiles.new_job_id("train")
     if not redis_client(self).set(active_key(name), job_id, nx=True, ex=self.app.conf.broker_transport_options
                                   .get("visibility_timeout", 43200)):
         log.warning("retrain of %s skipped: another run of it is still going (%s)", name,
                     redis_client(self).get(active_key(name)))
         return None
-    record = jobs.TrainJob.new(job_id, name, data_ref, make_config(recipe).to_dict())
+    record = records.TrainJob.new(job_id, name, data_ref, make_config(recipe).to_dict())
     record.write(root)
     redis_client(self).sadd(keys.ACTIVE_TRAINING, job_id)  # the watchdog re-sends it if its message is lost
     train_job.apply_async((job_id, name, recipe), task_id=job_id, argsrepr=train_repr(record), kwargsrepr="{}")

@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 
 from model import checkpoint
-from model.samples import load_sample
+from model.data.samples import load_sample
 from model.train import Trainer, make_config
 
 
 @dataclass
 class LiveStack:
-    stack: object  # worker.stack.Stack
+    stack: object  # worker.stack.embedded.Stack
     settings: object  # worker.settings.Settings
     app: object  # the configured Celery app
     home: str
@@ -23,7 +23,7 @@ class LiveStack:
 @pytest.fixture(scope="session")
 def stack_env(tmp_path_factory):
     """Environment of the test stack (applied to os.environ for the session)."""
-    from worker.stack import free_port
+    from worker.stack.embedded import free_port
     home = tmp_path_factory.mktemp("home")
     env = {"DIGITS_HOME": str(home), "DIGITS_STORAGE": str(home / "storage"),
            "DIGITS_PREDICT_CONCURRENCY": "2", "DIGITS_TRAIN_CONCURRENCY": "1",
@@ -47,7 +47,7 @@ def live(stack_env):
     """A running embedded stack with Flower; stopped at the end of the session."""
     from worker import settings
     from worker.app import configure
-    from worker.stack import Stack
+    from worker.stack.embedded import Stack
     s = settings.load()
     stack = Stack(s, flower=True, record=True, log=lambda *a: None).start()
     try:
@@ -86,8 +86,8 @@ def trained_model(sample, tmp_path_factory):
 
 def write_test_csv(path, pixels):
     """A Kaggle test CSV (pixel0..pixel783) of raw pixels (N, 784)."""
-    from model.samples import write_csv
-    from model.data import PIXEL_COLUMNS
+    from model.data.samples import write_csv
+    from model.data.block import PIXEL_COLUMNS
     write_csv(path, PIXEL_COLUMNS, np.asarray(pixels))
     return str(path)
 
@@ -97,7 +97,7 @@ def start_redis(sock, options=("--appendonly", "no")):
     its arguments) -> its Popen, once it answers."""
     import subprocess
     from worker import redisconn
-    from worker.stack import redis_server_binary
+    from worker.stack.embedded import redis_server_binary
     proc = subprocess.Popen([redis_server_binary(), "--port", "0", "--unixsocket", str(sock), "--save", "",
                              *options], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 10

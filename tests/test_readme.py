@@ -86,9 +86,9 @@ def test_the_readme_commands_parse_as_written():
 
 @pytest.mark.integration
 def test_the_python_example_runs_as_written(tmp_path, sample):
-    from model.data import PIXEL_COLUMNS
-    from model.samples import write_csv
-    from worker.stack import broker_reachable
+    from model.data.block import PIXEL_COLUMNS
+    from model.data.samples import write_csv
+    from worker.stack.broker import broker_reachable
     (code,) = _blocks(README, "python")
     write_csv(tmp_path / "train.csv", ["label", *PIXEL_COLUMNS],
               np.column_stack([sample["train_y"][:1000], sample["train_x"][:1000]]))  # (1000, 785)

@@ -53,30 +53,30 @@ class FailoverAudit:
 
     def _unended(self, after):
         """{job id: kind} of the jobs submitted after `after` whose index says not ended."""
-        from tasks import jobs
+        from tasks import index, states
         root = self.app.conf.digits_storage
-        return {e["job_id"]: e.get("kind") for e in jobs.list_index(root)
-                if (e.get("submitted_at") or 0) >= after and e.get("state") not in jobs.FINAL_STATES}
+        return {e["job_id"]: e.get("kind") for e in index.list_index(root)
+                if (e.get("submitted_at") or 0) >= after and e.get("state") not in states.FINAL}
 
     def _settle(self, held):
         """Handle the candidates that have ended, are predictions, or are lost trainings."""
-        from tasks import jobs, keys
+        from tasks import jobfiles, keys, records
         from tasks.queueing import TRAIN_JOB, send, touch
         root = self.app.conf.digits_storage
         r = self.app.backend.client
         handled = []
         for job_id, kind in list(self.candidates.items()):
-            if jobs.read_manifest(root, job_id):
+            if jobfiles.read_manifest(root, job_id):
                 del self.candidates[job_id]
-            elif kind == jobs.PredictJob.kind:
+            elif kind == records.PredictJob.kind:
                 if not r.sismember(keys.ACTIVE_PREDICTIONS, job_id):
                     touch(r, job_id)
                     log.info("watchdog: prediction job %s was lost with the failover; made active again", job_id)
                     handled.append(job_id)
                 del self.candidates[job_id]
-        trainings = [j for j, kind in self.candidates.items() if kind == jobs.TrainJob.kind]
+        trainings = [j for j, kind in self.candidates.items() if kind == records.TrainJob.kind]
         if not trainings:
-            self.candidates = {j: k for j, k in self.candidates.items() if k == jobs.TrainJob.kind}
+            self.candidates = {j: k for j, k in self.candidates.items() if k == records.TrainJob.kind}
             if not self.candidates:
                 self.since = None  # audit done
             return handled
@@ -86,7 +86,7 @@ class FailoverAudit:
         busy = set(holders) | in_flight(self.app)
         unheld = {j for j in trainings if j not in busy and not r.exists(keys.job_lock(j))}
         for job_id in unheld & self.suspects:
-            record = jobs.load(root, job_id)
+            record = records.load(root, job_id)
             r.set(keys.model_active(record.name), job_id, ex=self.app.conf.broker_transport_options
                   .get("visibility_timeout", 43200))
             send(self.app, TRAIN_JOB, (job_id, record.name, record.config.get("recipe")), job_id)

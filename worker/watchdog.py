@@ -108,13 +108,13 @@ class Watchdog:
         queue and a full Redis refused to record it as taken, a Redis killed before it wrote it
         to disk) -> [job ids]. A training job resumes from its checkpoint under its lock, so a
         copy of one that was only slow to show up costs nothing."""
-        from tasks import jobs, keys
+        from tasks import jobfiles, keys, records
         from tasks.queueing import TRAIN_JOB, send
         client, root = self.app.backend.client, self.app.conf.digits_storage
         candidates = set()
         for raw in client.smembers(keys.ACTIVE_TRAINING):
             job_id = raw.decode() if isinstance(raw, bytes) else raw
-            if jobs.read_manifest(root, job_id):
+            if jobfiles.read_manifest(root, job_id):
                 client.srem(keys.ACTIVE_TRAINING, job_id)
             elif not client.exists(keys.job_lock(job_id)):
                 candidates.add(job_id)
@@ -129,7 +129,7 @@ class Watchdog:
         due, self.lost_training = lost & self.lost_training, lost - self.lost_training
         for job_id in sorted(due):
             try:
-                record = jobs.load(root, job_id)
+                record = records.load(root, job_id)
             except Exception as e:  # no record (yet, or any more): nothing to send
                 log.warning("watchdog: training job %s has no readable record (%s)", job_id, e)
                 continue

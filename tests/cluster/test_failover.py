@@ -39,7 +39,7 @@ def cluster(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def data(cluster, trained_model):
-    from model.samples import write_sample
+    from model.data.samples import write_sample
     home = cluster.home("client")
     paths = write_sample(str(home / "sample"))
     with open(paths["test"], "rb") as f:

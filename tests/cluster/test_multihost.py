@@ -34,7 +34,7 @@ def cluster(tmp_path_factory):
 @pytest.fixture(scope="module")
 def data(cluster, trained_model):
     """The client's own files (under its HOME): a CSV, an image folder, training data, a model."""
-    from model.samples import write_sample
+    from model.data.samples import write_sample
     home = cluster.home("client")
     paths = write_sample(str(home / "sample"))
     with open(paths["test"], "rb") as f:

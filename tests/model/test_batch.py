@@ -11,9 +11,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from model import batch, checkpoint, data, sources, storage
+from model import batch, checkpoint, storage
+from model.data import sources
+from model.data.block import PIXEL_COLUMNS, TRAIN_COLUMNS
+from model.data.samples import load_sample, write_csv
 from model.errors import ConfigError, DataError
-from model.samples import load_sample, write_csv
 from model.train import Trainer, make_config
 
 N_ROWS = 200
@@ -56,7 +58,7 @@ def broken_line(kind, pixels):
 def test_csv(sample, tmp_path_factory):
     """A 200-row Kaggle test CSV from the sample with 4 broken rows."""
     x = sample["test_x"][:N_ROWS]
-    lines = [",".join(data.PIXEL_COLUMNS)]
+    lines = [",".join(PIXEL_COLUMNS)]
     for i, row in enumerate(x.tolist(), start=1):
         lines.append(broken_line(BROKEN[i][0], row) if i in BROKEN else ",".join(map(str, row)))
     path = tmp_path_factory.mktemp("csv") / "test.csv"
@@ -130,7 +132,7 @@ def test_chunking_does_not_change_the_output(test_csv, model, tmp_path, chunk_ro
 def test_file_without_trailing_newline(sample, model, tmp_path):
     ref = tmp_path / "t.csv"
     x = sample["test_x"][:30]
-    ref.write_text(",".join(data.PIXEL_COLUMNS) + "\n" + "\n".join(",".join(map(str, r)) for r in x.tolist()))
+    ref.write_text(",".join(PIXEL_COLUMNS) + "\n" + "\n".join(",".join(map(str, r)) for r in x.tolist()))
     for k in (4, 100):
         out = str(tmp_path / f"o{k}.csv")
         _, counts = run(str(ref), k, model, out)
@@ -170,7 +172,7 @@ def test_cancelled_chunk_keeps_later_image_ids(test_csv, sample, model, tmp_path
 
 def test_all_good_input_removes_stale_errors_file(sample, model, tmp_path):
     ref = str(tmp_path / "good.csv")
-    write_csv(ref, data.PIXEL_COLUMNS, sample["test_x"][:20])
+    write_csv(ref, PIXEL_COLUMNS, sample["test_x"][:20])
     out = str(tmp_path / "out.csv")
     stale = batch.errors_ref(out)
     with open(stale, "w") as f:
@@ -182,7 +184,7 @@ def test_all_good_input_removes_stale_errors_file(sample, model, tmp_path):
 
 def test_labeled_csv_can_be_predicted(sample, model, tmp_path):
     ref = str(tmp_path / "train.csv")
-    write_csv(ref, data.TRAIN_COLUMNS, np.column_stack([sample["train_y"][:25], sample["train_x"][:25]]))
+    write_csv(ref, TRAIN_COLUMNS, np.column_stack([sample["train_y"][:25], sample["train_x"][:25]]))
     out = str(tmp_path / "pred.csv")
     p, counts = run(ref, 10, model, out)
     assert p.layout.labeled and counts["rows_ok"] == 25
@@ -246,7 +248,7 @@ def test_image_folder_with_cancelled_chunk(image_folder, model, tmp_path):
 def test_csv_and_image_folder_agree(sample, model, tmp_path):
     x = sample["test_x"][:N_ROWS]
     csv_ref = str(tmp_path / "test.csv")
-    write_csv(csv_ref, data.PIXEL_COLUMNS, x)
+    write_csv(csv_ref, PIXEL_COLUMNS, x)
     folder = tmp_path / "images"
     folder.mkdir()
     for i, row in enumerate(x, start=1):
@@ -315,7 +317,7 @@ def test_inputs_and_outputs_on_memory_storage(sample, model):
     """Claim-check through storage URLs: the CSV, the image folder and the outputs live in memory://."""
     root = f"memory://batch-{uuid.uuid4().hex}"
     x = sample["test_x"][:30]
-    storage.write_text(root + "/in/test.csv", ",".join(data.PIXEL_COLUMNS) + "\n"
+    storage.write_text(root + "/in/test.csv", ",".join(PIXEL_COLUMNS) + "\n"
                        + "\n".join(",".join(map(str, r)) for r in x.tolist()) + "\n")
     for i in range(12):
         buf = io.BytesIO()
@@ -370,7 +372,7 @@ def test_a_failed_chunk_ends_partial_with_every_other_row(test_csv, image_folder
 
 def test_a_failed_chunk_that_cannot_be_counted_is_reported_not_renumbered(sample, model, tmp_path):
     ref = tmp_path / "t.csv"
-    write_csv(str(ref), data.PIXEL_COLUMNS, sample["test_x"][:30])
+    write_csv(str(ref), PIXEL_COLUMNS, sample["test_x"][:30])
     p = sources.open_source(str(ref), 10)
     results = [batch.predict_chunk(p, i, model) for i in range(3)]
     os.remove(ref)  # chunk 1 can no longer be counted
@@ -442,7 +444,7 @@ def test_no_prediction_at_all_is_a_failure_with_its_most_common_reason(tmp_path)
     kind of reason and its count; a cancelled job stays CANCELLED."""
     ref = tmp_path / "bad.csv"
     rows = ["x," + ",".join(["0"] * 783)] * 5 + [",".join(["0"] * 783 + ["300"])] * 2 + ["1,2"]
-    ref.write_text(",".join(data.PIXEL_COLUMNS) + "\n" + "\n".join(rows) + "\n")
+    ref.write_text(",".join(PIXEL_COLUMNS) + "\n" + "\n".join(rows) + "\n")
     p = sources.open_source(str(ref), 3)
     blocks = [predict_block_of(p, i) for i in range(len(p.chunks))]
     counts = batch.assemble(p, blocks, str(tmp_path / "out.csv"))
@@ -471,7 +473,7 @@ def test_a_failed_chunk_of_millions_of_records_is_written_streaming(sample, tmp_
     grow with the chunk (2,000,000 records, about 80 MB of lines, cost under 8 MB)."""
     import tracemalloc
     path = str(tmp_path / "in.csv")
-    write_csv(path, data.PIXEL_COLUMNS, sample["test_x"][:2])
+    write_csv(path, PIXEL_COLUMNS, sample["test_x"][:2])
     source = sources.open_source(path, 1, 1000)
     n = 2_000_000
     outcomes = [batch.ChunkFailure("No space left on device: /x", rows=n), None]

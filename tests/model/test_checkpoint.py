@@ -80,7 +80,7 @@ def test_folded_predict_equals_the_plain_path_on_real_digits():
     """The fast path (z-score folded into W1/b1, float32, blocks of PREDICT_BATCH rows)
     against the plain one (normalize, then the network) on the bundled MNIST sample:
     the same labels, probabilities equal up to float rounding, also across block edges."""
-    from model.samples import load_sample
+    from model.data.samples import load_sample
     s = load_sample()
     t = Trainer(make_config("faithful", epochs=1), s["train_x"], s["train_y"])
     t.run()

@@ -8,7 +8,7 @@ from model import inference, network
 
 
 def test_loading_a_model_imports_no_trainer():
-    code = ("import sys, model.checkpoint, model.registry; "
+    code = ("import sys, model.checkpoint, model.registry.versions; "
             "print(sorted(m for m in sys.modules if m in ('model.train', 'model.augment')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

@@ -7,7 +7,7 @@ pytest.importorskip("s3fs", reason="S3 support is the optional extra: pip instal
 moto_server = pytest.importorskip("moto.server", reason="moto[server] provides the S3 stand-in")
 
 from model import checkpoint, network, storage  # noqa: E402
-from model.registry import Registry  # noqa: E402
+from model.registry.versions import Registry  # noqa: E402
 
 BUCKET = "digits-test"
 
@@ -96,13 +96,13 @@ def test_storage_errors_name_their_path(s3):
 
 
 def test_an_image_folder_packed_on_s3_reads_as_the_folder(s3, sample, tmp_path):
-    """What a client uploads for a local image folder (model.imagepack), read back from S3."""
-    from model import data, imagepack, sources
-    from model.samples import write_sample
+    """What a client uploads for a local image folder (model.data.imagepack), read back from S3."""
+    from model.data import imagefolder, imagepack, sources
+    from model.data.samples import write_sample
     write_sample(str(tmp_path), images=True)
     folder = str(tmp_path / "images" / "test")
     target = storage.join(s3, "inputs", "job-1", "input")
-    imagepack.pack(folder, target, data.IMAGE_TYPES, data.MAX_IMAGE_BYTES)
+    imagepack.pack(folder, target, imagefolder.IMAGE_TYPES, imagefolder.MAX_IMAGE_BYTES)
     assert sorted(storage.listdir(target)) == sorted([imagepack.INDEX, imagepack.PACK])
     plain, packed = sources.open_source(folder, 200, 200), sources.open_source(target, 200, 200)
     assert packed.paths == plain.paths and packed.pack is not None
@@ -115,9 +115,9 @@ def test_compressed_and_zipped_csvs_on_s3_are_read_by_ranges(s3, tmp_path):
     are read through ranges (never the whole object), unpacked beside on the store."""
     import gzip
 
-    from model import sources
-    from model.samples import load_sample
-    from tests.model import tool_files
+    from model.data import sources
+    from model.data.samples import load_sample
+    from tests.model.data import tool_files
     sample = load_sample()
     x = sample["test_x"][:40]
     gz = storage.join(s3, "in", "test.csv.gz")

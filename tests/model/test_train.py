@@ -7,11 +7,10 @@ import pytest
 
 from model import checkpoint, network
 from model.errors import ConfigError
-from model.samples import load_sample
+from model.data.samples import load_sample
 from model.augment import distort
-from model.train import (AUGMENT_BLOCK, RECIPES, TrainConfig, Trainer, batch_prefixes, block_rng,
-                         config_from_dict, fit_normalization, inked_prefix, make_config,
-                         pixel_order, split_indices)
+from model.prepare import batch_prefixes, fit_normalization, inked_prefix, pixel_order, split_indices
+from model.train import AUGMENT_BLOCK, RECIPES, TrainConfig, Trainer, block_rng, config_from_dict, make_config
 from model.inference import normalize
 
 

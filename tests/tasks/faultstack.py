@@ -24,7 +24,7 @@ def drill_stack(home, storage=None, **env):
     env: more settings) -> LiveStack with .drill_file, stopped (frozen processes killed) at exit."""
     from worker import settings
     from worker.app import configure
-    from worker.stack import Stack
+    from worker.stack.embedded import Stack
     home = Path(home)
     home.mkdir(parents=True, exist_ok=True)
     drill_file = home / "drill.json"

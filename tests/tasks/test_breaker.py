@@ -14,7 +14,7 @@ import uuid
 import numpy as np
 import pytest
 
-from tasks import deliveries, jobs
+from tasks import deliveries, jobfiles
 from tests.conftest import wait_for
 from tests.tasks.faultstack import drill_stack
 from tests.tasks.test_predict_jobs import chunk_row_ranges, fast_csv, local_predict, read_submission
@@ -67,7 +67,7 @@ def test_a_full_disk_stops_a_1000_chunk_job_early_with_its_reason(stack_env, sam
                                 chunk_rows=CHUNK_ROWS, job_id=job_id)
         ranges = chunk_row_ranges(live, job_id)
         assert len(ranges) == 1000
-        wait_for(lambda: jobs.chunks_done(live.settings.storage, job_id) >= 50, 120, "50 chunks done")
+        wait_for(lambda: jobfiles.chunks_done(live.settings.storage, job_id) >= 50, 120, "50 chunks done")
         filler = fill(str(disk))
         full_at = time.monotonic()
         why = wait_for(lambda: status(live.app, live.settings, job_id).get("stopping"), 60, "the job to stop early")
@@ -75,7 +75,7 @@ def test_a_full_disk_stops_a_1000_chunk_job_early_with_its_reason(stack_env, sam
         assert "chunks in a row failed with No space left on device" in why
         cli = subprocess.run([shutil.which("digits"), "status", job_id], capture_output=True, text=True, timeout=60)
         assert why in cli.stdout, cli.stdout + cli.stderr
-        assert jobs.read_manifest(live.settings.storage, job_id) is None, "the job ended before its client waited"
+        assert jobfiles.read_manifest(live.settings.storage, job_id) is None, "the job ended before its client waited"
         os.unlink(filler)  # room for the manifest again: an operator freeing the disk
         capfd.readouterr()
         m = cli_wait(job, "predict")  # the waiting client says why, once

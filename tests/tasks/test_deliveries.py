@@ -11,7 +11,7 @@ import numpy as np
 import psutil
 import pytest
 
-from tasks import deliveries, jobs, keys
+from tasks import deliveries, jobfiles, keys
 from tests.tasks.faultstack import hits, plan
 from tests.tasks.test_predict_jobs import chunk_row_ranges, fast_csv, local_predict, read_rows, read_submission
 from worker.client import status, submit_prediction, submit_training
@@ -75,7 +75,7 @@ def kill_first_deliveries(live, job_id, n, stop):
 
 
 def test_a_training_job_killed_on_every_delivery_ends_failed_and_resumes_by_its_id(fault_stack, tmp_path):
-    from model.samples import write_sample
+    from model.data.samples import write_sample
     live = fault_stack
     data = write_sample(str(tmp_path / "sample"), images=False)["train"]
     job_id = f"train-poison-{uuid.uuid4().hex[:8]}"
@@ -93,7 +93,7 @@ def test_a_training_job_killed_on_every_delivery_ends_failed_and_resumes_by_its_
         watcher.join()
     print(f"poison training job: FAILURE in {time.monotonic() - t0:.1f}s")
     assert len(killed) == 3
-    m = jobs.read_manifest(live.settings.storage, job_id)
+    m = jobfiles.read_manifest(live.settings.storage, job_id)
     assert m["state"] == "FAILURE" and m["error"] == f"job {job_id}: {deliveries.poison_reason(3)}"
     assert status(live.app, live.settings, job_id)["error"] == m["error"]
     # resubmitted by its id (the process no longer dies), it runs to the end

@@ -11,8 +11,8 @@ import numpy as np
 import psutil
 import pytest
 
-from model import sources
-from tasks import deliveries, jobs, keys
+from model.data import sources
+from tasks import deliveries, jobfiles, keys
 from tests.conftest import wait_for
 from tests.tasks.faultstack import hits, plan
 from tests.tasks.test_predict_jobs import fast_csv, local_predict, read_submission
@@ -106,7 +106,7 @@ def test_a_requeue_after_a_frozen_worker_doubles_nothing_and_cascades_nothing(fa
         runs = deliveries.chunk_runs(marks, job_id)
         twice = {i: n for i, n in runs.items() if n > 1}
         assert all(keys.chunk_task_id(job_id, i) in again and n == 2 for i, n in twice.items()), twice
-        assert len(runs) == len(sources.from_dict(jobs.read_json(jobs.ref(live.settings.storage, job_id,
+        assert len(runs) == len(sources.from_dict(jobfiles.read_json(jobfiles.ref(live.settings.storage, job_id,
                                                                          "plan.json"))).chunks)
     finally:
         live.stack._terminate(["worker-predict-2"], signal.SIGTERM, 10)

@@ -15,10 +15,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from model import batch, checkpoint, sources, storage
-from model.data import PIXEL_COLUMNS
+from model import batch, checkpoint, storage
+from model.data import sources
+from model.data.block import PIXEL_COLUMNS
 from model.errors import ConfigError, JobError
-from tasks import jobs, keys
+from tasks import jobfiles, keys, records
 from tests.conftest import wait_for, write_test_csv
 from worker.client import FINAL_STATES, status, submit_prediction
 
@@ -69,7 +70,7 @@ def save_png(path, pixels, side=28):
 
 def chunk_row_ranges(live, job_id):
     """[(first ImageId, last ImageId)] of each chunk of a CSV job, from its stored plan."""
-    p = sources.from_dict(jobs.read_json(jobs.ref(live.settings.storage, job_id, "plan.json")))
+    p = sources.from_dict(jobfiles.read_json(jobfiles.ref(live.settings.storage, job_id, "plan.json")))
     ranges, first = [], 1
     for i in range(len(p.chunks)):
         n = p.length(i)
@@ -239,7 +240,7 @@ def test_a_folder_of_phone_photos_and_scans_through_the_queue(live, sample, mode
     extension and a zip of them: the queue's output is the in-process one, byte for byte, and
     says what was done to each image."""
     import zipfile
-    from tests.model.photos import encode, gray, page
+    from tests.model.data.photos import encode, gray, page
     folder = data_dir / "photos"
     folder.mkdir()
     kinds = {"a-exif6.jpg": dict(orientation=6), "b-exif3.jpg": dict(orientation=3),
@@ -308,7 +309,7 @@ def test_empty_inputs_fail_with_header_only_outputs(live, model_path, data_dir, 
 def test_cancel_keeps_finished_chunks(live, csv_5000, model_path, expected_500, tmp_path):
     job = submit(live, csv_5000, model_path, tmp_path / "out.csv", chunk_rows=50)
     root = live.settings.storage
-    wait_for(lambda: jobs.chunks_done(root, job.id) >= 3, WAIT, "3 chunks", poll=0.005)
+    wait_for(lambda: jobfiles.chunks_done(root, job.id) >= 3, WAIT, "3 chunks", poll=0.005)
     job.cancel()
     assert job.progress()["state"] in ("CANCELLING", "CANCELLED")
     m = job.wait(timeout=WAIT)
@@ -319,7 +320,7 @@ def test_cancel_keeps_finished_chunks(live, csv_5000, model_path, expected_500, 
 
     # the kept rows are exactly the rows of the chunks that finished, with their own ImageIds
     ranges = chunk_row_ranges(live, job.id)
-    done = [i for i in range(len(ranges)) if os.path.exists(jobs.chunk_ref(root, job.id, i))]
+    done = [i for i in range(len(ranges)) if os.path.exists(jobfiles.chunk_ref(root, job.id, i))]
     assert len(done) == m["chunks_done"]
     want_ids = np.concatenate([np.arange(ranges[i][0], ranges[i][1] + 1) for i in done])
     ids, labels = read_submission(tmp_path / "out.csv")
@@ -351,11 +352,11 @@ def test_sigkill_of_a_pool_process_mid_job_loses_and_doubles_nothing(live, csv_2
     assert len(children) == 2, children
     root = live.settings.storage
     job = submit(live, csv_20000, model_path, tmp_path / "out.csv", chunk_rows=500)
-    wait_for(lambda: jobs.chunks_done(root, job.id) > 0, WAIT, "a first chunk", poll=0.002)
-    assert jobs.read_manifest(root, job.id) is None, "the job ended before the kill: make it bigger"
+    wait_for(lambda: jobfiles.chunks_done(root, job.id) > 0, WAIT, "a first chunk", poll=0.002)
+    assert jobfiles.read_manifest(root, job.id) is None, "the job ended before the kill: make it bigger"
     victim = children[0]
     os.kill(victim, signal.SIGKILL)
-    killed_at = jobs.chunks_done(root, job.id)
+    killed_at = jobfiles.chunks_done(root, job.id)
     m = job.wait(timeout=WAIT)
     assert killed_at < m["chunks"]
     assert m["state"] == "SUCCESS"
@@ -393,7 +394,7 @@ def test_resubmitting_a_job_id_never_duplicates_rows(live, test_csv, model_path,
     assert live.app.backend.client.get(keys.assemble_runs(job_id)) == b"1"  # one assemble wrote it
 
     # once finished, a resubmission starts the job afresh: planned again, written once again
-    m_before = jobs.read_manifest(live.settings.storage, job_id)
+    m_before = jobfiles.read_manifest(live.settings.storage, job_id)
     out2 = tmp_path / "again.csv"
     third = submit(live, test_csv, model_path, out2, job_id=job_id, chunk_rows=200)
     m3 = third.wait(timeout=WAIT)
@@ -406,7 +407,7 @@ def test_resubmitting_a_job_id_never_duplicates_rows(live, test_csv, model_path,
 def test_status_while_running_and_when_done(live, csv_5000, model_path, tmp_path):
     out = tmp_path / "out.csv"
     job = submit(live, csv_5000, model_path, out, chunk_rows=100)
-    n = jobs.read_job(live.settings.storage, job.id)["chunks"]
+    n = records.read_job(live.settings.storage, job.id)["chunks"]
     assert 48 <= n <= 52  # about 5000 / 100 (the planner estimates rows from the first MB)
     seen = []
     deadline = time.time() + WAIT
@@ -439,7 +440,7 @@ def test_a_job_whose_input_vanishes_ends_partial_with_the_rows_it_read(live, csv
     doomed = data_dir / "doomed.csv"
     doomed.write_bytes(open(csv_5000, "rb").read())
     job = submit(live, doomed, model_path, tmp_path / "out.csv", chunk_rows=50)
-    first_two = [jobs.chunk_ref(live.settings.storage, job.id, i) for i in (0, 1)]
+    first_two = [jobfiles.chunk_ref(live.settings.storage, job.id, i) for i in (0, 1)]
     # chunks 0 and 1 themselves: a later chunk done first would leave chunk 1 unread, and
     # the row numbers after a chunk that cannot be counted are unknown (its rows failed too)
     wait_for(lambda: all(storage.exists(ref) for ref in first_two), WAIT, "chunks 0 and 1", poll=0.002)
@@ -462,7 +463,7 @@ def test_a_chunk_whose_storage_object_is_unusable_ends_partial(live, test_csv, m
     retried, then failed; the job ends PARTIAL with every other row and chunk 2's rows listed."""
     local = local_predict(test_csv, model_path, tmp_path / "local.csv", chunk_rows=60)
     job_id = f"blocked-{uuid.uuid4().hex[:8]}"
-    blocker = jobs.chunk_ref(live.settings.storage, job_id, 2)
+    blocker = jobfiles.chunk_ref(live.settings.storage, job_id, 2)
     os.makedirs(blocker)
     job = submit(live, test_csv, model_path, tmp_path / "out.csv", job_id=job_id, chunk_rows=60)
     m = job.wait(timeout=WAIT)
@@ -485,7 +486,7 @@ def test_a_chunk_whose_storage_object_is_unusable_ends_partial(live, test_csv, m
 def test_bad_chunk_size_is_refused_before_queuing(live, image_folder, model_path, tmp_path):
     with pytest.raises(ConfigError, match="chunk_rows"):
         submit(live, image_folder[0], model_path, tmp_path / "out.csv", job_id="bad-chunk-size", chunk_rows=-5)
-    assert jobs.read_json(jobs.ref(live.settings.storage, "bad-chunk-size", "job.json")) is None
+    assert jobfiles.read_json(jobfiles.ref(live.settings.storage, "bad-chunk-size", "job.json")) is None
 
 
 def test_a_second_live_job_on_the_same_output_is_refused(live, csv_5000, test_csv, model_path, expected_500,
@@ -515,7 +516,7 @@ def test_a_big_job_keeps_only_its_window_in_the_queue(live, csv_20000, test_csv,
     small = submit(live, test_csv, model_path, tmp_path / "small.csv", chunk_rows=500)
     m_small = small.wait(timeout=WAIT)
     assert m_small["state"] == "SUCCESS"
-    assert jobs.read_manifest(live.settings.storage, big.id) is None, "the small job waited for the big one"
+    assert jobfiles.read_manifest(live.settings.storage, big.id) is None, "the small job waited for the big one"
     m_big = big.wait(timeout=WAIT)
     assert m_big["state"] == "SUCCESS" and m_big["rows_ok"] == 20000 and m_big["chunks"] >= 95
 
@@ -571,7 +572,7 @@ def test_a_settling_wait_is_cut_short_by_the_jobs_end(live, test_csv, model_path
     _, labels = read_submission(tmp_path / "settled.csv")
     np.testing.assert_array_equal(labels, expected_500[0])
     meta = live.app.backend.get_task_meta(job.id)
-    assert meta["status"] == "SUCCESS" and meta["result"] == jobs.PredictJob.summary(manifest)
+    assert meta["status"] == "SUCCESS" and meta["result"] == records.PredictJob.summary(manifest)
 
 
 def test_damaged_or_missing_chunk_results_fail_their_rows_and_only_theirs(sample, model, tmp_path):
@@ -592,12 +593,12 @@ def test_damaged_or_missing_chunk_results_fail_their_rows_and_only_theirs(sample
             buf = io.BytesIO()
             np.savez(buf, labels=result.labels, confidence=result.confidence, errors=np.array("{}"),
                      notes=np.array("{}"))
-            storage.write_bytes(jobs.chunk_ref(root, "j", i, ".npz"), buf.getvalue())
+            storage.write_bytes(jobfiles.chunk_ref(root, "j", i, ".npz"), buf.getvalue())
         else:
             raw = result.to_bytes()
             bad = {2: os.urandom(len(raw)), 3: raw[:-7]}
             if i != 4:  # chunk 4's result is gone
-                storage.write_bytes(jobs.chunk_ref(root, "j", i), bad.get(i, raw))
+                storage.write_bytes(jobfiles.chunk_ref(root, "j", i), bad.get(i, raw))
     marks = {i: {"state": "done", "rows": rows[i]} for i in range(n)}
     counts = batch.assemble(source, _outcomes(root, "j", source, marks), str(tmp_path / "out.csv"))
     failed = sum(rows[2:])

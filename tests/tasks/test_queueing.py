@@ -51,8 +51,8 @@ def test_assemble_has_its_own_task_id_and_the_job_as_parent():
 
 
 def test_a_training_run_says_its_job_model_recipe_and_sweep():
-    from tasks import jobs
-    record = jobs.TrainJob.new("train-77", "digits", "/d.csv", {"recipe": "default", "epochs": 30}, sweep="sweep-1")
+    from tasks import records
+    record = records.TrainJob.new("train-77", "digits", "/d.csv", {"recipe": "default", "epochs": 30}, sweep="sweep-1")
     assert queueing.train_repr(record) == "job=train-77, model=digits, recipe=default, epochs=30, sweep=sweep-1"
 
 
@@ -74,7 +74,7 @@ def test_a_send_subscribes_to_nothing_and_a_dead_redis_is_a_broker_error(tmp_pat
     from tests.conftest import start_redis
     from worker import settings
     from worker.app import make_app
-    from worker.client import CLIENT_PUBLISH_RETRY
+    from worker.client.submission import CLIENT_PUBLISH_RETRY
     from worker.outage import broker_errors
     sock = tmp_path / "r.sock"
     proc = start_redis(sock)

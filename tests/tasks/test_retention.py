@@ -6,8 +6,9 @@ import time
 import pytest
 
 from model import storage
-from tasks import jobs, keys
+from tasks import index, jobfiles, keys, records
 from tasks.retention import collect, summary_line
+from tasks.states import JobState
 
 DAY = 86400
 
@@ -18,21 +19,21 @@ def make_job(root, job_id, ended_days_ago=None, kind="predict", output=None):
     now = time.time()
     submitted = now - (ended_days_ago or 0) * DAY - 60
     if kind == "predict":
-        rec = jobs.PredictJob(job_id=job_id, input=storage.join(root, "inputs", job_id, "input.csv"),
+        rec = records.PredictJob(job_id=job_id, input=storage.join(root, "inputs", job_id, "input.csv"),
                               output=output or f"/elsewhere/{job_id}.csv", chunks=2, submitted_at=submitted)
         for i in range(2):
-            storage.write_bytes(jobs.chunk_ref(root, job_id, i), b"x" * 1000)
+            storage.write_bytes(jobfiles.chunk_ref(root, job_id, i), b"x" * 1000)
     else:
-        rec = jobs.TrainJob(job_id=job_id, name="digits", data=storage.join(root, "inputs", job_id, "data.csv"),
+        rec = records.TrainJob(job_id=job_id, name="digits", data=storage.join(root, "inputs", job_id, "data.csv"),
                             config={"recipe": "faithful", "epochs": 1}, submitted_at=submitted,
                             output="models/digits")
-        storage.write_bytes(jobs.ref(root, job_id, "state.npz"), b"s" * 5000)
+        storage.write_bytes(jobfiles.ref(root, job_id, "state.npz"), b"s" * 5000)
     storage.write_bytes(storage.join(root, "inputs", job_id, "input.csv"), b"i" * 2000)
     rec.write(root)
     if ended_days_ago is not None:
-        manifest = rec.failure_manifest("x") if kind == "train" else rec.base_manifest(jobs.SUCCESS)
+        manifest = rec.failure_manifest("x") if kind == "train" else rec.base_manifest(JobState.SUCCESS)
         manifest["finished_at"] = now - ended_days_ago * DAY
-        jobs.write_manifest(root, job_id, manifest)
+        records.write_manifest(root, job_id, manifest)
     return rec
 
 
@@ -53,20 +54,20 @@ def test_removes_old_jobs_leftovers_and_keeps_the_rest(root):
     assert {(r["job_id"], r["what"]) for r in dry["removed"]} == {
         ("predict-old", "chunk files"), ("predict-old", "uploaded input"),
         ("train-old", "training state"), ("train-old", "uploaded input")}
-    assert dry["bytes"] == 2000 + 2000 + 5000 + 2000 and storage.exists(jobs.chunk_ref(root, "predict-old", 0))
+    assert dry["bytes"] == 2000 + 2000 + 5000 + 2000 and storage.exists(jobfiles.chunk_ref(root, "predict-old", 0))
     assert summary_line(dry).startswith("would remove the chunk files of 1 job(s) (2 files), the training state "
                                         "of 1 job(s) (1 files), the uploaded input of 2 job(s) (2 files)")
 
     done = collect(root, 7 * DAY)
     assert done["removed"] == dry["removed"] and done["jobs"] == 2 and not done["redis_checked"]
     assert not storage.exists(storage.join(root, "jobs", "predict-old", "chunks"))
-    assert not storage.exists(jobs.ref(root, "train-old", "state.npz"))
+    assert not storage.exists(jobfiles.ref(root, "train-old", "state.npz"))
     assert not storage.exists(storage.join(root, "inputs", "predict-old"))
-    for kept in (jobs.chunk_ref(root, "predict-recent", 0), jobs.chunk_ref(root, "predict-running", 0),
+    for kept in (jobfiles.chunk_ref(root, "predict-recent", 0), jobfiles.chunk_ref(root, "predict-running", 0),
                  storage.join(root, "inputs", "predict-running", "input.csv"), model,
-                 jobs.ref(root, "predict-old", "job.json"), jobs.ref(root, "predict-old", "manifest.json")):
+                 jobfiles.ref(root, "predict-old", "job.json"), jobfiles.ref(root, "predict-old", "manifest.json")):
         assert storage.exists(kept), kept
-    assert {e["job_id"] for e in jobs.list_index(root)} == {"predict-old", "train-old", "predict-recent",
+    assert {e["job_id"] for e in index.list_index(root)} == {"predict-old", "train-old", "predict-recent",
                                                            "predict-running"}  # still listed
     assert collect(root, 7 * DAY)["removed"] == []  # nothing twice
     # a running job is never touched, however old its submission

@@ -8,9 +8,9 @@ import subprocess
 import numpy as np
 import pytest
 
-from model.data import TRAIN_COLUMNS
-from model.registry import Registry
-from model.samples import write_csv
+from model.data.block import TRAIN_COLUMNS
+from model.registry.versions import Registry
+from model.data.samples import write_csv
 from tasks import sweep
 from tests.conftest import wait_for
 
@@ -24,7 +24,7 @@ def two_trainers(live, sample, tmp_path_factory):
     from worker import settings
     from celery import current_app
     from worker.app import configure
-    from worker.stack import Stack
+    from worker.stack.embedded import Stack
     old_broker = current_app.conf.broker_url  # the live stack's (the app the shared tasks follow)
     home = tmp_path_factory.mktemp("sweep-home")
     s = dataclasses.replace(settings.load(), home=home, storage=str(home / "storage"), train_concurrency=2,
@@ -64,9 +64,9 @@ def test_a_sweep_fans_out_over_two_trainers_and_offers_its_best(two_trainers):
         else:
             assert promo["deferred"] and not promo["promoted"]
     # the runs ran side by side on the two train processes
-    from tasks import jobs
+    from tasks import jobfiles
     spans = sorted((m["started_at"], m["finished_at"]) for m in
-                   (jobs.read_manifest(s.storage, r_["job_id"]) for r_ in st["runs"]))
+                   (jobfiles.read_manifest(s.storage, r_["job_id"]) for r_ in st["runs"]))
     assert any(b[0] < a[1] for a, b in zip(spans, spans[1:])), spans
     text = run("sweep", "status", st["sweep_id"])
     assert text.returncode == 0 and "promoted to production" in text.stdout and " *" in text.stdout
@@ -82,8 +82,8 @@ def test_cancelling_a_sweep_stops_every_run(two_trainers):
     record = sweep.read_sweep(s.storage, sweep_id)
 
     def running():
-        from tasks import jobs
-        return any(jobs.read_json(jobs.ref(s.storage, j, "progress.json")) for j in record["jobs"])
+        from tasks import jobfiles
+        return any(jobfiles.read_json(jobfiles.ref(s.storage, j, "progress.json")) for j in record["jobs"])
     wait_for(running, 120, "a run to start")
     c = run("sweep", "cancel", sweep_id)
     assert c.returncode == 0 and "cancel requested" in c.stdout

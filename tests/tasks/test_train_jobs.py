@@ -7,11 +7,12 @@ import time
 import numpy as np
 import pytest
 
-from model import checkpoint, sources, storage
-from model.registry import Registry
-from model.samples import write_sample
+from model import checkpoint, storage
+from model.data import sources
+from model.data.samples import write_sample
+from model.registry.versions import Registry
 from model.train import Trainer, make_config
-from tasks import jobs, keys
+from tasks import jobfiles, keys, records
 from tests.conftest import wait_for
 
 pytestmark = pytest.mark.integration
@@ -114,7 +115,7 @@ def test_progress_is_visible_while_training(live, csvs):
 def wait_mid_run_with_checkpoint(live, job, action):
     """Wait until the job is in epoch 2 or later, not in its last, with a checkpoint on
     storage -> the checkpoint's reference. Fails if the job ended before `action`."""
-    state_ref = jobs.ref(root(live), job.id, "state.npz")
+    state_ref = jobfiles.ref(root(live), job.id, "state.npz")
 
     def ready():
         st = status(live, job.id)
@@ -153,7 +154,7 @@ def test_a_delivery_that_finds_the_job_lock_held_does_not_train(live, csvs):
     this delivery must not train; it retries, and trains once the lock is free. A copy sent
     after the job finished returns the manifest without training again."""
     from tasks.train import LOCKED_RETRY, train_job
-    job_id = jobs.new_job_id("train")
+    job_id = jobfiles.new_job_id("train")
     r = live.app.backend.client
     lock = r.lock(keys.job_lock(job_id), timeout=120)
     assert lock.acquire(blocking=False)
@@ -163,9 +164,9 @@ def test_a_delivery_that_finds_the_job_lock_held_does_not_train(live, csvs):
                  "the locked-out delivery to retry")
         time.sleep(LOCKED_RETRY + 1)  # at least one more attempt, still locked out
         assert f"job {job_id} is running in another delivery; this one retries" in train_log(live)
-        assert not storage.exists(jobs.ref(root(live), job_id, "progress.json")), "it trained anyway"
-        assert not storage.exists(jobs.ref(root(live), job_id, "state.npz"))
-        assert jobs.read_manifest(root(live), job_id) is None
+        assert not storage.exists(jobfiles.ref(root(live), job_id, "progress.json")), "it trained anyway"
+        assert not storage.exists(jobfiles.ref(root(live), job_id, "state.npz"))
+        assert jobfiles.read_manifest(root(live), job_id) is None
         assert "locked" not in Registry(root(live)).names()
         assert status(live, job_id)["state"] not in ("SUCCESS", "FAILURE", "CANCELLED")
     finally:
@@ -182,7 +183,7 @@ def test_a_delivery_that_finds_the_job_lock_held_does_not_train(live, csvs):
     train_job.apply_async((job_id, "locked", "faithful"), task_id=job_id)
     meta = wait_for(lambda: (m := live.app.backend.get_task_meta(job_id))["status"] == "SUCCESS" and m, 30,
                     "the duplicate delivery's result")
-    assert meta["result"] == jobs.TrainJob.summary(manifest)  # the first run's, not a second run's
+    assert meta["result"] == records.TrainJob.summary(manifest)  # the first run's, not a second run's
     assert [v["version"] for v in Registry(root(live)).versions("locked")] == ["1"]
 
 

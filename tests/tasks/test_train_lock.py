@@ -10,8 +10,9 @@ import uuid
 import numpy as np
 import pytest
 
-from model import checkpoint, sources
-from model.samples import write_sample
+from model import checkpoint
+from model.data import sources
+from model.data.samples import write_sample
 from model.train import Trainer, make_config
 from tasks import keys
 from tasks.liveness import LockLost, keep_lock

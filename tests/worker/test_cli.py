@@ -15,9 +15,10 @@ import time
 import numpy as np
 import pytest
 
-from model import batch, checkpoint, sources
-from model.data import PIXEL_COLUMNS, TRAIN_COLUMNS
-from model.samples import write_csv, write_sample
+from model import batch, checkpoint
+from model.data import sources
+from model.data.block import PIXEL_COLUMNS, TRAIN_COLUMNS
+from model.data.samples import write_csv, write_sample
 from tests.conftest import wait_for, write_test_csv
 
 pytestmark = pytest.mark.integration
@@ -246,9 +247,9 @@ def test_bad_chunk_rows_and_unwritable_out(cli, files, tmp_path):
 def test_status_without_a_running_broker_reads_storage(cli, stack_env, tmp_path):
     """A job left unfinished when its stack went away: status still answers, from storage,
     within 2 s, says that no broker answers and does not call the job running (exit 3)."""
-    from tasks import jobs
+    from tasks import jobfiles
     job_id = "predict-orphaned"
-    jobs.write_json(jobs.ref(stack_env["DIGITS_STORAGE"], job_id, "job.json"),
+    jobfiles.write_json(jobfiles.ref(stack_env["DIGITS_STORAGE"], job_id, "job.json"),
                     {"job_id": job_id, "kind": "predict", "chunks": 3, "output": "/nowhere/out.csv"})
     env = dict(cli.env, DIGITS_HOME=str(tmp_path / "no-stack-here"))  # same storage, no stack.json
     t0 = time.monotonic()
@@ -264,7 +265,7 @@ def test_status_without_a_running_broker_reads_storage(cli, stack_env, tmp_path)
 # ----------------------------------------------------------------------------- inputs that used to break a job
 
 def _png_claiming(width, height):
-    from tests.model.test_sources import png_claiming
+    from tests.model.data.test_sources import png_claiming
     return png_claiming(width, height)
 
 
@@ -327,9 +328,9 @@ def test_a_bad_model_file_is_refused_before_anything_starts(cli, files, trained_
 
 
 def test_a_partial_job_exits_non_zero_with_one_line(cli, files, tmp_path):
-    from tasks import jobs
+    from tasks import jobfiles
     job_id = f"partial-{os.getpid()}"
-    os.makedirs(jobs.chunk_ref(cli.env["DIGITS_STORAGE"], job_id, 1))  # chunk 1 can't be stored
+    os.makedirs(jobfiles.chunk_ref(cli.env["DIGITS_STORAGE"], job_id, 1))  # chunk 1 can't be stored
     out = tmp_path / "out.csv"
     r = cli("predict", files["test"], "--model", files["model"], "--out", out, "--chunk-rows", 100,
             "--job-id", job_id)
@@ -339,7 +340,7 @@ def test_a_partial_job_exits_non_zero_with_one_line(cli, files, tmp_path):
     lost = list(p.names(1, p.length(0), p.length(1)))
     assert len(partial) == 1 and f"job {job_id}" in partial[0]
     assert f"chunk(s) failed (1), {len(lost)} records" in partial[0]
-    assert jobs.chunk_ref(cli.env["DIGITS_STORAGE"], job_id, 1) in partial[0]
+    assert jobfiles.chunk_ref(cli.env["DIGITS_STORAGE"], job_id, 1) in partial[0]
     assert f"wrote {500 - len(lost)} predictions" in r.stdout
     ids, _ = read_submission(out)
     np.testing.assert_array_equal(ids, [i for i in range(1, 501) if i not in lost])
@@ -374,20 +375,20 @@ def test_jobs_lists_recent_jobs_also_with_the_broker_down(cli, files, tmp_path):
 
 
 def test_gc_removes_what_old_jobs_leave_and_says_so(cli, files, tmp_path):
-    from tasks import jobs
+    from tasks import jobfiles
     out = tmp_path / "sub.csv"
     r = cli("predict", files["test"], "--model", files["model"], "--out", out, "--chunk-rows", 100, "--no-wait")
     job_id = r.stdout.strip().splitlines()[-1]
     assert cli("watch", job_id, "--interval", 0.1).returncode == 0
     root = cli.env["DIGITS_STORAGE"]
-    assert jobs.chunks_done(root, job_id) == 5
+    assert jobfiles.chunks_done(root, job_id) == 5
     dry = json.loads(cli("gc", "--older-than", "0s", "--dry-run", "--json").stdout)
     assert any(x["job_id"] == job_id and x["what"] == "chunk files" for x in dry["removed"])
-    assert jobs.chunks_done(root, job_id) == 5 and dry["redis_checked"]
+    assert jobfiles.chunks_done(root, job_id) == 5 and dry["redis_checked"]
     r = cli("gc", "--older-than", "0s")
     assert r.returncode == 0, r.stderr
     assert f"removed chunk files of {job_id}" in r.stdout and "freed" in r.stdout.splitlines()[-1]
-    assert jobs.chunks_done(root, job_id) == 0 and out.exists()  # the user's --out stays
+    assert jobfiles.chunks_done(root, job_id) == 0 and out.exists()  # the user's --out stays
     assert cli("status", job_id).returncode == 0  # and the job is still known
     assert cli("models", "--json").returncode == 0 and "promoted" not in r.stdout
 

@@ -1,6 +1,6 @@
 """The one progress bar (worker.cli.progress.JobBar): throttling, the ETA rule, the final
 frame (pure logic, no stack)."""
-from tasks import jobs
+from tasks import times
 from worker.cli.progress import JobBar
 
 
@@ -35,9 +35,9 @@ def test_no_bar_before_a_total_and_no_absurd_eta():
 
 
 def test_eta_rule():
-    assert jobs.eta_seconds(1, 6000, 3.0) is None  # one batch in: an ETA would say 5 hours
-    assert jobs.eta_seconds(120, 6000, 0.5) is None  # too short a measure
-    assert jobs.eta_seconds(600, 6000, 10.0) == 90.0
-    assert jobs.eta_seconds(3100, 6000, 10.0, done_at_start=3000) == 290.0  # a resumed run counts its own rate
-    assert [jobs.format_seconds(x) for x in (3.14, 21, 185, 7300, 604800, 90000)] == \
+    assert times.eta_seconds(1, 6000, 3.0) is None  # one batch in: an ETA would say 5 hours
+    assert times.eta_seconds(120, 6000, 0.5) is None  # too short a measure
+    assert times.eta_seconds(600, 6000, 10.0) == 90.0
+    assert times.eta_seconds(3100, 6000, 10.0, done_at_start=3000) == 290.0  # a resumed run counts its own rate
+    assert [times.format_seconds(x) for x in (3.14, 21, 185, 7300, 604800, 90000)] == \
         ["3.1s", "21s", "3m05s", "2h01m", "7d", "1d01h"]

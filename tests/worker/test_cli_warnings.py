@@ -9,8 +9,8 @@ import sys
 import numpy as np
 import pytest
 
-from model.data import TRAIN_COLUMNS
-from model.samples import write_csv
+from model.data.block import TRAIN_COLUMNS
+from model.data.samples import write_csv
 from tests.conftest import write_test_csv
 
 pytestmark = pytest.mark.integration

@@ -6,9 +6,9 @@ import re
 import pytest
 import requests
 
-from model.samples import write_sample
+from model.data.samples import write_sample
 from model.train import make_config
-from tasks import jobs
+from tasks import jobfiles, records
 from tests.conftest import wait_for
 
 pytestmark = pytest.mark.integration
@@ -89,7 +89,7 @@ def test_workers_are_listed(live):
 
 def test_prediction_tasks_are_listed_with_job_args(live, jobs_seen):
     job_id = jobs_seen["pred"].id
-    plan = jobs.read_json(jobs.ref(live.settings.storage, job_id, "plan.json"))
+    plan = jobfiles.read_json(jobfiles.ref(live.settings.storage, job_id, "plan.json"))
     chunks = [tuple(c) for c in plan["chunks"]]
     assert len(chunks) == 3
 
@@ -135,7 +135,7 @@ def test_training_task_shows_its_job_and_progress(live, jobs_seen):
     info = wait_for(finished, 30, "the train task's SUCCESS in Flower", poll=0.2)
     manifest = jobs_seen["train_manifest"]
     result = ast.literal_eval(info["result"])  # one line a person reads, key facts first, not the manifest
-    assert result == jobs.TrainJob.summary(manifest) and len(info["result"]) < 600
+    assert result == records.TrainJob.summary(manifest) and len(info["result"]) < 600
     assert result.startswith(f"flowerwatch:{manifest['version']} val_accuracy {manifest['val_accuracy']:.4f}, "
                              "promoted to production (first version")
     assert result.endswith("report.html") and "epoch 1" not in result and "skipped" not in result

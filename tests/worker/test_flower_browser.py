@@ -14,9 +14,9 @@ import time
 
 import pytest
 
-from model.samples import write_sample
+from model.data.samples import write_sample
 from model.train import make_config
-from tasks import jobs
+from tasks import jobfiles, records
 from tests.conftest import wait_for, write_test_csv
 from worker import services
 
@@ -160,7 +160,7 @@ def training_run(live, tmp_path_factory):
     try:
         yield job
     finally:
-        jobs.request_cancel(live.settings.storage, job.id)
+        jobfiles.request_cancel(live.settings.storage, job.id)
         assert job.wait(timeout=120)["state"] in ("CANCELLED", "SUCCESS")
 
 
@@ -171,7 +171,7 @@ class TestATrainingRun:
             return row if row and re.search(r"epoch \d+/30 batch \d+/\d+ loss \d\.\d+", row["result"]) else None
 
         row = wait_for(progress_row, 90, "the training run's progress on its row", poll=0.5)
-        assert jobs.read_manifest(live.settings.storage, training_run.id) is None  # still running
+        assert jobfiles.read_manifest(live.settings.storage, training_run.id) is None  # still running
         assert row["name"] == "digits.train_job"
         shots(page, "training-running")
     def test_it_is_under_the_started_filter_and_the_active_link(self, live, page, shots, training_run):
@@ -200,7 +200,7 @@ def write_big_csv(path, pixels, rows):
     again (cheap: no per-row formatting)."""
     block = "".join(",".join(map(str, r)) + "\n" for r in pixels.tolist()).encode()
     per_block = len(pixels)
-    from model.data import PIXEL_COLUMNS
+    from model.data.block import PIXEL_COLUMNS
     with open(path, "wb") as f:
         f.write((",".join(PIXEL_COLUMNS) + "\n").encode())
         for _ in range(rows // per_block):
@@ -213,7 +213,7 @@ def test_a_million_row_job_is_followed_on_its_row_to_success(live, page, shots, 
     out = tmp_path / "big-out.csv"
     try:
         job = submit_prediction(data, trained_model[1], str(out), app=live.app, settings=live.settings)
-        total = jobs.load(live.settings.storage, job.id).chunks
+        total = records.load(live.settings.storage, job.id).chunks
         seen = []  # chunks done, one per read of the row while the job ran
         deadline = time.monotonic() + 150
         while True:
@@ -245,7 +245,7 @@ def test_a_chunk_that_fails_for_good_shows_failure_on_it_and_on_its_job(live, pa
     from worker.client import submit_prediction
     csv = write_test_csv(tmp_path / "t.csv", sample["test_x"])
     job_id = f"predict-browserfail{os.getpid()}"
-    os.makedirs(jobs.chunk_ref(live.settings.storage, job_id, 1))  # chunk 1's result cannot be written
+    os.makedirs(jobfiles.chunk_ref(live.settings.storage, job_id, 1))  # chunk 1's result cannot be written
     job = submit_prediction(csv, trained_model[1], str(tmp_path / "out.csv"), app=live.app, settings=live.settings,
                             chunk_rows=100, job_id=job_id)
     assert job.wait(timeout=90)["state"] == "PARTIAL"

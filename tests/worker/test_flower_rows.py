@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import requests
 
-from model.samples import write_sample
+from model.data.samples import write_sample
 from model.train import make_config
-from tasks import jobs, keys
+from tasks import jobfiles, keys, records, states
 from tests.conftest import wait_for, write_test_csv
 
 pytestmark = pytest.mark.integration
@@ -70,7 +70,7 @@ def test_a_running_job_s_row_counts_its_chunks_then_ends_success(live, csv_10000
     assert listed_started
     manifest = job.wait(timeout=WAIT)
     row = ended_row(live, job.id, "SUCCESS")
-    assert row["name"] == "digits.predict_job" and row["result"] == jobs.PredictJob.summary(manifest)
+    assert row["name"] == "digits.predict_job" and row["result"] == records.PredictJob.summary(manifest)
     assert row["result"].startswith("10000 rows in: 10000 ok; output ")
     kwargs = ast.literal_eval(row["kwargs"])  # labelled: input, model name:version, output, chunks
     assert kwargs["chunks"] == 200 and kwargs["output"] == str(tmp_path / "out.csv")
@@ -87,12 +87,12 @@ def test_a_chunk_that_fails_for_good_fails_its_row_and_the_job_s(live, sample, t
     """Chunk 2's result path is a folder: retried, then failed for good; the job ends PARTIAL."""
     csv = write_test_csv(tmp_path / "in.csv", sample["test_x"])
     job_id = f"blocked-{uuid.uuid4().hex[:8]}"
-    os.makedirs(jobs.chunk_ref(live.settings.storage, job_id, 2))
+    os.makedirs(jobfiles.chunk_ref(live.settings.storage, job_id, 2))
     job = submit(live, csv, trained_model[1], tmp_path / "out.csv", job_id=job_id, chunk_rows=60)
     manifest = job.wait(timeout=WAIT)
     assert manifest["state"] == "PARTIAL"
     row = ended_row(live, job_id, "FAILURE")
-    assert row["result"] == manifest["error"] + f" ({jobs.PredictJob.summary(dict(manifest, error=None))})"
+    assert row["result"] == manifest["error"] + f" ({records.PredictJob.summary(dict(manifest, error=None))})"
     assert row["result"].startswith(f"job {job_id}: 1 chunk(s) failed (2), ") and row["exception"]
     chunk = ended_row(live, keys.chunk_task_id(job_id, 2), "FAILURE")
     assert "chunk 2/" in chunk["exception"] and "failed for good" in chunk["exception"]
@@ -110,7 +110,7 @@ def test_a_cancelled_job_s_row_and_skipped_chunks_are_revoked(live, csv_10000, t
     manifest = job.wait(timeout=WAIT)
     assert manifest["state"] == "CANCELLED" and manifest["rows_skipped"] > 0
     row = ended_row(live, job.id, "REVOKED")
-    assert row["result"] == jobs.PredictJob.summary(manifest) and "skipped" in row["result"]
+    assert row["result"] == records.PredictJob.summary(manifest) and "skipped" in row["result"]
     marks = {int(k): v for k, v in live.app.backend.client.hgetall(keys.chunk_marks(job.id)).items()}
     skipped = [i for i, m in marks.items() if b'"skipped"' in m]
     assert skipped
@@ -150,7 +150,7 @@ def test_a_sweep_has_a_row_whose_children_are_its_runs(live, tmp_path):
     train = write_sample(str(tmp_path / "sample"), images=False)["train"]
     sweep_id = submit_sweep(train, "flowersweep", "faithful", {"lr": [0.1, 0.05], "epochs": [1]}, app=live.app,
                             settings=live.settings)
-    wait_for(lambda: sweep_status(live.app, live.settings, sweep_id)["state"] in jobs.FINAL_STATES, WAIT,
+    wait_for(lambda: sweep_status(live.app, live.settings, sweep_id)["state"] in states.FINAL, WAIT,
              "the sweep's end", poll=0.5)
     st = sweep_status(live.app, live.settings, sweep_id)
     assert st["state"] == "SUCCESS"

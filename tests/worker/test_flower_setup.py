@@ -81,7 +81,7 @@ def test_digits_flower_in_a_cluster_lists_a_queue_whose_worker_started_after_it(
     """`digits flower` started when only the train worker answers: its first inspection finds
     the train queue alone. The predict worker starts later; with no worker page opened, the
     Broker page comes to list the predict queue too."""
-    from worker.stack import free_port
+    from worker.stack.embedded import free_port
     sock = tmp_path / "r.sock"
     redis = start_redis(sock)
     url = f"redis+socket://{sock}"

@@ -9,7 +9,7 @@ import subprocess
 import numpy as np
 import pytest
 
-from tests.model import tool_files
+from tests.model.data import tool_files
 from tests.worker.test_cli import DIGITS, WAIT, assert_clean_failure, read_submission
 
 pytestmark = pytest.mark.integration

@@ -17,11 +17,12 @@ import numpy as np
 import psutil
 import pytest
 
-from model import checkpoint, sources
-from model.data import PIXEL_COLUMNS
-from model.samples import write_sample
+from model import checkpoint
+from model.data import sources
+from model.data.block import PIXEL_COLUMNS
+from model.data.samples import write_sample
 from model.train import Trainer, make_config
-from tasks import jobs
+from tasks import jobfiles
 from tests.conftest import wait_for
 
 pytestmark = pytest.mark.integration
@@ -124,7 +125,7 @@ def ended(drill, job_id):
 
 
 def chunks_done(drill, job_id):
-    return jobs.chunks_done(drill["env"]["DIGITS_STORAGE"], job_id)
+    return jobfiles.chunks_done(drill["env"]["DIGITS_STORAGE"], job_id)
 
 
 def epoch(drill, job_id):

@@ -12,8 +12,8 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from celery.schedules import crontab, schedule
 
+from model.data.samples import write_sample
 from model.errors import ConfigError
-from model.samples import write_sample
 from worker import settings
 from worker.schedule import beat_schedule, describe, parse
 
@@ -191,9 +191,9 @@ def schedule_env(tmp_path):
 
 @pytest.mark.integration
 def test_beat_retrains_on_schedule_without_overlapping_runs(schedule_env):
-    from model.registry import Registry
-    from tasks import jobs
-    from worker.stack import Stack
+    from model.registry.versions import Registry
+    from tasks import jobfiles
+    from worker.stack.embedded import Stack
     s = settings.load()
     assert s.retrain_cron == f"every {INTERVAL}s" and str(s.home) == schedule_env["DIGITS_HOME"]
     stack = Stack(s, flower=False, scheduler=True, record=False, log=lambda *a: None)
@@ -220,7 +220,7 @@ def test_beat_retrains_on_schedule_without_overlapping_runs(schedule_env):
             time.sleep(0.2)
         ids = [m.group(1) for _, m in queued]
         deadline = time.time() + 60
-        while not all(jobs.read_manifest(s.storage, i) for i in ids):
+        while not all(jobfiles.read_manifest(s.storage, i) for i in ids):
             assert time.time() < deadline, "scheduled training runs did not finish"
             time.sleep(0.2)
     finally:
@@ -239,7 +239,7 @@ def test_beat_retrains_on_schedule_without_overlapping_runs(schedule_env):
     train_jobs = sorted(os.path.basename(os.path.dirname(p))
                         for p in glob.glob(os.path.join(s.storage, "jobs", "train-*", "job.json")))
     assert train_jobs == sorted(ids)
-    manifests = sorted((jobs.read_manifest(s.storage, i) for i in ids), key=lambda m: m["submitted_at"])
+    manifests = sorted((jobfiles.read_manifest(s.storage, i) for i in ids), key=lambda m: m["submitted_at"])
     assert all(m["state"] == "SUCCESS" and m["name"] == "sched" for m in manifests)
     assert all(json.loads(open(os.path.join(s.storage, "jobs", m["job_id"], "job.json")).read())["config"]
                ["recipe"] == "plain" for m in manifests)

@@ -16,7 +16,7 @@ from model.errors import ConfigError
 from tests.cluster.hosts import make_certs, redis_server_tls
 from worker import settings
 from worker.app import make_app
-from worker.stack import broker_reachable
+from worker.stack.broker import broker_reachable
 
 EXE = redis_server_tls()
 pytestmark = [pytest.mark.integration,

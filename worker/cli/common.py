@@ -21,10 +21,10 @@ def print_json(obj):
 def queue_app(s, keep_alive=False):
     """Yield the Celery app bound to a reachable broker, starting a stack for the block if
     none runs (keep_alive: a background stack that outlives the command, for --no-wait)."""
-    from worker import stack
+    from worker.stack import broker
     if keep_alive:
-        stack.start_background(s, log=eprint)
-    with stack.broker_for(s, log=eprint) as url:
+        broker.start_background(s, log=eprint)
+    with broker.broker_for(s, log=eprint) as url:
         app = app_for(url)
         try:
             yield app

@@ -14,8 +14,8 @@ def _job_status(s, job_id, apps, stored=None):
     st = stored or status(None, s, job_id)
     if st["state"] in FINAL_STATES:
         return st
-    from worker import stack
-    url = stack.live_broker(s)
+    from worker.stack import broker
+    url = broker.live_broker(s)
     if url is None:
         from worker.outage import BrokerDown
         raise BrokerDown(f"no broker answers at {s.broker_url or s.embedded_url}")
@@ -28,7 +28,10 @@ def _job_status(s, job_id, apps, stored=None):
 
 
 def cmd_status(a, s):
-    from tasks.jobs import KINDS, STALLED, full_ref, iso_times
+    from tasks.records import KINDS
+    from tasks.jobfiles import full_ref
+    from tasks.times import iso_times
+    from tasks.states import JobState
     from worker import exitcodes
     from worker.client import FINAL_STATES, status
     st = stored = status(None, s, a.job)  # storage alone has an ended job's state
@@ -41,7 +44,7 @@ def cmd_status(a, s):
         if not isinstance(e, BrokerDown):
             raise
         # without a broker nothing runs the job: say so instead of its last known state
-        st = dict(stored, last_state=stored["state"], state=STALLED, broker=s.broker_url or s.embedded_url,
+        st = dict(stored, last_state=stored["state"], state=JobState.STALLED, broker=s.broker_url or s.embedded_url,
                   broker_reachable=False)
     finally:
         for app in apps.values():
@@ -54,11 +57,11 @@ def cmd_status(a, s):
         return exitcodes.for_state(st["state"])
     kind = KINDS[st["kind"]]
     print(f"job {st['job_id']} ({st['kind']}): {st['state']}")
-    if st["state"] == STALLED:
+    if st["state"] == JobState.STALLED:
         print(f"broker {st['broker']} is unreachable: nothing runs the job now; it goes on when its "
               f"stack is back (its queued work is kept)")
     p = dict(st.get("progress") or {})
-    if st["state"] == STALLED:
+    if st["state"] == JobState.STALLED:
         p.pop("eta_seconds", None)
     if kind.bar(p)[1]:
         print(f"progress: {kind.progress_text(p)}")
@@ -74,7 +77,7 @@ def cmd_status(a, s):
 
 
 def cmd_watch(a, s):
-    from tasks.jobs import KINDS
+    from tasks.records import KINDS
     from worker import exitcodes
     from worker.client import FINAL_STATES
     from worker.cli.progress import JobBar
@@ -103,12 +106,12 @@ def cmd_watch(a, s):
 
 
 def cmd_cancel(a, s):
-    from tasks import jobs
-    jobs.read_job(s.storage, a.job)
-    if jobs.read_manifest(s.storage, a.job):
+    from tasks import jobfiles, records
+    records.read_job(s.storage, a.job)
+    if jobfiles.read_manifest(s.storage, a.job):
         print(f"job {a.job} has already ended")
         return 0
-    jobs.request_cancel(s.storage, a.job)
+    jobfiles.request_cancel(s.storage, a.job)
     print(f"cancel requested for job {a.job}: remaining work is skipped, finished work kept")
     return 0
 
@@ -116,27 +119,28 @@ def cmd_cancel(a, s):
 def list_jobs(s, state=None, kind=None, since=None, limit=None, now=None, sweep=None):
     """Index entries of recent jobs, newest first, filtered (sweep: the runs of that sweep);
     an unfinished job's state and progress are read from storage (PENDING, PROGRESS or
-    CANCELLING); outputs as full paths or URLs (tasks.jobs.full_ref) -> list of dicts."""
-    from tasks import jobs
+    CANCELLING); outputs as full paths or URLs (tasks.jobfiles.full_ref) -> list of dicts."""
+    from tasks import index, jobfiles, records
+    from tasks import states
     now = time.time() if now is None else now
     out = []
-    for e in jobs.list_index(s.storage):
+    for e in index.list_index(s.storage):
         if (kind and e.get("kind") != kind) or (sweep and e.get("sweep") != sweep):
             continue
         if since is not None and (e.get("submitted_at") or 0) < now - since:
             break  # newest first: the rest is older
-        if e.get("state") not in jobs.FINAL_STATES:
+        if e.get("state") not in states.FINAL:
             try:
-                record = jobs.load(s.storage, e["job_id"])
+                record = records.load(s.storage, e["job_id"])
             except Exception:  # removed meanwhile
                 continue
             e["progress"] = record.progress(s.storage)
             e["state"] = record.storage_state(s.storage, e["progress"])
         if state and e["state"] != state:
             continue
-        end = e.get("finished_at") or (None if e["state"] in jobs.FINAL_STATES else now)
+        end = e.get("finished_at") or (None if e["state"] in states.FINAL else now)
         e["duration_seconds"] = round(end - e["submitted_at"], 1) if end and e.get("submitted_at") else None
-        e["output"] = jobs.full_ref(s.storage, e.get("output"))
+        e["output"] = jobfiles.full_ref(s.storage, e.get("output"))
         out.append(e)
         if limit and len(out) >= limit:
             break
@@ -145,7 +149,8 @@ def list_jobs(s, state=None, kind=None, since=None, limit=None, now=None, sweep=
 
 def _row(e):
     """One `digits jobs` line's cells."""
-    from tasks.jobs import KINDS, format_seconds, iso
+    from tasks.records import KINDS
+    from tasks.times import format_seconds, iso
     kind = KINDS[e["kind"]]
     if e.get("progress") is not None and kind.bar(e["progress"])[1]:
         done, total = kind.bar(e["progress"])
@@ -164,7 +169,7 @@ HEADER = ["JOB", "KIND", "STATE", "PROGRESS", "ROWS/EPOCHS", "MODEL", "SWEEP", "
 
 
 def cmd_jobs(a, s):
-    from tasks.jobs import iso_times
+    from tasks.times import iso_times
     found = list_jobs(s, state=a.state, kind=a.kind, since=a.since, limit=a.limit, sweep=a.sweep)
     if a.json:
         print_json(iso_times(found))
@@ -181,9 +186,9 @@ def cmd_jobs(a, s):
 
 def cmd_gc(a, s):
     from tasks.retention import collect, format_bytes, summary_line
-    from worker import stack
+    from worker.stack import broker
     from worker.app import configure
-    url = stack.live_broker(s)  # the result backend's keys too, when a broker answers (none is started)
+    url = broker.live_broker(s)  # the result backend's keys too, when a broker answers (none is started)
     redis = configure(url).backend.client if url else None
     report = collect(s.storage, a.older_than, dry_run=a.dry_run, redis=redis)
     if a.json:

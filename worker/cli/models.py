@@ -4,7 +4,7 @@ from worker.cli.common import print_json
 
 def cmd_models(a, s):
     from model.errors import RegistryError
-    from model.registry import Registry
+    from model.registry.versions import Registry
     registry = Registry(s.storage)
     names = registry.names()
     if a.name is not None and a.name not in names:
@@ -27,7 +27,7 @@ def cmd_models(a, s):
 
 
 def cmd_promote(a, s):
-    from model.registry import Registry
+    from model.registry.versions import Registry
     Registry(s.storage).promote(a.name, a.version, reason="promoted by hand with `digits promote`")
     print(f"{a.name}:{a.version} is now production")
     return 0
@@ -46,7 +46,7 @@ def cmd_schedule(a, s):
               f"cron '{info['cron']}'; next run {info['next_run']}")
     gc = info["gc"]
     if gc["enabled"]:
-        from tasks.jobs import format_seconds
+        from tasks.times import format_seconds
         print(f"gc of jobs ended more than {format_seconds(gc['older_than_seconds'])} ago on cron "
               f"'{gc['cron']}'; next run {gc['next_run']}")
     else:

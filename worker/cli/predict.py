@@ -9,7 +9,8 @@ def cmd_predict(a, s):
         return _predict_local(a, s)
     import gc
     gc.disable()  # no collection walks the ~100,000 objects NumPy and Celery import (~40 ms); see below
-    from worker.client import check_prediction, submit_prediction
+    from worker.client.submission import check_prediction
+    from worker.client import submit_prediction
     # fail fast before any stack starts; a resubmitted job id reuses its own record
     checked = None if a.job_id else check_prediction(s, a.input, a.model, a.out)
     if not a.no_wait:  # imported now, not while the job runs: the workers have the cores then
@@ -32,11 +33,12 @@ def cmd_predict(a, s):
 
 def _predict_local(a, s):
     import tempfile
-    from model import checkpoint, sources
+    from model import checkpoint
+    from model.data import sources
     from worker.malloc import keep_freed_memory
     keep_freed_memory()  # as in a worker process: the parser's temporaries reused
-    from model.registry import Registry
-    from worker.client import check_paths
+    from model.registry.versions import Registry
+    from worker.client.submission import check_paths
     check_paths(a.input, a.out)
     sources.check_input(a.input)  # before the model is loaded or anything decompressed
     path, _ = Registry(s.storage).resolve(a.model)

@@ -1,9 +1,9 @@
 """Progress on stderr: one bar for every job kind, worded by the kind's own formatter.
 
 `predict`, `train`, `watch` (and `--local` runs) draw a JobBar; `status` and Flower print
-the same text (tasks.jobs PredictJob/TrainJob.progress_text). The bar counts what the job
+the same text (tasks.records PredictJob/TrainJob.progress_text). The bar counts what the job
 counts (chunks or batches), shows no rate, and an ETA only once enough work was measured
-(tasks.jobs.eta_seconds), so a first frame never says hours.
+(tasks.times.eta_seconds), so a first frame never says hours.
 """
 import sys
 import threading
@@ -11,7 +11,8 @@ import time
 
 from tqdm import tqdm
 
-from tasks import jobs
+from tasks import records, states, times
+from tasks.states import JobState
 from worker.cli.common import eprint
 
 BAR_FORMAT = "{desc} {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} {unit} [{elapsed}]{postfix}"
@@ -39,7 +40,7 @@ class JobBar:
         self.first = None  # (monotonic time, done) of the first frame, for the ETA
 
     def update(self, kind, progress, state=None, force=False):
-        cls = jobs.KINDS[kind]
+        cls = records.KINDS[kind]
         done, total = cls.bar(progress)
         if not total:
             return
@@ -52,13 +53,13 @@ class JobBar:
             self.bar = _Tqdm(total=total, initial=done, unit=cls.unit, desc=self.label, file=sys.stderr, dynamic_ncols=True,
                             bar_format=BAR_FORMAT)
             self.first = (now, done)
-        if state in jobs.FINAL_STATES:  # ended: no time is left, whatever the last update said
+        if state in states.FINAL:  # ended: no time is left, whatever the last update said
             progress = {k: v for k, v in progress.items() if k != "eta_seconds"}
         elif "eta_seconds" not in progress:  # no worker measured one (a --local run): measured here
-            progress = dict(progress, eta_seconds=jobs.eta_seconds(done, total, now - self.first[0], self.first[1]))
+            progress = dict(progress, eta_seconds=times.eta_seconds(done, total, now - self.first[0], self.first[1]))
         self.bar.total, self.bar.n = total, done
         text = cls.progress_text(progress)
-        if state and state not in (jobs.PROGRESS, jobs.SUCCESS):
+        if state and state not in (JobState.PROGRESS, JobState.SUCCESS):
             text = f"{state.lower()} {text}"
         self.bar.set_postfix_str(text, refresh=False)
         self.bar.refresh()

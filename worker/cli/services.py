@@ -9,7 +9,8 @@ from worker.cli.progress import predict_wait, train_wait
 
 
 def cmd_up(a, s):
-    from worker.stack import Stack, find_running
+    from worker.stack.embedded import Stack
+    from worker.stack.broker import find_running
     running = find_running(s)
     if running:
         raise DigitsError(f"a stack is already running under {s.home} (pid {running['pid']})")
@@ -52,7 +53,7 @@ def _busy_check(stack):
     holds a task (running, reserved, or waiting for its countdown). A message taken by a
     worker that died counts once the watchdog has put it back in its queue; while Redis
     or the workers restart, the stack counts as busy."""
-    from worker import supervise
+    from worker.stack import supervise
     from worker.app import configure
     from worker.watchdog import BROKER_ERRORS, held_task_ids
     r = supervise.quick_redis(stack.sock)
@@ -72,8 +73,8 @@ def _busy_check(stack):
 
 
 def cmd_demo(a, s):
-    from model.samples import write_sample
-    from worker.stack import reachable
+    from model.data.samples import write_sample
+    from worker.stack.broker import reachable
     from worker.client import submit_prediction, submit_training
     from worker.app import configure
     out = os.path.abspath(a.out or str(s.home / "demo"))

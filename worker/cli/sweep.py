@@ -107,10 +107,10 @@ def _table(st):
 
 
 def _status(a, s):
-    from worker import stack
     from worker.app import configure
     from worker.client import sweep_status
-    url = stack.live_broker(s)
+    from worker.stack import broker
+    url = broker.live_broker(s)
     st = sweep_status(configure(url) if url else None, s, a.sweep)
     if a.json:
         print_json(st)
@@ -124,8 +124,8 @@ LIST_HEADER = ["SWEEP", "MODEL", "STATE", "RUNS", "BEST", "PROMOTED", "SUBMITTED
 
 def _list(a, s):
     """`digits sweep list`: every sweep, newest first (storage only, like `digits jobs`)."""
-    from tasks.jobs import iso, iso_times
     from tasks.sweep import list_sweeps
+    from tasks.times import iso, iso_times
     found = list_sweeps(s.storage)
     if a.json:
         print_json(iso_times(found))

@@ -3,7 +3,8 @@ import time
 
 from tqdm import tqdm
 
-from model import checkpoint, sources, storage
+from model import checkpoint, storage
+from model.data import sources
 from model.errors import UsageError
 from worker.cli.common import eprint, queue_app
 from worker.cli.progress import JobBar, train_wait
@@ -23,7 +24,8 @@ def cmd_train(a, s):
     config = make_config(a.recipe, **_training_overrides(a))
     if a.local:
         return _train_local(a, s, config)
-    from worker.client import check_training, submit_training
+    from worker.client import submit_training
+    from worker.client.submission import check_training
     name = a.name or "digits"
     if not a.job_id:
         check_training(a.data)  # a missing or unlabeled file fails here, before any stack starts
@@ -41,10 +43,11 @@ def cmd_train(a, s):
 def report_train(manifest, out):
     """Print what a training job ended with (version, val_accuracy, promoted or not and why,
     report) -> exit code: 1 for a cancelled run."""
-    from tasks.jobs import CANCELLED, TrainJob
+    from tasks.records import TrainJob
+    from tasks.states import JobState
     for line in TrainJob.result_lines(manifest):
         print(line)
-    if manifest["state"] == CANCELLED:
+    if manifest["state"] == JobState.CANCELLED:
         return 1
     if out:
         storage.write_bytes(out, storage.read_bytes(manifest["model"]))
@@ -54,7 +57,7 @@ def report_train(manifest, out):
 
 def _train_local(a, s, config):
     from model.train import Trainer
-    from tasks.jobs import TrainJob
+    from tasks.records import TrainJob
     eprint(f"reading {a.data}")
     ds = sources.load_training(a.data, skip_bad=a.skip_bad)
     if ds.skipped:
@@ -85,7 +88,7 @@ def _train_local(a, s, config):
         checkpoint.save_model(model, a.out)
         print(f"model written to {a.out} (version {model.version})")
     if a.name:
-        from model.registry import Registry
+        from model.registry.versions import Registry
         meta = Registry(s.storage).register_trained(a.name, model, trainer, job_id=None,
                                                     tolerance=s.promote_tolerance)
         print(f"registered {a.name} version {meta['version']}; {TrainJob.promotion_text(meta['promotion'])}")

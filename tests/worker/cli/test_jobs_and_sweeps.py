@@ -8,9 +8,9 @@ import re
 import numpy as np
 import pytest
 
-from model.data import TRAIN_COLUMNS
-from model.samples import write_csv
-from tasks import jobs, sweep
+from model.data.block import TRAIN_COLUMNS
+from model.data.samples import write_csv
+from tasks import jobfiles, sweep
 from tests.conftest import wait_for
 from tests.worker.test_cli import cli, files  # noqa: F401 (fixtures)
 
@@ -99,7 +99,7 @@ def test_a_sweep_in_progress_is_listed_with_its_state_then_cancelled(cli, train_
     assert first["state"] in ("PENDING", "PROGRESS") and first["runs_ended"] == 0 and first["promoted"] is None
     root = cli.env["DIGITS_STORAGE"]
     record = sweep.read_sweep(root, sweep_id)
-    wait_for(lambda: any(jobs.read_json(jobs.ref(root, j, "progress.json")) for j in record["jobs"]), 120,
+    wait_for(lambda: any(jobfiles.read_json(jobfiles.ref(root, j, "progress.json")) for j in record["jobs"]), 120,
              "a run of the sweep to start")
     assert listed()["state"] == "PROGRESS"
     assert cli("sweep", "cancel", sweep_id).returncode == 0
@@ -108,7 +108,7 @@ def test_a_sweep_in_progress_is_listed_with_its_state_then_cancelled(cli, train_
     line = next(ln for ln in cli("sweep", "list").stdout.splitlines() if ln.startswith(sweep_id))
     assert re.search(r"CANCELLED\s+2/2 ended\s+-\s+-\s", line), line
     # a run stopped early: its last progress update still had an ETA, its status shows none
-    last = {j: jobs.read_json(jobs.ref(root, j, "progress.json")) or {} for j in record["jobs"]}
+    last = {j: jobfiles.read_json(jobfiles.ref(root, j, "progress.json")) or {} for j in record["jobs"]}
     stale = [j for j, p in last.items() if p.get("eta_seconds") is not None]
     assert stale, last
     for job_id in stale:
