@@ -60,7 +60,7 @@ def split_member(ref):
     return ref, None
 
 
-class _RangeReader(io.RawIOBase):
+class RangeReader(io.RawIOBase):
     """A seekable file over storage.read_bytes ranges (zipfile seeks; an object store's file
     is read a range at a time, never whole)."""
 
@@ -77,7 +77,7 @@ class _RangeReader(io.RawIOBase):
         return self.pos
 
     def seek(self, offset, whence=0):
-        self.pos = {0: 0, 1: self.pos, 2: self.size}[whence] + offset
+        self.pos = max(0, {0: 0, 1: self.pos, 2: self.size}[whence] + offset)  # zipfile seeks back from the end
         return self.pos
 
     def readinto(self, buf):
@@ -95,7 +95,7 @@ def open_zip(ref):
     ref = str(ref)
     try:
         path = storage.local_path(ref)
-        return zipfile.ZipFile(path if path is not None else io.BufferedReader(_RangeReader(ref), PIECE))
+        return zipfile.ZipFile(path if path is not None else io.BufferedReader(RangeReader(ref), PIECE))
     except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, ValueError) as e:
         raise DataError(ref, f"corrupt zip file ({describe(e)})") from None
 
@@ -128,7 +128,7 @@ def open_stream(ref, kind, member=None):
                 yield f
         return
     path = storage.local_path(ref)
-    raw = open(path, "rb") if path is not None else io.BufferedReader(_RangeReader(ref), PIECE)
+    raw = open(path, "rb") if path is not None else io.BufferedReader(RangeReader(ref), PIECE)
     with raw, STREAMS[kind](raw) as f:
         yield f
 

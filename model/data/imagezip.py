@@ -15,6 +15,7 @@ import io
 import zipfile
 
 from model import storage
+from model.data.archive import RangeReader
 from model.data.imagedecode import MAX_IMAGE_BYTES
 from model.errors import DataError, describe
 
@@ -24,39 +25,10 @@ CSV_SUFFIXES = (".csv", ".csv.gz", ".csv.bz2", ".csv.xz", ".tsv")
 SKIPPED = ("__MACOSX/",)  # folders of archiver metadata, never images
 
 
-class _Ranges(io.RawIOBase):
-    """A storage file as a seekable, read-only file object, read by byte ranges."""
-
-    def __init__(self, ref):
-        self.ref, self.pos, self.size = ref, 0, storage.size(ref)
-
-    def readable(self):
-        return True
-
-    def seekable(self):
-        return True
-
-    def seek(self, offset, whence=0):
-        self.pos = max(0, offset if whence == 0 else self.pos + offset if whence == 1 else self.size + offset)
-        return self.pos
-
-    def tell(self):
-        return self.pos
-
-    def readinto(self, buf):
-        end = min(self.size, self.pos + len(buf))
-        if end <= self.pos:
-            return 0
-        raw = storage.read_bytes(self.ref, self.pos, end)
-        buf[:len(raw)] = raw
-        self.pos += len(raw)
-        return len(raw)
-
-
 def _open(ref):
     """A zipfile.ZipFile over storage path ref (a local file directly, else by ranges)."""
     path = storage.local_path(ref)
-    return zipfile.ZipFile(path if path is not None else io.BufferedReader(_Ranges(ref), 1 << 16))
+    return zipfile.ZipFile(path if path is not None else io.BufferedReader(RangeReader(ref), 1 << 16))
 
 
 def is_image_zip(ref):
