@@ -124,8 +124,8 @@ class Settings:
         "DIGITS_POISON_LIMIT", _int, 3, "deliveries of one chunk or training job whose process died (killed: out "
         "of memory?) before it is failed with that reason")
     chunk_time_limit: float = setting(
-        "DIGITS_CHUNK_TIME_LIMIT", _float, 300.0, "seconds a chunk may run before its process is killed and the "
-        "chunk sent again (a frozen process; about 100 x a default chunk's time)")
+        "DIGITS_CHUNK_TIME_LIMIT", _float, 110.0, "seconds a chunk may run before its process is killed and the "
+        "chunk sent again (a frozen process holds its job under two minutes)")
     breaker_chunks: int = setting(
         "DIGITS_BREAKER_CHUNKS", _int, 5, "chunks of one job failing in a row for the same storage reason (disk "
         "full, permission denied) that stop the job early as PARTIAL")
