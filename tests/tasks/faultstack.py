@@ -15,7 +15,11 @@ from tests.conftest import LiveStack
 HOOK = str(Path(__file__).parent / "drillhook")
 DRILL_ENV = {"DIGITS_PREDICT_CONCURRENCY": "2", "DIGITS_TRAIN_CONCURRENCY": "1", "DIGITS_CHUNK_RETRIES": "2",
              "DIGITS_RETRY_BACKOFF": "0.1", "DIGITS_POISON_LIMIT": "3", "DIGITS_CHUNK_TIME_LIMIT": "20",
-             "DIGITS_BREAKER_CHUNKS": "5", "DIGITS_JOB_WINDOW": "4"}
+             "DIGITS_BREAKER_CHUNKS": "5", "DIGITS_JOB_WINDOW": "4",
+             # a drill that freezes a whole worker holds it frozen as long as the drill says: the
+             # stack's hung-worker check (30 s by default) replaced it mid-drill on a loaded machine
+             # (tests/worker/test_full_redis.py drills that check with a patience of its own)
+             "DIGITS_WORKER_PATIENCE": "600"}
 
 
 @contextlib.contextmanager
