@@ -59,3 +59,11 @@ def positive_int(text):
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
     return value
+
+
+def print_table(rows):
+    """Rows of text cells (a header first) printed as aligned columns two spaces apart, the
+    last column unpadded."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    for r in rows:
+        print("  ".join([c.ljust(w) for c, w in zip(r, widths)] + [r[-1]]))

@@ -1,7 +1,7 @@
 """`digits status`, `watch`, `cancel`, `jobs` and `gc`: following, listing and cleaning up jobs."""
 import time
 
-from worker.cli.common import app_for, close_app, eprint, print_json
+from worker.cli.common import app_for, close_app, eprint, print_json, print_table
 
 
 def _job_status(s, job_id, apps, stored=None):
@@ -178,9 +178,7 @@ def cmd_jobs(a, s):
         print(f"no jobs{' matching' if (a.state or a.kind or a.since or a.sweep) else ''} under {s.storage}")
         return 0
     rows = [HEADER] + [_row(e) for e in found]
-    widths = [max(len(r[i]) for r in rows) for i in range(len(HEADER) - 1)]
-    for r in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[-1])
+    print_table(rows)
     return 0
 
 

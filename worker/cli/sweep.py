@@ -4,7 +4,7 @@ import time
 
 from model.errors import ConfigError, UsageError
 from tasks.states import JobState
-from worker.cli.common import eprint, print_json, queue_app
+from worker.cli.common import eprint, print_json, print_table, queue_app
 
 ACTIONS = ("list", "status", "cancel")
 
@@ -140,9 +140,7 @@ def _list(a, s):
         promoted = "-" if e.get("promoted") is None else "yes" if e["promoted"] else "no"
         rows.append([e["sweep_id"], str(e["name"]), e["state"], f"{e['runs_ended']}/{e['runs']} ended", best,
                      promoted, iso(e.get("submitted_at")) or "-"])
-    widths = [max(len(r[i]) for r in rows) for i in range(len(LIST_HEADER))]
-    for r in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+    print_table(rows)
     return 0
 
 
