@@ -144,7 +144,7 @@ def _bring_back(cluster, lost):
         try:
             if cluster.role(lost) == "slave" and cluster.master_host() == master:
                 break
-        except Exception:
+        except Exception:  # the old master is still starting or loading its data: ask again (bounded below)
             pass
         assert time.time() - start < 60, "the old master did not rejoin as a replica"
         time.sleep(0.2)
